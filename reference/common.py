@@ -1,0 +1,45 @@
+"""Layout and reduction helpers shared by the oracles (object arrays of mpf)."""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+
+from lossoracle.mpfuncs import mp_sum, to_mp
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def class_last(a: np.ndarray, dim: int) -> np.ndarray:
+    """Move the class axis ``dim`` to the end (no copy of values)."""
+    return np.moveaxis(np.asarray(a), dim, -1)
+
+
+def rows(x: np.ndarray, dim: int) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Exact mpf rows ``(M, C)`` with the class axis last, and the shape of the other axes."""
+    xl = class_last(to_mp(x), dim)
+    return xl.reshape(-1, xl.shape[-1]), xl.shape[:-1]
+
+
+def reduce(values: np.ndarray, reduction: str, denominator=None):
+    """Apply ``none`` (the array), ``sum`` (exact sum) or ``mean`` (sum / denominator, default count).
+
+    An empty mean, or a zero denominator, is 0/0 = NaN.
+    """
+    if reduction == "none":
+        return values
+    total = mp_sum(values.reshape(-1).tolist())
+    if reduction == "sum":
+        return total
+    if reduction != "mean":
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    den = mpmath.mpf(values.size) if denominator is None else denominator
+    return mpmath.nan if den == 0 else total / den
+
+
+def reduction_scale(values: np.ndarray, reduction: str, denominator=None) -> np.ndarray:
+    """The cotangent each element receives from the reduction, as mpf (``1`` or ``1/den``)."""
+    if reduction == "mean":
+        den = mpmath.mpf(values.size) if denominator is None else denominator
+        return mpmath.nan if den == 0 else 1 / den
+    return mpmath.mpf(1)

@@ -1,0 +1,178 @@
+"""Framework back-ends: build inputs in a dtype and device, call an implementation, take gradients.
+
+Each back-end returns an :class:`Outcome`: the value and each gradient as float64 arrays
+(exact widenings) together with the dtype they were computed in, which is the dtype the ULP
+error is measured in.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .spec import Case, Spec
+
+__all__ = ["Outcome", "BACKENDS", "cotangent", "backend"]
+
+_PATTERN = np.array([1.0, 0.5, 2.0, 0.75, 1.25])  # exact in every format
+
+
+def cotangent(shape: tuple[int, ...]) -> np.ndarray:
+    """The fixed cotangent used for vector-Jacobian products of non-scalar outputs (1 for scalars)."""
+    n = int(np.prod(shape)) if shape else 1
+    return np.resize(_PATTERN, n).reshape(shape) if shape else np.array(1.0)
+
+
+@dataclass
+class Outcome:
+    value: np.ndarray
+    value_dtype: str
+    grads: dict[str, tuple[np.ndarray, str]] = field(default_factory=dict)
+
+
+def _split(spec: Spec, case: Case, make: Callable[[str, np.ndarray], Any]):
+    """Positional and keyword arguments of a call, tensors built by ``make(name, array)``."""
+    pos, kw = [], {}
+    for arg in spec.args:
+        a = case.inputs.get(arg.name)
+        if arg.positional:
+            pos.append(None if a is None else make(arg.name, a))
+        elif a is not None:
+            kw[arg.name] = make(arg.name, a)
+    kw.update(case.params)
+    return pos, kw
+
+
+class TorchBackend:
+    name = "torch"
+
+    @staticmethod
+    def available() -> bool:
+        return importlib.util.find_spec("torch") is not None
+
+    @staticmethod
+    def devices() -> list[str]:
+        import torch
+
+        return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+    dtypes = ("float16", "bfloat16", "float32", "float64")
+
+    @staticmethod
+    def run(fn: Callable, grad_fn, spec: Spec, case: Case, dtype: str, device: str) -> Outcome:
+        import torch
+
+        tdtype = getattr(torch, dtype)
+        leaves: dict[str, Any] = {}
+
+        def make(name: str, a: np.ndarray):
+            if a.dtype.kind != "f":
+                return torch.as_tensor(a, device=device)
+            t = torch.as_tensor(a, dtype=torch.float64).to(device=device, dtype=tdtype)
+            if spec.arg(name).differentiable:
+                t.requires_grad_(True)
+                leaves[name] = t
+            return t
+
+        pos, kw = _split(spec, case, make)
+        out = fn(*pos, **kw)
+        if not isinstance(out, torch.Tensor):
+            out = torch.as_tensor(out)
+        value = out.detach().to("cpu", torch.float64).numpy()
+        result = Outcome(value, str(out.dtype).replace("torch.", ""))
+        if leaves and out.requires_grad:
+            g = torch.as_tensor(cotangent(tuple(out.shape)), dtype=torch.float64).to(device=device, dtype=out.dtype)
+            grads = torch.autograd.grad(out, list(leaves.values()), g, allow_unused=True)
+            for (name, leaf), gr in zip(leaves.items(), grads):
+                gr = torch.zeros_like(leaf) if gr is None else gr
+                result.grads[name] = (gr.detach().to("cpu", torch.float64).numpy(), str(gr.dtype).replace("torch.", ""))
+        return result
+
+
+class NumpyBackend:
+    name = "numpy"
+
+    @staticmethod
+    def available() -> bool:
+        return True
+
+    @staticmethod
+    def devices() -> list[None]:
+        return [None]
+
+    dtypes = ("float16", "float32", "float64")
+
+    @staticmethod
+    def run(fn: Callable, grad_fn, spec: Spec, case: Case, dtype: str, device: None) -> Outcome:
+        def make(name: str, a: np.ndarray):
+            return a.astype(dtype) if a.dtype.kind == "f" else a
+
+        pos, kw = _split(spec, case, make)
+        out = np.asarray(fn(*pos, **kw))
+        result = Outcome(out.astype(np.float64), out.dtype.name)
+        if grad_fn is not None:
+            g = cotangent(out.shape).astype(out.dtype)
+            for name, gr in grad_fn(g, *pos, **kw).items():
+                gr = np.asarray(gr)
+                result.grads[name] = (gr.astype(np.float64), gr.dtype.name)
+        return result
+
+
+class JaxBackend:
+    name = "jax"
+
+    @staticmethod
+    def available() -> bool:
+        return importlib.util.find_spec("jax") is not None
+
+    @staticmethod
+    def devices() -> list[str]:
+        return ["cpu"]
+
+    dtypes = ("float16", "bfloat16", "float32", "float64")
+
+    @staticmethod
+    def run(fn: Callable, grad_fn, spec: Spec, case: Case, dtype: str, device: str) -> Outcome:
+        import jax
+        import jax.numpy as jnp
+
+        jax.config.update("jax_enable_x64", True)
+        diff: dict[str, Any] = {}
+
+        def make(name: str, a: np.ndarray):
+            if a.dtype.kind != "f":
+                return jnp.asarray(a)
+            t = jnp.asarray(a, dtype=jnp.float64).astype(getattr(jnp, dtype))
+            if spec.arg(name).differentiable:
+                diff[name] = t
+            return t
+
+        pos, kw = _split(spec, case, make)
+        names = list(diff)
+
+        def call(*leaves):
+            env = dict(zip(names, leaves))
+            p = [env.get(a.name, x) if a.positional else x for a, x in zip([a for a in spec.args if a.positional], pos)]
+            k = {key: env.get(key, v) for key, v in kw.items()}
+            return fn(*p, **k)
+
+        out, vjp = jax.vjp(call, *diff.values())
+        result = Outcome(np.asarray(out, dtype=np.float64), str(out.dtype))
+        grads = vjp(jnp.asarray(cotangent(tuple(out.shape)), dtype=out.dtype))
+        for name, gr in zip(names, grads):
+            result.grads[name] = (np.asarray(gr, dtype=np.float64), str(gr.dtype))
+        return result
+
+
+BACKENDS: Mapping[str, Any] = {"torch": TorchBackend, "numpy": NumpyBackend, "jax": JaxBackend}
+
+
+def backend(framework: str):
+    try:
+        return BACKENDS[framework]
+    except KeyError:
+        raise ValueError(f"framework must be one of {sorted(BACKENDS)}, got {framework!r}") from None

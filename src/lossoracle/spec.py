@@ -1,0 +1,143 @@
+"""The declarative spec of a loss: what it computes, on which inputs, to which accuracy.
+
+A :class:`Spec` is the single place where a loss's knowledge lives for the generic layers
+(checker, CLI, reports, tests, benchmarks). Each ``reference/<loss>.py`` module builds one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .floats import FORMATS, FloatFormat, is_representable
+
+__all__ = ["Arg", "Case", "Budget", "Convention", "Spec", "DTYPES"]
+
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class Arg:
+    """A tensor argument.
+
+    ``kind`` names its domain: ``logits``, ``probabilities``, ``log_probabilities``,
+    ``class_index``, ``probability_target``, ``binary_target``, ``weight``, ``boxes``.
+    ``positional`` arguments are passed by position, the others by keyword (and may be None).
+    ``differentiable`` arguments get a ``grad:<name>`` quantity.
+    """
+
+    name: str
+    kind: str
+    positional: bool = True
+    differentiable: bool = False
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input set: exact tensor values (float64 or int64 arrays), parameters, expectation.
+
+    ``raises`` names the exception a conforming implementation raises on this (bad) input;
+    ``None`` means the oracle's value is the expectation.
+    """
+
+    id: str
+    inputs: Mapping[str, np.ndarray | None]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    raises: type[Exception] | tuple[type[Exception], ...] | None = None
+    note: str = ""
+
+    def representable_in(self, fmt: FloatFormat) -> bool:
+        """Every floating input is exactly a value of ``fmt`` (so the case is valid in that dtype)."""
+        for a in self.inputs.values():
+            if a is None or a.dtype.kind != "f":
+                continue
+            if not all(is_representable(v, fmt) for v in np.unique(a).tolist()):
+                return False
+        return True
+
+    def dtypes(self) -> tuple[str, ...]:
+        """The dtypes this case is valid in."""
+        return tuple(d for d in DTYPES if self.representable_in(FORMATS[d]))
+
+    def reduction(self) -> str:
+        return str(self.params.get("reduction", "none"))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Accuracy requirement: ULP budgets per dtype for values and gradients, and the scale factor.
+
+    A result element is *faithful* when its ULP error is within budget (plus, for reduced
+    outputs, ``log2(n)`` ULP for a sum of ``n`` terms), *scale-accurate* when
+    ``|got − exact| ≤ scale_k · eps_T · scale`` with the spec's natural scale.
+    ``regions`` documents where a bound legitimately degrades (in words, with the reason).
+    """
+
+    value_ulp: Mapping[str, float] = field(default_factory=lambda: {d: 4.0 for d in DTYPES} | {"float64": 2.0})
+    grad_ulp: Mapping[str, float] = field(default_factory=lambda: {d: 8.0 for d in DTYPES} | {"float64": 4.0})
+    scale_k: float = 8.0
+    regions: tuple[str, ...] = ()
+
+    def ulp_budget(self, quantity: str, dtype: str) -> float:
+        table = self.value_ulp if quantity == "value" else self.grad_ulp
+        return float(table[dtype])
+
+    @staticmethod
+    def reduction_allowance(n_terms: int) -> float:
+        """Documented allowance for a reduction over ``n_terms`` terms: ``log2(n)`` ULP."""
+        return math.log2(n_terms) if n_terms > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class Convention:
+    """An oracle parameter beyond the canonical signature, which some library's behaviour needs."""
+
+    name: str
+    default: Any
+    doc: str
+
+
+OracleFn = Callable[..., Any]
+GradFn = Callable[..., dict[str, np.ndarray]]
+ScaleFn = Callable[[str, Mapping[str, Any], Mapping[str, Any], Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything the generic layers know about one loss.
+
+    - ``oracle(**inputs, **params, **conventions)`` returns the exact value (mpf or object array);
+    - ``gradient(grad_output, **inputs, **params, **conventions)`` returns ``{arg: object array}``,
+      the vector-Jacobian product with ``grad_output`` (same shape as the value);
+    - ``cases()`` yields the named edge catalogue, generated cases and bad-input cases;
+    - ``scale(quantity, inputs, params, exact, grad_output)`` gives the natural scale
+      (broadcastable to the quantity; ``exact`` is the oracle's array for it, ``grad_output`` the
+      cotangent) for scale-accurate grading; a spec without one is graded in ULPs only;
+    - ``reduced_terms(inputs, params)`` is the number of terms a reduced value sums.
+    """
+
+    name: str
+    signature: str
+    definition: str
+    source: str
+    args: tuple[Arg, ...]
+    params: Mapping[str, Any]
+    oracle: OracleFn
+    gradient: GradFn | None
+    cases: Callable[[], Iterable[Case]]
+    budget: Budget = field(default_factory=Budget)
+    conventions: tuple[Convention, ...] = ()
+    scale: ScaleFn | None = None
+    reduced_terms: Callable[[Mapping[str, Any], Mapping[str, Any]], int] | None = None
+    edge_notes: tuple[str, ...] = ()
+
+    def arg(self, name: str) -> Arg:
+        return next(a for a in self.args if a.name == name)
+
+    @property
+    def differentiable(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.args if a.differentiable)

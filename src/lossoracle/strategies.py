@@ -1,0 +1,76 @@
+"""Input generation: value grids, edge ladders, seeded random cases and hypothesis strategies.
+
+Generated inputs are exact values of a *grid*, so one case serves every dtype whose values
+contain the grid (``Case.dtypes()`` decides):
+
+- ``"half"``: 8 significant bits and the float16 normal range — exact in float16 *and* bfloat16;
+- ``"float32"``: float32 values; ``"float64"``: any double.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+
+import numpy as np
+
+__all__ = ["GRIDS", "to_grid", "rng_for", "logits", "probabilities", "class_indices", "LADDERS"]
+
+GRIDS = ("half", "float32", "float64")
+_HALF_MIN, _HALF_MAX = 2.0**-14, 65280.0  # smallest float16 normal; largest 8-bit value below 65504
+
+
+def to_grid(x: np.ndarray, grid: str) -> np.ndarray:
+    """Round a float64 array to the nearest grid values (ties to even)."""
+    x = np.asarray(x, dtype=np.float64)
+    if grid == "float64":
+        return x.copy()
+    if grid == "float32":
+        return x.astype(np.float32).astype(np.float64)
+    if grid != "half":
+        raise ValueError(f"unknown grid {grid!r}; expected one of {GRIDS}")
+    m, e = np.frexp(np.clip(x, -_HALF_MAX, _HALF_MAX))
+    out = np.ldexp(np.round(m * 256.0) / 256.0, e)
+    return np.where(np.abs(out) < _HALF_MIN, 0.0, out)
+
+
+def rng_for(*key: object) -> np.random.Generator:
+    """A generator seeded from a stable hash of ``key`` (so case ids map to fixed data)."""
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def logits(rng: np.random.Generator, shape: tuple[int, ...], grid: str, scale: float = 4.0) -> np.ndarray:
+    """Normal logits times ``scale``, with a heavy tail (a few entries ×100), on ``grid``."""
+    x = rng.standard_normal(shape) * scale
+    if x.size:
+        tail = rng.random(shape) < 0.05
+        x = np.where(tail, x * 100.0, x)
+    return to_grid(x, grid)
+
+
+def probabilities(rng: np.random.Generator, shape: tuple[int, ...], grid: str, axis: int | None = None) -> np.ndarray:
+    """Probabilities in [0, 1] (log-uniform near 0 and 1 too); rows along ``axis`` not normalised."""
+    u = rng.random(shape)
+    tiny = np.exp(-rng.random(shape) * 30.0)
+    p = np.where(rng.random(shape) < 0.2, tiny, u)
+    p = np.where(rng.random(shape) < 0.1, 1.0 - p * 1e-3, p)
+    return np.clip(to_grid(p, grid), 0.0, 1.0)
+
+
+def class_indices(rng: np.random.Generator, shape: tuple[int, ...], n_classes: int) -> np.ndarray:
+    return rng.integers(0, n_classes, size=shape).astype(np.int64)
+
+
+def ladder(values: list[float]) -> Iterator[float]:
+    """The named edge values, each with its negation."""
+    for v in values:
+        yield v
+        yield -v
+
+
+LADDERS: dict[str, tuple[float, ...]] = {
+    # logits: zero, tiny, moderate, float16 exp overflow (11.1), float32 exp overflow (88.8), huge
+    "logits": (0.0, 2.0**-24, 0.5, 1.0, 11.125, 20.0, 88.75, 100.0, 1e4),
+    # probabilities: exact 0 and 1, subnormal, tiny, near 1 in float64 and float32
+    "probabilities": (0.0, 5e-324, 1e-300, 1e-8, 0.25, 0.5, 1.0 - 2.0**-24, 1.0 - 2.0**-53, 1.0),
+}
