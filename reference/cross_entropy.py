@@ -29,7 +29,7 @@ import numpy as np
 from mpmath import mpf
 
 from lossoracle.mpfuncs import SoftmaxRow, mp_array, mp_sum, to_mp, workprec
-from lossoracle.spec import Arg, Budget, Case, Spec
+from lossoracle.spec import Arg, Budget, Case, Region, Spec
 from lossoracle.strategies import GRIDS, class_indices, logits, probabilities, rng_for
 
 from .common import class_last, reduce, rows
@@ -110,7 +110,7 @@ def cross_entropy_grad(grad_output, input, target, weight=None, ignore_index: in
         C = lay.x.shape[-1]
         gx, gt = [], []
         for r, beta, a in zip(lay.x, lay.betas, lay.cotangent(grad_output, reduction)):
-            if beta is None:
+            if beta is None:  # an ignored row receives no cotangent
                 gx.extend([mpf(0)] * C)
                 gt.extend([mpf(0)] * C)
                 continue
@@ -137,13 +137,14 @@ def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: st
 
 def nll_loss_grad(grad_output, input, target, weight=None, ignore_index: int = -100,
                   reduction: str = "mean") -> dict[str, np.ndarray]:
-    """VJP of :func:`nll_loss`: ``−a_i·w_{y_i}`` at the target entry, 0 elsewhere."""
+    """VJP of :func:`nll_loss`: ``−a_i·w_{y_i}`` at the target entry; every other entry (and every
+    ignored row) does not enter the loss and gets exactly 0."""
     with workprec():
         lay = _Layout(input, target, weight, ignore_index, 0.0)
         C = lay.x.shape[-1]
         g = []
-        for beta, a in zip(lay.betas, lay.cotangent(grad_output, reduction)):
-            g.extend([mpf(0)] * C if beta is None else [-a * b for b in beta])
+        for t, beta, a in zip(lay.t, lay.betas, lay.cotangent(grad_output, reduction)):
+            g.extend(mpf(0) if beta is None or c != int(t) else -a * beta[c] for c in range(C))
         return {"input": np.moveaxis(mp_array(g, (*lay.lead, C)), -1, lay.dim)}
 
 
@@ -220,7 +221,8 @@ def _shared_cases(prefix: str, with_smoothing: bool) -> list[Case]:
             _ce_case(f"huge_1e4_{red}", [[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4], [0.0, 1e4, -1e4]], [0, 0, 1],
                      reduction=red),
             _ce_case(f"ignore_some_{red}", x45, [0, -100, 3, -100], reduction=red),
-            _ce_case(f"ignore_all_{red}", x45, [-100] * 4, reduction=red, note="mean is 0/0 = NaN"),
+            _ce_case(f"ignore_all_{red}", x45, [-100] * 4, reduction=red,
+                     note="all ignored: mean is 0/0 = NaN, gradient 0"),
             _ce_case(f"empty_batch_{red}", np.zeros((0, 5)), np.zeros(0, np.int64), reduction=red),
             _ce_case(f"spatial_{red}", logits(r, (2, 3, 2, 2), "half"), class_indices(r, (2, 2, 2), 3),
                      reduction=red),
@@ -236,7 +238,8 @@ def _shared_cases(prefix: str, with_smoothing: bool) -> list[Case]:
         _ce_case("one_dim_ignored", [0.5, -1.0, 2.0], np.int64(-100), note="mean over nothing: NaN"),
         _ce_case("weights_with_zeros", x45, [0, 1, 2, 3], weight=[0.0, 2.0, 0.5, 1.0, 0.0]),
         _ce_case("weights_with_zeros_none", x45, [0, 1, 2, 3], weight=[0.0, 2.0, 0.5, 1.0, 0.0], reduction="none"),
-        _ce_case("all_weights_zero", x45, [0, 4, 0, 4], weight=[0.0, 2.0, 0.5, 1.0, 0.0], note="0/0 = NaN"),
+        _ce_case("all_weights_zero", x45, [0, 4, 0, 4], weight=[0.0, 2.0, 0.5, 1.0, 0.0],
+                 note="every target weight 0: mean is 0/0 = NaN, and so is the gradient (NaN cotangent × 0)"),
         _ce_case("ignore_index_is_class", x45, [0, 1, 1, 2], ignore_index=1),
         _ce_case("weight_and_ignore", x45, [3, -100, 2, 0], weight=[1.0, 2.0, 0.5, 4.0, 0.25]),
         _ce_case("fp16_overflow_11", [[11.125, -11.125, 0.0]], [1], reduction="none"),
@@ -305,9 +308,18 @@ def _nll_cases() -> list[Case]:
     return _shared_cases("nll_loss", with_smoothing=False)
 
 
+def _soft_coefficients(case: Case, quantity: str) -> bool:
+    t = case.inputs.get("target")
+    return quantity.startswith("grad") and (
+        case.params.get("label_smoothing", 0.0) > 0 or (t is not None and t.dtype.kind == "f"))
+
+
 _BUDGET = Budget(regions=(
-    "float16/bfloat16 values and gradients are graded in the output dtype; torch computes them in float32 "
-    "and rounds once, so the float32 budget applies unchanged.",
+    "float16/bfloat16 values and gradients are graded in the output dtype; our implementations compute "
+    "them in float32 and round once, so the same ULP budget applies.",
+    Region("soft_coefficients", "with label smoothing or probability targets the logit gradient "
+           "B·p_j − β_j cancels genuinely where p_j ≈ β_j/B (the prediction matches the smoothed target); "
+           "both products are accurate, their difference only to eps·B·p_j", _soft_coefficients),
 ))
 
 SPECS = (
@@ -328,7 +340,10 @@ SPECS = (
         budget=_BUDGET,
         scale=_scale,
         reduced_terms=_reduced_terms,
-        edge_notes=("all targets ignored or an empty batch under mean: NaN (0/0); its gradient is 0",
+        edge_notes=("all targets ignored or an empty batch under mean: NaN (0/0); ignored rows receive no "
+                    "cotangent, so the gradient is 0",
+                    "every non-ignored target weight 0 under mean: NaN, and the gradient is NaN (the chain rule "
+                    "with cotangent g/0)",
                     "a −inf logit with label_smoothing > 0 gives +inf",
                     "probability target 0 on a −inf logit contributes 0 (0·log 0 = 0)"),
     ),

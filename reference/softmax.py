@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from lossoracle.mpfuncs import SoftmaxRow, mp_array, mp_sum, to_mp, workprec
-from lossoracle.spec import Arg, Budget, Case, Spec
+from lossoracle.spec import Arg, Budget, Case, Region, Spec
 from lossoracle.strategies import GRIDS, logits, rng_for
 
 from .common import class_last, rows
@@ -45,6 +45,9 @@ def softmax(input, dim: int = -1) -> np.ndarray:
 
 
 def _vjp(grad_output, input, dim, kind):
+    """Cancellation-free VJPs (``Σ p = 1`` used exactly, ``1 − p`` from :class:`SoftmaxRow`):
+    ``g_j − p_j Σ_k g_k = g_j (1 − p_j) − p_j Σ_{k≠j} g_k`` and, with ``m`` the arg-max,
+    ``g_j − Σ_k g_k p_k = (g_j − g_m) + Σ_{k≠m} p_k (g_m − g_k)``."""
     g = class_last(to_mp(np.broadcast_to(np.asarray(grad_output, dtype=object), np.shape(input))), dim)
     g = g.reshape(-1, g.shape[-1])
     r, lead = rows(input, dim)
@@ -53,11 +56,12 @@ def _vjp(grad_output, input, dim, kind):
         sr = SoftmaxRow(row)
         C = len(gr)
         if kind == "log":
-            total = mp_sum(gr.tolist())
-            out.extend(gr[j] - sr.p(j) * total for j in range(C))
+            out.extend(gr[j] * sr.one_minus_p(j) - sr.p(j) * mp_sum(gr[k] for k in range(C) if k != j)
+                       for j in range(C))
         else:
-            dot = mp_sum(gr[k] * sr.p(k) for k in range(C))
-            out.extend(sr.p(j) * (gr[j] - dot) for j in range(C))
+            m = max(range(C), key=lambda k: sr.x[k])
+            rest = mp_sum(sr.p(k) * (gr[m] - gr[k]) for k in range(C) if k != m)
+            out.extend(sr.p(j) * ((gr[j] - gr[m]) + rest) for j in range(C))
     return {"input": np.moveaxis(mp_array(out, (*lead, r.shape[-1])), -1, dim)}
 
 
@@ -125,6 +129,14 @@ def _log_softmax_scale(quantity, inputs, params, exact, grad_output):
     return _softmax_scale(quantity, inputs, params, exact, grad_output)
 
 
+_BUDGET = Budget(regions=(
+    Region("signed_vjp", "the VJP with a mixed-sign cotangent is a signed sum "
+           "(g_j(1−p_j) − p_j Σ_{k≠j} g_k); where its terms nearly cancel, a float evaluation of the "
+           "cancellation-free form is accurate to eps times the terms' magnitude, not to the result",
+           lambda case, q: q.startswith("grad")),
+))
+
+
 def _spec(name, oracle, grad, definition, scale) -> Spec:
     return Spec(
         name=name,
@@ -136,7 +148,7 @@ def _spec(name, oracle, grad, definition, scale) -> Spec:
         oracle=oracle,
         gradient=grad,
         cases=_cases,
-        budget=Budget(),
+        budget=_BUDGET,
         scale=scale,
     )
 

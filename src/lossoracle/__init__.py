@@ -1,3 +1,8 @@
 """lossoracle: high-precision oracles and a conformance checker for ML loss functions."""
 
 __version__ = "0.1.0"
+
+from .engine import check  # noqa: E402
+from .report import Report  # noqa: E402
+
+__all__ = ["check", "Report", "__version__"]

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from .catalog import Implementation
 
-_LOSSES = ("log_softmax", "softmax", "nll_loss", "cross_entropy")
+_NOTES = {
+    "log_softmax": "x − logsumexp(x) is scale-accurate, not faithful, for a dominant class",
+    "softmax": "backward evaluates p·(g − Σ g·p) directly: cancels when one probability dominates",
+    "nll_loss": "",
+    "cross_entropy": "log p = x − logsumexp(x) is scale-accurate, not faithful, for confident predictions",
+}
 
 IMPLEMENTATIONS = [
     impl
-    for loss in _LOSSES
+    for loss, note in _NOTES.items()
     for impl in (
         Implementation(loss, f"lossoracle.implementations.numpy_impl.{loss}", "numpy",
                        f"lossoracle.implementations.numpy_impl:{loss}",
@@ -16,6 +21,6 @@ IMPLEMENTATIONS = [
         Implementation(loss, f"lossoracle.implementations.torch_impl.{loss}", "torch",
                        f"lossoracle.implementations.torch_impl:{loss}", ours=True),
         Implementation(loss, f"torch.nn.functional.{loss}", "torch", f"torch.nn.functional:{loss}",
-                       note="PyTorch computes log p as x − logsumexp(x): cancels for confident predictions"),
+                       note=note),
     )
 ]

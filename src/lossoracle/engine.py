@@ -101,7 +101,8 @@ def _row(spec, impl_name, device, dtype, case, quantity, cmp_or_none, budget_or_
     worst, worst_info = _worst_text(spec, case, cmp, got, exact)
     if verdict == "deviates":
         kind = "non-finite mismatch" if cmp.nonfinite_mismatch else ("gross error" if cmp.gross else "over budget")
-        detail = f"{quantity} {kind} ({cmp.nonfinite_mismatch} non-finite, {cmp.gross} gross) {worst}"
+        about = f" [{case.note}]" if case.note else ""
+        detail = f"{quantity} {kind} ({cmp.nonfinite_mismatch} non-finite, {cmp.gross} gross){about} {worst}"
         if note:
             detail = f"{note} — {detail}"
     elif grade == "scale_accurate":

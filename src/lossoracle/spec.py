@@ -15,7 +15,7 @@ import numpy as np
 
 from .floats import FORMATS, FloatFormat, is_representable
 
-__all__ = ["Arg", "Case", "Budget", "Convention", "Spec", "DTYPES"]
+__all__ = ["Arg", "Case", "Budget", "Convention", "Region", "Spec", "DTYPES"]
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -68,23 +68,42 @@ class Case:
 
 
 @dataclass(frozen=True)
+class Region:
+    """Where a bound legitimately degrades: the quantities and cases it covers, the best grade
+    still guaranteed there, and why (a row of the spec's region table)."""
+
+    name: str
+    reason: str
+    applies: Callable[[Case, str], bool]  # (case, quantity) -> covered?
+    grade: str = "scale_accurate"
+
+
+@dataclass(frozen=True)
 class Budget:
     """Accuracy requirement: ULP budgets per dtype for values and gradients, and the scale factor.
 
     A result element is *faithful* when its ULP error is within budget (plus, for reduced
     outputs, ``log2(n)`` ULP for a sum of ``n`` terms), *scale-accurate* when
     ``|got − exact| ≤ scale_k · eps_T · scale`` with the spec's natural scale.
-    ``regions`` documents where a bound legitimately degrades (in words, with the reason).
+    ``regions`` is the table of where a bound legitimately degrades (:class:`Region`, or plain
+    words for notes that relax nothing).
     """
 
     value_ulp: Mapping[str, float] = field(default_factory=lambda: {d: 4.0 for d in DTYPES} | {"float64": 2.0})
     grad_ulp: Mapping[str, float] = field(default_factory=lambda: {d: 8.0 for d in DTYPES} | {"float64": 4.0})
     scale_k: float = 8.0
-    regions: tuple[str, ...] = ()
+    regions: tuple[Region | str, ...] = ()
 
     def ulp_budget(self, quantity: str, dtype: str) -> float:
         table = self.value_ulp if quantity == "value" else self.grad_ulp
         return float(table[dtype])
+
+    def required_grade(self, case: Case, quantity: str, default: str = "faithful") -> str:
+        """The grade our implementations must reach on ``case``/``quantity`` (region-aware)."""
+        for r in self.regions:
+            if isinstance(r, Region) and r.applies(case, quantity):
+                return r.grade
+        return default
 
     @staticmethod
     def reduction_allowance(n_terms: int) -> float:

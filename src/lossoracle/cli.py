@@ -1,0 +1,140 @@
+"""``lossoracle`` command line: ``list``, ``describe NAME``, ``check``.
+
+Exit status: 0 when every checked implementation conforms, 1 when any deviates, 2 on a usage
+error (one line on stderr naming the problem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from collections.abc import Sequence
+
+from . import __version__, catalog, specs
+from .engine import check
+from .report import Report
+from .spec import DTYPES, Region
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parse_param(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UsageError(f"--param takes KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def _cmd_list(args) -> int:
+    for name in specs.names():
+        spec = specs.get(name)
+        print(f"{name}: {spec.signature}")
+        for impl in catalog.implementations(name):
+            status = impl.installed() or "installed"
+            tag = "ours" if impl.ours else "third-party"
+            print(f"    {impl.name} [{impl.framework}, {tag}] {status}")
+    return 0
+
+
+def _cmd_describe(args) -> int:
+    spec = _spec(args.name)
+    print(f"{spec.name}\n  signature: {spec.signature}\n  definition: {spec.definition}\n  source: {spec.source}")
+    if spec.conventions:
+        print("  conventions (oracle parameters for library variants):")
+        for c in spec.conventions:
+            print(f"    {c.name} = {c.default!r}: {c.doc}")
+    b = spec.budget
+    print("  accuracy budget (ULP, value / gradient): "
+          + ", ".join(f"{d} {b.ulp_budget('value', d):g}/{b.ulp_budget('grad', d):g}" for d in DTYPES)
+          + f"; reductions + log2(n); scale-accurate: |err| <= {b.scale_k:g}·eps·scale")
+    for r in b.regions:
+        print(f"    region {r.name}: at least {r.grade} — {r.reason}" if isinstance(r, Region) else f"    note: {r}")
+    for note in spec.edge_notes:
+        print(f"  edge: {note}")
+    print("  cases:")
+    for case in spec.cases():
+        expect = f"raises {case.raises.__name__}" if isinstance(case.raises, type) else "oracle"
+        params = ", ".join(f"{k}={v!r}" for k, v in case.params.items())
+        print(f"    {case.id} ({expect}; {params}){' — ' + case.note if case.note else ''}")
+    return 0
+
+
+def _spec(name: str):
+    try:
+        return specs.get(name)
+    except KeyError as e:
+        raise UsageError(str(e.args[0])) from None
+
+
+def _cmd_check(args) -> int:
+    options = {}
+    if args.dtype:
+        options["dtypes"] = args.dtype
+    if args.case:
+        options["cases"] = args.case
+    report = Report(meta={"command": "check"})
+    if args.impl:
+        if not args.loss or len(args.loss) != 1:
+            raise UsageError("--impl needs exactly one --loss NAME")
+        spec = _spec(args.loss[0])
+        try:
+            fn = catalog.resolve(args.impl)
+        except (ImportError, AttributeError, ValueError) as e:
+            raise UsageError(f"--impl {args.impl!r} cannot be imported: {e}") from None
+        conventions = dict(_parse_param(p) for p in args.param)
+        report.extend(check(fn, spec.name, args.framework, name=args.impl, conventions=conventions, **options))
+    else:
+        if args.param:
+            raise UsageError("--param applies to --impl")
+        losses = [_spec(n).name for n in args.loss] if args.loss else specs.names()
+        for loss in losses:
+            for impl in catalog.implementations(loss):
+                report.extend(catalog.run(impl, **options))
+    print(report.to_text(verbose=args.verbose))
+    if args.json:
+        report.write_json(args.json)
+    if args.html:
+        with open(args.html, "w") as f:
+            f.write(report.to_html())
+    return 0 if report.conforms else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lossoracle", description="Validate loss functions against mpmath oracles.")
+    p.add_argument("--version", action="version", version=f"lossoracle {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="every loss and every implementation found").set_defaults(fn=_cmd_list)
+    d = sub.add_parser("describe", help="signature, conventions, edge cases, accuracy requirement")
+    d.add_argument("name")
+    d.set_defaults(fn=_cmd_describe)
+    c = sub.add_parser("check", help="validate implementations; no arguments: everything found")
+    c.add_argument("--loss", action="append", default=[], help="restrict to this loss (repeatable)")
+    c.add_argument("--impl", help="MODULE:CALLABLE with the loss's canonical signature")
+    c.add_argument("--framework", default="torch", choices=["torch", "numpy", "jax"])
+    c.add_argument("--param", action="append", default=[], help="KEY=VALUE: oracle convention the --impl claims")
+    c.add_argument("--dtype", action="append", choices=DTYPES, help="restrict dtypes (repeatable)")
+    c.add_argument("--case", action="append", help="restrict to case ids (repeatable), e.g. to reproduce")
+    c.add_argument("--json", help="write the JSON report here")
+    c.add_argument("--html", help="write an HTML report here")
+    c.add_argument("-v", "--verbose", action="store_true", help="print every cell with its worst input")
+    c.set_defaults(fn=_cmd_check)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except UsageError as e:
+        print(f"lossoracle: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
