@@ -10,6 +10,12 @@ from lossoracle.mpfuncs import mp_sum, to_mp
 REDUCTIONS = ("none", "mean", "sum")
 
 
+def is_floating(a) -> bool:
+    """A floating array — float dtype, or an object array of mpf (as the gradient tests pass)."""
+    a = np.asarray(a)
+    return a.dtype.kind == "f" or (a.dtype == object and a.size > 0 and isinstance(a.reshape(-1)[0], mpmath.mpf))
+
+
 def class_last(a: np.ndarray, dim: int) -> np.ndarray:
     """Move the class axis ``dim`` to the end (no copy of values)."""
     return np.moveaxis(np.asarray(a), dim, -1)

@@ -32,7 +32,7 @@ from lossoracle.mpfuncs import SoftmaxRow, mp_array, mp_sum, to_mp, workprec
 from lossoracle.spec import Arg, Budget, Case, Region, Spec
 from lossoracle.strategies import GRIDS, class_indices, logits, probabilities, rng_for
 
-from .common import class_last, reduce, rows
+from .common import class_last, is_floating, reduce, rows
 from .softmax import row_abs_max
 
 
@@ -41,8 +41,7 @@ def _class_dim(x) -> int:
 
 
 def _is_probability_target(input, target) -> bool:
-    t = np.asarray(target)
-    return t.dtype.kind == "f" and t.shape == np.shape(input)
+    return is_floating(target) and np.shape(target) == np.shape(input)
 
 
 def _weights(weight, C: int) -> list[mpf]:
@@ -191,8 +190,15 @@ def _scale(quantity, inputs, params, exact, grad_output):
 
 
 def _reduced_terms(inputs, params) -> int:
+    """Rows summed by a ``sum``/``mean`` reduction, times the classes summed per row when the row
+    loss is a sum over classes (label smoothing or probability targets)."""
     x = inputs["input"]
-    return int(np.size(x) // max(np.shape(x)[_class_dim(x)], 1)) if np.ndim(x) else 1
+    if not np.ndim(x):
+        return 1
+    C = max(np.shape(x)[_class_dim(x)], 1)
+    rows = np.size(x) // C if params.get("reduction", "mean") != "none" else 1
+    soft = params.get("label_smoothing", 0.0) > 0 or is_floating(inputs["target"])
+    return max(rows, 1) * (C if soft else 1)
 
 
 # ----------------------------------------------------------------------------------------------

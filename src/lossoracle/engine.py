@@ -38,9 +38,9 @@ def oracle_outputs(spec: Spec, case: Case, conventions: Mapping[str, Any] | None
     return _ORACLE_CACHE[key]
 
 
-def _budget(spec: Spec, case: Case, quantity: str, dtype: str, reduced: bool) -> float:
+def _budget(spec: Spec, case: Case, quantity: str, dtype: str) -> float:
     b = spec.budget.ulp_budget("value" if quantity == "value" else "grad", dtype)
-    if reduced and spec.reduced_terms is not None:
+    if spec.reduced_terms is not None:
         b += spec.budget.reduction_allowance(spec.reduced_terms(case.inputs, {**spec.params, **case.params}))
     return b
 
@@ -75,9 +75,9 @@ def _input_text(name: str, a: np.ndarray) -> str:
     return f"{name}={a.tolist()!r}"
 
 
-def _grade_quantity(spec, case, quantity, got, got_dtype, exact, dtype, reduced, conventions, cot):
+def _grade_quantity(spec, case, quantity, got, got_dtype, exact, dtype, conventions, cot):
     fmt = format_of(got_dtype)
-    budget = _budget(spec, case, quantity, dtype, reduced)
+    budget = _budget(spec, case, quantity, dtype)
     scale = None
     if spec.scale is not None:
         scale = spec.scale(quantity, case.inputs, {**spec.params, **case.params, **conventions}, exact, cot)
@@ -136,16 +136,14 @@ def _run_case(spec, bk, fn, grad_fn, impl_name, case, dtype, device, conventions
         return [Result(**base, quantity="value", verdict="error",
                        detail=f"{type(e).__name__}: {str(e)[:200]} ({where.filename.split('/')[-1]}:{where.lineno})")]
     value, grads = oracle_outputs(spec, case, conventions)
-    reduced = np.ndim(value) == 0 and case.reduction() != "none"
     cot = cotangent(np.shape(value))
     rows = []
-    cmp, b = _grade_quantity(spec, case, "value", out.value, out.value_dtype, value, dtype, reduced, conventions, cot)
+    cmp, b = _grade_quantity(spec, case, "value", out.value, out.value_dtype, value, dtype, conventions, cot)
     rows.append(_row(spec, impl_name, device, dtype, case, "value", cmp, b, out.value, value, note))
     for name, (g, gdtype) in out.grads.items():
         if name not in grads:
             continue
-        cmp, b = _grade_quantity(spec, case, f"grad:{name}", g, gdtype, grads[name], dtype, reduced, conventions,
-                                 cot)
+        cmp, b = _grade_quantity(spec, case, f"grad:{name}", g, gdtype, grads[name], dtype, conventions, cot)
         rows.append(_row(spec, impl_name, device, dtype, case, f"grad:{name}", cmp, b, g, grads[name], note))
     return rows
 

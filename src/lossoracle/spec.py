@@ -136,7 +136,8 @@ class Spec:
     - ``scale(quantity, inputs, params, exact, grad_output)`` gives the natural scale
       (broadcastable to the quantity; ``exact`` is the oracle's array for it, ``grad_output`` the
       cotangent) for scale-accurate grading; a spec without one is graded in ULPs only;
-    - ``reduced_terms(inputs, params)`` is the number of terms a reduced value sums.
+    - ``reduced_terms(inputs, params)`` is the number of terms summed into one output element
+      (the reduction's, times any inner sum such as over classes): it buys ``log2(n)`` ULP.
     """
 
     name: str

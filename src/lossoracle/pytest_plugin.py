@@ -1,0 +1,78 @@
+"""pytest plugin (auto-loaded): version header, and conformance checks as parametrized tests.
+
+Use in a downstream test suite, in the style of scikit-learn's ``parametrize_with_checks``::
+
+    from lossoracle.pytest_plugin import parametrize_conformance
+
+    @parametrize_conformance(my_focal, "sigmoid_focal_loss", framework="torch",
+                             expected_failures={"float16": "computed in fp16 on purpose"})
+    def test_my_focal(conformance):
+        conformance()          # raises AssertionError with the report lines on a deviation
+
+Ids are ``loss[backend-device-dtype]``; an expected failure that passes is reported as a warning
+(a stale entry), never silently kept.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from collections.abc import Callable, Mapping
+
+import pytest
+
+from .spec import DTYPES
+
+
+def pytest_report_header(config) -> list[str]:
+    import mpmath
+    import numpy
+
+    from . import __version__
+    from .mpfuncs import ORACLE_PREC
+
+    parts = [f"lossoracle {__version__}", f"mpmath {mpmath.__version__} ({ORACLE_PREC} bits)",
+             f"numpy {numpy.__version__}"]
+    if importlib.util.find_spec("torch"):
+        import torch
+
+        cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
+        parts.append(f"torch {torch.__version__} ({cuda})")
+    parts.append(f"hypothesis profile {os.environ.get('HYPOTHESIS_PROFILE', 'ci')}")
+    return ["lossoracle: " + ", ".join(parts)]
+
+
+def _devices(framework: str) -> list[str | None]:
+    from .frameworks import backend
+
+    return backend(framework).devices()
+
+
+def parametrize_conformance(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable | None = None,
+                            conventions: Mapping | None = None, dtypes=DTYPES,
+                            expected_failures: Mapping[str, str] | None = None):
+    """Decorator: one test per device × dtype, each running :func:`lossoracle.check` on that cell.
+
+    ``expected_failures`` maps a dtype or an id (``loss[backend-device-dtype]``) to the reason.
+    """
+    from .engine import check
+
+    expected = dict(expected_failures or {})
+    params = []
+    for device in _devices(framework):
+        for dtype in dtypes:
+            test_id = f"{loss}[{framework}-{device or 'host'}-{dtype}]"
+            reason = expected.get(test_id) or expected.get(dtype)
+
+            def run(device=device, dtype=dtype, test_id=test_id, reason=reason):
+                report = check(fn, loss, framework, grad=grad, conventions=conventions, dtypes=[dtype],
+                               devices=[device])
+                if reason and report.conforms:
+                    warnings.warn(f"{test_id} is listed as an expected failure ({reason}) but conforms: "
+                                  "remove the stale entry", stacklevel=2)
+                assert report.conforms, "\n".join(report.cell_lines())
+
+            marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
+            params.append(pytest.param(run, id=test_id, marks=marks))
+    return pytest.mark.parametrize("conformance", params)
