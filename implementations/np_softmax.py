@@ -63,34 +63,34 @@ def softmax_grad(grad_output: np.ndarray, input: np.ndarray, dim: int = -1) -> d
 class _Plan:
     """Validated, class-last view of a cross-entropy / NLL call."""
 
-    def __init__(self, input, target, weight, ignore_index, reduction, label_smoothing):
+    def __init__(self, input, target, weight, ignore_index, reduction, label_smoothing, nll=False):
         input, target = np.asarray(input), np.asarray(target)
         require_reduction(reduction)
         self.prob = check_class_targets(input, target, weight, ignore_index, label_smoothing)
+        if nll and self.prob:
+            raise ValueError("nll_loss takes class-index targets (an integer array), not probabilities")
         self.dtype = input.dtype
         self.dim = 1 if input.ndim > 1 else 0
         self.x = _rows(input, self.dim)
         ct = self.x.dtype
         t = core.class_last(target.astype(ct), self.dim) if self.prob else target
-        w = None if weight is None else np.asarray(weight, dtype=ct)
-        self.eps, self.reduction, self.w = label_smoothing, reduction, w
-        self.beta, self.den, self.valid = core.ce_coefficients(self.x, t, w, ignore_index, label_smoothing,
-                                                               self.prob)
-        self.target = t
+        self.w = None if weight is None else np.asarray(weight, dtype=ct)
+        self.eps, self.reduction = label_smoothing, reduction
+        self.co = core.Coefficients(self.x, t, self.w, ignore_index, label_smoothing, self.prob)
 
     def reduce(self, rows: np.ndarray):
         if self.reduction == "none":
             return rows.astype(self.dtype)
         total = rows.sum()
         if self.reduction == "mean":
-            total = total / self.den
+            total = total / self.co.den
         return np.asarray(total, dtype=self.dtype)
 
     def cotangent(self, grad_output) -> np.ndarray:
         """What each row's loss receives from the reduction, shaped ``(..., 1)``."""
         g = np.asarray(grad_output, dtype=self.x.dtype)
         if self.reduction == "mean":
-            g = g / self.den
+            g = g / self.co.den
         return np.broadcast_to(g, self.x.shape[:-1])[..., None]
 
 
@@ -99,7 +99,7 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
                   label_smoothing: float = 0.0) -> np.ndarray:
     """Cross-entropy of logits against class indices or probabilities (PyTorch semantics)."""
     plan = _Plan(input, target, weight, ignore_index, reduction, label_smoothing)
-    return plan.reduce(core.weighted_nll(core.row_stats(plan.x).nlp, plan.beta))
+    return plan.reduce(core.ce_rows(core.Shifted(plan.x), plan.co))
 
 
 @_quiet
@@ -108,36 +108,29 @@ def cross_entropy_grad(grad_output, input, target, weight=None, ignore_index: in
     """VJP: ``a_i (rest_ij p_ij − β_ij (1 − p_ij))`` for the logits; ``a_i (1−ε) w_c (−log p_ic)``
     for probability targets (``a_i`` the cotangent the row receives)."""
     plan = _Plan(input, target, weight, ignore_index, reduction, label_smoothing)
-    nlp, p, omp, _ = core.row_stats(plan.x)
+    sh = core.Shifted(plan.x)
     a = plan.cotangent(grad_output)
-    gx = np.where(plan.valid, a * core.weighted_nll_grad(p, omp, plan.beta), 0.0)
-    out = {"input": core.class_back(gx, plan.dim).astype(plan.dtype)}
+    out = {"input": core.class_back(core.ce_rows_grad(sh, plan.co, a), plan.dim).astype(plan.dtype)}
     if plan.prob:
         w = np.ones(plan.x.shape[-1], plan.x.dtype) if plan.w is None else plan.w
-        gt = a * (1 - plan.eps) * np.where(w != 0, w * nlp, 0.0)
+        gt = a * (1 - plan.eps) * np.where(w != 0, w * sh.nlp(), 0.0)
         out["target"] = core.class_back(gt, plan.dim).astype(plan.dtype)
     return out
-
-
-def _nll_plan(input, target, weight, ignore_index, reduction) -> _Plan:
-    plan = _Plan(input, target, weight, ignore_index, reduction, 0.0)
-    if plan.prob:
-        raise ValueError("nll_loss takes class-index targets (an integer array), not probabilities")
-    return plan
 
 
 @_quiet
 def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean") -> np.ndarray:
     """``−w_y·input_y`` (input taken as log-probabilities), PyTorch reductions."""
-    plan = _nll_plan(input, target, weight, ignore_index, reduction)
-    return plan.reduce(-(plan.beta * plan.x).sum(-1, where=plan.beta != 0))
+    plan = _Plan(input, target, weight, ignore_index, reduction, 0.0, nll=True)
+    co = plan.co
+    rows = np.where(co.wy != 0, -co.wy * np.take_along_axis(plan.x, co.y, -1), 0.0)[..., 0]
+    return plan.reduce(rows)
 
 
 @_quiet
 def nll_loss_grad(grad_output, input, target, weight=None, ignore_index: int = -100,
                   reduction: str = "mean") -> dict[str, np.ndarray]:
     """VJP: ``−a_i·w_{y_i}`` at the target entry, 0 elsewhere."""
-    plan = _nll_plan(input, target, weight, ignore_index, reduction)
-    a = plan.cotangent(grad_output)
-    gx = np.where(plan.valid & core.target_mask(plan.target, plan.x.shape[-1]), -a * plan.beta, 0.0)
+    plan = _Plan(input, target, weight, ignore_index, reduction, 0.0, nll=True)
+    gx = core.target_nll_grad(plan.co, plan.cotangent(grad_output), plan.x)
     return {"input": core.class_back(gx, plan.dim).astype(plan.dtype)}

@@ -49,7 +49,7 @@ def softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 
 class _Plan:
-    """Class-last rows, coefficients β and the mean denominator of a validated call."""
+    """Class-last rows and the loss coefficients of a validated call."""
 
     def __init__(self, input, target, weight, ignore_index, label_smoothing, prob):
         self.dim = 1 if input.dim() > 1 else 0
@@ -57,19 +57,17 @@ class _Plan:
         ct = self.x.dtype
         t = core.class_last(target.to(ct), self.dim) if prob else target
         self.w = None if weight is None else weight.to(ct)
-        self.beta, self.den, self.valid = core.ce_coefficients(self.x, t, self.w, ignore_index, label_smoothing,
-                                                               prob)
-        self.target = t
+        self.co = core.Coefficients(self.x, t, self.w, ignore_index, label_smoothing, prob)
 
     def reduce(self, rows: torch.Tensor, reduction: str) -> torch.Tensor:
         if reduction == "none":
             return rows
-        return rows.sum() / self.den if reduction == "mean" else rows.sum()
+        return rows.sum() / self.co.den if reduction == "mean" else rows.sum()
 
     def cotangent(self, g: torch.Tensor, reduction: str) -> torch.Tensor:
         g = g.to(self.x.dtype)
         if reduction == "mean":
-            g = g / self.den
+            g = g / self.co.den
         return g.expand(self.x.shape[:-1]).unsqueeze(-1)
 
 
@@ -79,10 +77,11 @@ class _CrossEntropyFn(torch.autograd.Function):
         ctx.save_for_backward(input, target, weight)
         ctx.args = (ignore_index, reduction, label_smoothing, prob, nll)
         plan = _Plan(input, target, weight, ignore_index, label_smoothing, prob)
+        co = plan.co
         if nll:
-            rows = -torch.where(plan.beta != 0, plan.beta * plan.x, 0).sum(-1)
+            rows = torch.where(co.wy != 0, -co.wy * plan.x.gather(-1, co.y), 0)[..., 0]
         else:
-            rows = core.weighted_nll(core.row_stats(plan.x).nlp, plan.beta)
+            rows = core.ce_rows(core.Shifted(plan.x), co)
         return plan.reduce(rows, reduction).to(input.dtype)
 
     @staticmethod
@@ -91,16 +90,16 @@ class _CrossEntropyFn(torch.autograd.Function):
         ignore_index, reduction, eps, prob, nll = ctx.args
         plan = _Plan(input, target, weight, ignore_index, eps, prob)
         a = plan.cotangent(g, reduction)
+        none = (None,) * 6
         if nll:
-            gx = torch.where(plan.valid & core.target_mask(plan.target, plan.x.shape[-1]), -a * plan.beta, 0)
-            return core.class_back(gx, plan.dim).to(input.dtype), None, None, None, None, None, None, None
-        st = core.row_stats(plan.x)
-        gx = torch.where(plan.valid, a * core.weighted_nll_grad(st.p, st.omp, plan.beta), 0)
+            return core.class_back(core.target_nll_grad(plan.co, a, plan.x), plan.dim).to(input.dtype), *none, None
+        sh = core.Shifted(plan.x)
+        gx = core.class_back(core.ce_rows_grad(sh, plan.co, a), plan.dim).to(input.dtype)
         gt = None
         if prob and ctx.needs_input_grad[1]:
             w = torch.ones_like(plan.x[..., 0:1]) if plan.w is None else plan.w
-            gt = core.class_back(a * (1 - eps) * torch.where(w != 0, w * st.nlp, 0), plan.dim).to(target.dtype)
-        return core.class_back(gx, plan.dim).to(input.dtype), gt, None, None, None, None, None, None
+            gt = core.class_back(a * (1 - eps) * torch.where(w != 0, w * sh.nlp(), 0), plan.dim).to(target.dtype)
+        return gx, gt, *none
 
 
 def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,

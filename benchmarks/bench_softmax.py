@@ -1,0 +1,90 @@
+"""asv: softmax cross-entropy speed (forward + backward), memory, and accuracy over commits.
+
+Data is built in ``setup`` from a fixed seed (append-only: never change an existing dataset).
+Imports are guarded so older commits without a module still load; unsupported combinations
+raise ``NotImplementedError`` in ``setup``; CUDA timings synchronize.
+"""
+
+import numpy as np
+
+try:
+    import torch
+    import torch.nn.functional as F
+
+    from lossoracle.implementations import numpy_impl, torch_impl
+except ImportError:  # an old commit, or no torch
+    torch = None
+
+SHAPES = ["4096x10", "256x1000"]
+IMPLS = ["ours-torch", "torch.nn.functional", "ours-numpy"]
+DEVICES = ["cpu", "cuda"]
+
+
+def _data(shape: str):
+    n, c = map(int, shape.split("x"))
+    rng = np.random.default_rng(20261125)
+    return rng.standard_normal((n, c)).astype(np.float32) * 3, rng.integers(0, c, n)
+
+
+class CrossEntropy:
+    params = (IMPLS, SHAPES, DEVICES)
+    param_names = ["impl", "shape", "device"]
+    timeout = 120
+
+    def setup(self, impl, shape, device):
+        if torch is None or (device == "cuda" and not torch.cuda.is_available()):
+            raise NotImplementedError
+        if impl == "ours-numpy" and device == "cuda":
+            raise NotImplementedError
+        torch.set_num_threads(1)
+        x, y = _data(shape)
+        if impl == "ours-numpy":
+            self.x, self.y = x, y
+            self.run = self._numpy
+            return
+        self.x = torch.tensor(x, device=device, requires_grad=True)
+        self.y = torch.tensor(y, device=device)
+        self.fn = torch_impl.cross_entropy if impl == "ours-torch" else F.cross_entropy
+        self.device = device
+        self.run = self._torch
+
+    def _numpy(self):
+        numpy_impl.cross_entropy(self.x, self.y)
+        numpy_impl.cross_entropy_grad(np.float32(1), self.x, self.y)
+
+    def _torch(self):
+        self.x.grad = None
+        self.fn(self.x, self.y).backward()
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def time_forward_backward(self, impl, shape, device):
+        self.run()
+
+    def peakmem_forward_backward(self, impl, shape, device):
+        self.run()
+
+
+class Accuracy:
+    """Max ULP error (value, float32) over the spec's cases: tracked next to speed."""
+
+    params = (["ours-torch", "torch.nn.functional", "ours-numpy"],)
+    param_names = ["impl"]
+    timeout = 300
+
+    def setup(self, impl):
+        if torch is None:
+            raise NotImplementedError
+
+    def track_max_ulp_cross_entropy_float32(self, impl):
+        from lossoracle import check
+
+        fn, fw, grad = {
+            "ours-torch": (torch_impl.cross_entropy, "torch", None),
+            "torch.nn.functional": (F.cross_entropy, "torch", None),
+            "ours-numpy": (numpy_impl.cross_entropy, "numpy", numpy_impl.cross_entropy_grad),
+        }[impl]
+        report = check(fn, "cross_entropy", fw, grad=grad, dtypes=["float32"], devices=[None if fw == "numpy" else "cpu"])
+        return max(r.max_ulp for r in report.results if r.quantity == "value" and r.max_ulp is not None)
+
+    track_max_ulp_cross_entropy_float32.unit = "ULP"
