@@ -84,3 +84,12 @@ def test_check_accepts_any_callable_and_reports_errors_per_dtype():
     report = check(f64_only, "cross_entropy", "torch", cases=["basic_mean", "huge_1e4_none"])
     verdicts = {(r.dtype, r.verdict) for r in report.results}
     assert ("float64", "conforms") in verdicts and ("float32", "skipped") in verdicts
+
+
+def test_optax_cross_entropy_through_the_jax_backend():
+    pytest.importorskip("optax")
+    impl = next(i for i in catalog.implementations("cross_entropy") if i.framework == "jax")
+    report = catalog.run(impl)
+    measured = [r for r in report.results if r.verdict != "skipped"]
+    assert measured and all(r.verdict == "conforms" for r in measured)
+    assert any(r.quantity == "grad:input" for r in measured)  # jax.vjp gradients were compared

@@ -19,7 +19,7 @@ from .compare import worst_grade
 __all__ = ["Result", "Cell", "Report", "SCHEMA"]
 
 SCHEMA = 1
-VERDICT_ORDER = ("conforms", "skipped", "deviates", "error")
+VERDICT_ORDER = ("skipped", "conforms", "deviates", "error")  # a cell is as bad as its worst row
 
 
 def fmt_float(v: float) -> str:
