@@ -89,7 +89,7 @@ def test_check_accepts_any_callable_and_reports_errors_per_dtype():
 def test_optax_cross_entropy_through_the_jax_backend():
     pytest.importorskip("optax")
     impl = next(i for i in catalog.implementations("cross_entropy") if i.framework == "jax")
-    report = catalog.run(impl)
+    report = catalog.run(impl, dtypes=["float32"])  # jax traces every shape × dtype: keep it to one dtype
     measured = [r for r in report.results if r.verdict != "skipped"]
     assert measured and all(r.verdict == "conforms" for r in measured)
     assert any(r.quantity == "grad:input" for r in measured)  # jax.vjp gradients were compared
