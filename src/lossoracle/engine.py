@@ -148,6 +148,11 @@ def _run_case(spec, bk, fn, grad_fn, impl_name, case, dtype, device, conventions
     return rows
 
 
+def _reproducer(target: str, framework: str, loss: str, conventions: Mapping[str, Any]) -> str:
+    params = "".join(f" --param {k}={v!r}" for k, v in conventions.items())
+    return f"lossoracle check --impl {target} --framework {framework} --loss {loss}{params} -v"
+
+
 def _names(exc) -> str:
     excs = exc if isinstance(exc, tuple) else (exc,)
     return " or ".join(e.__name__ for e in excs)
@@ -157,7 +162,7 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
           name: str | None = None, conventions: Mapping[str, Any] | None = None,
           dtypes: Iterable[str] | None = None, devices: Iterable[str | None] | None = None,
           cases: Iterable[str] | None = None, accepts: Callable[[Case], str | None] | None = None,
-          note: str = "", strict_errors: bool = False) -> Report:
+          note: str = "", strict_errors: bool = False, target: str | None = None) -> Report:
     """Validate ``fn`` (canonical signature of ``loss``) against the oracle.
 
     Values and gradients (torch/jax autograd; ``grad`` — an explicit VJP
@@ -168,7 +173,8 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
     ``conventions`` selects the oracle variant the implementation claims (e.g. PyTorch's BCE
     log clamp); ``accepts(case)`` returns a reason to skip a case the implementation's
     documented interface does not cover; ``strict_errors`` requires the exact exception type on
-    bad-input cases (any exception otherwise).
+    bad-input cases (any exception otherwise). ``target`` is the importable path printed in the
+    reproducer command of a deviation (default: the callable's own module and name).
     """
     spec = specs.get(loss)
     bk = backend(framework)
@@ -194,7 +200,11 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
                     continue
                 by_dtype[dtype] += _run_case(spec, bk, fn, grad, impl_name, case, dtype, device, conventions, note,
                                              strict_errors)
+        repro = _reproducer(target or impl_name, framework, spec.name, conventions)
         for dtype, rows in by_dtype.items():
+            for r in rows:
+                if r.verdict in ("deviates", "error"):
+                    r.reproduce = f"{repro} --case {r.case} --dtype {dtype}"
             value_rows = [r for r in rows if r.quantity != "raises" and r.verdict != "skipped"]
             if value_rows and all(r.verdict == "error" for r in value_rows):
                 for r in value_rows:

@@ -49,6 +49,7 @@ class Result:
     sum_sq_ulp: float = 0.0
     budget: float | None = None
     worst: dict[str, Any] = field(default_factory=dict)
+    reproduce: str = ""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -178,6 +179,8 @@ class Report:
             w = cell.worst
             if w is not None and (cell.verdict in ("deviates", "error")):
                 out.append(f"  worst: case={w.case}  {w.detail}")
+                if w.reproduce:
+                    out.append(f"  reproduce: {w.reproduce}")
         return out
 
     def to_json(self) -> dict[str, Any]:
