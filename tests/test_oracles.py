@@ -93,5 +93,6 @@ def test_oracle_gradient_matches_numerical_differentiation(spec, case):
             checked += 1
             if checked >= MAX_ELEMENTS:
                 break
-    if np.size(value) and all(mpmath.isfinite(v) for v in _flat(value)):
+    if np.size(value) and any(np.size(case.inputs[n]) for n in grads) and all(
+            mpmath.isfinite(v) for v in _flat(value)):
         assert checked, "no gradient entry could be checked"

@@ -98,7 +98,8 @@ def compare(got: np.ndarray, exact, fmt: FloatFormat, budget: float, scale=None,
     ulps, rels, grades = np.empty(n), np.empty(n), np.empty(n, dtype=object)
     mismatches = gross = 0
     for i, (g, e, s) in enumerate(zip(got_arr.reshape(-1).tolist(), exact_arr.reshape(-1).tolist(), scales)):
-        ulps[i], rels[i], grades[i], mism, grs = _grade_one(g, mpf(e), fmt, budget, s, k)
+        e = e if isinstance(e, mpf) else mpf(e)  # mpf(an_mpf) would round the oracle to 53 bits
+        ulps[i], rels[i], grades[i], mism, grs = _grade_one(g, e, fmt, budget, s, k)
         mismatches += mism
         gross += grs
     shape = exact_arr.shape

@@ -74,6 +74,11 @@ def format_of(dtype: object) -> FloatFormat:
         raise TypeError(f"dtype {dtype!r} is not a binary floating-point format lossoracle knows") from None
 
 
+def _exact(x) -> mpf:
+    """``x`` as an mpf without rounding (``mpf(an_mpf)`` rounds to the global 53-bit precision)."""
+    return x if isinstance(x, mpf) else mpf(x)
+
+
 def _exponent(x: mpf) -> int:
     """``floor(log2 |x|)`` of a finite non-zero mpf, exactly."""
     _, man, exp, bc = x._mpf_
@@ -82,7 +87,7 @@ def _exponent(x: mpf) -> int:
 
 def round_exact(x: mpf, fmt: FloatFormat) -> mpf:
     """Round ``x`` to the nearest value of ``fmt`` (ties to even); returns an exact mpf (or ±inf/nan)."""
-    x = mpf(x)
+    x = _exact(x)
     if not mpmath.isfinite(x) or x == 0:
         return x
     sign, man, exp, _ = x._mpf_
@@ -110,7 +115,7 @@ def is_representable(x: float, fmt: FloatFormat) -> bool:
 
 def ulp(x: mpf, fmt: FloatFormat) -> mpf:
     """Spacing of ``fmt`` in the binade of ``x`` (the subnormal spacing below ``2^emin`` and at 0)."""
-    x = mpf(x)
+    x = _exact(x)
     e = fmt.emin if x == 0 else max(_exponent(x), fmt.emin)
     return mpmath.ldexp(mpf(1), min(e, fmt.emax) - fmt.p + 1)
 
@@ -120,9 +125,9 @@ def ulp_error(got: float, exact: mpf, fmt: FloatFormat) -> float:
 
     Both NaN score 0; an infinite result scores 0 when the exact value rounds to that infinity.
     """
-    exact = mpf(exact)
+    exact = _exact(exact)
     if math.isnan(got) or mpmath.isnan(exact):
         return 0.0 if (math.isnan(got) and mpmath.isnan(exact)) else math.inf
     if math.isinf(got) or mpmath.isinf(exact):  # overflow of the exact value to ±inf matches
         return 0.0 if mpf(got) == round_exact(exact, fmt) else math.inf
-    return float(abs(mpf(got) - exact) / ulp(exact, fmt))
+    return float(abs(mpmath.fsub(mpf(got), exact, exact=True)) / ulp(exact, fmt))
