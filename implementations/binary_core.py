@@ -1,0 +1,224 @@
+"""Binary cross-entropy kernels, written once for NumPy arrays and torch tensors.
+
+Elementwise, in the caller's compute dtype, on operands broadcast to the input's shape; the
+caller validates (:func:`check`) and reduces. Plain float64 chains of ``exp``/``log1p``, products
+and sums reach 2–3 ULP in the worst case, over the float64 budget of 2, so float64 results are
+computed with guard bits: in :data:`LONG_DOUBLE` (x87 extended, 64-bit mantissa, where NumPy has
+it — the plain kernels below, rounded once) or, with ``dd=True``, in the double-double kernels
+of :mod:`.binary_dd` wherever the operands are finite (the plain kernels serve the edges, where
+their results are exact). Formulas (``lossoracle.reference.binary``):
+
+- ``log(1 − p)``: ``log1p(−p)`` below 1/2, ``log(1 − p)`` from 1/2 on (``1 − p`` exact there);
+- ``∂ℓ/∂p = (p − y)/(p(1 − p))`` — ``p − y`` is one rounding of exact inputs, so nothing cancels;
+  at ``p ∈ {0, 1}`` the one-sided ``(1 − y)/(1 − p) − y/p`` with ``0/0`` terms dropped;
+- ``∂ℓ/∂y = log((1 − p)/p)``: ``log1p((1 − 2p)/p)`` for ``p ∈ [1/4, 3/4]`` (``1 − 2p`` exact), else
+  ``log(1 − p) − log p`` (one term dominates, no cancellation);
+- ``softplus(±x) = log1p(e^{−|x|}) + max(±x, 0)``, ``σ(±x)`` from the same ``e^{−|x|}`` (no log of
+  a rounded sigmoid, ``σ(x) − 1 = −σ(−x)``);
+- a zero coefficient times an infinite term is 0 (``0·log 0 = 0``, masked elements), while
+  ``0·NaN`` stays NaN, so NaN input always propagates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import binary_dd as bdd
+from .validation import require_floating, require_range, require_reduction, require_same_shape
+
+Array = Any  # numpy.ndarray or torch.Tensor
+
+# NumPy's long double when it carries 11+ guard bits over float64 (x87 extended), else None
+LONG_DOUBLE = np.longdouble if np.finfo(np.longdouble).nmant >= 63 else None
+
+
+def _xp(x: Array):
+    if isinstance(x, (np.ndarray, np.generic)):
+        return np
+    import torch
+
+    return torch
+
+
+def require_broadcast(name: str, a: Array | None, shape: tuple[int, ...]) -> None:
+    """``a`` broadcasts to ``shape`` without enlarging it (ValueError naming ``name`` otherwise)."""
+    if a is None:
+        return
+    try:
+        ok = np.broadcast_shapes(tuple(a.shape), shape) == shape
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} of shape {tuple(a.shape)} does not broadcast to the input shape {shape}")
+
+
+def check(input: Array, target: Array, weight: Array | None, reduction: str, pos_weight: Array | None = None,
+          probabilities: bool = False) -> None:
+    """Validate a call: floating input and target of one shape in [0, 1] (targets; inputs too for
+    probabilities), weights broadcasting to the input, a known reduction. NaN passes."""
+    require_reduction(reduction)
+    require_floating("input", input)
+    require_floating("target", target)
+    require_same_shape("target", target, "input", input)
+    shape = tuple(input.shape)
+    require_broadcast("weight", weight, shape)
+    require_broadcast("pos_weight", pos_weight, shape)
+    if probabilities:
+        require_range("input", input, 0.0, 1.0)
+    require_range("target", target, 0.0, 1.0)
+
+
+def mul0(c: Array, v: Array) -> Array:
+    """``c·v`` with ``0·(±inf) = 0`` (``0·NaN`` stays NaN)."""
+    xp = _xp(v)
+    return xp.where((c == 0) & xp.isinf(v), 0.0, c * v)
+
+
+def _nan_like(y: Array, v: Array) -> Array:
+    """``v``, or NaN where ``y`` is NaN (a derivative that does not involve ``y`` still propagates it)."""
+    return _xp(v).where(y != y, y, v)
+
+
+def _div0(c: Array, d: Array) -> Array:
+    """``c/d`` with ``0/d = 0`` (also ``0/0``)."""
+    return _xp(d).where(c == 0, 0.0, c / d)
+
+
+def _cotangent(g: Array, w: Array | None) -> Array:
+    return g if w is None else g * w
+
+
+def _weighted(w: Array | None, v: Array) -> Array:
+    """``w·v`` (a zero weight masks an infinite term)."""
+    return v if w is None else mul0(w, v)
+
+
+def _double(dd: bool, *operands: Array) -> tuple[Array, list[Array]] | None:
+    """With ``dd``: the lanes where every operand is finite, and the operands made finite elsewhere
+    (so the double-double kernels never see inf/NaN); None without."""
+    if not dd:
+        return None
+    xp = _xp(operands[0])
+    ok = xp.isfinite(operands[0])
+    for a in operands[1:]:
+        ok = ok & xp.isfinite(a)
+    return ok, [xp.where(ok, a, 0.5) for a in operands]
+
+
+def log1m(p: Array) -> Array:
+    """``log(1 − p)``."""
+    xp = _xp(p)
+    return xp.where(p < 0.5, xp.log1p(-p), xp.log(1 - p))
+
+
+_DD_TINY = 2.0**-960  # below, double-double products and quotients of p would underflow
+
+
+def _bce_double(dd: bool, p: Array, y: Array, low: float = 0.0):
+    """Double-double lanes for probabilities in (low, 1) (``low = 0``: every interior one)."""
+    lanes = _double(dd, p, y)
+    if lanes is None:
+        return None
+    ok, (ps, ys) = lanes
+    inside = ok & (p > low) & (p < 1)
+    return inside, _xp(p).where(inside, ps, 0.5), ys
+
+
+def bce(p: Array, y: Array, w: Array | None = None, *, dd: bool = False) -> Array:
+    """``−w·[y log p + (1 − y) log(1 − p)]`` per element."""
+    xp = _xp(p)
+    plain = _weighted(w, -(mul0(y, xp.log(p)) + mul0(1 - y, log1m(p))))
+    lanes = _bce_double(dd, p, y)
+    if lanes is None:
+        return plain
+    inside, ps, ys = lanes
+    return xp.where(inside, bdd.bce(ps, ys, w), plain)
+
+
+def bce_grads(g: Array, w: Array | None, p: Array, y: Array, *, dd: bool = False) -> tuple[Array, Array]:
+    """``g·w·∂ℓ/∂p`` and ``g·w·∂ℓ/∂y`` (``g``: each element's cotangent)."""
+    xp = _xp(p)
+    a = _cotangent(g, w)
+    interior = (p > 0) & (p < 1)
+    # the ratio before the cotangent: a·(p − y) could underflow for subnormal p and y
+    dp = xp.where(interior, (p - y) / (p * (1 - p)), _div0(1 - y, 1 - p) - _div0(y, p))
+    neg_logit = xp.where(abs(p - 0.5) <= 0.25, xp.log1p((1 - 2 * p) / p), log1m(p) - xp.log(p))
+    gp, gy = mul0(a, dp), mul0(a, _nan_like(y, neg_logit))
+    lanes = _bce_double(dd, p, y, _DD_TINY)
+    if lanes is None:
+        return gp, gy
+    inside, ps, ys = lanes
+    dgp, dgy = bdd.bce_grads(g, w, ps, ys)
+    return xp.where(inside, dgp, gp), xp.where(inside, dgy, gy)
+
+
+def _exp_neg_abs(x: Array) -> Array:
+    return _xp(x).exp(-abs(x))
+
+
+def softplus_pair(x: Array) -> tuple[Array, Array]:
+    """``(softplus(x), softplus(−x))``."""
+    xp = _xp(x)
+    l = xp.log1p(_exp_neg_abs(x))
+    return l + xp.where(x > 0, x, 0.0), l + xp.where(x < 0, -x, 0.0)
+
+
+def sigmoid_pair(x: Array) -> tuple[Array, Array]:
+    """``(σ(x), σ(−x))``: ``1/(1 + e)`` and ``e/(1 + e)`` with ``e = e^{−|x|}``."""
+    xp = _xp(x)
+    e = _exp_neg_abs(x)
+    big, small = 1 / (1 + e), e / (1 + e)
+    pos = x >= 0
+    return xp.where(pos, big, small), xp.where(pos, small, big)
+
+
+def bce_logits(x: Array, y: Array, w: Array | None = None, pw: Array | None = None, *, dd: bool = False) -> Array:
+    """``w·[pw·y·softplus(−x) + (1 − y)·softplus(x)]`` per element."""
+    xp = _xp(x)
+    sp, sn = softplus_pair(x)
+    plain = _weighted(w, mul0(y if pw is None else pw * y, sn) + mul0(1 - y, sp))
+    lanes = _double(dd, x, y)
+    if lanes is None:
+        return plain
+    ok, (xs, ys) = lanes
+    return xp.where(ok, bdd.bce_logits(xs, ys, w, pw), plain)
+
+
+def bce_logits_grads(g: Array, w: Array | None, x: Array, y: Array, pw: Array | None, *,
+                     dd: bool = False) -> tuple[Array, Array]:
+    """``g·w·[(1 − y)σ(x) − pw·y·σ(−x)]`` and ``g·w·[pw·softplus(−x) − softplus(x)]`` (``−g·w·x``
+    where ``pw = 1``)."""
+    xp = _xp(x)
+    a = _cotangent(g, w)
+    c, d = 1 - y, (y if pw is None else pw * y)
+    s, sm = sigmoid_pair(x)
+    # |x| < 1/4: c·σ(x) − d·σ(−x) = ((c − d) − d·m)/(2 + m) (x ≥ 0) or ((c − d) + c·m)/(2 + m) with
+    # m = expm1(−|x|): the sigmoids no longer cancel against each other near x = 0 (y = 1/2: −m/(2(2 + m)))
+    m = xp.expm1(-abs(x))
+    cd = (1 - 2 * y) if pw is None else c - d
+    near0 = xp.where(x >= 0, cd - d * m, cd + c * m) / (2 + m)
+    gx = mul0(a, xp.where(abs(x) < 0.25, near0, mul0(c, s) - mul0(d, sm)))
+    if pw is None:
+        dy = -x
+    else:  # softplus(|x|) = |x| + softplus(−|x|) split off: exactly −x at pw = 1, |x| never cancels itself
+        sp, sn = softplus_pair(x)
+        dy = xp.where(x >= 0, mul0(pw - 1, sn) - x, mul0(pw, -x) + mul0(pw - 1, sp))
+    gy = mul0(a, _nan_like(y, dy))
+    lanes = _double(dd, x, y)
+    if lanes is None:
+        return gx, gy
+    ok, (xs, ys) = lanes
+    dgx, dgy = bdd.bce_logits_grads(g, w, xs, ys, pw)
+    return xp.where(ok, dgx, gx), xp.where(ok, dgy, gy)
+
+
+def reduce(v: Array, reduction: str) -> Array:
+    """``none``, ``sum``, or ``mean`` = sum / numel (NaN when empty)."""
+    if reduction == "none":
+        return v
+    total = v.sum()
+    if reduction == "sum":
+        return total
+    return total / (np.size(v) if _xp(v) is np else v.numel())

@@ -1,0 +1,546 @@
+"""Binary cross-entropy oracles: on probabilities and on logits, with PyTorch's semantics.
+
+Definitions (PyTorch ``torch.nn.functional.binary_cross_entropy`` and
+``binary_cross_entropy_with_logits`` documentation; CONVENTIONS.md §5). Every argument is
+elementwise over the input's shape; ``weight`` and ``pos_weight`` broadcast to it (numpy rules,
+so a ``pos_weight`` of shape (C,) applies along the last dimension).
+
+- Probabilities ``p ∈ [0, 1]``, targets ``y ∈ [0, 1]``:
+  ``ℓ = −w·[y·log p + (1 − y)·log(1 − p)]`` with ``0·log 0 = 0`` — so ``ℓ = 0`` at ``p = y ∈ {0, 1}``
+  and ``ℓ = +inf`` at ``p = 0, y > 0`` and at ``p = 1, y < 1``.
+- Logits ``x``: ``ℓ = w·[pw·y·softplus(−x) + (1 − y)·softplus(x)]``
+  ``= −w·[pw·y·log σ(x) + (1 − y)·log(1 − σ(x))]``, ``pw`` = ``pos_weight`` (default 1).
+- Reductions: ``none``; ``sum``; ``mean`` = ``Σ w·ℓ / numel`` (weights do not normalise;
+  an empty mean is 0/0 = NaN).
+- A zero coefficient annihilates its term even when the logarithm is infinite (``0·log 0 = 0``,
+  ``pos_weight = 0`` at ``x = −inf``), and a zero ``weight`` masks its element (its loss and
+  gradients are 0 — the limit of ``w·ℓ``). NaN in any argument of an element gives NaN.
+
+Gradients (vector-Jacobian products with cotangent ``a``; ``a/numel`` under ``mean``):
+``∂ℓ/∂p = w·(p − y)/(p(1 − p))`` (one-sided at ``p ∈ {0, 1}``: ``(1 − y)/(1 − p) − y/p`` with
+``0/0`` terms dropped), ``∂ℓ/∂y = w·log((1 − p)/p)``;
+``∂ℓ/∂x = w·[(1 − y)·σ(x) − pw·y·σ(−x)]``, ``∂ℓ/∂y = w·[pw·softplus(−x) − softplus(x)]``
+(``= −w·x`` when ``pw = 1``). ``weight`` and ``pos_weight`` are not differentiated.
+
+Conventions (``binary_cross_entropy`` only): ``log_floor`` clamps each logarithm below
+(PyTorch: −100, so the loss of one element is at most 100·w); ``grad_floor`` selects PyTorch's
+backward, which differentiates the *unclamped* loss and floors the denominator:
+``w·(p − y)/max(p(1 − p), 1e-12)`` and ``w·log((1 − p)/p)`` — inconsistent with its own clamped
+forward (pytorch#103316). Without ``grad_floor`` the gradient is the derivative of the forward
+as specified (zero where a log is clamped).
+
+Hazards and remedies: ``log(1 − p)`` and ``σ(x) − y`` lose everything when formed by rounding
+``1 − p`` or ``σ(x)`` — the oracle forms ``1 − p``, ``1 − y`` and ``(1 − y) − pw·y`` exactly,
+uses ``softplus(±x)`` (no log of a sigmoid), ``−σ(−x)`` for ``σ(x) − 1``, ``expm1`` where the two
+sigmoids meet near ``x = 0``, and splits ``softplus(|x|) = |x| + softplus(−|x|)`` so a large
+``|x|`` never cancels against itself. Genuine cancellation remains in
+``(1 − y)·σ(x) − pw·y·σ(−x)`` and ``pw·softplus(−x) − softplus(x)`` for soft targets (a float
+implementation is accurate to eps times the terms there), and in ``log(1 − p) − log p`` as
+computed by libraries near ``p = 1/2``; the spec grades those quantities scale-accurately (the
+scale functions and the Budget regions).
+"""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+from mpmath import mpf
+from scipy.special import expit
+
+from lossoracle.mpfuncs import exact_sub, log1pexp, mp_array, sigmoid, to_mp, workprec
+from lossoracle.spec import Arg, Budget, Case, Convention, Region, Spec
+from lossoracle.strategies import GRIDS, logits, probabilities, rng_for, to_grid
+
+from .common import REDUCTIONS, reduce
+
+
+class _Elements:
+    """Flat exact operands of an elementwise binary loss, every argument broadcast to the input."""
+
+    def __init__(self, input, target, weight=None, pos_weight=None) -> None:
+        self.shape = np.shape(input)
+        self.x = to_mp(input).reshape(-1).tolist()
+        self.y = to_mp(target).reshape(-1).tolist()
+        self.w = self._spread(weight)
+        self.pw = self._spread(pos_weight)
+
+    def _spread(self, a) -> list:
+        if a is None:
+            return [mpf(1)] * len(self.x)
+        return to_mp(np.broadcast_to(np.asarray(a, dtype=np.float64), self.shape)).reshape(-1).tolist()
+
+    def rows(self):
+        return zip(self.x, self.y, self.w, self.pw)
+
+    def cotangents(self, grad_output, reduction: str) -> list:
+        """What each element's loss receives: ``a_i`` (none), ``a`` (sum), ``a/numel`` (mean)."""
+        n = len(self.x)
+        if n == 0:
+            return []
+        if reduction == "none":
+            return to_mp(np.broadcast_to(np.asarray(grad_output, dtype=np.float64), self.shape)).reshape(-1).tolist()
+        a = mpf(float(np.asarray(grad_output, dtype=np.float64).reshape(-1)[0]))
+        return [a / n if reduction == "mean" else a] * n
+
+    def array(self, values: list) -> np.ndarray:
+        return mp_array(values, self.shape)
+
+
+def _has_nan(*vs) -> bool:
+    return any(mpmath.isnan(v) for v in vs)
+
+
+def _xmul(c: mpf, v: mpf) -> mpf:
+    """``c·v`` with ``0·v = 0`` for every ``v`` (``0·log 0 = 0``)."""
+    return mpf(0) if c == 0 else c * v
+
+
+def _xdiv(c: mpf, d: mpf) -> mpf:
+    """``c/d`` with ``0/d = 0`` and ``c/0 = ±inf``."""
+    if c == 0:
+        return mpf(0)
+    return c / d if d != 0 else mpmath.inf * mpmath.sign(c)
+
+
+def _weighted(w: mpf, v: mpf) -> mpf:
+    """``w·v`` with a zero weight masking the element (NaN was handled before)."""
+    return mpf(0) if w == 0 else w * v
+
+
+def _logs(p: mpf) -> tuple[mpf, mpf]:
+    """``log p`` and ``log(1 − p)`` (``1 − p`` exact)."""
+    return mpmath.log(p), mpmath.log(exact_sub(mpf(1), p))
+
+
+def _clamp(v: mpf, log_floor) -> mpf:
+    """``max(v, log_floor)``, or ``v`` without a floor."""
+    return v if log_floor is None else max(v, mpf(log_floor))
+
+
+# ----------------------------------------------------------------------------------------------
+# binary_cross_entropy (probabilities)
+
+
+def _bce_element(p: mpf, y: mpf, log_floor) -> mpf:
+    lp, lq = _logs(p)
+    return -(_xmul(y, _clamp(lp, log_floor)) + _xmul(exact_sub(mpf(1), y), _clamp(lq, log_floor)))
+
+
+def binary_cross_entropy(input, target, weight=None, reduction: str = "mean", log_floor=None, grad_floor=None):
+    """Exact ``−w·[y log p + (1 − y) log(1 − p)]`` reduced (``grad_floor`` only affects the gradient)."""
+    with workprec():
+        e = _Elements(input, target, weight)
+        vals = [mpmath.nan if _has_nan(p, y, w) else _weighted(w, _bce_element(p, y, log_floor))
+                for p, y, w, _ in e.rows()]
+        return reduce(e.array(vals), reduction)
+
+
+def _bce_partials(p: mpf, y: mpf, log_floor, grad_floor) -> tuple[mpf, mpf]:
+    """``(∂ℓ/∂p, ∂ℓ/∂y)`` of one unweighted element under the conventions."""
+    q, ny = exact_sub(mpf(1), p), exact_sub(mpf(1), y)
+    lp, lq = _logs(p)
+    if grad_floor is not None:  # PyTorch's backward: the unclamped derivatives, denominator floored
+        return _xdiv(exact_sub(p, y), max(p * q, mpf(grad_floor))), lq - lp
+    live_p = log_floor is None or lp > log_floor  # log p not clamped: its derivative 1/p counts
+    live_q = log_floor is None or lq > log_floor
+    if live_p and live_q and 0 < p < 1:
+        dp = exact_sub(p, y) / (p * q)  # cancellation-free form of (1 − y)/(1 − p) − y/p
+    else:
+        dp = (_xdiv(ny, q) if live_q else mpf(0)) - (_xdiv(y, p) if live_p else mpf(0))
+    return dp, _clamp(lq, log_floor) - _clamp(lp, log_floor)
+
+
+def binary_cross_entropy_grad(grad_output, input, target, weight=None, reduction: str = "mean", log_floor=None,
+                              grad_floor=None) -> dict[str, np.ndarray]:
+    """VJP of :func:`binary_cross_entropy` w.r.t. ``input`` and ``target``."""
+    with workprec():
+        e = _Elements(input, target, weight)
+        gp, gy = [], []
+        for (p, y, w, _), a in zip(e.rows(), e.cotangents(grad_output, reduction)):
+            if _has_nan(p, y, w, a):
+                gp.append(mpmath.nan)
+                gy.append(mpmath.nan)
+                continue
+            dp, dy = _bce_partials(p, y, log_floor, grad_floor)
+            gp.append(_weighted(w, _xmul(a, dp)))
+            gy.append(_weighted(w, _xmul(a, dy)))
+        return {"input": e.array(gp), "target": e.array(gy)}
+
+
+# ----------------------------------------------------------------------------------------------
+# binary_cross_entropy_with_logits
+
+
+def _bcel_element(x: mpf, y: mpf, pw: mpf) -> mpf:
+    return _xmul(pw * y, log1pexp(-x)) + _xmul(exact_sub(mpf(1), y), log1pexp(x))
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str = "mean", pos_weight=None):
+    """Exact ``w·[pw·y·softplus(−x) + (1 − y)·softplus(x)]`` reduced."""
+    with workprec():
+        e = _Elements(input, target, weight, pos_weight)
+        vals = [mpmath.nan if _has_nan(x, y, w, pw) else _weighted(w, _bcel_element(x, y, pw))
+                for x, y, w, pw in e.rows()]
+        return reduce(e.array(vals), reduction)
+
+
+def _bcel_dx(x: mpf, c: mpf, d: mpf) -> mpf:
+    """``c·σ(x) − d·σ(−x)``. For ``|x| < 1`` as ``(c − d − d·expm1(−x))/(1 + e^{−x})`` (x ≥ 0) or
+    ``(c − d + c·expm1(x))/(1 + e^{x})`` (x < 0): ``c − d`` is exact, so the two sigmoids do not
+    cancel against each other at tiny ``x`` with ``c ≈ d``. For ``|x| ≥ 1`` the sigmoids differ by a
+    factor ``e^{|x|} > e`` and the two-term form is exact (``−σ(−x)`` stays tiny, never ``1 − 1``)."""
+    if not abs(x) < 1:
+        return _xmul(c, sigmoid(x)) - _xmul(d, sigmoid(-x))
+    cd = exact_sub(c, d)
+    if x >= 0:
+        return (cd - d * mpmath.expm1(-x)) / (1 + mpmath.exp(-x))
+    return (cd + c * mpmath.expm1(x)) / (1 + mpmath.exp(x))
+
+
+def _bcel_dy(x: mpf, pw: mpf) -> mpf:
+    """``pw·softplus(−x) − softplus(x)`` with ``softplus(|x|) = |x| + softplus(−|x|)`` split off:
+    ``(pw − 1)·softplus(−x) − x`` (x ≥ 0) or ``pw·|x| + (pw − 1)·softplus(x)`` (x < 0) — exactly
+    ``−x`` at ``pw = 1``, and the large ``|x|`` never cancels against itself."""
+    if x >= 0:
+        return _xmul(pw - 1, log1pexp(-x)) - x
+    return _xmul(pw, -x) + _xmul(pw - 1, log1pexp(x))
+
+
+def binary_cross_entropy_with_logits_grad(grad_output, input, target, weight=None, reduction: str = "mean",
+                                          pos_weight=None) -> dict[str, np.ndarray]:
+    """VJP w.r.t. ``input`` (``(1 − y)σ(x) − pw·y·σ(−x)``) and ``target``
+    (``pw·softplus(−x) − softplus(x)``)."""
+    with workprec():
+        e = _Elements(input, target, weight, pos_weight)
+        gx, gy = [], []
+        for (x, y, w, pw), a in zip(e.rows(), e.cotangents(grad_output, reduction)):
+            if _has_nan(x, y, w, pw, a):
+                gx.append(mpmath.nan)
+                gy.append(mpmath.nan)
+                continue
+            gx.append(_weighted(w, _xmul(a, _bcel_dx(x, exact_sub(mpf(1), y), pw * y))))
+            gy.append(_weighted(w, _xmul(a, _bcel_dy(x, pw))))
+        return {"input": e.array(gx), "target": e.array(gy)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Natural scales (scale-accurate grading) and reduction sizes
+
+
+def _cotangent_weight(inputs, params, grad_output) -> np.ndarray:
+    """``|a_i·w_i|`` per element in float64 (``a/numel`` under mean)."""
+    shape = np.shape(inputs["input"])
+    a = np.abs(np.asarray(grad_output, dtype=np.float64))
+    if params.get("reduction", "mean") == "mean":
+        a = a / max(int(np.prod(shape)), 1)
+    w = inputs.get("weight")
+    w = 1.0 if w is None else np.abs(np.asarray(w, dtype=np.float64))
+    return np.broadcast_to(a * w, shape)
+
+
+def _times(c, s: np.ndarray) -> np.ndarray:
+    """``c·s`` with a zero factor (masked element, zero coefficient) giving 0 even where ``s`` is infinite."""
+    with np.errstate(invalid="ignore"):
+        return np.where(np.asarray(c) == 0, 0.0, c * s)
+
+
+def _bce_scale(quantity, inputs, params, exact, grad_output):
+    """Target gradient only: ``|a·w|·(|log p| + |log(1 − p)|)`` (clamped like the gradient) — the
+    accuracy of the usual evaluation as a difference of two logarithms (or of ``log(p/(1 − p))``),
+    which cancels near ``p = 1/2``. Values and input gradients have no inherent cancellation:
+    graded in ULPs only."""
+    if quantity != "grad:target" or np.size(inputs["input"]) == 0:
+        return None
+    p = np.asarray(inputs["input"], dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        logs = np.abs(np.log(p)), np.abs(np.log1p(-p))
+    floor = params.get("log_floor")
+    if floor is not None and params.get("grad_floor") is None:
+        logs = tuple(np.minimum(v, -floor) for v in logs)
+    return _times(_cotangent_weight(inputs, params, grad_output), logs[0] + logs[1])
+
+
+def _softplus64(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, x)
+
+
+def _bcel_scale(quantity, inputs, params, exact, grad_output):
+    """Input gradient: ``|a·w|·[(1 − y)σ(x) + |pw|·y·σ(−x)]``; target gradient:
+    ``|a·w|·[|pw|·softplus(−x) + softplus(x)]`` — the sums of the magnitudes of the two terms,
+    which cancel inherently for soft targets (σ and softplus are transcendental, so each term
+    carries a rounding error). Values are sums of non-negative terms: graded in ULPs only."""
+    if quantity == "value" or np.size(inputs["input"]) == 0:
+        return None
+    x = np.asarray(inputs["input"], dtype=np.float64)
+    y = np.asarray(inputs["target"], dtype=np.float64)
+    pw = inputs.get("pos_weight")
+    pw = 1.0 if pw is None else np.abs(np.asarray(pw, dtype=np.float64))
+    aw = _cotangent_weight(inputs, params, grad_output)
+    with np.errstate(invalid="ignore"):
+        if quantity == "grad:input":
+            return _times(aw, (1.0 - y) * expit(x) + pw * y * expit(-x))
+        return _times(aw, _times(pw, _softplus64(-x)) + _softplus64(x))
+
+
+def _reduced_terms(inputs, params) -> int:
+    """Elements summed by a ``sum``/``mean`` reduction (1 for ``none``: the loss is elementwise)."""
+    return int(np.size(inputs["input"])) if params.get("reduction", "mean") != "none" else 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Edge catalogue and generated cases
+
+_F = np.float64
+_NAN, _INF = float("nan"), float("inf")
+
+
+def _arr(a, keep_kind: bool = False) -> np.ndarray:
+    a = np.asarray(a)
+    return a if keep_kind and a.dtype.kind != "f" else a.astype(_F)
+
+
+def _case(id_, x, y, weight=None, pos_weight=None, note="", raises=None, **params) -> Case:
+    inputs = {"input": _arr(x, keep_kind=raises is TypeError), "target": _arr(y, keep_kind=raises is TypeError),
+              "weight": None if weight is None else _arr(weight)}
+    if pos_weight is not None:
+        inputs["pos_weight"] = _arr(pos_weight)
+    return Case(id_, inputs, params, raises=raises, note=note)
+
+
+def _soft_targets(rng, shape, grid) -> np.ndarray:
+    """Targets mixing exact 0/1 labels with soft labels on ``grid``."""
+    soft = probabilities(rng, shape, grid)
+    hard = (rng.random(shape) < 0.5).astype(_F)
+    return np.where(rng.random(shape) < 0.5, hard, soft)
+
+
+def _with(a: np.ndarray, value: float) -> np.ndarray:
+    """A copy of ``a`` with its first element replaced by ``value``."""
+    out = np.array(a, dtype=_F)
+    out.reshape(-1)[0] = value
+    return out
+
+
+def _bad_cases(x, y) -> list[Case]:
+    """Bad input shared by both losses (``x``: valid input of shape (2, 3), ``y``: valid target)."""
+    return [
+        _case("bad_target_above_one", x, _with(y, 1.25), raises=ValueError, note="target > 1"),
+        _case("bad_target_negative", x, _with(y, -0.5), raises=ValueError, note="target < 0"),
+        _case("bad_target_shape", x, y[:, :2], raises=ValueError, note="target shape differs from input shape"),
+        _case("bad_weight_shape", x, y, weight=[1.0, 2.0, 0.5, 1.0], raises=ValueError,
+              note="weight does not broadcast to the input"),
+        _case("bad_reduction", x, y, reduction="avg", raises=ValueError, note="unknown reduction"),
+        _case("bad_integer_input", np.array([[0, 1, 1], [1, 0, 0]]), y, raises=TypeError, note="non-floating input"),
+        _case("bad_integer_target", x, y.astype(np.int64), raises=TypeError, note="non-floating target"),
+    ]
+
+
+def _bce_cases() -> list[Case]:
+    r = rng_for("binary_cross_entropy", "edge")
+    p34 = np.clip(probabilities(r, (3, 4), "half"), 2.0**-10, 1 - 2.0**-10)  # endpoints have their own cases
+    y34 = _soft_targets(r, (3, 4), "half")
+    cases = []
+    for red in REDUCTIONS:
+        cases += [
+            _case(f"basic_{red}", p34, y34, reduction=red),
+            _case(f"endpoints_{red}", [0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.5], [0.0, 1.0, 0.0, 1.0, 0.25, 0.75, 0.5],
+                  reduction=red, note="p ∈ {0, 1}: loss 0 or +inf exactly (PyTorch: 100)"),
+            _case(f"empty_{red}", np.zeros(0), np.zeros(0), reduction=red, note="mean of nothing: NaN"),
+            _case(f"empty_2d_weight_{red}", np.zeros((0, 3)), np.zeros((0, 3)), weight=[1.0, 2.0, 0.5],
+                  reduction=red),
+            _case(f"weights_with_zeros_{red}", p34, y34, weight=[0.0, 2.0, 0.5, 0.0], reduction=red),
+        ]
+    cases += [
+        _case("subnormal_float64", [5e-324, 3 * 5e-324, 2.0**-1030, 1e-310], [1.0, 0.0, 0.25, 1.0], reduction="none"),
+        _case("subnormal_float32", [2.0**-149, 2.0**-140, 1.5 * 2.0**-127], [1.0, 0.0, 0.25], reduction="none"),
+        _case("subnormal_float16", [2.0**-24, 2.0**-20, 3 * 2.0**-22], [1.0, 0.0, 0.25], reduction="none"),
+        _case("near_one_float64", [1 - 2.0**-53, 1 - 2.0**-52, 1 - 2.0**-53], [0.0, 0.25, 1.0], reduction="none"),
+        _case("near_one_float32", [1 - 2.0**-24, 1 - 2.0**-23, 1 - 2.0**-24], [0.0, 0.25, 1.0], reduction="none"),
+        _case("near_one_float16", [1 - 2.0**-11, 1 - 2.0**-10, 1 - 2.0**-8], [0.0, 0.25, 0.0], reduction="none"),
+        _case("below_log_floor_float64", [1e-50, 3.5e-44, 4e-44, 1e-300], [1.0, 1.0, 0.5, 0.25], reduction="none",
+              note="log p < −100: PyTorch's clamp is active"),
+        _case("below_log_floor_float32", [2.0**-146, 2.0**-144, 2.0**-140], [1.0, 1.0, 0.5], reduction="none"),
+        _case("soft_target_equals_p", [0.25, 0.5, 0.75], [0.25, 0.5, 0.75], reduction="none",
+              note="input gradient exactly 0"),
+        _case("near_half", [0.5, 0.5 + 2.0**-8, 0.5 - 2.0**-9, 0.5 + 2.0**-7], [1.0, 0.0, 0.25, 0.5],
+              reduction="none", note="target gradient log((1 − p)/p) near 0"),
+        _case("near_half_float32", [0.5 + 2.0**-20, 0.5 - 2.0**-24, 0.5 + 2.0**-23], [1.0, 0.5, 0.0],
+              reduction="none"),
+        _case("near_half_float64", [0.5 + 2.0**-40, 0.5 - 2.0**-53, 0.5 + 2.0**-52], [1.0, 0.5, 0.0],
+              reduction="none"),
+        _case("scalar_none", np.float64(0.25), np.float64(1.0), reduction="none"),
+        _case("scalar_mean", np.float64(0.75), np.float64(0.25)),
+        _case("zero_weight_masks_infinite", [0.0, 1.0, 0.5], [1.0, 0.0, 0.5], weight=[0.0, 0.0, 1.0],
+              reduction="sum", note="w = 0 masks an infinite term (limit of w·ℓ)"),
+        _case("weight_broadcast_rows", p34, y34, weight=[[1.0], [0.5], [4.0]], reduction="sum"),
+        _case("spatial_4d", probabilities(r, (2, 3, 2, 2), "half"), _soft_targets(r, (2, 3, 2, 2), "half"),
+              weight=[[[2.0]], [[0.5]], [[1.0]]]),
+        _case("nan_propagates", [_NAN, 0.5, 0.25, 0.0], [1.0, _NAN, 0.25, _NAN], reduction="none",
+              note="NaN in, NaN out"),
+        _case("nan_mean", [_NAN, 0.5], [1.0, 0.0], note="NaN in, NaN out"),
+    ]
+    for grid in GRIDS:
+        for i, (red, soft, w) in enumerate([("mean", False, False), ("sum", True, True), ("none", True, False),
+                                            ("mean", True, True)]):
+            rg = rng_for("binary_cross_entropy", grid, i)
+            p = probabilities(rg, (5, 6), grid)
+            y = _soft_targets(rg, (5, 6), grid) if soft else (rg.random((5, 6)) < 0.5).astype(_F)
+            weight = np.abs(logits(rg, (6,), grid, 1.0)) if w else None
+            cases.append(_case(f"random_{grid}_{i}", p, y, weight=weight, reduction=red))
+    x23, y23 = p34[:2, :3], (y34[:2, :3] > 0.5).astype(_F)
+    cases += _bad_cases(x23, y23)
+    cases += [
+        _case("bad_input_above_one", _with(x23, 1.5), y23, raises=ValueError, note="probability > 1"),
+        _case("bad_input_negative", _with(x23, -0.25), y23, raises=ValueError, note="probability < 0"),
+        _case("bad_input_inf", [[_INF, 0.5, 0.5]], [[1.0, 0.0, 1.0]], raises=ValueError, note="probability +inf"),
+    ]
+    return cases
+
+
+def _bcel_cases() -> list[Case]:
+    r = rng_for("binary_cross_entropy_with_logits", "edge")
+    x34, y34 = logits(r, (3, 4), "half"), _soft_targets(r, (3, 4), "half")
+    cases = []
+    for red in REDUCTIONS:
+        cases += [
+            _case(f"basic_{red}", x34, y34, reduction=red),
+            _case(f"empty_{red}", np.zeros((0, 3)), np.zeros((0, 3)), pos_weight=[1.0, 2.0, 0.5], reduction=red,
+                  note="mean of nothing: NaN"),
+            _case(f"weights_with_zeros_{red}", x34, y34, weight=[0.0, 2.0, 0.5, 0.0], reduction=red),
+            _case(f"pos_weight_extremes_{red}", x34, y34, pos_weight=[0.0, 1e6, 1.0, 0.5], reduction=red,
+                  note="pos_weight 0 drops the positive term; 1e6 dominates"),
+        ]
+    labels = [1.0, 0.0, 0.0, 1.0, 0.25, 0.75]  # confident-correct, confident-wrong, then soft
+    cases += [
+        _case("huge_1e4", [1e4, -1e4, 1e4, -1e4, 1e4, -1e4], labels, reduction="none"),
+        _case("fp32_overflow_88", [88.75, -88.75, 89.0, -89.0, 88.75, -88.75], labels, reduction="none",
+              note="exp overflows float32 beyond 88.72"),
+        _case("fp16_overflow_11", [11.125, -11.125, 12.0, -12.0, 11.125, -11.125], labels, reduction="none",
+              note="exp overflows float16 beyond 11.09"),
+        _case("tail_40", [40.0, -40.0, 40.0, -40.0, 20.0, -20.0, 36.75, -36.75],
+              [1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0], reduction="none",
+              note="confident correct predictions: loss and gradient ≈ e^-40, no cancellation allowed"),
+        _case("tiny_logits", [0.0, 2.0**-24, -(2.0**-24), 2.0**-60, 0.0], [0.25, 1.0, 0.0, 0.5, 0.5],
+              reduction="none"),
+        _case("soft_targets_0.25", x34, np.full((3, 4), 0.25), reduction="none"),
+        _case("infinite_logits", [_INF, -_INF, _INF, -_INF, _INF, -_INF], labels, reduction="none",
+              note="limits: softplus(−inf) = 0, softplus(inf) = inf"),
+        _case("infinite_logit_pos_weight_zero", [-_INF, _INF], [1.0, 1.0], pos_weight=[0.0], reduction="none",
+              note="0·softplus(inf) = 0"),
+        _case("zero_weight_masks_infinite", [_INF, -_INF, 1.0], [0.0, 1.0, 0.5], weight=[0.0, 0.0, 1.0],
+              reduction="sum", note="w = 0 masks an infinite term (limit of w·ℓ)"),
+        _case("pos_weight_channel", logits(r, (2, 3, 2, 2), "half"), _soft_targets(r, (2, 3, 2, 2), "half"),
+              pos_weight=[[[2.0]], [[0.5]], [[8.0]]], weight=[0.5, 1.0], reduction="sum"),
+        _case("scalar_none", np.float64(-3.5), np.float64(1.0), reduction="none"),
+        _case("scalar_mean", np.float64(2.25), np.float64(0.25), pos_weight=3.0),
+        _case("nan_propagates", [_NAN, 0.5, _NAN, 1.0], [1.0, _NAN, 1.0, 0.5], pos_weight=[0.0, 1.0, 2.0, 1.0],
+              reduction="none", note="NaN in, NaN out (also under pos_weight 0)"),
+        _case("nan_mean", [_NAN, 0.5], [1.0, 0.0], note="NaN in, NaN out"),
+    ]
+    for grid in GRIDS:
+        x0 = to_grid(np.array([np.log(1 / 3), -np.log(1 / 3), np.log(1 / 3) - 2.0**-20]), grid)
+        cases.append(_case(f"soft_gradient_cancels_{grid}", x0, [0.25, 0.75, 0.25], reduction="none",
+                           note="σ(x) ≈ y: the input gradient cancels inherently (scale-accurate)"))
+        for i, (red, soft, w, pw) in enumerate([("mean", False, False, False), ("sum", True, True, False),
+                                                ("none", True, False, True), ("mean", True, True, True)]):
+            rg = rng_for("binary_cross_entropy_with_logits", grid, i)
+            y = _soft_targets(rg, (6, 5), grid) if soft else (rg.random((6, 5)) < 0.5).astype(_F)
+            weight = np.abs(logits(rg, (5,), grid, 1.0)) if w else None
+            pos_weight = np.abs(logits(rg, (5,), grid, 2.0)) if pw else None
+            cases.append(_case(f"random_{grid}_{i}", logits(rg, (6, 5), grid), y, weight=weight,
+                               pos_weight=pos_weight, reduction=red))
+    x23, y23 = x34[:2, :3], (y34[:2, :3] > 0.5).astype(_F)
+    cases += _bad_cases(x23, y23)
+    cases.append(_case("bad_pos_weight_shape", x23, y23, pos_weight=[1.0, 2.0], raises=ValueError,
+                       note="pos_weight does not broadcast to the input"))
+    return cases
+
+
+_BCE_BUDGET = Budget(regions=(
+    "target gradient log((1 − p)/p) near p = 1/2: libraries subtract two logarithms (or take the log of "
+    "p/(1 − p)), which is accurate to eps·(|log p| + |log(1 − p)|) — graded scale-accurate there; ours "
+    "evaluates log1p((1 − 2p)/p) (1 − 2p exact; float64 with guard bits) and stays within the ULP budget.",
+    "float64: ours evaluates in long double (NumPy, and torch on the CPU) or double-double (CUDA) and "
+    "rounds once (about 0.5 ULP); float16/bfloat16 are computed in float32 (torch) or float64 (NumPy) and "
+    "rounded once, so the budget applies unchanged.",
+))
+
+
+def _soft_target_input_gradient(case: Case, quantity: str) -> bool:
+    y = case.inputs.get("target")
+    return quantity == "grad:input" and y is not None and bool(np.any((y > 0) & (y < 1)))
+
+
+def _pos_weight_target_gradient(case: Case, quantity: str) -> bool:
+    pw = case.inputs.get("pos_weight")
+    return quantity == "grad:target" and pw is not None and bool(np.any(pw != 1))
+
+
+_BCEL_BUDGET = Budget(regions=(
+    Region("soft_target_input_gradient", "soft targets: the input gradient (1 − y)σ(x) − pw·y·σ(−x) cancels "
+           "genuinely where σ(x) ≈ pw·y/(pw·y + 1 − y); each term is a rounded transcendental, so a float "
+           "evaluation is accurate to eps times the terms' magnitude, not to the result (scale = "
+           "|a·w|·[(1 − y)σ(x) + pw·y·σ(−x)]). Ours: float64 carries guard bits (11 in long double, about 50 "
+           "in double-double) and stays faithful unless the terms cancel by more than about 2^8 (2^45); "
+           "float32 (torch) and float16 (NumPy, in float64) compute each term to a few ULP, so the error there "
+           "is within the 8·eps·scale criterion; near x = 0 the form ((c − d) − d·m)/(2 + m), "
+           "m = expm1(−|x|), keeps y = 1/2 exact", _soft_target_input_gradient),
+    Region("pos_weight_target_gradient", "pos_weight ≠ 1: the target gradient pw·softplus(−x) − softplus(x) "
+           "cancels genuinely where the two match (scale = |a·w|·[pw·softplus(−x) + softplus(x)]); with "
+           "pw = 1 it is exactly −x. Ours as for the input gradient", _pos_weight_target_gradient),
+    "hard targets: σ(x) − 1 is evaluated as −σ(−x) and 1 − y exactly, so |x| = 40 … 1e4 stays faithful.",
+    "float64: ours evaluates in long double (NumPy, and torch on the CPU) or double-double (CUDA) and "
+    "rounds once; float16/bfloat16 are computed in float32 (torch) or float64 (NumPy), float32 in NumPy in "
+    "float64, each rounded once, so the budget applies unchanged.",
+))
+
+SPECS = (
+    Spec(
+        name="binary_cross_entropy",
+        signature='binary_cross_entropy(input, target, weight=None, reduction="mean")',
+        definition="l = −w [y log p + (1 − y) log(1 − p)] (0·log 0 = 0); mean = Σ l / numel",
+        source="PyTorch docs torch.nn.functional.binary_cross_entropy / torch.nn.BCELoss",
+        args=(Arg("input", "probabilities", differentiable=True),
+              Arg("target", "binary_target", differentiable=True),
+              Arg("weight", "weight", positional=False)),
+        params={"reduction": "mean"},
+        oracle=binary_cross_entropy,
+        gradient=binary_cross_entropy_grad,
+        cases=_bce_cases,
+        budget=_BCE_BUDGET,
+        conventions=(
+            Convention("log_floor", None, "clamp each logarithm below at this value (PyTorch: −100, so one "
+                                          "element's loss is at most 100·w); None: exact logarithms"),
+            Convention("grad_floor", None, "PyTorch's backward: the derivatives of the unclamped loss, "
+                                           "w(p − y)/max(p(1 − p), grad_floor) and w·log((1 − p)/p) (PyTorch: "
+                                           "1e-12); None: the derivative of the forward as specified"),
+        ),
+        scale=_bce_scale,
+        reduced_terms=_reduced_terms,
+        edge_notes=("p = 0 with y > 0, or p = 1 with y < 1: +inf (PyTorch: 100); gradient ±inf (PyTorch: ±1e12)",
+                    "an empty mean is NaN; NaN input gives NaN (PyTorch raises instead)",
+                    "a zero weight masks its element, also where the loss is +inf"),
+    ),
+    Spec(
+        name="binary_cross_entropy_with_logits",
+        signature='binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", '
+                  "pos_weight=None)",
+        definition="l = w [pw·y·softplus(−x) + (1 − y)·softplus(x)]; pw broadcast (last dimension for "
+                   "shape (C,)); mean = Σ l / numel",
+        source="PyTorch docs torch.nn.functional.binary_cross_entropy_with_logits / torch.nn.BCEWithLogitsLoss",
+        args=(Arg("input", "logits", differentiable=True),
+              Arg("target", "binary_target", differentiable=True),
+              Arg("weight", "weight", positional=False),
+              Arg("pos_weight", "weight", positional=False)),
+        params={"reduction": "mean"},
+        oracle=binary_cross_entropy_with_logits,
+        gradient=binary_cross_entropy_with_logits_grad,
+        cases=_bcel_cases,
+        budget=_BCEL_BUDGET,
+        scale=_bcel_scale,
+        reduced_terms=_reduced_terms,
+        edge_notes=("x = ±inf: the limits (0 or +inf; gradient 0 or ±1); PyTorch gives NaN (pytorch#102894)",
+                    "an empty mean is NaN; NaN input gives NaN",
+                    "targets outside [0, 1] are rejected (PyTorch accepts them, pytorch#123339)"),
+    ),
+)
