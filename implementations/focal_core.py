@@ -1,0 +1,560 @@
+"""Focal-loss kernels written once for NumPy arrays and torch tensors, in two arithmetics.
+
+Why two arithmetics: the modulating factor ``u^γ`` turns a relative error δ of ``u = 1 − p_t``
+into ``γ·δ``, so with γ = 5 a ``u`` good to 1 ULP already costs 5 ULP — beyond the 2-ULP
+(value) and 4-ULP (gradient) float64 budgets. Every quantity is therefore computed in a wider
+arithmetic and rounded once:
+
+- :class:`Plain` — ordinary arrays of a wider dtype: float64 for float32 data, float32 for
+  float16/bfloat16 data (a few ULP of the wide type are far below one ULP of the narrow one);
+- :class:`DoubleDouble` — for float64 data, unevaluated sums ``hi + lo`` of two doubles
+  (error-free transformations: Knuth's two-sum, Dekker's split product), with ``exp``/``expm1``
+  by argument reduction ``a = k·ln 2 + 2^4·r``, a Taylor series (the first terms in double-double,
+  the tail in double) and four squarings in the ``expm1`` form ``E ← E·(E + 2)`` (no ``1 + tiny``
+  is rounded), and ``log``/``log1p`` by one Newton step on ``exp``. About 2^-74 relative accuracy,
+  ample for a final rounding to 53 bits. Every operation is an ordinary array operation: no
+  fused multiply-add is assumed, so it runs unchanged on CPU and CUDA.
+
+The kernels take class-last rows (softmax) or matching arrays (sigmoid) already validated by the
+caller, and return per-element values and derivative factors in the chosen arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+Array = Any  # numpy.ndarray or torch.Tensor
+
+_SPLIT = 134217729.0  # 2^27 + 1, Dekker's splitter for 53-bit doubles
+_SPLIT_MAX = 2.0**995  # above this the splitter overflows: such products are rounded once instead
+
+
+def _dd_const(v: Fraction) -> tuple[float, float]:
+    hi = float(v)
+    return hi, float(v - Fraction(hi))
+
+
+_LN2 = _dd_const(Fraction(
+    "0.693147180559945309417232121458176568075500134360255254120680009493393621969694715605863326996418687542"))
+_INV6 = _dd_const(Fraction(1, 6))
+_INV3 = _dd_const(Fraction(1, 3))
+# Taylor tail coefficients 1/n!, n = 4..12, in double (their terms are below 2^-20 of the result)
+_TAIL = tuple(1.0 / math.factorial(n) for n in range(4, 13))
+_SQUARINGS = 4  # |r| ≤ ln2/2 / 2^4 ≈ 0.0217 after reduction
+
+
+class Backend:
+    """The few array operations that differ between NumPy and torch."""
+
+    def __init__(self, like: Array) -> None:
+        self.np = isinstance(like, np.ndarray)
+        if not self.np:
+            import torch
+
+            self.torch = torch
+
+    def where(self, c, a, b):
+        if self.np:
+            return np.where(c, a, b)
+        return self.torch.where(c, a, b)
+
+    def full_like(self, a, v):
+        return np.full_like(a, v) if self.np else self.torch.full_like(a, v)
+
+    def isfinite(self, a):
+        return np.isfinite(a) if self.np else self.torch.isfinite(a)
+
+    def isnan(self, a):
+        return np.isnan(a) if self.np else self.torch.isnan(a)
+
+    def abs(self, a):
+        return np.abs(a) if self.np else a.abs()
+
+    def exp(self, a):
+        return np.exp(a) if self.np else a.exp()
+
+    def expm1(self, a):
+        return np.expm1(a) if self.np else a.expm1()
+
+    def log(self, a):
+        return np.log(a) if self.np else a.log()
+
+    def log1p(self, a):
+        return np.log1p(a) if self.np else a.log1p()
+
+    def rint(self, a):
+        return np.rint(a) if self.np else a.round()
+
+    def clip(self, a, lo, hi):
+        return np.clip(a, lo, hi) if self.np else a.clamp(lo, hi)
+
+    def frexp(self, a):
+        if self.np:
+            m, e = np.frexp(a)
+            return m, e.astype(a.dtype)
+        m, e = self.torch.frexp(a)
+        return m, e.to(a.dtype)
+
+    def pow2(self, k):
+        """Exact ``2^k`` for integer-valued float64 ``k`` in [−1022, 1023]."""
+        if self.np:
+            return np.ldexp(np.ones_like(k), k.astype(np.int32))
+        bits = (k.to(self.torch.int64) + 1023) << 52
+        return bits.view(self.torch.float64)
+
+    def ldexp(self, a, k):
+        """``a·2^k`` for integer-valued ``k`` (two exact scalings, one rounding if subnormal)."""
+        k = self.clip(k, -2000.0, 2000.0)
+        k1 = self.rint(k * 0.5)
+        return a * self.pow2(self.clip(k1, -1022.0, 1023.0)) * self.pow2(self.clip(k - k1, -1022.0, 1023.0))
+
+    def exp2(self, k):
+        return np.exp2(k) if self.np else self.torch.exp2(k)
+
+    def sum_last(self, a):
+        return a.sum(-1)
+
+    def pad_last(self, a, n: int):
+        """Zero-pad the last axis to length ``n``."""
+        extra = n - a.shape[-1]
+        if extra == 0:
+            return a
+        if self.np:
+            return np.concatenate([a, np.zeros((*a.shape[:-1], extra), dtype=a.dtype)], -1)
+        return self.torch.cat([a, a.new_zeros((*a.shape[:-1], extra))], -1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Plain arithmetic: one array per number
+
+
+class Plain:
+    """Ordinary floating-point arithmetic in the compute dtype (numbers are arrays)."""
+
+    def __init__(self, bk: Backend) -> None:
+        self.bk = bk
+
+    def lift(self, a):
+        return a
+
+    def const(self, v: float | tuple[float, float], like):
+        return self.bk.full_like(like, v[0] if isinstance(v, tuple) else float(v))
+
+    def hi(self, a):
+        return a
+
+    def round(self, a):
+        return a
+
+    def add(self, a, b):
+        return a + b
+
+    def sub(self, a, b):
+        return a - b
+
+    def mul(self, a, b):
+        return a * b
+
+    def div(self, a, b):
+        return a / b
+
+    def scale(self, a, s: float):
+        """``a·s`` for a power of two ``s`` (exact)."""
+        return a * s
+
+    def ldexp(self, a, k):
+        """``a·2^k`` element-wise (integer-valued ``k``)."""
+        return a * self.bk.exp2(k)
+
+    def neg(self, a):
+        return -a
+
+    def exp(self, a):
+        return self.bk.exp(a)
+
+    def expm1(self, a):
+        return self.bk.expm1(a)
+
+    def log(self, a):
+        return self.bk.log(a)
+
+    def log1p(self, a):
+        return self.bk.log1p(a)
+
+    def where(self, c, a, b):
+        return self.bk.where(c, a, b)
+
+    def sum_last(self, a):
+        return self.bk.sum_last(a)
+
+
+# ----------------------------------------------------------------------------------------------
+# Double-double arithmetic: (hi, lo) pairs of float64 arrays
+
+
+def _two_sum(a, b):
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _fast_two_sum(a, b):
+    s = a + b
+    return s, b - (s - a)
+
+
+def _split(a):
+    t = _SPLIT * a
+    hi = t - (t - a)
+    return hi, a - hi
+
+
+def _two_prod(a, b):
+    p = a * b
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+class DoubleDouble:
+    """Double-double arithmetic on float64 arrays; a number is a pair ``(hi, lo)``.
+
+    Non-finite ``hi`` parts carry a meaningless ``lo``; :meth:`round` returns ``hi`` there.
+    """
+
+    def __init__(self, bk: Backend) -> None:
+        self.bk = bk
+
+    def lift(self, a):
+        return a, self.bk.full_like(a, 0.0)
+
+    def const(self, v: float | tuple[float, float], like):
+        hi, lo = v if isinstance(v, tuple) else (float(v), 0.0)
+        return self.bk.full_like(like, hi), self.bk.full_like(like, lo)
+
+    def hi(self, a):
+        return a[0]
+
+    def round(self, a):
+        hi, lo = a
+        return self.bk.where(self.bk.isfinite(hi), hi + lo, hi)
+
+    def _norm(self, s, e):
+        s, e = _fast_two_sum(s, e)
+        return s, self.bk.where(self.bk.isfinite(s), e, 0.0)
+
+    def add(self, a, b):
+        s, e = _two_sum(a[0], b[0])
+        t, f = _two_sum(a[1], b[1])
+        s, e = _fast_two_sum(s, e + t)
+        return self._norm(s, e + f)
+
+    def sub(self, a, b):
+        return self.add(a, (-b[0], -b[1]))
+
+    def mul(self, a, b):
+        p, e = _two_prod(a[0], b[0])
+        big = self.bk.abs(a[0]) > _SPLIT_MAX
+        big = big | (self.bk.abs(b[0]) > _SPLIT_MAX)
+        e = self.bk.where(big, 0.0, e + (a[0] * b[1] + a[1] * b[0]))  # beyond 2^995: rounded once
+        return self._norm(p, e)
+
+    def div(self, a, b):
+        q1 = a[0] / b[0]
+        r = self.sub(a, self.mul(b, (q1, 0.0 * q1)))
+        q2 = r[0] / b[0]
+        r = self.sub(r, self.mul(b, (q2, 0.0 * q2)))
+        q3 = r[0] / b[0]
+        q = self._norm(q1, q2)
+        s, e = _two_sum(q[0], q3)
+        return self._norm(s, e + q[1])
+
+    def scale(self, a, s: float):
+        return a[0] * s, a[1] * s
+
+    def ldexp(self, a, k):
+        return self.bk.ldexp(a[0], k), self.bk.ldexp(a[1], k)
+
+    def neg(self, a):
+        return -a[0], -a[1]
+
+    def where(self, c, a, b):
+        return self.bk.where(c, a[0], b[0]), self.bk.where(c, a[1], b[1])
+
+    def _add_d(self, a, b):
+        s, e = _two_sum(a[0], b)
+        return self._norm(s, e + a[1])
+
+    def _reduced_expm1(self, a):
+        """``(k, E)`` with ``e^a = 2^k·(1 + E)``, ``E`` in double-double; ``a`` finite, ≥ −1100."""
+        bk = self.bk
+        k = bk.rint(a[0] * (1.0 / _LN2[0]))
+        kl = self.mul(self.const(_LN2, k), (k, 0.0 * k))
+        r = self.scale(self.sub(a, kl), 2.0**-_SQUARINGS)
+        rh = r[0]
+        tail = _TAIL[-1] + 0.0 * rh
+        for c in reversed(_TAIL[:-1]):
+            tail = tail * rh + c
+        r2 = self.mul(r, r)
+        r3 = self.mul(r2, r)
+        e = self.add(r, self.scale(r2, 0.5))
+        e = self.add(e, self.mul(r3, self.const(_INV6, rh)))
+        e = self._add_d(e, (r2[0] * r2[0]) * tail)
+        for _ in range(_SQUARINGS):
+            e = self.mul(e, self._add_d(e, 2.0))
+        return k, e
+
+    def _clamped(self, a):
+        h = self.bk.clip(a[0], -1100.0, 709.0)
+        h = self.bk.where(self.bk.isnan(h), 0.0, h)
+        return h, self.bk.where(h == a[0], a[1], 0.0)
+
+    def exp(self, a):
+        bk = self.bk
+        k, e = self._reduced_expm1(self._clamped(a))
+        one_e = self._add_d(e, 1.0)
+        out = bk.ldexp(one_e[0], k), bk.ldexp(one_e[1], k)
+        hi = bk.where(a[0] < -1100.0, 0.0, out[0])
+        hi = bk.where(a[0] > 709.0, hi + float("inf"), hi)
+        hi = bk.where(bk.isnan(a[0]), a[0], hi)
+        return hi, bk.where(hi == out[0], out[1], 0.0)
+
+    def expm1(self, a):
+        bk = self.bk
+        k, e = self._reduced_expm1(self._clamped(a))
+        one_e = self._add_d(e, 1.0)
+        scaled = self._add_d((bk.ldexp(one_e[0], k), bk.ldexp(one_e[1], k)), -1.0)
+        out = self.where(k == 0, e, scaled)
+        hi = bk.where(a[0] < -1100.0, -1.0, out[0])
+        hi = bk.where(bk.isnan(a[0]), a[0], hi)
+        return hi, bk.where(hi == out[0], out[1], 0.0)
+
+    def log1p(self, z):
+        """``log(1 + z)`` for ``z > −1``: ``y0 = log1p(z)`` in double, then the Newton step
+        ``y = y0 + (1 + z)·e^{−y0} − 1 = y0 + z + E + z·E`` with ``E = expm1(−y0)``."""
+        bk = self.bk
+        y0 = bk.log1p(z[0] + z[1])
+        ok = bk.isfinite(y0)
+        y0s = bk.where(ok, y0, 0.0)
+        e = self.expm1((-y0s, 0.0 * y0s))
+        t = self.add(self.add(z, e), self.mul(z, e))
+        y = self._add_d(t, y0s)
+        return bk.where(ok, y[0], y0), bk.where(ok, y[1], 0.0)
+
+    def log(self, a):
+        """``log a`` for ``a ≥ 0``: ``a = m·2^k`` with ``m ∈ [1/√2, √2)``, ``log1p(m − 1) + k·ln 2``."""
+        bk = self.bk
+        m, k = bk.frexp(a[0])
+        low = m < 0.7071067811865476
+        m = bk.where(low, m * 2.0, m)
+        k = bk.where(low, k - 1.0, k)
+        lo = bk.ldexp(a[1], -k)
+        y = self.add(self.log1p(self._add_d((m, lo), -1.0)), self.mul(self.const(_LN2, k), (k, 0.0 * k)))
+        hi = bk.where(a[0] > 0, y[0], bk.where(a[0] == 0, y[0] * 0.0 - float("inf"), a[0] * float("nan")))
+        hi = bk.where(bk.isfinite(a[0]) | (a[0] < 0), hi, a[0])
+        return hi, bk.where(hi == y[0], y[1], 0.0)
+
+    def sum_last(self, a):
+        """Pairwise double-double sum over the last axis."""
+        hi, lo = a
+        n = hi.shape[-1]
+        if n == 0:
+            return hi.sum(-1), lo.sum(-1)
+        size = 1 << (n - 1).bit_length()
+        hi, lo = self.bk.pad_last(hi, size), self.bk.pad_last(lo, size)
+        while hi.shape[-1] > 1:
+            h = hi.shape[-1] // 2
+            hi, lo = self.add((hi[..., :h], lo[..., :h]), (hi[..., h:], lo[..., h:]))
+        return hi[..., 0], lo[..., 0]
+
+
+def arithmetic(data_dtype: str, like: Array):
+    """The arithmetic for data of ``data_dtype`` and the compute dtype name it works in."""
+    bk = Backend(like)
+    if data_dtype == "float64":
+        return DoubleDouble(bk), "float64"
+    if data_dtype == "float32":
+        return Plain(bk), "float64"
+    return Plain(bk), "float32"
+
+
+# ----------------------------------------------------------------------------------------------
+# Sigmoid focal loss, element-wise
+
+
+def sigmoid_focal_terms(A, x, y, alpha: float | None, gamma: float, grads: bool):
+    """Value and derivatives of ``α_t (1 − p_t)^γ BCE(x, y)`` element-wise.
+
+    With ``e = e^{−|x|}``, ``λ = log1p(e)`` and the weights of the likely and unlikely outcome
+    ``(w, v) = (1 − y, y)`` for ``x ≥ 0``, ``(y, 1 − y)`` for ``x < 0``:
+    ``BCE = w·|x| + λ`` and ``1 − p_t = q = (w + v·e)/(1 + e)`` — sums of non-negative terms.
+    ``∂/∂x = α_t q^γ [γ(1 − 2y)·eB/c + s·(w − v·e)]/(1 + e)`` (``c = w + v·e``, ``s = sign x``),
+    ``∂/∂y = q^γ [(2α − 1)·B + α_t(−γ·s·(1 − e)·B/c − x)]``; where ``w = 0`` (a correctly
+    classified hard target) ``c = e`` cancels analytically: ``eB/c = λ`` and
+    ``B/c = λ/e = 1 − e/2 + e²/3 − …`` — so saturated logits give the finite limit, never 0·∞.
+    Returns ``(value, d_x, d_y)`` (derivatives None unless ``grads``).
+    """
+    bk = A.bk
+    X = A.lift(x)
+    ax = bk.abs(x)
+    AX = A.lift(ax)
+    pos = x >= 0
+    e = A.exp(A.lift(-ax))
+    lam = A.log1p(e)
+    Y = A.lift(y)
+    one = A.const(1.0, x)
+    omy = A.sub(one, Y)
+    w = A.where(pos, omy, Y)
+    v = A.where(pos, Y, omy)
+    hard = A.hi(w) == 0
+    B = A.add(A.mul(w, AX), lam)
+    c = A.add(w, A.mul(v, e))
+    # q^γ = exp(γ·log q); where it is below 2^-866 it is carried as q^γ·2^600 and scaled back after
+    # the last product, so a subnormal q^γ is never multiplied by the large factors of ∂ℓ/∂y.
+    shift = bk.full_like(x, 0.0)
+    if gamma == 0:
+        qg_s = one
+    else:
+        c_safe = A.where(hard, one, c)
+        log_c = A.where(hard, A.neg(AX), A.log(c_safe))
+        arg = A.mul(A.const(gamma, x), A.sub(log_c, lam))
+        shift = bk.where(A.hi(arg) < -600.0, shift + 600.0, shift)
+        qg_s = A.exp(A.add(arg, A.mul(A.const(_LN2, x), A.lift(shift))))
+    qg = A.ldexp(qg_s, -shift)
+    if alpha is None:
+        at = one
+    else:
+        al = A.const(alpha, x)
+        at = A.add(A.mul(al, Y), A.mul(A.sub(one, al), omy))
+    value = A.mul(A.mul(at, qg), B)
+    if not grads:
+        return value, None, None
+    one_e = A.add(one, e)
+    c_safe = A.where(hard, one, c)
+    s = A.where(pos, one, A.neg(one))
+    # ∂/∂x
+    eBc = A.where(hard, lam, A.div(A.mul(e, B), c_safe))
+    omy2 = A.sub(omy, Y)  # 1 − 2y, exact in double-double
+    core = A.mul(s, A.sub(w, A.mul(v, e)))
+    if gamma != 0:
+        core = A.add(core, A.mul(A.const(gamma, x), A.mul(omy2, eBc)))
+    d_x = A.div(A.mul(A.mul(at, qg), core), one_e)
+    # ∂/∂y = q^γ·T, T = dα·B + α_t(−γ·s·(1 − e)·B/c − x), dα = 2α − 1 (0 when α is disabled).
+    # Where w ≥ e > 0, (1 − e)/c = 1/w − e/(w·c) regroups T as |x|·K0 + λ·K1 + α_t s γ (e/c)(|x| + λ/w)
+    # with K0 = dα·w − α_t s (γ + 1), K1 = dα − α_t s γ/w formed from the parameters first: for
+    # dyadic α, y, γ the |x| terms can cancel exactly (α = 1/4, γ = 1, y = 1: K0 = 0), leaving O(e).
+    tiny_e = A.hi(e) < 2.0**-30
+    e_safe = A.where(tiny_e, one, e)
+    rho_series = A.add(A.sub(one, A.scale(e, 0.5)), A.mul(A.mul(e, e), A.const(_INV3, x)))
+    rho = A.where(tiny_e, rho_series, A.div(lam, e_safe))  # λ/e
+    Bc = A.where(hard, rho, A.div(B, c_safe))
+    da = A.const(0.0, x) if alpha is None else A.sub(A.scale(al, 2.0), one)
+    gs = A.mul(A.const(gamma, x), s)
+    t_direct = A.mul(at, A.neg(X))
+    if gamma != 0:
+        ome = A.neg(A.expm1(A.lift(-ax)))  # 1 − e without cancellation
+        t_direct = A.sub(t_direct, A.mul(A.mul(at, gs), A.mul(ome, Bc)))
+    t_direct = A.add(t_direct, A.mul(da, B))
+    w_safe = A.where(hard, one, w)
+    K0 = A.sub(A.mul(da, w), A.mul(at, A.add(s, gs)))
+    K1 = A.sub(da, A.div(A.mul(at, gs), w_safe))
+    t_split = A.add(A.mul(AX, K0), A.mul(lam, K1))
+    if gamma != 0:
+        t_split = A.add(t_split, A.mul(A.mul(at, gs), A.mul(A.div(e, c_safe), A.add(AX, A.div(lam, w_safe)))))
+    split = ~hard & (A.hi(w) >= A.hi(e))
+    d_y = A.where(split, t_split, t_direct)
+    d_y = A.ldexp(A.mul(qg_s, d_y), -shift)
+    return value, d_x, d_y
+
+
+# ----------------------------------------------------------------------------------------------
+# Softmax focal loss, per class-last row
+
+
+def softmax_focal_terms(A, x, target, alpha_y, gamma: float, grads: bool):
+    """Value ``α_y (1 − p_y)^γ (−log p_y)`` of each class-last row of ``x`` and, if ``grads``,
+    the derivative of each row's loss w.r.t. its logits.
+
+    ``target`` holds valid class indices (the caller masks ignored rows); ``alpha_y`` the
+    per-row weights (None for 1). With ``k = argmax x``, ``m = x_k``, exact differences
+    ``d_j = x_j − m`` and ``e_j = e^{d_j}`` with ``e_k`` left out (``x_k`` is set to −∞ first),
+    ``r = Σ_{j≠k} e_j``: ``−log p_y = log1p(r) − d_y`` (two terms ≥ 0) and ``u = 1 − p_y = S/(1 + r)``
+    with ``S = Σ_{j≠y} e_j`` — ``r`` when ``y = k``, else ``1 + (r − e_y)`` (the subtraction's error
+    is ``eps·r``, small against ``S ≥ 1``): no ``1 − p`` is ever formed.
+    Gradient: ``∂ℓ/∂x_j = α_y u^γ W·e_j/S`` for ``j ≠ y`` and ``−α_y u^γ W`` for ``j = y``,
+    ``W = γ p_y (−log p_y) + u``: finite as ``u → 0`` for every γ ≥ 0 (no ``u^{γ−1}``).
+    Full-size work: one exponential per logit, one sum, and for the gradient one division and
+    one product per logit; everything else is per row. Returns ``(value, grad)``.
+    """
+    bk = A.bk
+    dd = isinstance(A, DoubleDouble)
+    ti = target[..., None]
+    if bk.np:
+        k = np.argmax(x, -1)[..., None]
+        m = np.take_along_axis(x, k, -1)
+        xm = x.copy()
+        np.put_along_axis(xm, k, -np.inf, -1)
+        x_y = np.take_along_axis(x, ti, -1)[..., 0]
+    else:
+        m, k = x.max(-1, keepdim=True)
+        xm = x.scatter(-1, k, float("-inf"))
+        x_y = x.gather(-1, ti)[..., 0]
+    y_is_k = target == k[..., 0]
+    bad = ~bk.isfinite(m[..., 0])  # NaN or +inf in the row, or every logit −inf: NaN
+    m_fin = bk.where(bk.isfinite(m), m, 0.0)
+    e = A.exp(_two_sum(xm, -m_fin) if dd else xm - m_fin)  # e_k = exp(−∞) = 0
+    r = A.sum_last(e)
+    mr = m_fin[..., 0]
+    d_y = _two_sum(x_y, -mr) if dd else x_y - mr
+    e_y = A.exp(d_y)
+    row = A.hi(r)
+    one, zero = A.const(1.0, row), A.const(0.0, row)
+    lp1r = A.log1p(r)
+    nlp = A.sub(lp1r, d_y)
+    r2 = A.where(y_is_k, r, A.sub(r, e_y))
+    S = A.where(y_is_k, r, A.add(one, r2))
+    S_zero = A.hi(S) == 0
+    if gamma == 0:
+        ug = one
+    else:
+        log_S = A.where(y_is_k, A.log(A.where(S_zero, one, r)), A.log1p(A.where(y_is_k, zero, r2)))
+        ug = A.exp(A.mul(A.const(gamma, row), A.sub(log_S, lp1r)))
+        ug = A.where(S_zero, zero, ug)
+    if alpha_y is not None:
+        ug = A.mul(ug, A.lift(alpha_y))
+    nan = A.const(float("nan"), row)
+    value = A.where(bad, nan, A.mul(ug, nlp))
+    if not grads:
+        return value, None
+    s = A.add(one, r)
+    W = A.add(A.mul(A.const(gamma, row), A.mul(A.div(A.where(y_is_k, one, e_y), s), nlp)), A.div(S, s))
+    F = A.where(bad, nan, A.mul(ug, W))
+    S_safe = A.where(S_zero, one, S)
+    q = A.div(e, _col(A, S_safe))  # e_j/S; column k still holds 0 here
+    q = _scatter(A, q, k, A.div(one, S_safe))
+    g = A.mul(q, _col(A, F))
+    return value, _scatter(A, g, ti, A.neg(F))
+
+
+def _col(A, a):
+    """A per-row number as a column, broadcastable against the row's classes."""
+    if isinstance(A, DoubleDouble):
+        return a[0][..., None], a[1][..., None]
+    return a[..., None]
+
+
+def _scatter(A, a, idx, v):
+    """``a`` with column ``idx`` of each row replaced by the per-row number ``v``."""
+    def one(arr, val):
+        if A.bk.np:
+            out = arr.copy()
+            np.put_along_axis(out, idx, val[..., None], -1)
+            return out
+        return arr.scatter(-1, idx, val[..., None])
+    if isinstance(A, DoubleDouble):
+        return one(a[0], v[0]), one(a[1], v[1])
+    return one(a, v)

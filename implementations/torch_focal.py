@@ -1,0 +1,522 @@
+"""Fused, accurate sigmoid focal loss for PyTorch (torchvision's signature and semantics).
+
+    loss = α_t · m^γ · B,      m = 1 − p_t = y·σ(−x) + (1 − y)·σ(x),
+                               B = BCEWithLogits(x, y) = y·softplus(−x) + (1 − y)·softplus(x),
+                               α_t = α·y + (1 − α)·(1 − y)   (α = −1: α_t = 1),  y ∈ [0, 1].
+
+``m`` and ``B`` are sums of non-negative terms built from one ``e = exp(−|x|)`` and one
+``log1p(e)``: no probability is ever subtracted from 1. The backward pass recomputes from the
+inputs (nothing else is saved) and evaluates, in one pass,
+
+    ∂ℓ/∂x = α_t m^γ [γ (1 − 2y) r B + σ(x) − y],                r = σ(x)σ(−x)/m ∈ (0, 1],
+    ∂ℓ/∂y = m^γ [(2α − 1) B + α_t (γ (σ(−x) − σ(x)) B/m − x)]   (α = −1: the (2α − 1) B term is 0),
+
+with ``r`` and ``B/m`` formed without ``m^(γ−1)``: for γ < 1 saturated logits give the finite
+limit 0, never NaN; γ = 0 is exactly ``α_t · B`` with gradient ``α_t (σ(x) − y)``.
+
+Arithmetic (why: ``m^γ`` turns a relative error δ of ``m`` into γ·δ): float32, float16 and
+bfloat16 results are computed in float64 and rounded once; float64 results in double-double
+(``hi + lo`` pairs of float64, error-free transformations only, own ``exp``) and rounded once.
+
+Speed (CPU): work runs in L2-sized blocks of fresh small temporaries; hard 0/1 targets take a
+shorter path on the margin ``v = (2y − 1)·x`` (``p_t = σ(v)``) through the fused
+``log_sigmoid_forward`` (``log σ(v)`` and ``exp(−|v|)`` at once) and ``log_sigmoid_backward``
+(``σ(−v)``) kernels. Inputs of at least ``_COMPILE_MIN_NUMEL`` elements on CPU in the float64-
+internal tier run the same kernel through ``torch.compile`` (one fused loop), falling back to
+the eager blocks if compilation fails; set ``LOSSORACLE_COMPILE=0`` to never compile.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from decimal import Decimal, localcontext
+from fractions import Fraction
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .validation import require_floating, require_reduction, require_same_shape
+
+__all__ = ["sigmoid_focal_loss", "SigmoidFocalLossFunction"]
+
+Tensor = torch.Tensor
+
+_F64 = torch.float64
+_MAX = torch.finfo(_F64).max  # ±inf logits are clamped to ±max: the loss then rounds to inf
+_TINY = 2.0**-1000  # m below this has lost bits; r and B/m then take their hard-target limit 1
+_LOG_SIGMOID = torch.ops.aten.log_sigmoid_forward
+_LOG_SIGMOID_GRAD = torch.ops.aten.log_sigmoid_backward
+_BLOCK = {False: 1 << 15, True: 1 << 13}  # CPU elements per block: float64 tier / double-double tier
+_COMPILE_MIN_NUMEL = 1 << 20
+_COMPILE = {"on": os.environ.get("LOSSORACLE_COMPILE", "1") != "0"}
+_COMPILED: dict[Callable, Callable] = {}
+
+
+# ----------------------------------------------------------------------------------------------
+# float64-internal kernels (float32 / float16 / bfloat16 results)
+
+
+def _log_sigmoid(v: Tensor) -> tuple[Tensor, Tensor]:
+    """``(log σ(v), exp(−|v|))``: one exp and one log1p per element."""
+    o, e = _LOG_SIGMOID(v)
+    if e.shape != v.shape:  # the CUDA kernel keeps no buffer
+        e = v.abs().neg_().exp_()
+    return o, e
+
+
+def _sigmoid_neg(v: Tensor, e: Tensor) -> Tensor:
+    """``σ(−v)`` from ``e = exp(−|v|)`` (``e/(1+e)`` or ``1/(1+e)`` by the sign of v), one fused op."""
+    return _LOG_SIGMOID_GRAD(torch.ones((), dtype=_F64, device=v.device).expand_as(v), v, e)
+
+
+def _alpha_t(Y: Tensor, Yc: Tensor, alpha: float) -> Tensor:
+    return torch.add(Y * alpha, Yc, alpha=1 - alpha)
+
+
+def _hard_dy_coefficients(alpha: float, gamma: float) -> tuple[tuple[Fraction, Fraction], ...]:
+    """``(C, w)`` for y = 1 and y = 0 in ``∂ℓ/∂y = m^γ [C·B ∓ w (γ σ(±x) B/m + softplus(±x))]``.
+
+    For |x| > 1 the general form's ``(2α − 1)B`` and ``−α_t x`` cancel to the leading order when
+    ``C = (2α − 1) ± w(1 + γ)`` vanishes (e.g. α = 1/4, γ = 1); with ``x = softplus(x) −
+    softplus(−x)`` substituted, ``C`` is exact and the other terms have one sign. (For |x| ≤ 1
+    the general form is the accurate one: there ``∂ℓ/∂y = O(x)`` when α = −1 or 1/2.)
+    """
+    a = Fraction(alpha)
+    d, w1, w0 = (2 * a - 1, a, 1 - a) if alpha >= 0 else (Fraction(0), Fraction(1), Fraction(1))
+    return (d + w1 * (1 + Fraction(gamma)), w1), (d - w0 * (1 + Fraction(gamma)), w0)
+
+
+def _fast_hard(x: Tensor, y: Tensor, clamp: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """Hard targets: ``s = 2y − 1``, ``B = −log σ(v)`` and ``m = σ(−v)`` for the margin ``v = s·x``
+    (``clamp``: ±inf logits as ±max, so that ``(1 − m)·B`` is 0, not NaN)."""
+    s = y.to(_F64, copy=True).mul_(2).sub_(1)
+    v = x.to(_F64, copy=True).mul_(s)
+    if clamp:
+        v.clamp_(-_MAX, _MAX)
+    o, e = _log_sigmoid(v)
+    return s, o.abs_(), _sigmoid_neg(v, e)
+
+
+def _fast_soft(x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
+    """``X, Y, 1 − Y, σ(x), σ(−x), softplus(x), softplus(−x), m, B`` in float64, any y in [0, 1]."""
+    X = x.to(_F64, copy=True).clamp_(-_MAX, _MAX)
+    Y = y.to(_F64)
+    e = X.abs().neg_().exp_()
+    nX = X.neg()
+    a, b = _sigmoid_neg(nX, e), _sigmoid_neg(X, e)
+    log1pe = torch.log1p(e)
+    spx, spn = X.clamp(min=0).add_(log1pe), nX.clamp_(min=0).add_(log1pe)
+    Yc = 1 - Y
+    return X, Y, Yc, a, b, spx, spn, torch.addcmul(b * Y, a, Yc), torch.addcmul(spn * Y, spx, Yc)
+
+
+def _fast_value(x: Tensor, y: Tensor, alpha: float, gamma: float, hard: bool) -> Tensor:
+    """Elementwise loss in float64."""
+    if hard:
+        s, B, m = _fast_hard(x, y)
+        loss = m.pow_(gamma).mul_(B)
+        return loss if alpha < 0 else loss.mul_(s.mul_(alpha - 0.5).add_(0.5))
+    _, Y, Yc, _, _, _, _, m, B = _fast_soft(x, y)
+    loss = m.pow_(gamma).mul_(B)
+    return loss if alpha < 0 else loss.mul_(_alpha_t(Y, Yc, alpha))
+
+
+def _fast_grads(x: Tensor, y: Tensor, cot: Tensor | float, alpha: float, gamma: float, hard: bool,
+                want_y: bool) -> tuple[Tensor, Tensor | None]:
+    """``cot·∂ℓ/∂x`` (and ``cot·∂ℓ/∂y``) in float64, ``cot`` a number or a tensor like x; ``hard``
+    excludes ``want_y``."""
+    if hard:  # ∂ℓ/∂x = −s α_t m^γ (m + γ p_t B), p_t = 1 − m (no cancellation where it matters)
+        s, B, m = _fast_hard(x, y, clamp=True)
+        c = 1.0 if isinstance(cot, Tensor) else cot
+        gx = torch.addcmul(m, torch.rsub(m, 1), B, value=gamma).mul_(m.pow(gamma))
+        gx.mul_(s.mul_(-c) if alpha < 0 else s.mul_(-0.5 * c).add_((0.5 - alpha) * c))
+        return gx.mul_(cot) if isinstance(cot, Tensor) else gx, None
+    X, Y, Yc, a, b, spx, spn, m, B = _fast_soft(x, y)
+    P = m.pow(gamma).mul_(cot)
+    ok = m > _TINY
+    at = None if alpha < 0 else _alpha_t(Y, Yc, alpha)
+    r = torch.where(ok, a * b / m, 1.0)
+    gx = torch.addcmul(torch.addcmul(a * Yc, b, Y, value=-1), r.mul_(B), 1 - 2 * Y, value=gamma).mul_(P)
+    if at is not None:
+        gx.mul_(at)
+    if not want_y:
+        return gx, None
+    Bm = torch.where(ok, B / m, 1.0)
+    gy = torch.addcmul(-X, torch.tanh(X * -0.5), Bm, value=gamma)
+    if at is not None:
+        gy.mul_(at).add_(B, alpha=2 * alpha - 1)
+    (c1, w1), (c0, w0) = ((float(c), float(w)) for c, w in _hard_dy_coefficients(alpha, gamma))
+    gy1 = (B * c1).sub_(torch.addcmul(spx, a, Bm, value=gamma), alpha=w1)
+    gy0 = (B * c0).add_(torch.addcmul(spn, b, Bm, value=gamma), alpha=w0)
+    far = X.abs() > 1
+    return gx, torch.where(far & (Y == 1), gy1, torch.where(far & (Y == 0), gy0, gy)).mul_(P)
+
+
+def _fast_loss(x: Tensor, y: Tensor, alpha: float, gamma: float, hard: bool, dtype: torch.dtype) -> Tensor:
+    return _fast_value(x, y, alpha, gamma, hard).to(dtype)
+
+
+def _fast_loss_sum(x: Tensor, y: Tensor, alpha: float, gamma: float, hard: bool) -> Tensor:
+    return _fast_value(x, y, alpha, gamma, hard).sum()
+
+
+def _fast_grad(x: Tensor, y: Tensor, cot: Tensor | float, alpha: float, gamma: float, hard: bool,
+               want_y: bool) -> tuple[Tensor, Tensor | None]:
+    gx, gy = _fast_grads(x, y, cot, alpha, gamma, hard, want_y)
+    return gx.to(x.dtype), None if gy is None else gy.to(y.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# double-double kernels (float64 results)
+
+_MASK27 = ~((1 << 27) - 1)
+
+
+def _two_sum(a, b) -> tuple[Tensor, Tensor]:
+    """``a + b = s + e`` exactly (Knuth)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _fast_two_sum(a, b) -> tuple[Tensor, Tensor]:
+    """``a + b = s + e`` exactly when ``|a| ≥ |b|``."""
+    s = a + b
+    return s, b - (s - a)
+
+
+def _two_prod(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """``a·b = p + e`` (Dekker); the split truncates 27 low bits, so it cannot overflow."""
+    p = a * b
+    ah = (a.view(torch.int64) & _MASK27).view(_F64)
+    bh = (b.view(torch.int64) & _MASK27).view(_F64)
+    al, bl = a - ah, b - bh
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+class _DD:
+    """``hi + lo`` (``|lo| ≤ ulp(hi)/2``): float64 tensors carrying about 106 bits (Hida–Li–Bailey)."""
+
+    __slots__ = ("hi", "lo")
+
+    def __init__(self, hi: Tensor, lo: Tensor | None = None) -> None:
+        self.hi, self.lo = hi, torch.zeros_like(hi) if lo is None else lo
+
+    def __neg__(self) -> _DD:
+        return _DD(-self.hi, -self.lo)
+
+    def __add__(self, o: _DD | Tensor | float) -> _DD:
+        if isinstance(o, _DD):
+            s, e = _two_sum(self.hi, o.hi)
+            t, f = _two_sum(self.lo, o.lo)
+            s, e = _fast_two_sum(s, e + t)
+            return _DD(*_fast_two_sum(s, e + f))
+        s, e = _two_sum(self.hi, o)
+        return _DD(*_fast_two_sum(s, e + self.lo))
+
+    __radd__ = __add__
+
+    def __sub__(self, o: _DD | Tensor | float) -> _DD:
+        return self + (-o)
+
+    def __mul__(self, o: _DD | Tensor | float) -> _DD:
+        if isinstance(o, _DD):
+            p, e = _two_prod(self.hi, o.hi)
+            return _DD(*_fast_two_sum(p, e + (self.hi * o.lo + self.lo * o.hi)))
+        if not isinstance(o, Tensor):
+            o = torch.tensor(o, dtype=_F64, device=self.hi.device)
+        p, e = _two_prod(self.hi, o)
+        return _DD(*_fast_two_sum(p, e + self.lo * o))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, o: _DD) -> _DD:
+        q1 = self.hi / o.hi
+        r = self - o * q1
+        q2 = r.hi / o.hi
+        r = r - o * q2
+        return _DD(*_fast_two_sum(q1, q2)) + r.hi / o.hi
+
+    def value(self) -> Tensor:
+        return self.hi + self.lo
+
+    @staticmethod
+    def const(v: Fraction, like: Tensor) -> _DD:
+        hi = float(v)
+        t = lambda c: torch.tensor(c, dtype=_F64, device=like.device)  # noqa: E731
+        return _DD(t(hi), t(float(v - Fraction(hi))))
+
+    @staticmethod
+    def where(c: Tensor, a: _DD, b: _DD) -> _DD:
+        return _DD(torch.where(c, a.hi, b.hi), torch.where(c, a.lo, b.lo))
+
+
+def _exp_constants() -> tuple[float, float, float, list[tuple[float, float]]]:
+    """Cody–Waite parts of ln2/64 (35 + 35 + 53 bits: ``k·L1``, ``k·L2`` exact for |k| < 2^18)
+    and 2^(j/64), j < 64, as double-doubles."""
+    with localcontext() as ctx:
+        ctx.prec = 50
+        c = Decimal(2).ln() / 64
+        l1 = Decimal(int(c * 2**41)) / 2**41
+        l2 = Decimal(int((c - l1) * 2**76)) / 2**76
+        table = []
+        for j in range(64):
+            t = Decimal(2) ** (Decimal(j) / 64)
+            table.append((float(t), float(t - Decimal(float(t)))))
+        return float(l1), float(l2), float(c - l1 - l2), table
+
+
+_L1, _L2, _L3, _EXP_TABLE = _exp_constants()
+_INV_L = 64 / math.log(2)
+_EXP_POLY = [1 / math.factorial(n) for n in range(7, 1, -1)]  # e^r = 1 + r + r²·(1/2! + … + r⁵/7!)
+_TABLES: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+
+def _pow2(q: Tensor) -> Tensor:
+    """``2^q`` for integer tensors ``q ∈ [−1022, 1023]``, built from the bits."""
+    return ((q + 1023) << 52).view(_F64)
+
+
+def _dd_exp(a: _DD, shift: Tensor | int = 0) -> _DD:
+    """``exp(a)·2^shift`` to about 2^-70 relative: ``a = (64q + j)·ln2/64 + r``, ``|r| ≤ ln2/128``,
+    ``e^a = 2^q · 2^(j/64) · e^r`` with ``e^r`` by Taylor series (leading terms exact)."""
+    if a.hi.device not in _TABLES:
+        t = torch.tensor(_EXP_TABLE, dtype=_F64, device=a.hi.device)
+        _TABLES[a.hi.device] = (t[:, 0].contiguous(), t[:, 1].contiguous())
+    t_hi, t_lo = _TABLES[a.hi.device]
+    ah = a.hi.clamp(-1500.0, 709.0)
+    k = torch.round(ah * _INV_L)
+    rh, rl = _two_sum(ah - k * _L1, -(k * _L2))
+    rl = rl + (a.lo - k * _L3)
+    p = torch.full_like(rh, _EXP_POLY[0])
+    for c in _EXP_POLY[1:]:
+        p = p * rh + c
+    s, t = _fast_two_sum(1.0, rh)
+    er = _DD(*_fast_two_sum(s, t + (rl * (1 + rh) + rh * rh * p)))
+    ki = k.to(torch.int64)
+    j = ki & 63
+    er = er * _DD(t_hi[j], t_lo[j])
+    q = ((ki >> 6) + shift).clamp_(-1100, 1023)
+    q1 = q >> 1
+    s1, s2 = _pow2(q1), _pow2(q - q1)
+    return _DD(er.hi * s1 * s2, er.lo * s1 * s2)
+
+
+def _dd_log1p(e: _DD) -> _DD:
+    """``log1p(e)`` for ``e ∈ [0, 1]``: one Newton step ``l + (1 + e)·e^(−l) − 1`` from ``l = log1p(e_hi)``."""
+    l0 = torch.log1p(e.hi)
+    E = _dd_exp(_DD(-l0))
+    return (E - 1.0) + e * E + l0
+
+
+def _dd_log(m: _DD) -> _DD:
+    """``log m`` for normal ``m > 0``: one Newton step ``l + m·e^(−l) − 1`` from ``l = log(m_hi)``."""
+    l0 = torch.log(m.hi)
+    return m * _dd_exp(_DD(-l0)) - 1.0 + l0
+
+
+def _dd_terms(x: Tensor, y: Tensor, hard: bool) -> tuple:
+    """``X, Y, 1 − Y, e^−|x|, σ(|x|), σ(x), σ(−x), softplus(x), softplus(−x), m, B, log m``, all
+    but X and Y in double-double."""
+    X = x.to(_F64).clamp(-_MAX, _MAX)
+    Y = y.to(_F64)
+    e = _dd_exp(_DD(-X.abs()))
+    log1pe = _dd_log1p(e)
+    q = _DD(torch.ones_like(X)) / (e + 1.0)
+    h = e * q
+    pos = X >= 0
+    a, b = _DD.where(pos, q, h), _DD.where(pos, h, q)
+    spx, spn = log1pe + X.clamp(min=0), log1pe + (-X).clamp(min=0)
+    Yc = _DD(*_two_sum(1.0, -Y))
+    m = b * Y + a * Yc
+    B = spn * Y + spx * Yc
+    logm = _DD.where(Y == 1, -spx, -spn)  # hard targets: log σ(∓x) = −softplus(±x), never underflows
+    if not hard:
+        logm = _DD.where((Y == 0) | (Y == 1), logm, _dd_log(m))
+    return X, Y, Yc, e, q, a, b, spx, spn, m, B, logm
+
+
+def _dd_alpha_t(Y: Tensor, Yc: _DD, alpha: float) -> _DD:
+    return _DD(Y) * alpha + Yc * _DD.const(1 - Fraction(alpha), Y)
+
+
+def _dd_value(x: Tensor, y: Tensor, alpha: float, gamma: float, hard: bool) -> Tensor:
+    """Elementwise loss, double-double rounded once to float64."""
+    _, Y, Yc, _, _, _, _, _, _, _, B, logm = _dd_terms(x, y, hard)
+    loss = B if gamma == 0 else B * _dd_exp(logm * gamma)
+    return (loss if alpha < 0 else loss * _dd_alpha_t(Y, Yc, alpha)).value()
+
+
+def _dd_grads(x: Tensor, y: Tensor, cot: _DD, alpha: float, gamma: float, hard: bool,
+              want_y: bool) -> tuple[Tensor, Tensor | None]:
+    """``cot·∂ℓ/∂x`` (and ``cot·∂ℓ/∂y``) rounded once to float64. A subnormal ``m^γ`` in ∂ℓ/∂y is
+    carried ×2^600 until the end, since its factor ``x`` would magnify its rounding."""
+    X, Y, Yc, e, q, a, b, spx, spn, m, B, logm = _dd_terms(x, y, hard)
+    at = None if alpha < 0 else _dd_alpha_t(Y, Yc, alpha)
+    ok = m.hi > _TINY
+    one = _DD(torch.ones_like(X))
+    gx = a * Yc - b * Y  # σ(x) − y without cancellation at hard targets
+    if gamma != 0:
+        r = _DD.where(ok, a * b / m, one)
+        gx = (r * B * _DD(*_two_sum(1.0, -2 * Y)) * gamma + gx) * _dd_exp(logm * gamma)
+    gx = (gx * (cot if at is None else at * cot)).value()
+    if not want_y:
+        return gx, None
+    Bm = _DD.where(ok, B / m, one)
+    tanh = (e - 1.0) * q  # σ(−x) − σ(x) = (e^−|x| − 1)/(1 + e^−|x|)·sign(x), exact near x = 0
+    gy = _DD.where(X >= 0, tanh, -tanh) * Bm * gamma - X
+    if at is not None:
+        gy = gy * at + B * _DD.const(2 * Fraction(alpha) - 1, X)
+    (c1, w1), (c0, w0) = ((_DD.const(c, X), _DD.const(w, X)) for c, w in _hard_dy_coefficients(alpha, gamma))
+    far = X.abs() > 1
+    gy = _DD.where(far & (Y == 1), B * c1 - (spx + a * Bm * gamma) * w1,
+                   _DD.where(far & (Y == 0), B * c0 + (spn + b * Bm * gamma) * w0, gy))
+    shift = torch.where(logm.hi * gamma < -700.0, 600, 0)
+    if gamma != 0:
+        gy = gy * _dd_exp(logm * gamma, shift)
+    return gx, (gy * cot).value() * _pow2(-shift)
+
+
+# ----------------------------------------------------------------------------------------------
+# drivers: blocks (eager) or one compiled call
+
+
+def _slices(n: int, device: torch.device, dd: bool) -> Iterator[slice]:
+    step = _BLOCK[dd] if device.type == "cpu" else _BLOCK[dd] << 6
+    return (slice(i, min(i + step, n)) for i in range(0, n, step))
+
+
+def _compiled_call(fn: Callable, x: Tensor, *args):
+    """``torch.compile(fn)(x, *args)`` for large CPU inputs; None when not used or when it fails."""
+    if not (_COMPILE["on"] and x.device.type == "cpu" and x.numel() >= _COMPILE_MIN_NUMEL
+            and not torch.compiler.is_compiling()):
+        return None
+    try:
+        if fn not in _COMPILED:
+            _COMPILED[fn] = torch.compile(fn, dynamic=True)
+        return _COMPILED[fn](x, *args)
+    except Exception as err:  # no C++ compiler, unsupported platform, ...: the eager kernels are exact too
+        _COMPILE["on"] = False
+        warnings.warn(f"sigmoid_focal_loss: torch.compile failed, using eager kernels ({err!r})", RuntimeWarning)
+        return None
+
+
+def _forward(x: Tensor, y: Tensor, alpha: float, gamma: float, reduction: str, hard: bool,
+             dtype: torch.dtype) -> Tensor:
+    dd = dtype == _F64
+    n = x.numel()
+    value = _dd_value if dd else _fast_value
+    if reduction == "none":
+        loss = None if dd else _compiled_call(_fast_loss, x, y, alpha, gamma, hard, dtype)
+        if loss is None:
+            loss = torch.empty(n, dtype=dtype, device=x.device)
+            for sl in _slices(n, x.device, dd):
+                loss[sl] = value(x[sl], y[sl], alpha, gamma, hard)
+        return loss
+    total = None if dd else _compiled_call(_fast_loss_sum, x, y, alpha, gamma, hard)
+    if total is None:
+        total = torch.zeros((), dtype=_F64, device=x.device)
+        for sl in _slices(n, x.device, dd):
+            total += value(x[sl], y[sl], alpha, gamma, hard).sum()
+    return (total / n if reduction == "mean" else total).to(dtype)
+
+
+def _backward(x: Tensor, y: Tensor, grad: Tensor, reduction: str, alpha: float, gamma: float, hard: bool,
+              want_y: bool, dd: bool) -> tuple[Tensor, Tensor | None]:
+    """Gradients w.r.t. flat x and y for the cotangent ``grad`` (flat for ``none``, else 0-dim)."""
+    n = x.numel()
+    scalar = reduction != "none"
+    if scalar:  # g/n exactly, rounded once into the kernel's arithmetic
+        g, div = grad.item(), n if reduction == "mean" and n else 1
+        if math.isfinite(g):
+            cot = _DD.const(Fraction(g) / div, x) if dd else float(Fraction(g) / div)
+        else:
+            cot = _DD(torch.full((), g / div, dtype=_F64, device=x.device)) if dd else g / div
+        out = None if dd else _compiled_call(_fast_grad, x, y, cot, alpha, gamma, hard, want_y)
+    else:
+        out = None if dd else _compiled_call(_fast_grad, x, y, grad, alpha, gamma, hard, want_y)
+    if out is not None:
+        return out
+    grads = _dd_grads if dd else _fast_grads
+    gx = torch.empty_like(x)
+    gy = torch.empty_like(y) if want_y else None
+    for sl in _slices(n, x.device, dd):
+        c = cot if scalar else _DD(grad[sl].to(_F64)) if dd else grad[sl]
+        bx, by = grads(x[sl], y[sl], c, alpha, gamma, hard, want_y)
+        gx[sl] = bx
+        if gy is not None:
+            gy[sl] = by
+    return gx, gy
+
+
+def _scan_targets(targets: Tensor) -> bool:
+    """Raise unless every target lies in [0, 1] (NaN passes and propagates); True when all are 0 or 1."""
+    if targets.dtype == torch.bool:
+        return True
+    y = targets.detach().reshape(-1)
+    hard = True
+    for sl in _slices(y.numel(), y.device, False):
+        yb = y[sl]
+        if yb.is_floating_point():  # y − y² < 0 exactly outside [0, 1], = 0 exactly at 0 and 1
+            low, high = torch.aminmax(torch.addcmul(yb, yb, yb, value=-1))
+            bad, hard = bool(low < 0), hard and bool(high == 0)
+        else:
+            low, high = torch.aminmax(yb)
+            bad = bool(low < 0) or bool(high > 1)
+        if bad:
+            raise ValueError("targets must lie in [0, 1]")
+    return hard
+
+
+class SigmoidFocalLossFunction(torch.autograd.Function):
+    """Autograd node of :func:`sigmoid_focal_loss`: saves only ``inputs`` and ``targets``; the
+    backward pass recomputes everything and returns analytic gradients for both."""
+
+    @staticmethod
+    def forward(ctx, inputs: Tensor, targets: Tensor, alpha: float, gamma: float, reduction: str,
+                hard: bool) -> Tensor:
+        ctx.save_for_backward(inputs, targets)
+        dtype = torch.promote_types(inputs.dtype, targets.dtype) if targets.is_floating_point() else inputs.dtype
+        ctx.params = (alpha, gamma, reduction, hard, dtype == _F64)
+        loss = _forward(inputs.detach().reshape(-1), targets.detach().reshape(-1), alpha, gamma, reduction,
+                        hard, dtype)
+        return loss.view(inputs.shape) if reduction == "none" else loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        inputs, targets = ctx.saved_tensors
+        alpha, gamma, reduction, hard, dd = ctx.params
+        want_y = ctx.needs_input_grad[1]
+        gx, gy = _backward(inputs.detach().reshape(-1), targets.detach().reshape(-1), grad.reshape(-1)
+                           if reduction == "none" else grad, reduction, alpha, gamma, hard, want_y, dd)
+        return (gx.view(inputs.shape) if ctx.needs_input_grad[0] else None,
+                gy.view(targets.shape) if want_y else None, None, None, None, None)
+
+
+def sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0,
+                       reduction: str = "none") -> Tensor:
+    """Sigmoid focal loss (RetinaNet; torchvision's signature), fused and accurate.
+
+    ``α_t · (1 − p_t)^γ · BCEWithLogits(x, y)`` with ``p_t = σ(x)·y + σ(−x)·(1 − y)`` and
+    ``α_t = α·y + (1 − α)(1 − y)``; ``alpha = −1`` disables ``α_t``; ``targets`` may be soft
+    (any value in [0, 1]; bool or integer 0/1 too); ``reduction``: ``none`` | ``mean`` | ``sum``.
+    The result has the promoted dtype of inputs and floating targets (float16/bfloat16/float32
+    computed in float64, float64 in double-double) and differentiates w.r.t. both arguments.
+    """
+    require_floating("inputs", inputs)
+    require_same_shape("targets", targets, "inputs", inputs)
+    require_reduction(reduction)
+    if targets.is_complex():
+        raise TypeError(f"targets must be real, got dtype {targets.dtype}")
+    if targets.device != inputs.device:
+        raise ValueError(f"targets device {targets.device} does not match inputs device {inputs.device}")
+    if not (0 <= alpha <= 1) and alpha != -1:
+        raise ValueError(f"alpha must lie in [0, 1] or be -1 (no weighting), got {alpha!r}")
+    if not (math.isfinite(gamma) and gamma >= 0):
+        raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
+    hard = _scan_targets(targets) and not targets.requires_grad
+    return SigmoidFocalLossFunction.apply(inputs, targets, float(alpha), float(gamma), reduction, hard)

@@ -1,0 +1,625 @@
+"""Focal loss oracles: sigmoid (binary / multi-label) and softmax (multi-class).
+
+Source: Lin, Goyal, Girshick, He, Dollár, "Focal Loss for Dense Object Detection", ICCV 2017
+(arXiv:1708.02002), eqs. (1)–(5): ``CE(p_t) = −log p_t``, ``FL(p_t) = −α_t (1 − p_t)^γ log p_t``;
+CONVENTIONS.md §6 for what each library computes.
+
+**sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction="none")** — torchvision's
+signature and semantics, element-wise: ``p = σ(x)``, ``p_t = p·y + (1 − p)(1 − y)``,
+``ℓ = α_t (1 − p_t)^γ · BCE(x, y)`` with ``BCE = y·softplus(−x) + (1 − y)·softplus(x)`` and
+``α_t = α·y + (1 − α)(1 − y)``; ``α = −1`` (any α < 0 in the oracle) disables the weighting.
+Soft targets ``y ∈ [0, 1]`` use the same linear ``p_t``, i.e.
+``1 − p_t = (1 − y)σ(x) + y·σ(−x)`` — a sum of non-negative terms. ``mean`` averages over every
+element (``0/0 = NaN`` when empty), ``sum`` adds them.
+
+**softmax_focal_loss(input, target, alpha=None, gamma=2.0, ignore_index=-100, reduction="mean")**
+— logits ``(N, C)`` or ``(N, C, d1, …)`` (class axis 1), class-index targets ``(N, d1, …)``:
+``ℓ_i = −α_{y_i} (1 − p_{i,y_i})^γ log p_{i,y_i}``, ``p = softmax`` over the classes, ``ℓ_i = 0``
+where ``y_i = ignore_index``. ``alpha``: None (1), a scalar (the same α for every class) or a
+per-class sequence. ``mean`` = ``Σ_i ℓ_i / #{i : y_i ≠ ignore_index}`` — the mean over the
+targets that count; all ignored (or an empty batch) is ``0/0 = NaN``, as in PyTorch's
+cross-entropy; ``sum`` = ``Σ_i ℓ_i``.
+
+γ = 0 gives exactly the (α-weighted) BCE-with-logits / cross-entropy.
+
+Gradients (vector-Jacobian products, analytic): w.r.t. ``inputs`` and ``targets`` (sigmoid) and
+``input`` (softmax). With ``q = 1 − p_t``: ``∂ℓ/∂x = α_t [γ q^{γ−1} q'·BCE + q^γ (σ(x) − y)]``,
+``q' = (1 − 2y)σ(x)σ(−x)``; ``∂ℓ/∂y = (2α − 1) q^γ BCE + α_t [γ q^{γ−1}(σ(−x) − σ(x))·BCE − q^γ x]``.
+Softmax, ``u = 1 − p_y``, ``L = −log p_y``, ``W = γ p_y L + u``: ``∂ℓ/∂x_j = α_y u^γ W·e_j/S``
+(``j ≠ y``, ``S = Σ_{c≠y} e_c``) and ``−α_y u^γ W`` (``j = y``). For γ < 1 the factor ``q^γ`` has
+an infinite derivative as ``q → 0`` but ``q' = O(q)``: the gradient tends to 0, and the forms
+above (``q^{γ−1}·q'`` evaluated as a ratio, ``e_j/S``) return that finite limit at every
+finite logit.
+
+Hazards and remedies: ``1 − p_t`` is never formed as ``1 − (rounded p)`` — it is the sum above
+(σ(∓x) from ``exp(−|x|)``); the log term is ``softplus``; softmax quantities come from
+:class:`~lossoracle.mpfuncs.SoftmaxRow` (exact differences, no ``1 − p`` subtraction).
+
+Conventions (keyword-only oracle parameters; each names the libraries that use it):
+
+- sigmoid ``p_t`` for soft targets: ``"linear"`` (torchvision, fvcore, Keras, optax — optax's
+  ``log((1−y)σ(x) + yσ(−x))`` is the same quantity), ``"per_term"`` (kornia: ``y·α σ(−x)^γ
+  softplus(−x) + (1 − y)(1 − α) σ(x)^γ softplus(x)``), ``"sign"`` (MONAI: ``σ(−x(2y − 1))^γ``),
+  ``"exp_bce"`` (segmentation_models_pytorch: ``p_t = e^{−BCE}``). All agree for ``y ∈ {0, 1}``.
+- ``probability_clip = c``: probabilities clipped to ``[c, 1 − c]`` (Keras, ``c = 1e-7``) — for the
+  sigmoid loss in the BCE term only (the modulating factor uses the unclipped σ), for the softmax
+  loss in both ``log p`` and ``(1 − p)^γ``; a clipped probability passes no gradient.
+- ``mean_over``: sigmoid ``"elements"`` | ``"positives"`` — RetinaNet's normalisation, the sum
+  divided by ``max(1, #{y = 1})`` (torchvision ``models/detection/retinanet.py``; apply per image
+  and average); softmax ``"targets"`` | ``"alpha"`` (``Σ α_{y_i}`` over counted targets, the
+  per-class-weight normalisation of ``cross_entropy(weight=…)``) | ``"elements"`` (``N·C·d1⋯``,
+  ignored positions included: the mean over a one-hot map, kornia and MONAI without a mask).
+- ``empty_mean``: ``"nan"`` (0/0) | ``"zero"`` (MONAI, kornia: an empty mean is 0).
+- ``sum_rule``: ``"plain"`` | ``"spatial_mean"`` (MONAI ``reduction="sum"``: for ≥ 3-d inputs the
+  sum over batch (and classes, sigmoid) of the mean over the spatial positions).
+- softmax ``scalar_alpha``: ``"all"`` (every class, Keras) | ``"background"`` (class 0 gets
+  ``1 − α``, the others ``α``: kornia, MONAI).
+"""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+from mpmath import mpf
+
+from lossoracle.mpfuncs import SoftmaxRow, log1pexp, mp_array, mp_sum, sigmoid, to_mp, workprec
+from lossoracle.spec import Arg, Budget, Case, Convention, Spec
+from lossoracle.strategies import GRIDS, LADDERS, class_indices, logits, probabilities, rng_for
+
+from .common import class_last
+
+P_T = ("linear", "per_term", "sign", "exp_bce")
+
+# ----------------------------------------------------------------------------------------------
+# Sigmoid focal loss
+
+
+def _alpha_t(alpha, y: mpf) -> tuple[mpf, mpf]:
+    """``α_t`` and ``∂α_t/∂y``; α None or < 0 disables the weighting."""
+    if alpha is None or alpha < 0:
+        return mpf(1), mpf(0)
+    a = mpf(alpha)
+    return a * y + (1 - a) * (1 - y), 2 * a - 1
+
+
+def _bce(x: mpf, y: mpf, clip: float) -> tuple[mpf, mpf, mpf]:
+    """``BCE``, ``∂BCE/∂x``, ``∂BCE/∂y``; with ``clip = c > 0`` the probability is clipped to
+    ``[c, 1 − c]`` first (a clipped probability passes no gradient)."""
+    s = sigmoid(x)
+    if clip:
+        c = mpf(clip)
+        if s < c or s > 1 - c:
+            pc = c if s < c else 1 - c
+            lp, l1p = mpmath.log(pc), mpmath.log1p(-pc)
+            return -(y * lp + (1 - y) * l1p), mpf(0), l1p - lp
+    sp_neg, sp_pos = log1pexp(-x), log1pexp(x)
+    return y * sp_neg + (1 - y) * sp_pos, (1 - y) * s - y * sigmoid(-x), -x  # σ(x) − y, no 1 − tiny
+
+
+def _pow_ratio(q: mpf, dq: mpf, gamma: mpf) -> tuple[mpf, mpf]:
+    """``q^γ`` and ``γ q^{γ−1} dq`` (0 when γ = 0; ``q > 0`` at every finite logit)."""
+    if gamma == 0:
+        return mpf(1), mpf(0)
+    return q**gamma, gamma * q ** (gamma - 1) * dq
+
+
+def _sigmoid_element(x: mpf, y: mpf, alpha, gamma: mpf, p_t: str, clip: float):
+    """``(ℓ, ∂ℓ/∂x, ∂ℓ/∂y)`` of one element under the given conventions."""
+    if mpmath.isnan(x) or mpmath.isnan(y):
+        return (mpmath.nan,) * 3
+    s, sb = sigmoid(x), sigmoid(-x)
+    at, dat = _alpha_t(alpha, y)
+    if p_t == "per_term":
+        a = mpf(1) if alpha is None or alpha < 0 else mpf(alpha)
+        b = mpf(1) if alpha is None or alpha < 0 else 1 - mpf(alpha)
+        sp_neg, sp_pos = log1pexp(-x), log1pexp(x)
+        fn, dfn = _pow_ratio(sb, -s * sb, gamma)
+        fp, dfp = _pow_ratio(s, s * sb, gamma)
+        value = y * a * fn * sp_neg + (1 - y) * b * fp * sp_pos
+        dx = y * a * (dfn * sp_neg - fn * sb) + (1 - y) * b * (dfp * sp_pos + fp * s)
+        dy = a * fn * sp_neg - b * fp * sp_pos
+        return value, dx, dy
+    B, dBx, dBy = _bce(x, y, clip)
+    if p_t == "linear":
+        q, dqx, dqy = (1 - y) * s + y * sb, (1 - 2 * y) * s * sb, -mpmath.tanh(x / 2)
+    elif p_t == "sign":
+        z = x * (1 - 2 * y)
+        q, dqx, dqy = sigmoid(z), (1 - 2 * y) * sigmoid(z) * sigmoid(-z), -2 * x * sigmoid(z) * sigmoid(-z)
+    elif p_t == "exp_bce":
+        q, dqx, dqy = -mpmath.expm1(-B), mpmath.exp(-B) * dBx, mpmath.exp(-B) * dBy
+    else:
+        raise ValueError(f"p_t must be one of {P_T}, got {p_t!r}")
+    qg, gx = _pow_ratio(q, dqx, gamma)
+    _, gy = _pow_ratio(q, dqy, gamma)
+    value = at * qg * B
+    dx = at * (gx * B + qg * dBx)
+    dy = dat * qg * B + at * (gy * B + qg * dBy)
+    return value, dx, dy
+
+
+def _sigmoid_elements(inputs, targets, alpha, gamma, p_t, clip):
+    x, y = to_mp(inputs), to_mp(targets)
+    g = mpf(gamma)
+    out = [_sigmoid_element(a, b, alpha, g, p_t, clip) for a, b in zip(x.reshape(-1), y.reshape(-1))]
+    shape = np.shape(inputs)
+    return tuple(mp_array([o[i] for o in out], shape) for i in range(3))
+
+
+def _sigmoid_weights(targets, reduction: str, mean_over: str, sum_rule: str) -> np.ndarray | mpf:
+    """What each element's loss is multiplied by in the reduction (object array of mpf)."""
+    shape = np.shape(targets)
+    n = int(np.prod(shape)) if shape else 1
+    if reduction == "none":
+        return mp_array([mpf(1)] * n, shape)
+    if reduction == "sum":
+        if sum_rule == "spatial_mean" and len(shape) >= 3:
+            return mp_array([1 / mpf(int(np.prod(shape[2:])))] * n, shape)
+        return mp_array([mpf(1)] * n, shape)
+    if reduction != "mean":
+        raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+    if mean_over == "positives":
+        den = mpf(max(1, int(np.sum(np.asarray(targets) == 1))))
+    else:
+        den = mpf(n)
+    return mp_array([1 / den if n else mpmath.nan] * n, shape)
+
+
+def sigmoid_focal_loss(inputs, targets, alpha: float = 0.25, gamma: float = 2.0, reduction: str = "none", *,
+                       p_t: str = "linear", probability_clip: float = 0.0, mean_over: str = "elements",
+                       sum_rule: str = "plain"):
+    """Exact sigmoid focal loss (element-wise, or reduced), torchvision semantics by default."""
+    with workprec():
+        value = _sigmoid_elements(inputs, targets, alpha, gamma, p_t, probability_clip)[0]
+        w = _sigmoid_weights(targets, reduction, mean_over, sum_rule)
+        if reduction == "none":
+            return value
+        if np.size(value) == 0:
+            return mpmath.nan if reduction == "mean" else mpf(0)
+        return mp_sum((w * value).reshape(-1).tolist())
+
+
+def sigmoid_focal_loss_grad(grad_output, inputs, targets, alpha: float = 0.25, gamma: float = 2.0,
+                            reduction: str = "none", *, p_t: str = "linear", probability_clip: float = 0.0,
+                            mean_over: str = "elements", sum_rule: str = "plain") -> dict[str, np.ndarray]:
+    """VJP of :func:`sigmoid_focal_loss` w.r.t. ``inputs`` and ``targets``."""
+    with workprec():
+        _, dx, dy = _sigmoid_elements(inputs, targets, alpha, gamma, p_t, probability_clip)
+        w = _sigmoid_weights(targets, reduction, mean_over, sum_rule)
+        g = to_mp(np.broadcast_to(np.asarray(grad_output, dtype=np.float64), np.shape(inputs)))
+        cot = g * w
+        return {"inputs": cot * dx, "targets": cot * dy}
+
+
+# ----------------------------------------------------------------------------------------------
+# Softmax focal loss
+
+
+def _alpha_of(alpha, c: int, scalar_alpha: str) -> mpf:
+    if alpha is None:
+        return mpf(1)
+    if np.ndim(alpha) == 0:
+        a = mpf(float(alpha))
+        return 1 - a if (scalar_alpha == "background" and c == 0) else a
+    return mpf(float(np.asarray(alpha, dtype=np.float64)[c]))
+
+
+class _Rows:
+    """Rows of logits (class axis last), targets, per-row α and the reduction's weights."""
+
+    def __init__(self, input, target, alpha, ignore_index, reduction, scalar_alpha, mean_over, empty_mean,
+                 sum_rule):
+        x = np.asarray(input)
+        self.shape = x.shape
+        self.lead = (x.shape[0], *x.shape[2:])
+        self.C = x.shape[1]
+        self.x = class_last(to_mp(x), 1).reshape(-1, self.C)
+        self.t = np.asarray(target).reshape(-1)
+        self.valid = [int(t) != ignore_index for t in self.t]
+        self.alpha = [_alpha_of(alpha, int(t), scalar_alpha) if v else mpf(0) for t, v in zip(self.t, self.valid)]
+        self.weights = self._weights(reduction, mean_over, empty_mean, sum_rule)
+
+    def _weights(self, reduction, mean_over, empty_mean, sum_rule) -> list:
+        M = len(self.t)
+        if reduction == "none" or (reduction == "sum" and (sum_rule == "plain" or len(self.shape) < 3)):
+            return [mpf(1)] * M
+        if reduction == "sum":  # MONAI: per sample, the mean over its counted spatial positions
+            per = M // self.shape[0] if self.shape[0] else 0
+            out = []
+            for n in range(self.shape[0]):
+                count = sum(self.valid[n * per:(n + 1) * per])
+                out += [self._inv(mpf(count), empty_mean)] * per
+            return out
+        if reduction != "mean":
+            raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+        if mean_over == "targets":
+            den = mpf(sum(self.valid))
+        elif mean_over == "alpha":
+            den = mp_sum(self.alpha)
+        elif mean_over == "elements":
+            den = mpf(M * self.C)
+        else:
+            raise ValueError(f"mean_over must be 'targets', 'alpha' or 'elements', got {mean_over!r}")
+        return [self._inv(den, empty_mean)] * M
+
+    @staticmethod
+    def _inv(den: mpf, empty_mean: str) -> mpf:
+        if den != 0:
+            return 1 / den
+        return mpf(0) if empty_mean == "zero" else mpmath.nan
+
+
+def _softmax_row(sr: SoftmaxRow, y: int, a: mpf, gamma: mpf, clip: float, grads: bool):
+    """``(ℓ, [∂ℓ/∂x_j])`` of one row."""
+    C = len(sr.x)
+    if sr.bad:
+        return mpmath.nan, [mpmath.nan] * C
+    L, u, p = sr.neg_log_p(y), sr.one_minus_p(y), sr.p(y)
+    clipped = False
+    if clip:
+        c = mpf(clip)
+        if p < c or p > 1 - c:
+            clipped = True
+            p = c if p < c else 1 - c
+            L, u = -mpmath.log(p), 1 - p
+    ug = mpf(1) if gamma == 0 else u**gamma
+    value = a * ug * L
+    if not grads:
+        return value, None
+    if clipped or a == 0:
+        return value, [mpf(0)] * C
+    F = a * ug * (gamma * p * L + u)
+    S = mp_sum(sr.e[j] for j in range(C) if j != y)
+    return value, [-F if j == y else (F * sr.e[j] / S if S != 0 else mpf(0)) for j in range(C)]
+
+
+def _softmax(input, target, alpha, gamma, ignore_index, reduction, scalar_alpha, mean_over, empty_mean, sum_rule,
+             clip, grad_output=None):
+    rows = _Rows(input, target, alpha, ignore_index, reduction, scalar_alpha, mean_over, empty_mean, sum_rule)
+    g = mpf(gamma)
+    losses, grads = [], []
+    for xr, y, v, a in zip(rows.x, rows.t, rows.valid, rows.alpha):
+        if not v:
+            losses.append(mpf(0))
+            grads.append([mpf(0)] * rows.C)
+            continue
+        val, gr = _softmax_row(SoftmaxRow(xr), int(y), a, g, clip, grad_output is not None)
+        losses.append(val)
+        grads.append(gr)
+    return rows, losses, grads
+
+
+def softmax_focal_loss(input, target, alpha=None, gamma: float = 2.0, ignore_index: int = -100,
+                       reduction: str = "mean", *, scalar_alpha: str = "all", mean_over: str = "targets",
+                       empty_mean: str = "nan", sum_rule: str = "plain", probability_clip: float = 0.0):
+    """Exact multi-class focal loss of logits ``input`` against class indices ``target``."""
+    with workprec():
+        rows, losses, _ = _softmax(input, target, alpha, gamma, ignore_index, reduction, scalar_alpha, mean_over,
+                                   empty_mean, sum_rule, probability_clip)
+        if reduction == "none":
+            return mp_array(losses, rows.lead)
+        if not losses and reduction == "mean":
+            return mpf(0) if empty_mean == "zero" else mpmath.nan
+        return mp_sum(w * v if w != 0 else mpf(0) for w, v in zip(rows.weights, losses))
+
+
+def softmax_focal_loss_grad(grad_output, input, target, alpha=None, gamma: float = 2.0, ignore_index: int = -100,
+                            reduction: str = "mean", *, scalar_alpha: str = "all", mean_over: str = "targets",
+                            empty_mean: str = "nan", sum_rule: str = "plain",
+                            probability_clip: float = 0.0) -> dict[str, np.ndarray]:
+    """VJP of :func:`softmax_focal_loss` w.r.t. ``input`` (ignored rows get 0)."""
+    with workprec():
+        rows, _, grads = _softmax(input, target, alpha, gamma, ignore_index, reduction, scalar_alpha, mean_over,
+                                  empty_mean, sum_rule, probability_clip, grad_output=grad_output)
+        if reduction == "none":
+            g = to_mp(np.broadcast_to(np.asarray(grad_output, dtype=np.float64), rows.lead)).reshape(-1)
+        else:
+            g = [mpf(float(np.asarray(grad_output, dtype=np.float64).reshape(-1)[0]))] * len(rows.t)
+        out = []
+        for gi, w, v, gr in zip(g, rows.weights, rows.valid, grads):
+            out.extend([mpf(0)] * rows.C if not v else [gi * w * d for d in gr])
+        return {"input": np.moveaxis(mp_array(out, (*rows.lead, rows.C)), -1, 1)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Natural scales (scale-accurate grading) and reduction sizes
+
+
+def _f64(a) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64)
+
+
+def _sigmoid_scale(quantity, inputs, params, exact, grad_output):
+    """Gradients only — the value is a product of non-negative terms, graded in ULPs.
+
+    Where a gradient is a sum of terms of opposite sign, a float evaluation of the terms
+    loses ``eps·Σ|terms|`` absolutely, whatever the care taken: ``∂ℓ/∂x`` for soft targets
+    (it vanishes at the minimum over x), and ``∂ℓ/∂y`` everywhere (α_t's slope against the BCE
+    slope). The scale is ``|cotangent|·Σ|terms|``; hard-target ``∂ℓ/∂x`` has terms of one sign
+    and gets scale 0 (ULPs only).
+    """
+    if quantity == "value" or np.size(inputs["inputs"]) == 0:
+        return None
+    x, y = _f64(inputs["inputs"]), _f64(inputs["targets"])
+    gamma, alpha, p_t = float(params.get("gamma", 2.0)), params.get("alpha", 0.25), params.get("p_t", "linear")
+    on = alpha is not None and alpha >= 0
+    a = float(alpha) if on else 1.0
+    at = a * y + (1 - a) * (1 - y) if on else np.ones_like(y)
+    with np.errstate(all="ignore"):
+        s, sb = 1 / (1 + np.exp(-x)), 1 / (1 + np.exp(x))
+        spn, spp = np.logaddexp(0, -x), np.logaddexp(0, x)
+        B = y * spn + (1 - y) * spp
+        if p_t == "per_term":
+            b = (1 - a) if on else 1.0
+            fn, fp = sb**gamma, s**gamma
+            tx = y * a * fn * (gamma * s * spn + sb) + (1 - y) * b * fp * (gamma * sb * spp + s)
+            ty = a * fn * spn + b * fp * spp
+        else:
+            q, dqx, dqy = (1 - y) * s + y * sb, np.abs(1 - 2 * y) * s * sb, np.abs(sb - s)
+            if p_t == "sign":
+                z = x * (1 - 2 * y)
+                q, dqy = 1 / (1 + np.exp(-z)), 2 * np.abs(x) / (2 + np.exp(z) + np.exp(-z))
+                dqx = np.abs(1 - 2 * y) / (2 + np.exp(z) + np.exp(-z))
+            qg = q**gamma
+            rat = np.where(q > 0, gamma * q ** (gamma - 1), 0.0) if gamma else 0.0
+            tx = at * (rat * dqx * B + qg * (s + y))
+            ty = (abs(2 * a - 1) if on else 0.0) * qg * B + at * (rat * dqy * B + qg * np.abs(x))
+    w = _f64(_sigmoid_weights(inputs["targets"], params.get("reduction", "none"),
+                              params.get("mean_over", "elements"), params.get("sum_rule", "plain")))
+    cot = np.abs(np.broadcast_to(_f64(grad_output), x.shape) * w)
+    if quantity == "grad:inputs":
+        soft = (y != 0) & (y != 1)
+        return np.nan_to_num(np.where(soft, cot * tx, 0.0), nan=0.0, posinf=0.0)
+    return np.nan_to_num(cot * ty, nan=0.0, posinf=0.0)
+
+
+def _row_spread(x) -> np.ndarray:
+    """``max(1, max_j |x_j − max_c x_c|)`` per position over finite logits, shape (N, d1, …)."""
+    a = class_last(_f64(x), 1)
+    fin = np.where(np.isfinite(a), a, np.nan)
+    with np.errstate(all="ignore"):
+        spread = np.nanmax(fin, -1, initial=-np.inf) - np.nanmin(fin, -1, initial=np.inf) if a.size else a
+    return np.maximum(np.nan_to_num(spread, nan=0.0, posinf=0.0, neginf=0.0), 1.0) if a.size else np.ones(a.shape[:-1])
+
+
+def _softmax_scale(quantity, inputs, params, exact, grad_output):
+    """``|exact|·(2 + γ)·D``, ``D = max(1, max_j |x_j − max_c x_c|)`` (per row; the largest for a
+    reduced value): the exponentials of a float softmax see ``x_j − m`` rounded, a relative error
+    up to ``eps·D`` in each ``e_j`` that ``u^γ`` multiplies by γ. Nothing else is excused — a
+    ``1 − p`` formed by subtraction, or a ``log p`` from a rounded log-sum-exp, still deviates."""
+    x = inputs["input"]
+    if np.size(x) == 0:
+        return None
+    D = _row_spread(x)
+    k = 2.0 + float(params.get("gamma", 2.0))
+    ex = np.abs(np.nan_to_num(_f64(exact), nan=0.0, posinf=0.0, neginf=0.0))
+    if quantity == "value":
+        return ex * k * (D if np.ndim(exact) else D.max())
+    return ex * k * np.expand_dims(D, 1)
+
+
+def _elements(inputs, params) -> int:
+    return max(int(np.size(inputs["inputs"])), 1)
+
+
+def _positions(inputs, params) -> int:
+    x = inputs["input"]
+    return max(int(np.size(x) // max(np.shape(x)[1], 1)) if np.ndim(x) >= 2 else 1, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Edge catalogue and generated cases
+
+_F = np.float64
+GAMMAS = (0.0, 0.5, 1.0, 2.0, 5.0)
+_LOGIT_LADDER = tuple(v for x in LADDERS["logits"] for v in (x, -x) if not (x == 0 and v is not x))
+
+
+def _sig_case(id_, x, y, note="", raises=None, **params) -> Case:
+    xa = np.asarray(x) if raises is TypeError else np.asarray(x, dtype=_F)
+    return Case(id_, {"inputs": xa, "targets": np.asarray(y, dtype=_F)}, params, raises=raises, note=note)
+
+
+def _sigmoid_cases() -> list[Case]:
+    r = rng_for("sigmoid_focal_loss", "edge")
+    lad = np.array(_LOGIT_LADDER)
+    x45 = logits(r, (4, 5), "half")
+    y45 = (r.random((4, 5)) < 0.4).astype(_F)
+    cases = []
+    for g in GAMMAS:
+        cases += [
+            _sig_case(f"ladder_hard_g{g}", np.stack([lad, lad]), np.stack([np.ones_like(lad), np.zeros_like(lad)]),
+                      gamma=g, note="every logit of the edge ladder against targets 1 and 0"),
+            _sig_case(f"soft_g{g}", np.repeat([[-100.0, -20.0, -1.0, 0.0, 0.5, 1.0, 20.0, 100.0]], 7, 0),
+                      np.repeat([[0.0], [0.125], [0.25], [0.5], [0.75], [0.9921875], [1.0]], 8, 1),
+                      gamma=g, alpha=0.75, note="soft targets, linear p_t"),
+            _sig_case(f"soft_f64_g{g}", np.repeat([[-1e4, -40.0, -1.0, 0.5, 40.0, 1e4]], 4, 0),
+                      np.repeat([[1e-300], [1e-8], [0.1], [1.0 - 2.0**-53]], 6, 1), gamma=g,
+                      note="targets only float64 holds"),
+        ]
+    for red in ("none", "mean", "sum"):
+        cases += [
+            _sig_case(f"basic_{red}", x45, y45, reduction=red),
+            _sig_case(f"spatial_{red}", logits(r, (2, 3, 2, 2), "half"), (r.random((2, 3, 2, 2)) < 0.5).astype(_F),
+                      reduction=red, gamma=1.0, note="(N, C, H, W): MONAI's sum averages over H, W"),
+            _sig_case(f"empty_{red}", np.zeros(0), np.zeros(0), reduction=red,
+                      note="mean of nothing: NaN" if red == "mean" else ""),
+        ]
+    cases += [
+        _sig_case("tail_tiny_x20_y1", [20.0, 40.0, 100.0], [1.0, 1.0, 1.0],
+                  note="loss ~ e^-3x: 1 − p_t must come from σ(−x), not 1 − σ(x)"),
+        _sig_case("tail_huge_xm1e4_y1", [-1e4, -100.0, 1e4], [1.0, 1.0, 0.0], note="loss ~ α_t·|x|"),
+        _sig_case("saturated_g0.5", [17.0, 20.0, 40.0, 100.0, -17.0, -20.0, -40.0, -100.0],
+                  [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0], gamma=0.5,
+                  note="γ < 1 at saturation: the gradient tends to 0 (q^γ has an infinite slope)"),
+        _sig_case("saturated_g0.5_wrong", [17.0, 100.0, -17.0, -100.0], [0.0, 0.0, 1.0, 1.0], gamma=0.5),
+        _sig_case("alpha_disabled", x45, y45, alpha=-1.0, note="α = −1: no α_t weighting"),
+        _sig_case("alpha_0", x45, y45, alpha=0.0),
+        _sig_case("alpha_1", x45, y45, alpha=1.0),
+        _sig_case("alpha_half_soft", x45, probabilities(r, (4, 5), "half"), alpha=0.5, reduction="sum"),
+        _sig_case("one_dim", [0.5, -3.0, 7.25], [1.0, 0.0, 1.0], reduction="mean"),
+        _sig_case("no_positives_mean", [0.5, -3.0, 7.25, 2.0], [0.0, 0.0, 0.0, 0.0], reduction="mean",
+                  note="RetinaNet normalisation: max(1, 0) = 1"),
+        _sig_case("nan_logit", [float("nan"), 1.0], [1.0, 0.0], note="NaN propagates"),
+        _sig_case("tiny_logits", [2.0**-24, -(2.0**-24), 0.0], [1.0, 0.5, 0.0], gamma=0.5),
+    ]
+    for grid in GRIDS:
+        for i, (red, alpha) in enumerate([("none", 0.25), ("mean", -1.0), ("sum", 0.75), ("none", 0.5)]):
+            rg = rng_for("sigmoid_focal_loss", grid, i)
+            shape = [(6, 7), (3, 4, 5), (40,), (2, 3, 2)][i]
+            y = (rg.random(shape) < 0.3).astype(_F) if i % 2 == 0 else probabilities(rg, shape, grid)
+            cases.append(_sig_case(f"random_{grid}_{i}", logits(rg, shape, grid), y, reduction=red, alpha=alpha,
+                                   gamma=GAMMAS[(i + GRIDS.index(grid)) % len(GAMMAS)]))
+    cases += [
+        _sig_case("bad_target_above_1", [0.5, 1.0], [1.5, 0.0], raises=ValueError, note="targets outside [0, 1]"),
+        _sig_case("bad_target_negative", [0.5, 1.0], [-0.5, 0.0], raises=ValueError),
+        _sig_case("bad_gamma_negative", [0.5, 1.0], [1.0, 0.0], gamma=-1.0, raises=ValueError),
+        _sig_case("bad_alpha_above_1", [0.5, 1.0], [1.0, 0.0], alpha=1.5, raises=ValueError),
+        _sig_case("bad_alpha_negative", [0.5, 1.0], [1.0, 0.0], alpha=-0.5, raises=ValueError,
+                  note="only α = −1 disables the weighting"),
+        _sig_case("bad_shape_mismatch", [0.5, 1.0, 2.0], [1.0, 0.0], raises=ValueError),
+        _sig_case("bad_reduction", [0.5, 1.0], [1.0, 0.0], reduction="avg", raises=ValueError),
+        _sig_case("bad_integer_inputs", np.array([1, 2]), [1.0, 0.0], raises=TypeError, note="non-floating logits"),
+    ]
+    return cases
+
+
+def _sm_case(id_, x, t, note="", raises=None, **params) -> Case:
+    xa = np.asarray(x) if raises is TypeError else np.asarray(x, dtype=_F)
+    t = np.asarray(t)
+    ta = t if t.dtype.kind == "f" else t.astype(np.int64)
+    return Case(id_, {"input": xa, "target": ta}, params, raises=raises, note=note)
+
+
+def _softmax_cases() -> list[Case]:
+    r = rng_for("softmax_focal_loss", "edge")
+    x45 = logits(r, (4, 5), "half")
+    margins = [5.0, 20.0, 40.0, 100.0, 1000.0]
+    confident = [[m, 0.0, -1.0] for m in margins]
+    cases = []
+    for red in ("none", "mean", "sum"):
+        cases += [
+            _sm_case(f"basic_{red}", x45, [0, 4, 2, 1], reduction=red),
+            _sm_case(f"spatial_{red}", logits(r, (2, 3, 2, 2), "half"), class_indices(r, (2, 2, 2), 3),
+                     reduction=red, gamma=1.0),
+            _sm_case(f"spatial_ignore_{red}", logits(r, (2, 3, 2, 2), "half"),
+                     [[[0, -100], [2, 1]], [[-100, -100], [1, 0]]], reduction=red, alpha=0.25),
+            _sm_case(f"ignore_some_{red}", x45, [0, -100, 3, -100], reduction=red),
+            _sm_case(f"ignore_all_{red}", x45, [-100] * 4, reduction=red,
+                     note="mean over no target: NaN" if red == "mean" else ""),
+            _sm_case(f"empty_batch_{red}", np.zeros((0, 5)), np.zeros(0, np.int64), reduction=red),
+        ]
+    for g in GAMMAS:
+        cases += [
+            _sm_case(f"gamma_{g}", x45, [3, 0, 2, 4], gamma=g, reduction="none"),
+            _sm_case(f"confident_g{g}", confident, [0] * len(margins), gamma=g, reduction="none",
+                     note="p_y → 1: the loss is ~e^{-(γ+1)·margin}"),
+        ]
+    cases += [
+        _sm_case("saturated_g0.5", [[20.0, 0.0], [40.0, -1.0], [100.0, 0.0], [0.0, 1e4]], [0, 0, 0, 1], gamma=0.5,
+                 reduction="sum", note="γ < 1, p_y rounds to 1: the gradient tends to 0"),
+        _sm_case("wrong_confident", [[m, 0.0, -1.0] for m in margins], [1] * len(margins), reduction="none"),
+        _sm_case("huge_1e4", [[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4], [0.0, 1e4, -1e4]], [0, 0, 1], reduction="none"),
+        _sm_case("alpha_scalar", x45, [0, 4, 2, 0], alpha=0.25, reduction="none",
+                 note="one α for every class (kornia/MONAI give class 0 1 − α)"),
+        _sm_case("alpha_scalar_mean", x45, [0, 4, 2, 0], alpha=0.25),
+        _sm_case("alpha_vector", x45, [0, 4, 2, 1], alpha=(0.25, 0.5, 0.75, 1.0, 0.125), reduction="none"),
+        _sm_case("alpha_vector_mean", x45, [0, 4, -100, 1], alpha=(0.25, 0.5, 0.75, 1.0, 0.125)),
+        _sm_case("alpha_zero_class", x45, [0, 1, 1, 1], alpha=(0.0, 0.5, 0.75, 1.0, 0.125), reduction="none"),
+        _sm_case("single_class", [[3.0], [-1e4]], [0, 0], reduction="none", gamma=0.5, note="p = 1: loss 0"),
+        _sm_case("all_equal", np.zeros((3, 4)), [0, 1, 3], reduction="none"),
+        _sm_case("neg_inf_logit", [[-np.inf, 0.0, 1.0], [2.0, -np.inf, -np.inf]], [1, 0], reduction="none",
+                 note="a −inf logit off the target is a masked class"),
+        _sm_case("nan_logit", [[np.nan, 0.0, 1.0], [2.0, 0.5, 0.25]], [1, 0], reduction="none"),
+        _sm_case("fp16_overflow_11", [[11.125, -11.125, 0.0]], [1], reduction="none"),
+        _sm_case("fp32_overflow_88", [[88.75, -88.75, 0.0], [89.0, 0.0, 0.0]], [1, 0], reduction="none"),
+    ]
+    for grid in GRIDS:
+        for i, (red, alpha) in enumerate([("mean", None), ("sum", 0.25), ("none", "vector"), ("mean", "vector")]):
+            rg = rng_for("softmax_focal_loss", grid, i)
+            C = int(rg.integers(2, 9))
+            a = tuple(float(v) for v in rg.integers(1, 9, C) / 8.0) if alpha == "vector" else alpha
+            t = class_indices(rg, (7,), C)
+            t[rg.random(7) < 0.2] = -100
+            cases.append(_sm_case(f"random_{grid}_{i}", logits(rg, (7, C), grid), t, reduction=red, alpha=a,
+                                  gamma=GAMMAS[(i + GRIDS.index(grid)) % len(GAMMAS)]))
+    cases += [
+        _sm_case("bad_target_class", x45, [0, 1, 5, 2], raises=ValueError, note="class index out of range"),
+        _sm_case("bad_target_negative", x45, [0, -1, 2, 2], raises=ValueError, note="negative index, not ignored"),
+        _sm_case("bad_target_shape", x45, [0, 1, 2], raises=ValueError),
+        _sm_case("bad_target_float", x45, [0.0, 1.0, 2.0, 3.0], raises=TypeError, note="targets are class indices"),
+        _sm_case("bad_gamma_negative", x45, [0, 1, 2, 3], gamma=-0.5, raises=ValueError),
+        _sm_case("bad_alpha_above_1", x45, [0, 1, 2, 3], alpha=1.5, raises=ValueError),
+        _sm_case("bad_alpha_length", x45, [0, 1, 2, 3], alpha=(0.25, 0.5), raises=ValueError),
+        _sm_case("bad_alpha_entry", x45, [0, 1, 2, 3], alpha=(0.25, 0.5, 0.75, 2.0, 0.5), raises=ValueError),
+        _sm_case("bad_reduction", x45, [0, 1, 2, 3], reduction="avg", raises=ValueError),
+        _sm_case("bad_integer_input", [[1, 2], [3, 4]], [0, 1], raises=TypeError, note="non-floating logits"),
+        _sm_case("bad_one_dim_input", [0.5, -1.0, 2.0], np.int64(2), raises=ValueError, note="needs (N, C, …)"),
+    ]
+    return cases
+
+
+_SIG_CONVENTIONS = (
+    Convention("p_t", "linear", "soft-target p_t: linear (torchvision, Keras, optax) | per_term (kornia) | "
+                                "sign (MONAI: σ(−x(2y−1))) | exp_bce (SMP: e^{−BCE})"),
+    Convention("probability_clip", 0.0, "BCE term from σ(x) clipped to [c, 1 − c] (Keras: 1e-7); no gradient "
+                                        "through a clipped probability"),
+    Convention("mean_over", "elements", "mean denominator: elements | positives (RetinaNet: max(1, #{y = 1}))"),
+    Convention("sum_rule", "plain", "sum: plain | spatial_mean (MONAI: Σ over N, C of the mean over H, W, …)"),
+)
+_SM_CONVENTIONS = (
+    Convention("scalar_alpha", "all", "a scalar α weights: all classes | background (class 0 gets 1 − α: kornia, "
+                                      "MONAI)"),
+    Convention("mean_over", "targets", "mean denominator: targets (counted) | alpha (Σ α_y) | elements "
+                                       "(N·C·d1⋯, ignored included: kornia, MONAI without a mask)"),
+    Convention("empty_mean", "nan", "a mean over nothing: nan (0/0) | zero (kornia, MONAI)"),
+    Convention("sum_rule", "plain", "sum: plain | spatial_mean (MONAI: Σ over N of the mean over counted d1⋯)"),
+    Convention("probability_clip", 0.0, "p clipped to [c, 1 − c] in log p and (1 − p)^γ (Keras: 1e-7)"),
+)
+
+SPECS = (
+    Spec(
+        name="sigmoid_focal_loss",
+        signature='sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction="none")',
+        definition="α_t (1 − p_t)^γ BCE(x, y); p = σ(x), p_t = p·y + (1 − p)(1 − y), α_t = α·y + (1 − α)(1 − y) "
+                   "(α = −1: none); mean over all elements",
+        source="Lin et al. 2017, Focal Loss for Dense Object Detection, eqs. (4)-(5); torchvision.ops."
+               "sigmoid_focal_loss",
+        args=(Arg("inputs", "logits", differentiable=True),
+              Arg("targets", "probability_target", differentiable=True)),
+        params={"alpha": 0.25, "gamma": 2.0, "reduction": "none"},
+        oracle=sigmoid_focal_loss,
+        gradient=sigmoid_focal_loss_grad,
+        cases=_sigmoid_cases,
+        budget=Budget(regions=(
+            "float16/bfloat16 and float32 are computed in a wider type and rounded once, so the default "
+            "budgets hold everywhere, the saturated tails included.",
+        )),
+        conventions=_SIG_CONVENTIONS,
+        scale=_sigmoid_scale,
+        reduced_terms=_elements,
+        edge_notes=("γ < 1 at saturated logits: the gradient's limit is 0 (finite), not NaN",
+                    "mean of an empty tensor: NaN; α = −1 disables α_t",
+                    "γ = 0: exactly α_t·BCE-with-logits"),
+    ),
+    Spec(
+        name="softmax_focal_loss",
+        signature='softmax_focal_loss(input, target, alpha=None, gamma=2.0, ignore_index=-100, reduction="mean")',
+        definition="l_i = −α_y (1 − p_iy)^γ log p_iy, p = softmax over dim 1, 0 if ignored; mean = Σ l / #counted",
+        source="Lin et al. 2017, Focal Loss for Dense Object Detection, eq. (5), multi-class form",
+        args=(Arg("input", "logits", differentiable=True), Arg("target", "class_index")),
+        params={"alpha": None, "gamma": 2.0, "ignore_index": -100, "reduction": "mean"},
+        oracle=softmax_focal_loss,
+        gradient=softmax_focal_loss_grad,
+        cases=_softmax_cases,
+        budget=Budget(regions=(
+            "float16/bfloat16 and float32 are computed in a wider type and rounded once, so the default "
+            "budgets hold everywhere, the confident tails included.",
+        )),
+        conventions=_SM_CONVENTIONS,
+        scale=_softmax_scale,
+        reduced_terms=_positions,
+        edge_notes=("all targets ignored or an empty batch under mean: NaN (0/0); gradient 0",
+                    "a single class: p = 1, the loss and its gradient are 0",
+                    "γ < 1 with p_y → 1: the gradient's limit is 0 (finite), not NaN"),
+    ),
+)
