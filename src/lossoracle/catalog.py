@@ -20,6 +20,9 @@ __all__ = ["Implementation", "resolve", "implementations", "run", "FAMILY_MODULE
 
 FAMILY_MODULES = (
     "lossoracle.adapters_softmax",
+    "lossoracle.adapters_binary",
+    "lossoracle.adapters_information",
+    "lossoracle.adapters_focal",
 )
 
 
@@ -96,4 +99,4 @@ def run(impl: Implementation, **options: Any) -> Report:
                               missing)])
     return check(resolve(impl.target), impl.loss, impl.framework, name=impl.name,
                  grad=resolve(impl.grad) if impl.grad else None, conventions=impl.conventions,
-                 accepts=impl.accepts, note=impl.note, strict_errors=impl.ours, **options)
+                 accepts=impl.accepts, note=impl.note, strict_errors=impl.ours, target=impl.target, **options)
