@@ -34,6 +34,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from decimal import Decimal, localcontext
 from fractions import Fraction
+from typing import NamedTuple
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -49,10 +50,12 @@ _MAX = torch.finfo(_F64).max  # ±inf logits are clamped to ±max: the loss then
 _TINY = 2.0**-1000  # m below this has lost bits; r and B/m then take their hard-target limit 1
 _LOG_SIGMOID = torch.ops.aten.log_sigmoid_forward
 _LOG_SIGMOID_GRAD = torch.ops.aten.log_sigmoid_backward
-_BLOCK = {False: 1 << 15, True: 1 << 13}  # CPU elements per block: float64 tier / double-double tier
+_BLOCK = {False: 1 << 15, True: 1 << 14}  # CPU elements per block: float64 tier / double-double tier
 _COMPILE_MIN_NUMEL = 1 << 20
+_COMPILE_MAX_VARIANTS = 4  # per kernel (γ, flags, dtypes: each a recompile); beyond, the eager blocks
 _COMPILE = {"on": os.environ.get("LOSSORACLE_COMPILE", "1") != "0"}
 _COMPILED: dict[Callable, Callable] = {}
+_VARIANTS: set[tuple] = set()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -76,17 +79,15 @@ def _alpha_t(Y: Tensor, Yc: Tensor, alpha: float) -> Tensor:
     return torch.add(Y * alpha, Yc, alpha=1 - alpha)
 
 
-def _hard_dy_coefficients(alpha: float, gamma: float) -> tuple[tuple[Fraction, Fraction], ...]:
-    """``(C, w)`` for y = 1 and y = 0 in ``∂ℓ/∂y = m^γ [C·B ∓ w (γ σ(±x) B/m + softplus(±x))]``.
+def _dy_constants(alpha: float, gamma: float) -> tuple[Fraction, ...]:
+    """``(d, P, N, A)`` for the split form of ``∂ℓ/∂y`` (see :func:`_fast_grads`).
 
-    For |x| > 1 the general form's ``(2α − 1)B`` and ``−α_t x`` cancel to the leading order when
-    ``C = (2α − 1) ± w(1 + γ)`` vanishes (e.g. α = 1/4, γ = 1); with ``x = softplus(x) −
-    softplus(−x)`` substituted, ``C`` is exact and the other terms have one sign. (For |x| ≤ 1
-    the general form is the accurate one: there ``∂ℓ/∂y = O(x)`` when α = −1 or 1/2.)
+    With ``α_t = o + d·y`` (``o = 1 − α``, ``d = 2α − 1``; α = −1: ``o = 1``, ``d = 0``), the
+    coefficient of ``|x|`` is ``K0 = P − A·y`` for x ≥ 0 and ``N + A·y`` for x < 0.
     """
-    a = Fraction(alpha)
-    d, w1, w0 = (2 * a - 1, a, 1 - a) if alpha >= 0 else (Fraction(0), Fraction(1), Fraction(1))
-    return (d + w1 * (1 + Fraction(gamma)), w1), (d - w0 * (1 + Fraction(gamma)), w0)
+    a, g = Fraction(alpha), Fraction(gamma)
+    o, d = (1 - a, 2 * a - 1) if alpha >= 0 else (Fraction(1), Fraction(0))
+    return d, d - o * (1 + g), o * (1 + g), d * (2 + g)
 
 
 def _fast_hard(x: Tensor, y: Tensor, clamp: bool = False) -> tuple[Tensor, Tensor, Tensor]:
@@ -101,16 +102,16 @@ def _fast_hard(x: Tensor, y: Tensor, clamp: bool = False) -> tuple[Tensor, Tenso
 
 
 def _fast_soft(x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
-    """``X, Y, 1 − Y, σ(x), σ(−x), softplus(x), softplus(−x), m, B`` in float64, any y in [0, 1]."""
+    """``X, Y, 1 − Y, e^−|x|, log1p(e^−|x|), σ(x), σ(−x), m, B`` in float64, any y in [0, 1]."""
     X = x.to(_F64, copy=True).clamp_(-_MAX, _MAX)
     Y = y.to(_F64)
     e = X.abs().neg_().exp_()
     nX = X.neg()
     a, b = _sigmoid_neg(nX, e), _sigmoid_neg(X, e)
-    log1pe = torch.log1p(e)
-    spx, spn = X.clamp(min=0).add_(log1pe), nX.clamp_(min=0).add_(log1pe)
+    lam = torch.log1p(e)
     Yc = 1 - Y
-    return X, Y, Yc, a, b, spx, spn, torch.addcmul(b * Y, a, Yc), torch.addcmul(spn * Y, spx, Yc)
+    B = torch.addcmul(lam, Y, nX.clamp_(min=0)).addcmul_(Yc, X.clamp(min=0))
+    return X, Y, Yc, e, lam, a, b, torch.addcmul(b * Y, a, Yc), B
 
 
 def _fast_value(x: Tensor, y: Tensor, alpha: float, gamma: float, hard: bool) -> Tensor:
@@ -134,7 +135,7 @@ def _fast_grads(x: Tensor, y: Tensor, cot: Tensor | float, alpha: float, gamma: 
         gx = torch.addcmul(m, torch.rsub(m, 1), B, value=gamma).mul_(m.pow(gamma))
         gx.mul_(s.mul_(-c) if alpha < 0 else s.mul_(-0.5 * c).add_((0.5 - alpha) * c))
         return gx.mul_(cot) if isinstance(cot, Tensor) else gx, None
-    X, Y, Yc, a, b, spx, spn, m, B = _fast_soft(x, y)
+    X, Y, Yc, e, lam, a, b, m, B = _fast_soft(x, y)
     P = m.pow(gamma).mul_(cot)
     ok = m > _TINY
     at = None if alpha < 0 else _alpha_t(Y, Yc, alpha)
@@ -144,15 +145,20 @@ def _fast_grads(x: Tensor, y: Tensor, cot: Tensor | float, alpha: float, gamma: 
         gx.mul_(at)
     if not want_y:
         return gx, None
-    Bm = torch.where(ok, B / m, 1.0)
-    gy = torch.addcmul(-X, torch.tanh(X * -0.5), Bm, value=gamma)
-    if at is not None:
-        gy.mul_(at).add_(B, alpha=2 * alpha - 1)
-    (c1, w1), (c0, w0) = ((float(c), float(w)) for c, w in _hard_dy_coefficients(alpha, gamma))
-    gy1 = (B * c1).sub_(torch.addcmul(spx, a, Bm, value=gamma), alpha=w1)
-    gy0 = (B * c0).add_(torch.addcmul(spn, b, Bm, value=gamma), alpha=w0)
-    far = X.abs() > 1
-    return gx, torch.where(far & (Y == 1), gy1, torch.where(far & (Y == 0), gy0, gy)).mul_(P)
+    # ∂ℓ/∂y/m^γ = d·B + α_t (γ (σ(−x) − σ(x)) B/m − x) directly; for |x| > 1 its d·B and α_t·x cancel
+    # to the leading order when the |x| coefficient K0 vanishes (e.g. α = 1/4, γ = 1, y = 1), so
+    # there (where the likely outcome's weight w ≥ e) it is regrouped exactly, with s = sign x:
+    # K0·|x| + K1·λ + α_t γ s (e/c)(|x| + λ/w), K1 = d − α_t s γ/w, c = w + (1 − w)e.
+    d, P0, N0, A = (float(c) for c in _dy_constants(alpha, gamma))
+    at = torch.ones_like(X) if at is None else at
+    direct = torch.addcmul(-X, torch.tanh(X * -0.5), torch.where(ok, B / m, 1.0), value=gamma)
+    direct.mul_(at).add_(B, alpha=d)
+    pos = X >= 0
+    s, w, ax = torch.where(pos, 1.0, -1.0), torch.where(pos, Yc, Y), X.abs()
+    split = torch.where(pos, P0 - A * Y, N0 + A * Y).mul_(ax)
+    split.add_(lam * (d - at * s * gamma / w))
+    split.add_(at * s * gamma * e / torch.addcmul(w, 1 - w, e) * (ax + lam / w))
+    return gx, torch.where((ax > 1) & (w >= e) & (w > 0), split, direct).mul_(P)
 
 
 def _fast_loss(x: Tensor, y: Tensor, alpha: float, gamma: float, hard: bool, dtype: torch.dtype) -> Tensor:
@@ -245,9 +251,10 @@ class _DD:
 
     @staticmethod
     def const(v: Fraction, like: Tensor) -> _DD:
+        """The rational ``v`` rounded to a 0-dim double-double on ``like``'s device."""
         hi = float(v)
-        t = lambda c: torch.tensor(c, dtype=_F64, device=like.device)  # noqa: E731
-        return _DD(t(hi), t(float(v - Fraction(hi))))
+        lo = float(v - Fraction(hi))
+        return _DD(*(torch.tensor(c, dtype=_F64, device=like.device) for c in (hi, lo)))
 
     @staticmethod
     def where(c: Tensor, a: _DD, b: _DD) -> _DD:
@@ -318,66 +325,94 @@ def _dd_log(m: _DD) -> _DD:
     return m * _dd_exp(_DD(-l0)) - 1.0 + l0
 
 
-def _dd_terms(x: Tensor, y: Tensor, hard: bool) -> tuple:
-    """``X, Y, 1 − Y, e^−|x|, σ(|x|), σ(x), σ(−x), softplus(x), softplus(−x), m, B, log m``, all
-    but X and Y in double-double."""
+class _Terms(NamedTuple):
+    """Double-double quantities of one block (``None`` where the caller does not need them)."""
+
+    X: Tensor
+    Y: Tensor
+    Yc: _DD | None  # 1 − y (soft targets)
+    e: _DD  # e^−|x|
+    q: _DD | None  # σ(|x|)
+    a: _DD | None  # σ(x)
+    b: _DD | None  # σ(−x)
+    lam: _DD  # log1p(e^−|x|)
+    m: _DD | None  # 1 − p_t
+    B: _DD  # BCE
+    logm: _DD
+    at: _DD | None  # α_t (None: α = −1)
+
+
+def _dd_terms(x: Tensor, y: Tensor, alpha: float, hard: bool, sigmoids: bool) -> _Terms:
+    """The loss's ingredients; hard targets select instead of mixing (and skip ``log m``)."""
     X = x.to(_F64).clamp(-_MAX, _MAX)
     Y = y.to(_F64)
     e = _dd_exp(_DD(-X.abs()))
     log1pe = _dd_log1p(e)
-    q = _DD(torch.ones_like(X)) / (e + 1.0)
-    h = e * q
-    pos = X >= 0
-    a, b = _DD.where(pos, q, h), _DD.where(pos, h, q)
     spx, spn = log1pe + X.clamp(min=0), log1pe + (-X).clamp(min=0)
-    Yc = _DD(*_two_sum(1.0, -Y))
-    m = b * Y + a * Yc
-    B = spn * Y + spx * Yc
-    logm = _DD.where(Y == 1, -spx, -spn)  # hard targets: log σ(∓x) = −softplus(±x), never underflows
-    if not hard:
-        logm = _DD.where((Y == 0) | (Y == 1), logm, _dd_log(m))
-    return X, Y, Yc, e, q, a, b, spx, spn, m, B, logm
-
-
-def _dd_alpha_t(Y: Tensor, Yc: _DD, alpha: float) -> _DD:
-    return _DD(Y) * alpha + Yc * _DD.const(1 - Fraction(alpha), Y)
+    q = a = b = m = Yc = None
+    if sigmoids or not hard:
+        q = _DD(torch.ones_like(X)) / (e + 1.0)
+        h = e * q
+        pos = X >= 0
+        a, b = _DD.where(pos, q, h), _DD.where(pos, h, q)
+    one = Y == 1
+    logm = _DD.where(one, -spx, -spn)  # hard targets: log σ(∓x) = −softplus(±x), never underflows
+    if hard:
+        B = _DD.where(one, spn, spx)
+        m = _DD.where(one, b, a) if sigmoids else None
+        at = None if alpha < 0 else _DD.where(one, _DD.const(Fraction(alpha), X), _DD.const(1 - Fraction(alpha), X))
+    else:
+        Yc = _DD(*_two_sum(1.0, -Y))
+        m = b * Y + a * Yc
+        B = spn * Y + spx * Yc
+        logm = _DD.where((Y == 0) | one, logm, _dd_log(m))
+        at = None if alpha < 0 else _DD(Y) * alpha + Yc * _DD.const(1 - Fraction(alpha), X)
+    return _Terms(X, Y, Yc, e, q, a, b, log1pe, m, B, logm, at)
 
 
 def _dd_value(x: Tensor, y: Tensor, alpha: float, gamma: float, hard: bool) -> Tensor:
     """Elementwise loss, double-double rounded once to float64."""
-    _, Y, Yc, _, _, _, _, _, _, _, B, logm = _dd_terms(x, y, hard)
-    loss = B if gamma == 0 else B * _dd_exp(logm * gamma)
-    return (loss if alpha < 0 else loss * _dd_alpha_t(Y, Yc, alpha)).value()
+    t = _dd_terms(x, y, alpha, hard, sigmoids=False)
+    loss = t.B if gamma == 0 else t.B * _dd_exp(t.logm * gamma)
+    return (loss if t.at is None else loss * t.at).value()
 
 
 def _dd_grads(x: Tensor, y: Tensor, cot: _DD, alpha: float, gamma: float, hard: bool,
               want_y: bool) -> tuple[Tensor, Tensor | None]:
-    """``cot·∂ℓ/∂x`` (and ``cot·∂ℓ/∂y``) rounded once to float64. A subnormal ``m^γ`` in ∂ℓ/∂y is
-    carried ×2^600 until the end, since its factor ``x`` would magnify its rounding."""
-    X, Y, Yc, e, q, a, b, spx, spn, m, B, logm = _dd_terms(x, y, hard)
-    at = None if alpha < 0 else _dd_alpha_t(Y, Yc, alpha)
-    ok = m.hi > _TINY
-    one = _DD(torch.ones_like(X))
-    gx = a * Yc - b * Y  # σ(x) − y without cancellation at hard targets
-    if gamma != 0:
-        r = _DD.where(ok, a * b / m, one)
-        gx = (r * B * _DD(*_two_sum(1.0, -2 * Y)) * gamma + gx) * _dd_exp(logm * gamma)
-    gx = (gx * (cot if at is None else at * cot)).value()
+    """``cot·∂ℓ/∂x`` (and ``cot·∂ℓ/∂y``) rounded once to float64; ``hard`` excludes ``want_y``. A
+    subnormal ``m^γ`` in ∂ℓ/∂y is carried ×2^600 until the end, since its factor ``x`` would
+    magnify its rounding."""
+    X, Y, Yc, e, q, a, b, lam, m, B, logm, at0 = _dd_terms(x, y, alpha, hard, sigmoids=True)
+    at = cot if at0 is None else at0 * cot
+    P = _dd_exp(logm * gamma) if gamma != 0 else None
+    ok, one = m.hi > _TINY, _DD(torch.ones_like(X))
+    if hard:  # ∂ℓ/∂x = ∓α_t m^γ (γ r B + m), r = σ(±x): one sign, no cancellation
+        gx = _DD.where(Y == 1, a, b) * B * gamma + m
+        gx = _DD.where(Y == 1, -gx, gx)
+    else:
+        gx = a * Yc - b * Y  # σ(x) − y
+        if P is not None:
+            gx = _DD.where(ok, a * b / m, one) * B * _DD(*_two_sum(1.0, -2 * Y)) * gamma + gx
+    gx = (gx * at if P is None else gx * P * at).value()
     if not want_y:
         return gx, None
-    Bm = _DD.where(ok, B / m, one)
+    # as in _fast_grads: the direct form, and the exact regrouping where it would cancel
+    d, P0, N0, A = (_DD.const(c, X) for c in _dy_constants(alpha, gamma))
+    at, pos = one if at0 is None else at0, X >= 0
     tanh = (e - 1.0) * q  # σ(−x) − σ(x) = (e^−|x| − 1)/(1 + e^−|x|)·sign(x), exact near x = 0
-    gy = _DD.where(X >= 0, tanh, -tanh) * Bm * gamma - X
-    if at is not None:
-        gy = gy * at + B * _DD.const(2 * Fraction(alpha) - 1, X)
-    (c1, w1), (c0, w0) = ((_DD.const(c, X), _DD.const(w, X)) for c, w in _hard_dy_coefficients(alpha, gamma))
-    far = X.abs() > 1
-    gy = _DD.where(far & (Y == 1), B * c1 - (spx + a * Bm * gamma) * w1,
-                   _DD.where(far & (Y == 0), B * c0 + (spn + b * Bm * gamma) * w0, gy))
+    direct = (_DD.where(pos, tanh, -tanh) * _DD.where(ok, B / m, one) * gamma - X) * at + B * d
+    ax = X.abs()
+    w = _DD.where(pos, Yc, _DD(Y))
+    k0 = _DD.where(pos, P0 - A * Y, N0 + A * Y)
+    t = at * gamma / w
+    split = k0 * ax + lam * (d - _DD.where(pos, t, -t))
+    t = at * gamma * e / (w + e - w * e) * (lam / w + ax)
+    split = split + _DD.where(pos, t, -t)
+    gy = _DD.where((ax > 1) & (w.hi >= e.hi) & (w.hi > 0), split, direct) * cot
     shift = torch.where(logm.hi * gamma < -700.0, 600, 0)
     if gamma != 0:
         gy = gy * _dd_exp(logm * gamma, shift)
-    return gx, (gy * cot).value() * _pow2(-shift)
+    return gx, gy.value() * _pow2(-shift)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -389,15 +424,21 @@ def _slices(n: int, device: torch.device, dd: bool) -> Iterator[slice]:
     return (slice(i, min(i + step, n)) for i in range(0, n, step))
 
 
-def _compiled_call(fn: Callable, x: Tensor, *args):
-    """``torch.compile(fn)(x, *args)`` for large CPU inputs; None when not used or when it fails."""
+def _compiled_call(fn: Callable, variant: tuple, x: Tensor, y: Tensor, *args):
+    """``torch.compile(fn)(x, y, *args)`` for large CPU inputs; None when not used or when it fails.
+    ``variant`` lists the arguments that recompile (γ and the flags; the dtypes are added here)."""
     if not (_COMPILE["on"] and x.device.type == "cpu" and x.numel() >= _COMPILE_MIN_NUMEL
             and not torch.compiler.is_compiling()):
         return None
+    variant = (fn, x.dtype, y.dtype, *variant)
+    if variant not in _VARIANTS:
+        if sum(v[0] is fn for v in _VARIANTS) >= _COMPILE_MAX_VARIANTS:
+            return None
+        _VARIANTS.add(variant)
     try:
         if fn not in _COMPILED:
             _COMPILED[fn] = torch.compile(fn, dynamic=True)
-        return _COMPILED[fn](x, *args)
+        return _COMPILED[fn](x, y, *args)
     except Exception as err:  # no C++ compiler, unsupported platform, ...: the eager kernels are exact too
         _COMPILE["on"] = False
         warnings.warn(f"sigmoid_focal_loss: torch.compile failed, using eager kernels ({err!r})", RuntimeWarning)
@@ -410,13 +451,14 @@ def _forward(x: Tensor, y: Tensor, alpha: float, gamma: float, reduction: str, h
     n = x.numel()
     value = _dd_value if dd else _fast_value
     if reduction == "none":
-        loss = None if dd else _compiled_call(_fast_loss, x, y, alpha, gamma, hard, dtype)
+        loss = None if dd else _compiled_call(_fast_loss, (gamma, hard, alpha < 0, dtype), x, y, alpha, gamma,
+                                              hard, dtype)
         if loss is None:
             loss = torch.empty(n, dtype=dtype, device=x.device)
             for sl in _slices(n, x.device, dd):
                 loss[sl] = value(x[sl], y[sl], alpha, gamma, hard)
         return loss
-    total = None if dd else _compiled_call(_fast_loss_sum, x, y, alpha, gamma, hard)
+    total = None if dd else _compiled_call(_fast_loss_sum, (gamma, hard, alpha < 0), x, y, alpha, gamma, hard)
     if total is None:
         total = torch.zeros((), dtype=_F64, device=x.device)
         for sl in _slices(n, x.device, dd):
@@ -435,16 +477,17 @@ def _backward(x: Tensor, y: Tensor, grad: Tensor, reduction: str, alpha: float, 
             cot = _DD.const(Fraction(g) / div, x) if dd else float(Fraction(g) / div)
         else:
             cot = _DD(torch.full((), g / div, dtype=_F64, device=x.device)) if dd else g / div
-        out = None if dd else _compiled_call(_fast_grad, x, y, cot, alpha, gamma, hard, want_y)
     else:
-        out = None if dd else _compiled_call(_fast_grad, x, y, grad, alpha, gamma, hard, want_y)
+        cot = grad
+    variant = (gamma, hard, alpha < 0, want_y, scalar)
+    out = None if dd else _compiled_call(_fast_grad, variant, x, y, cot, alpha, gamma, hard, want_y)
     if out is not None:
         return out
     grads = _dd_grads if dd else _fast_grads
     gx = torch.empty_like(x)
     gy = torch.empty_like(y) if want_y else None
     for sl in _slices(n, x.device, dd):
-        c = cot if scalar else _DD(grad[sl].to(_F64)) if dd else grad[sl]
+        c = cot if scalar else _DD(cot[sl].to(_F64)) if dd else cot[sl]
         bx, by = grads(x[sl], y[sl], c, alpha, gamma, hard, want_y)
         gx[sl] = bx
         if gy is not None:
@@ -472,13 +515,14 @@ def _scan_targets(targets: Tensor) -> bool:
 
 
 class SigmoidFocalLossFunction(torch.autograd.Function):
-    """Autograd node of :func:`sigmoid_focal_loss`: saves only ``inputs`` and ``targets``; the
-    backward pass recomputes everything and returns analytic gradients for both."""
+    """Autograd node of :func:`sigmoid_focal_loss` (which validates the arguments): saves only
+    ``inputs`` and ``targets``; the backward pass recomputes everything and returns analytic
+    gradients for both."""
 
     @staticmethod
-    def forward(ctx, inputs: Tensor, targets: Tensor, alpha: float, gamma: float, reduction: str,
-                hard: bool) -> Tensor:
+    def forward(ctx, inputs: Tensor, targets: Tensor, alpha: float, gamma: float, reduction: str) -> Tensor:
         ctx.save_for_backward(inputs, targets)
+        hard = _scan_targets(targets) and not ctx.needs_input_grad[1]  # the hard kernels give no ∂ℓ/∂y
         dtype = torch.promote_types(inputs.dtype, targets.dtype) if targets.is_floating_point() else inputs.dtype
         ctx.params = (alpha, gamma, reduction, hard, dtype == _F64)
         loss = _forward(inputs.detach().reshape(-1), targets.detach().reshape(-1), alpha, gamma, reduction,
@@ -494,7 +538,7 @@ class SigmoidFocalLossFunction(torch.autograd.Function):
         gx, gy = _backward(inputs.detach().reshape(-1), targets.detach().reshape(-1), grad.reshape(-1)
                            if reduction == "none" else grad, reduction, alpha, gamma, hard, want_y, dd)
         return (gx.view(inputs.shape) if ctx.needs_input_grad[0] else None,
-                gy.view(targets.shape) if want_y else None, None, None, None, None)
+                gy.view(targets.shape) if want_y else None, None, None, None)
 
 
 def sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0,
@@ -518,5 +562,4 @@ def sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: float = 0.25, gam
         raise ValueError(f"alpha must lie in [0, 1] or be -1 (no weighting), got {alpha!r}")
     if not (math.isfinite(gamma) and gamma >= 0):
         raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
-    hard = _scan_targets(targets) and not targets.requires_grad
-    return SigmoidFocalLossFunction.apply(inputs, targets, float(alpha), float(gamma), reduction, hard)
+    return SigmoidFocalLossFunction.apply(inputs, targets, float(alpha), float(gamma), reduction)

@@ -398,11 +398,15 @@ def _softmax_scale(quantity, inputs, params, exact, grad_output):
 
 
 def _elements(inputs, params) -> int:
-    return max(int(np.size(inputs["inputs"])), 1)
+    """Elements summed into one output: all of them under ``sum``/``mean``, one under ``none``."""
+    return max(int(np.size(inputs["inputs"])), 1) if params.get("reduction", "none") != "none" else 1
 
 
 def _positions(inputs, params) -> int:
+    """Positions summed into one output under ``sum``/``mean`` (the focal term is per position)."""
     x = inputs["input"]
+    if params.get("reduction", "mean") == "none":
+        return 1
     return max(int(np.size(x) // max(np.shape(x)[1], 1)) if np.ndim(x) >= 2 else 1, 1)
 
 

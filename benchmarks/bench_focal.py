@@ -1,0 +1,54 @@
+"""asv: sigmoid focal loss forward + backward — ours (fused) against the torchvision-style
+composition, reusing the cases of ``benchmarks/focal_ratio.py``; plus max-ULP accuracy tracking."""
+
+try:
+    import torch
+
+    from .focal_ratio import available_variants, make_inputs
+except ImportError:  # an old commit without the module, or no torch
+    torch = None
+
+SIZES = [2**16, 2**22]
+
+
+class SigmoidFocal:
+    params = (["ours", "composition", "torchvision"], SIZES, ["cpu", "cuda"])
+    param_names = ["variant", "n", "device"]
+    timeout = 300
+
+    def setup(self, variant, n, device):
+        if torch is None or (device == "cuda" and not torch.cuda.is_available()):
+            raise NotImplementedError
+        variants = available_variants()
+        if variant not in variants:
+            raise NotImplementedError
+        torch.set_num_threads(1)
+        self.step = variants[variant]
+        self.x, self.y = make_inputs(n, device)
+        self.step(self.x, self.y)  # warm-up (includes a one-off compile, if any)
+
+    def time_forward_backward(self, variant, n, device):
+        self.step(self.x, self.y)
+
+    def peakmem_forward_backward(self, variant, n, device):
+        self.step(self.x, self.y)
+
+
+class FocalAccuracy:
+    params = (["ours-torch", "ours-numpy"],)
+    param_names = ["impl"]
+    timeout = 600
+
+    def setup(self, impl):
+        if torch is None:
+            raise NotImplementedError
+
+    def track_max_ulp_sigmoid_focal_float32(self, impl):
+        from lossoracle import catalog
+
+        framework = "torch" if impl == "ours-torch" else "numpy"
+        entry = next(i for i in catalog.implementations("sigmoid_focal_loss") if i.ours and i.framework == framework)
+        report = catalog.run(entry, dtypes=["float32"])
+        return max(r.max_ulp for r in report.results if r.max_ulp is not None)
+
+    track_max_ulp_sigmoid_focal_float32.unit = "ULP"
