@@ -26,20 +26,13 @@ from typing import Any
 import numpy as np
 
 from . import binary_dd as bdd
+from .doubledouble import xp as _xp
 from .validation import require_floating, require_range, require_reduction, require_same_shape
 
 Array = Any  # numpy.ndarray or torch.Tensor
 
 # NumPy's long double when it carries 11+ guard bits over float64 (x87 extended), else None
 LONG_DOUBLE = np.longdouble if np.finfo(np.longdouble).nmant >= 63 else None
-
-
-def _xp(x: Array):
-    if isinstance(x, (np.ndarray, np.generic)):
-        return np
-    import torch
-
-    return torch
 
 
 def require_broadcast(name: str, a: Array | None, shape: tuple[int, ...]) -> None:

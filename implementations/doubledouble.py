@@ -4,30 +4,37 @@ A double-double ``(hi, lo)`` is the unevaluated sum ``hi + lo`` with ``|lo| ≤ 
 106 significant bits from float64 operations alone (Dekker 1971; Hida, Li & Bailey, "Library for
 double-double and quad-double arithmetic", 2000 — the error-free transformations ``two_sum`` and
 ``two_prod`` and the "accurate" addition). Only ``+ − × ÷`` (each rounded once, never fused
-across operations: every eager NumPy/torch operation is its own kernel), ``frexp`` and ``ldexp``
-are used, so CPU and CUDA behave alike and no hardware ``log``/``exp`` accuracy is relied on.
+across operations: every eager NumPy/torch operation is its own kernel), rounding to integers,
+table look-ups, ``frexp`` and ``ldexp`` are used, so NumPy, the CPU and CUDA give the same bits
+and no hardware ``log``/``exp`` accuracy is relied on.
 
-Transcendentals (relative error about 2^-100, for finite arguments only — callers mask
-non-finite and out-of-domain entries; :data:`HARDWARE` offers the same interface on the float64
-hardware functions, about 2^-52, enough for results rounded to float32 or narrower):
+Elementary functions of a double or a double-double argument (relative error about 2^-100, for
+finite arguments in their domain only — callers mask the rest; :data:`HARDWARE` offers the same
+interface on the float64 hardware functions, about 2^-52, enough for results rounded to float32):
 
-- :func:`log1p` of a double-double ``f ∈ [√½ − 1, √2 − 1]``: ``2·atanh(s)``, ``s = f/(2 + f)``,
-  ``|s| ≤ 0.172`` (Taylor series in ``z = s²``: nine double-double Horner steps, the tail
-  ``z⁹…z²⁰`` in float64 where its rounding is below 2^-104);
-- :func:`log` of a positive double: ``x = m·2^k`` with ``m ∈ [√½, √2)`` (``frexp``, exact for
-  subnormals), ``log x = k·ln 2 + log1p(m − 1)`` (``m − 1`` exact; the two parts never cancel by
-  more than a factor 2);
-- :func:`exp` of a double: ``t = k·ln 2 + r``, ``e^r = (1 + expm1(r/2^8))^(2^8)`` by eight exact
-  squarings of ``1 + u`` carried as ``2u + u²``; returned unscaled with ``k`` so that callers
-  scale once, after their last product (no double rounding in the subnormal range);
-  :func:`expm1` is the same ``u`` for ``|t| ≤ 0.35`` (full relative accuracy for tiny ``t``).
+- :func:`exp`: ``t = n·ln2/64 + r``, ``n = 64k + j``, ``|r| ≤ ln2/128`` (Cody–Waite: ``ln2/64`` in
+  three parts, the first two of 36 bits, so ``n`` times them is exact for ``|n| < 2^17``);
+  ``e^t = 2^k·T_j·(1 + u)`` with ``T_j = 2^{j/64}`` from a table and ``u = e^r − 1`` by its Taylor
+  series (coefficients of ``r¹…r⁶`` in double-double, ``r⁷…r¹¹`` in double: below 2^-54 of ``u``).
+  Returned unscaled, ``E = T_j + T_j·u ∈ [0.7, 1.42]`` with ``k``, so that callers scale once,
+  after their last product (no double rounding in the subnormal range);
+- :func:`expm1`: ``(T_j − 1) + T_j·u`` (tabulated ``T_j − 1``: full relative accuracy for tiny
+  ``t``) where ``k = 0``, i.e. ``|t| ≤ 0.34``; ``2^k·E − 1`` elsewhere;
+- :func:`log`: ``x = 2^k·m``, ``m ∈ [√½, √2)`` (``frexp``, exact for subnormals), ``c = i/64``
+  nearest ``m``: ``log x = k·ln2 + log c + 2·atanh(s)``, ``s = (m − c)/(m + c)``, ``|s| < 2^-7.4``
+  (``m − c`` exact; ``atanh(s)/s = Σ s^{2n}/(2n + 1)``, ``n ≤ 3`` in double-double, ``4…6`` in
+  double); the parts never cancel by more than a factor 2;
+- :func:`log1p`: the same, ``m − c`` and ``m + c`` formed from ``f`` itself
+  (``f − (c − 1)``, ``f + (1 + c)``) where ``1 + f ∈ [√½, √2)`` — full relative accuracy for tiny
+  ``f`` — and from ``x = 1 + f`` elsewhere; ``f`` itself below 2^-500 (``f²/2`` is negligible).
 """
 
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from collections.abc import Callable
+from decimal import Decimal, localcontext
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -36,8 +43,9 @@ Array = Any  # numpy.ndarray or torch.Tensor (float64)
 DD = tuple[Array, Array]
 
 __all__ = [
-    "xp", "two_sum", "two_prod", "add", "add_d", "mul", "mul_d", "div_d", "div", "neg", "collapse",
-    "log", "log1p", "exp", "expm1", "sum_last", "ldexp", "Transcendentals", "PRECISE", "HARDWARE",
+    "xp", "constant", "LN2", "two_sum", "two_prod", "lift", "add", "add_d", "sub", "neg", "mul", "mul_d",
+    "div_d", "div", "where", "collapse", "log", "log1p", "exp", "expm1", "sum_last", "ldexp", "Transcendentals",
+    "PRECISE", "HARDWARE",
 ]
 
 
@@ -50,25 +58,53 @@ def xp(x: Array):
     return torch
 
 
-def _const(value: Fraction) -> tuple[float, float]:
+def constant(value: Fraction) -> tuple[float, float]:
+    """The double-double nearest an exact rational: ``(hi, lo)`` floats."""
     hi = float(value)
     return hi, float(value - Fraction(hi))
 
 
-# ln 2 to 60 digits (OEIS A002162), split exactly into hi + lo.
-LN2 = _const(Fraction("0.693147180559945309417232121458176568075500134360255254120680009"))
-_SQRT_HALF = 0.7071067811865476
+def _bits(value: Fraction, bits: int) -> float:
+    """``value`` rounded to ``bits`` significant bits."""
+    q = Fraction(2) ** (math.frexp(float(value))[1] - bits)
+    return float(round(value / q) * q)
+
+
+def _table(values: list[Fraction]) -> tuple[np.ndarray, np.ndarray]:
+    parts = [constant(v) for v in values]
+    return np.array([h for h, _ in parts]), np.array([lo for _, lo in parts])
+
+
+with localcontext() as _ctx:
+    _ctx.prec = 60
+    _LN2_DEC = Decimal(2).ln()
+    _POW2 = [(Decimal(j) / 64 * _LN2_DEC).exp() for j in range(-32, 32)]  # 2^{j/64}
+    _LOG_C = [(Decimal(i) / 64).ln() for i in range(45, 92)]  # log(i/64), i/64 ∈ [√½, √2] rounded
+    _LN2_FRAC = Fraction(_LN2_DEC)
+
+LN2 = constant(_LN2_FRAC)
+_L1 = _bits(_LN2_FRAC / 64, 36)  # ln2/64 = L1 + L2 + L3; n·L1 and n·L2 exact for |n| < 2^17
+_L2 = _bits(_LN2_FRAC / 64 - Fraction(_L1), 36)
+_L3 = float(_LN2_FRAC / 64 - Fraction(_L1) - Fraction(_L2))
+_EXP_MIN = -1400.0  # below: E of −1400 with k = −4096, so that E·2^k·(any double) underflows to 0
+_POW2_T = _table([Fraction(v) for v in _POW2])  # T_j, j = −32…31 at index j + 32
+_POW2_M1 = _table([Fraction(v) - 1 for v in _POW2])  # T_j − 1
+_EXP_DD = [constant(Fraction(1, math.factorial(m + 1))) for m in range(6)]  # u/r = Σ r^m/(m + 1)!
+_EXP_TAIL = [1.0 / math.factorial(m + 1) for m in range(6, 11)]
+_LOG_C_T = _table([Fraction(v) for v in _LOG_C])  # log(i/64) at index i − 45
+_ATANH_DD = [constant(Fraction(1, 2 * n + 1)) for n in range(4)]  # atanh(s)/s = Σ z^n/(2n + 1)
+_ATANH_TAIL = [1.0 / (2 * n + 1) for n in range(4, 7)]
+_SQRT_HALF, _SQRT2 = 0.7071067811865476, 1.4142135623730951
+_TINY = 2.0**-500  # |f| below: log1p(f) = f to far beyond 2^-106
 _SPLITTER = 134217729.0  # 2^27 + 1 (Dekker's split)
 _SPLIT_MAX = 2.0**995  # above this, Dekker's split would overflow: pre-scale by 2^-28
-_ATANH = [_const(Fraction(1, 2 * n + 3)) for n in range(21)]  # Q(z) = Σ z^n/(2n+3)
-_DD_TERMS = 9  # leading Q coefficients evaluated in double-double; z ≤ 2^-5.08 makes z⁹·2^-53 < 2^-98
 
 
-_INV_FACT = [_const(Fraction(1, math.factorial(n))) for n in range(12)]
-_EXP_SQUARINGS = 8  # |r| ≤ 0.35 → |r/2^8| ≤ 0.0014: 1/11! · 0.0014^10 < 2^-104 relative to r
+# ----------------------------------------------------------------------------------------------
+# Error-free transformations and arithmetic
 
 
-def two_sum(a: Array, b: Array) -> DD:
+def two_sum(a: Array | float, b: Array | float) -> DD:
     """``a + b = s + e`` exactly (Knuth)."""
     s = a + b
     bb = s - a
@@ -81,25 +117,40 @@ def _fast_two_sum(a: Array, b: Array) -> DD:
     return s, b - (s - a)
 
 
-def _split(a: Array | float) -> DD:
-    if isinstance(a, float):  # a constant (never near overflow)
-        c = _SPLITTER * a
-        return c - (c - a), a - (c - (c - a))
-    x = xp(a)
-    big = abs(a) > _SPLIT_MAX
-    a = x.where(big, a * 2.0**-28, a)
+def _dekker(a: Array | float) -> DD:
+    """``a = hi + lo`` with 26-bit halves (Dekker), for ``|a| ≤ 2^995``."""
     c = _SPLITTER * a
     hi = c - (c - a)
-    lo = a - hi
+    return hi, a - hi
+
+
+def _split(a: Array | float) -> DD:
+    """:func:`_dekker`, also above 2^995 (pre-scaled by 2^-28 there)."""
+    if isinstance(a, float):  # a constant (never near overflow)
+        return _dekker(a)
+    x = xp(a)
+    big = abs(a) > _SPLIT_MAX
+    if (x is np or a.device.type == "cpu") and not big.any():  # same bits, fewer passes (no sync on CUDA)
+        return _dekker(a)
+    hi, lo = _dekker(x.where(big, a * 2.0**-28, a))
     return x.where(big, hi * 2.0**28, hi), x.where(big, lo * 2.0**28, lo)
 
 
-def two_prod(a: Array, b: Array) -> DD:
+def two_prod(a: Array, b: Array | float) -> DD:
     """``a·b = p + e`` exactly (Dekker), unless the product underflows or overflows."""
     p = a * b
     ah, al = _split(a)
-    bh, bl = _split(b)
+    bh, bl = (ah, al) if b is a else _split(b)
     return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def _zero(like: Array) -> Array:
+    return xp(like).zeros_like(like)
+
+
+def lift(a: Array) -> DD:
+    """A double as a double-double ``(a, 0)``."""
+    return a, _zero(a)
 
 
 def add(a: DD, b: DD) -> DD:
@@ -118,6 +169,10 @@ def add_d(a: DD, b: Array | float) -> DD:
 
 def neg(a: DD) -> DD:
     return -a[0], -a[1]
+
+
+def sub(a: DD, b: DD) -> DD:
+    return add(a, neg(b))
 
 
 def mul(a: DD, b: DD) -> DD:
@@ -145,104 +200,25 @@ def div(a: DD, b: DD) -> DD:
     return _fast_two_sum(q1, r[0] / b[0])
 
 
+def where(c: Array, a: DD, b: DD) -> DD:
+    """``a`` where ``c`` holds, else ``b``."""
+    ns = xp(c)
+    return ns.where(c, a[0], b[0]), ns.where(c, a[1], b[1])
+
+
 def collapse(a: DD) -> Array:
     """The double nearest ``hi + lo``."""
     return a[0] + a[1]
 
 
-def _zero(like: Array) -> Array:
-    return xp(like).zeros_like(like)
-
-
-def log1p(f: DD) -> DD:
-    """``log(1 + f)`` for a double-double ``f ∈ [√½ − 1, √2 − 1]`` (see the module docstring)."""
-    s = div(f, add_d(f, 2.0))
-    z = mul(s, s)
-    tail = _zero(z[0])
-    for n in range(len(_ATANH) - 1, _DD_TERMS - 1, -1):
-        tail = tail * z[0] + _ATANH[n][0]
-    q = (tail, _zero(tail))
-    for n in range(_DD_TERMS - 1, -1, -1):
-        q = add(mul(q, z), _ATANH[n])
-    w = add_d(mul(z, q), 1.0)  # atanh(s)/s
-    h, lo = mul(s, w)
-    return 2.0 * h, 2.0 * lo
-
-
-def log(x: Array) -> DD:
-    """``log x`` for positive finite doubles (subnormals included)."""
-    ns = xp(x)
-    m, k = ns.frexp(x)
-    k = k.astype(np.float64) if ns is np else k.to(x.dtype)
-    low = m < _SQRT_HALF
-    m = ns.where(low, m + m, m)
-    k = ns.where(low, k - 1.0, k)
-    head = mul_d(LN2, k)
-    return add(head, log1p((m - 1.0, _zero(m))))
-
-
-def _expm1_reduced(r: DD) -> DD:
-    """``e^r − 1`` for ``|r| ≤ 0.35`` (relative error about 2^-96 after the eight squarings)."""
-    r = (r[0] * 2.0**-_EXP_SQUARINGS, r[1] * 2.0**-_EXP_SQUARINGS)
-    acc = (_INV_FACT[-1][0] + _zero(r[0]), _INV_FACT[-1][1] + _zero(r[0]))
-    for n in range(len(_INV_FACT) - 2, 0, -1):
-        acc = add(mul(acc, r), _INV_FACT[n])
-    u = mul(acc, r)
-    for _ in range(_EXP_SQUARINGS):
-        u = add((2.0 * u[0], 2.0 * u[1]), mul(u, u))
-    return u
-
-
-def expm1(t: Array) -> DD:
-    """``e^t − 1`` for doubles ``|t| ≤ 0.35``, to full relative accuracy also for tiny ``t``."""
-    return _expm1_reduced((t, _zero(t)))
-
-
-def exp(t: Array) -> tuple[DD, Array]:
-    """``e^t = E·2^k`` for finite doubles ``t ≤ 710``: returns ``(E, k)``, ``E ∈ [0.7, 1.42]``."""
-    k = xp(t).round(t / LN2[0])
-    return add_d(_expm1_reduced(add_d(neg(mul_d(LN2, k)), t)), 1.0), k
-
-
 def ldexp(x: Array, k: Array) -> Array:
     """``x·2^k`` with one rounding (for torch in two exact-range steps, so ``2^k`` never overflows)."""
     ns = xp(x)
-    if ns is np:
-        return np.ldexp(x, k.astype(np.int64))
+    if ns is np:  # int32 exponents: NumPy's fast loop (|k| > 2^14 under- or overflows any double anyway)
+        return np.ldexp(x, np.clip(k, -16384, 16384).astype(np.int32))
     k = k.to(ns.int64)
     h = ns.div(k, 2, rounding_mode="floor")
     return ns.ldexp(ns.ldexp(x, h), k - h)
-
-
-def _log_hw(x: Array) -> DD:
-    return xp(x).log(x), _zero(x)
-
-
-def _log1p_hw(f: DD) -> DD:
-    return xp(f[0]).log1p(f[0] + f[1]), _zero(f[0])
-
-
-def _exp_hw(t: Array) -> tuple[DD, Array]:
-    ns = xp(t)
-    k = ns.round(t / LN2[0])
-    return (ns.exp((t - k * LN2[0]) - k * LN2[1]), _zero(t)), k
-
-
-def _expm1_hw(t: Array) -> DD:
-    return xp(t).expm1(t), _zero(t)
-
-
-class Transcendentals(NamedTuple):
-    """The signatures of :func:`log`, :func:`log1p`, :func:`exp` and :func:`expm1`."""
-
-    log: Callable[[Array], DD]
-    log1p: Callable[[DD], DD]
-    exp: Callable[[Array], tuple[DD, Array]]
-    expm1: Callable[[Array], DD]
-
-
-PRECISE = Transcendentals(log, log1p, exp, expm1)
-HARDWARE = Transcendentals(_log_hw, _log1p_hw, _exp_hw, _expm1_hw)
 
 
 def sum_last(a: DD) -> DD:
@@ -254,8 +230,156 @@ def sum_last(a: DD) -> DD:
         return hi.sum(-1), lo.sum(-1)
     while hi.shape[-1] > 1:
         if hi.shape[-1] % 2:
-            pad = _zero(hi[..., :1])
+            pad = ns.zeros_like(hi[..., :1])
             hi, lo = cat([hi, pad], -1), cat([lo, pad], -1)
         h = hi.shape[-1] // 2
         hi, lo = add((hi[..., :h], lo[..., :h]), (hi[..., h:], lo[..., h:]))
     return hi[..., 0], lo[..., 0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Elementary functions
+
+
+def _parts(t: Array | DD) -> tuple[Array, Array | None]:
+    return t if isinstance(t, tuple) else (t, None)
+
+
+def _lookup(table: tuple[np.ndarray, np.ndarray], i: Array) -> DD:
+    """Entries ``i`` (integer-valued floats) of a double-double table."""
+    if isinstance(i, (np.ndarray, np.generic)):
+        idx = np.asarray(i).astype(np.intp)
+        return table[0][idx], table[1][idx]
+    import torch
+
+    idx = i.long()
+    return torch.as_tensor(table[0], device=i.device)[idx], torch.as_tensor(table[1], device=i.device)[idx]
+
+
+def _series(x: DD, leading: list[tuple[float, float]], tail: list[float]) -> DD:
+    """``Σ c_m x^m`` by Horner's rule: the coefficients ``leading`` (double-doubles) in double-double,
+    the higher-order ``tail`` (doubles, terms below 2^-54 of the sum) in double on ``hi``."""
+    acc = xp(x[0]).full_like(x[0], tail[-1])
+    for c in reversed(tail[:-1]):
+        acc = acc * x[0] + c
+    q = add(mul_d(x, acc), leading[-1])
+    for c in reversed(leading[:-1]):
+        q = add(mul(q, x), c)
+    return q
+
+
+def _expm1_parts(t: Array | DD) -> tuple[DD, DD, Array, Array]:
+    """``(T_j, T_j·u, j, k)`` with ``e^t = 2^k·(T_j + T_j·u)`` (see the module docstring)."""
+    th, tl = _parts(t)
+    ns = xp(th)
+    low = th < _EXP_MIN
+    tc = ns.where(low, _EXP_MIN, th)
+    n = ns.round(tc * (64.0 / LN2[0]))
+    r = two_sum(tc - n * _L1, -(n * _L2))  # tc − n·L1 exact (Sterbenz), n·L1 and n·L2 exact
+    if tl is not None:
+        r = add_d(r, ns.where(low, 0.0, tl))
+    r = add_d(r, -(n * _L3))
+    k = ns.floor((n + 32.0) * (1.0 / 64.0))
+    j = n - 64.0 * k
+    T = _lookup(_POW2_T, j + 32.0)
+    return T, mul(T, mul(_series(r, _EXP_DD, _EXP_TAIL), r)), j, ns.where(low, -4096.0, k)
+
+
+def exp(t: Array | DD) -> tuple[DD, Array]:
+    """``e^t = E·2^k`` for finite ``t ≤ 710``: returns ``(E, k)``, ``E ∈ [0.7, 1.42]`` (below −1400,
+    ``k = −4096``: ``E·2^k`` times any double underflows to 0)."""
+    T, Tu, _, k = _expm1_parts(t)
+    return add(T, Tu), k
+
+
+def expm1(t: Array | DD) -> DD:
+    """``e^t − 1`` for finite ``t ≤ 709``, to full relative accuracy also for tiny ``t``."""
+    T, Tu, j, k = _expm1_parts(t)
+    near = add(_lookup(_POW2_M1, j + 32.0), Tu)
+    E = add(T, Tu)
+    far = add_d((ldexp(E[0], k), ldexp(E[1], k)), -1.0)
+    return where(k == 0, near, far)
+
+
+def _log_parts(x: Array | DD) -> tuple[DD, DD, Array, Array]:
+    """``(m − c, m + c, i, k)`` for ``x = 2^k·m``, ``m ∈ [√½, √2)``, ``c = i/64`` nearest ``m``."""
+    hi, lo = _parts(x)
+    ns = xp(hi)
+    m, k = ns.frexp(hi)
+    k = k.astype(np.float64) if ns is np else k.to(hi.dtype)
+    low = m < _SQRT_HALF
+    m = ns.where(low, m + m, m)
+    k = ns.where(low, k - 1.0, k)
+    i = ns.round(m * 64.0)
+    c = i * (1.0 / 64.0)
+    if lo is None:
+        return lift(m - c), two_sum(m, c), i, k
+    lo = ldexp(lo, -k)
+    return two_sum(m - c, lo), add_d(two_sum(m, c), lo), i, k
+
+
+def _log_reduced(num: DD, den: DD, i: Array, k: Array) -> DD:
+    """``k·ln2 + log(i/64) + 2·atanh(num/den)``."""
+    s = div(num, den)
+    h, lo = mul(s, _series(mul(s, s), _ATANH_DD, _ATANH_TAIL))
+    return add(add(mul_d(LN2, k), _lookup(_LOG_C_T, i - 45.0)), (2.0 * h, 2.0 * lo))
+
+
+def log(x: Array | DD) -> DD:
+    """``log x`` for positive finite ``x`` (subnormals included)."""
+    return _log_reduced(*_log_parts(x))
+
+
+def log1p(f: Array | DD) -> DD:
+    """``log(1 + f)`` for finite ``f > −1``, to full relative accuracy also for tiny ``f``."""
+    fh, fl = _parts(f)
+    ns = xp(fh)
+    num, den, i, k = _log_parts(add_d(f, 1.0) if fl is not None else two_sum(fh, 1.0))
+    near = (fh >= _SQRT_HALF - 1.0) & (fh < _SQRT2 - 1.0)
+    i = ns.where(near, ns.round((1.0 + fh) * 64.0), i)
+    c = i * (1.0 / 64.0)
+    num_near, den_near = two_sum(fh, 1.0 - c), two_sum(fh, 1.0 + c)  # f − (c − 1), f + (1 + c)
+    if fl is not None:
+        num_near, den_near = add_d(num_near, fl), add_d(den_near, fl)
+    out = _log_reduced(where(near, num_near, num), where(near, den_near, den), i, ns.where(near, 0.0, k))
+    return where(abs(fh) < _TINY, (fh, fl if fl is not None else _zero(fh)), out)
+
+
+# ----------------------------------------------------------------------------------------------
+# The same interface on the float64 hardware functions
+
+
+def _value(t: Array | DD) -> Array:
+    return t[0] + t[1] if isinstance(t, tuple) else t
+
+
+def _log_hw(x: Array | DD) -> DD:
+    return lift(xp(_value(x)).log(_value(x)))
+
+
+def _log1p_hw(f: Array | DD) -> DD:
+    return lift(xp(_value(f)).log1p(_value(f)))
+
+
+def _exp_hw(t: Array | DD) -> tuple[DD, Array]:
+    t = _value(t)
+    ns = xp(t)
+    k = ns.round(t / LN2[0])
+    return lift(ns.exp((t - k * LN2[0]) - k * LN2[1])), k
+
+
+def _expm1_hw(t: Array | DD) -> DD:
+    return lift(xp(_value(t)).expm1(_value(t)))
+
+
+class Transcendentals(NamedTuple):
+    """The signatures of :func:`log`, :func:`log1p`, :func:`exp` and :func:`expm1`."""
+
+    log: Callable[[Array | DD], DD]
+    log1p: Callable[[Array | DD], DD]
+    exp: Callable[[Array | DD], tuple[DD, Array]]
+    expm1: Callable[[Array | DD], DD]
+
+
+PRECISE = Transcendentals(log, log1p, exp, expm1)
+HARDWARE = Transcendentals(_log_hw, _log1p_hw, _exp_hw, _expm1_hw)

@@ -7,13 +7,10 @@ arithmetic and rounded once:
 
 - :class:`Plain` — ordinary arrays of a wider dtype: float64 for float32 data, float32 for
   float16/bfloat16 data (a few ULP of the wide type are far below one ULP of the narrow one);
-- :class:`DoubleDouble` — for float64 data, unevaluated sums ``hi + lo`` of two doubles
-  (error-free transformations: Knuth's two-sum, Dekker's split product), with ``exp``/``expm1``
-  by argument reduction ``a = k·ln 2 + 2^4·r``, a Taylor series (the first terms in double-double,
-  the tail in double) and four squarings in the ``expm1`` form ``E ← E·(E + 2)`` (no ``1 + tiny``
-  is rounded), and ``log``/``log1p`` by one Newton step on ``exp``. About 2^-74 relative accuracy,
-  ample for a final rounding to 53 bits. Every operation is an ordinary array operation: no
-  fused multiply-add is assumed, so it runs unchanged on CPU and CUDA.
+- :class:`DoubleDouble` — for float64 data, the double-double arithmetic of :mod:`.doubledouble`
+  (unevaluated sums ``hi + lo`` of two doubles, elementary functions to about 2^-100 relative),
+  ample for a final rounding to 53 bits. Every operation is an ordinary array operation: no fused
+  multiply-add is assumed, so it runs unchanged on CPU and CUDA.
 
 The kernels take class-last rows (softmax) or matching arrays (sigmoid) already validated by the
 caller, and return per-element values and derivative factors in the chosen arithmetic.
@@ -21,30 +18,16 @@ caller, and return per-element values and derivative factors in the chosen arith
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
+from . import doubledouble as dd
+
 Array = Any  # numpy.ndarray or torch.Tensor
 
-_SPLIT = 134217729.0  # 2^27 + 1, Dekker's splitter for 53-bit doubles
-_SPLIT_MAX = 2.0**995  # above this the splitter overflows: such products are rounded once instead
-
-
-def _dd_const(v: Fraction) -> tuple[float, float]:
-    hi = float(v)
-    return hi, float(v - Fraction(hi))
-
-
-_LN2 = _dd_const(Fraction(
-    "0.693147180559945309417232121458176568075500134360255254120680009493393621969694715605863326996418687542"))
-_INV6 = _dd_const(Fraction(1, 6))
-_INV3 = _dd_const(Fraction(1, 3))
-# Taylor tail coefficients 1/n!, n = 4..12, in double (their terms are below 2^-20 of the result)
-_TAIL = tuple(1.0 / math.factorial(n) for n in range(4, 13))
-_SQUARINGS = 4  # |r| ≤ ln2/2 / 2^4 ≈ 0.0217 after reduction
+_INV3 = dd.constant(Fraction(1, 3))
 
 
 class Backend:
@@ -86,46 +69,11 @@ class Backend:
     def log1p(self, a):
         return np.log1p(a) if self.np else a.log1p()
 
-    def rint(self, a):
-        return np.rint(a) if self.np else a.round()
-
     def clip(self, a, lo, hi):
         return np.clip(a, lo, hi) if self.np else a.clamp(lo, hi)
 
-    def frexp(self, a):
-        if self.np:
-            m, e = np.frexp(a)
-            return m, e.astype(a.dtype)
-        m, e = self.torch.frexp(a)
-        return m, e.to(a.dtype)
-
-    def pow2(self, k):
-        """Exact ``2^k`` for integer-valued float64 ``k`` in [−1022, 1023]."""
-        if self.np:
-            return np.ldexp(np.ones_like(k), k.astype(np.int32))
-        bits = (k.to(self.torch.int64) + 1023) << 52
-        return bits.view(self.torch.float64)
-
-    def ldexp(self, a, k):
-        """``a·2^k`` for integer-valued ``k`` (two exact scalings, one rounding if subnormal)."""
-        k = self.clip(k, -2000.0, 2000.0)
-        k1 = self.rint(k * 0.5)
-        return a * self.pow2(self.clip(k1, -1022.0, 1023.0)) * self.pow2(self.clip(k - k1, -1022.0, 1023.0))
-
     def exp2(self, k):
         return np.exp2(k) if self.np else self.torch.exp2(k)
-
-    def sum_last(self, a):
-        return a.sum(-1)
-
-    def pad_last(self, a, n: int):
-        """Zero-pad the last axis to length ``n``."""
-        extra = n - a.shape[-1]
-        if extra == 0:
-            return a
-        if self.np:
-            return np.concatenate([a, np.zeros((*a.shape[:-1], extra), dtype=a.dtype)], -1)
-        return self.torch.cat([a, a.new_zeros((*a.shape[:-1], extra))], -1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,48 +137,24 @@ class Plain:
         return self.bk.where(c, a, b)
 
     def sum_last(self, a):
-        return self.bk.sum_last(a)
+        return a.sum(-1)
 
 
 # ----------------------------------------------------------------------------------------------
 # Double-double arithmetic: (hi, lo) pairs of float64 arrays
 
 
-def _two_sum(a, b):
-    s = a + b
-    bb = s - a
-    return s, (a - (s - bb)) + (b - bb)
-
-
-def _fast_two_sum(a, b):
-    s = a + b
-    return s, b - (s - a)
-
-
-def _split(a):
-    t = _SPLIT * a
-    hi = t - (t - a)
-    return hi, a - hi
-
-
-def _two_prod(a, b):
-    p = a * b
-    ah, al = _split(a)
-    bh, bl = _split(b)
-    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
-
-
 class DoubleDouble:
-    """Double-double arithmetic on float64 arrays; a number is a pair ``(hi, lo)``.
-
-    Non-finite ``hi`` parts carry a meaningless ``lo``; :meth:`round` returns ``hi`` there.
-    """
+    """The :mod:`.doubledouble` arithmetic behind the :class:`Plain` interface; a number is a pair
+    ``(hi, lo)``. Unlike those functions (finite operands only) it lets non-finite values through:
+    ``hi`` is then what float64 gives (a product its plain product, NaN where an infinity meets a
+    sum) and ``lo`` is 0, which :meth:`round` ignores."""
 
     def __init__(self, bk: Backend) -> None:
         self.bk = bk
 
     def lift(self, a):
-        return a, self.bk.full_like(a, 0.0)
+        return dd.lift(a)
 
     def const(self, v: float | tuple[float, float], like):
         hi, lo = v if isinstance(v, tuple) else (float(v), 0.0)
@@ -243,133 +167,77 @@ class DoubleDouble:
         hi, lo = a
         return self.bk.where(self.bk.isfinite(hi), hi + lo, hi)
 
-    def _norm(self, s, e):
-        s, e = _fast_two_sum(s, e)
-        return s, self.bk.where(self.bk.isfinite(s), e, 0.0)
+    def _finite(self, a, plain=None):
+        """``a`` with ``lo = 0`` (and ``hi = plain`` if given) where ``hi`` is not finite."""
+        ok = self.bk.isfinite(a[0])
+        return a[0] if plain is None else self.bk.where(ok, a[0], plain), self.bk.where(ok, a[1], 0.0)
 
     def add(self, a, b):
-        s, e = _two_sum(a[0], b[0])
-        t, f = _two_sum(a[1], b[1])
-        s, e = _fast_two_sum(s, e + t)
-        return self._norm(s, e + f)
+        return self._finite(dd.add(a, b))
 
     def sub(self, a, b):
-        return self.add(a, (-b[0], -b[1]))
+        return self._finite(dd.sub(a, b))
 
     def mul(self, a, b):
-        p, e = _two_prod(a[0], b[0])
-        big = self.bk.abs(a[0]) > _SPLIT_MAX
-        big = big | (self.bk.abs(b[0]) > _SPLIT_MAX)
-        e = self.bk.where(big, 0.0, e + (a[0] * b[1] + a[1] * b[0]))  # beyond 2^995: rounded once
-        return self._norm(p, e)
+        return self._finite(dd.mul(a, b), a[0] * b[0])
 
     def div(self, a, b):
-        q1 = a[0] / b[0]
-        r = self.sub(a, self.mul(b, (q1, 0.0 * q1)))
-        q2 = r[0] / b[0]
-        r = self.sub(r, self.mul(b, (q2, 0.0 * q2)))
-        q3 = r[0] / b[0]
-        q = self._norm(q1, q2)
-        s, e = _two_sum(q[0], q3)
-        return self._norm(s, e + q[1])
+        return self._finite(dd.div(a, b))
 
     def scale(self, a, s: float):
+        """``a·s`` for a power of two ``s`` (exact)."""
         return a[0] * s, a[1] * s
 
     def ldexp(self, a, k):
-        return self.bk.ldexp(a[0], k), self.bk.ldexp(a[1], k)
+        return dd.ldexp(a[0], k), dd.ldexp(a[1], k)
 
     def neg(self, a):
-        return -a[0], -a[1]
+        return dd.neg(a)
 
     def where(self, c, a, b):
-        return self.bk.where(c, a[0], b[0]), self.bk.where(c, a[1], b[1])
-
-    def _add_d(self, a, b):
-        s, e = _two_sum(a[0], b)
-        return self._norm(s, e + a[1])
-
-    def _reduced_expm1(self, a):
-        """``(k, E)`` with ``e^a = 2^k·(1 + E)``, ``E`` in double-double; ``a`` finite, ≥ −1100."""
-        bk = self.bk
-        k = bk.rint(a[0] * (1.0 / _LN2[0]))
-        kl = self.mul(self.const(_LN2, k), (k, 0.0 * k))
-        r = self.scale(self.sub(a, kl), 2.0**-_SQUARINGS)
-        rh = r[0]
-        tail = _TAIL[-1] + 0.0 * rh
-        for c in reversed(_TAIL[:-1]):
-            tail = tail * rh + c
-        r2 = self.mul(r, r)
-        r3 = self.mul(r2, r)
-        e = self.add(r, self.scale(r2, 0.5))
-        e = self.add(e, self.mul(r3, self.const(_INV6, rh)))
-        e = self._add_d(e, (r2[0] * r2[0]) * tail)
-        for _ in range(_SQUARINGS):
-            e = self.mul(e, self._add_d(e, 2.0))
-        return k, e
+        return dd.where(c, a, b)
 
     def _clamped(self, a):
+        """``a`` clipped to [−1100, 709] and NaN set to 0: finite arguments for :mod:`.doubledouble`."""
         h = self.bk.clip(a[0], -1100.0, 709.0)
         h = self.bk.where(self.bk.isnan(h), 0.0, h)
         return h, self.bk.where(h == a[0], a[1], 0.0)
 
     def exp(self, a):
+        """``e^a``: 0 below −1100, inf above 709, NaN for NaN."""
         bk = self.bk
-        k, e = self._reduced_expm1(self._clamped(a))
-        one_e = self._add_d(e, 1.0)
-        out = bk.ldexp(one_e[0], k), bk.ldexp(one_e[1], k)
+        E, k = dd.exp(self._clamped(a))
+        out = self.ldexp(E, k)
         hi = bk.where(a[0] < -1100.0, 0.0, out[0])
         hi = bk.where(a[0] > 709.0, hi + float("inf"), hi)
         hi = bk.where(bk.isnan(a[0]), a[0], hi)
         return hi, bk.where(hi == out[0], out[1], 0.0)
 
     def expm1(self, a):
+        """``e^a − 1``: −1 below −1100, NaN for NaN."""
         bk = self.bk
-        k, e = self._reduced_expm1(self._clamped(a))
-        one_e = self._add_d(e, 1.0)
-        scaled = self._add_d((bk.ldexp(one_e[0], k), bk.ldexp(one_e[1], k)), -1.0)
-        out = self.where(k == 0, e, scaled)
+        out = dd.expm1(self._clamped(a))
         hi = bk.where(a[0] < -1100.0, -1.0, out[0])
         hi = bk.where(bk.isnan(a[0]), a[0], hi)
         return hi, bk.where(hi == out[0], out[1], 0.0)
 
     def log1p(self, z):
-        """``log(1 + z)`` for ``z > −1``: ``y0 = log1p(z)`` in double, then the Newton step
-        ``y = y0 + (1 + z)·e^{−y0} − 1 = y0 + z + E + z·E`` with ``E = expm1(−y0)``."""
+        """``log(1 + z)``; the float64 ``log1p`` of ``hi`` where ``hi`` is not finite or not above −1."""
         bk = self.bk
-        y0 = bk.log1p(z[0] + z[1])
-        ok = bk.isfinite(y0)
-        y0s = bk.where(ok, y0, 0.0)
-        e = self.expm1((-y0s, 0.0 * y0s))
-        t = self.add(self.add(z, e), self.mul(z, e))
-        y = self._add_d(t, y0s)
-        return bk.where(ok, y[0], y0), bk.where(ok, y[1], 0.0)
+        ok = bk.isfinite(z[0]) & (z[0] > -1.0)
+        y = dd.log1p(dd.where(ok, z, self.const(0.0, z[0])))
+        return bk.where(ok, y[0], bk.log1p(z[0])), bk.where(ok, y[1], 0.0)
 
     def log(self, a):
-        """``log a`` for ``a ≥ 0``: ``a = m·2^k`` with ``m ∈ [1/√2, √2)``, ``log1p(m − 1) + k·ln 2``."""
+        """``log a``; the float64 ``log`` of ``hi`` where ``hi`` is not finite or not positive."""
         bk = self.bk
-        m, k = bk.frexp(a[0])
-        low = m < 0.7071067811865476
-        m = bk.where(low, m * 2.0, m)
-        k = bk.where(low, k - 1.0, k)
-        lo = bk.ldexp(a[1], -k)
-        y = self.add(self.log1p(self._add_d((m, lo), -1.0)), self.mul(self.const(_LN2, k), (k, 0.0 * k)))
-        hi = bk.where(a[0] > 0, y[0], bk.where(a[0] == 0, y[0] * 0.0 - float("inf"), a[0] * float("nan")))
-        hi = bk.where(bk.isfinite(a[0]) | (a[0] < 0), hi, a[0])
-        return hi, bk.where(hi == y[0], y[1], 0.0)
+        ok = bk.isfinite(a[0]) & (a[0] > 0)
+        y = dd.log(dd.where(ok, a, self.const(1.0, a[0])))
+        return bk.where(ok, y[0], bk.log(a[0])), bk.where(ok, y[1], 0.0)
 
     def sum_last(self, a):
         """Pairwise double-double sum over the last axis."""
-        hi, lo = a
-        n = hi.shape[-1]
-        if n == 0:
-            return hi.sum(-1), lo.sum(-1)
-        size = 1 << (n - 1).bit_length()
-        hi, lo = self.bk.pad_last(hi, size), self.bk.pad_last(lo, size)
-        while hi.shape[-1] > 1:
-            h = hi.shape[-1] // 2
-            hi, lo = self.add((hi[..., :h], lo[..., :h]), (hi[..., h:], lo[..., h:]))
-        return hi[..., 0], lo[..., 0]
+        return self._finite(dd.sum_last(a))
 
 
 def arithmetic(data_dtype: str, like: Array):
@@ -423,7 +291,7 @@ def sigmoid_focal_terms(A, x, y, alpha: float | None, gamma: float, grads: bool)
         log_c = A.where(hard, A.neg(AX), A.log(c_safe))
         arg = A.mul(A.const(gamma, x), A.sub(log_c, lam))
         shift = bk.where(A.hi(arg) < -600.0, shift + 600.0, shift)
-        qg_s = A.exp(A.add(arg, A.mul(A.const(_LN2, x), A.lift(shift))))
+        qg_s = A.exp(A.add(arg, A.mul(A.const(dd.LN2, x), A.lift(shift))))
     qg = A.ldexp(qg_s, -shift)
     if alpha is None:
         at = one
@@ -491,7 +359,7 @@ def softmax_focal_terms(A, x, target, alpha_y, gamma: float, grads: bool):
     one product per logit; everything else is per row. Returns ``(value, grad)``.
     """
     bk = A.bk
-    dd = isinstance(A, DoubleDouble)
+    wide = isinstance(A, DoubleDouble)
     ti = target[..., None]
     if bk.np:
         k = np.argmax(x, -1)[..., None]
@@ -506,10 +374,10 @@ def softmax_focal_terms(A, x, target, alpha_y, gamma: float, grads: bool):
     y_is_k = target == k[..., 0]
     bad = ~bk.isfinite(m[..., 0])  # NaN or +inf in the row, or every logit −inf: NaN
     m_fin = bk.where(bk.isfinite(m), m, 0.0)
-    e = A.exp(_two_sum(xm, -m_fin) if dd else xm - m_fin)  # e_k = exp(−∞) = 0
+    e = A.exp(dd.two_sum(xm, -m_fin) if wide else xm - m_fin)  # e_k = exp(−∞) = 0
     r = A.sum_last(e)
     mr = m_fin[..., 0]
-    d_y = _two_sum(x_y, -mr) if dd else x_y - mr
+    d_y = dd.two_sum(x_y, -mr) if wide else x_y - mr
     e_y = A.exp(d_y)
     row = A.hi(r)
     one, zero = A.const(1.0, row), A.const(0.0, row)

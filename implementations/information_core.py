@@ -34,7 +34,7 @@ from . import doubledouble as dd
 Array = Any  # float64 numpy.ndarray or torch.Tensor
 
 _TINY = 2.0**-900
-_EXPM1_MAX = 0.34  # |t| below: e^t = 1 + expm1(t) with no argument reduction
+_EXPM1_MAX = 0.34  # |t| up to this: e^t·d = d + expm1(t)·d (where expm1 needs no scaling by 2^k)
 _UP, _DOWN = 2.0**300, 2.0**-300
 _SQRT_HALF_M1, _SQRT2_M1 = 0.7071067811865476 - 1.0, 1.4142135623730951 - 1.0
 _INF = float("inf")

@@ -320,6 +320,15 @@ def test_double_double_path_is_faithful_on_the_catalogue(loss):
                     assert GRADES.index(r.grade) <= GRADES.index(required), (impl.name, r.case, r.detail)
 
 
+def test_double_double_logits_kernels_are_finite_at_huge_logits():
+    """``e^{−|x|}`` for ``|x|`` beyond the exponential's reduction range underflows to 0 (not NaN)."""
+    x, y, g = _a(-1e308, 1e308, -1e6, 3e5), _a(0.3, 0.3, 0.0, 1.0), _a(1.0, 1.0, 1.0, 1.0)
+    got = (binary_core.bce_logits(x, y, dd=True), *binary_core.bce_logits_grads(g, None, x, y, None, dd=True))
+    want = (binary_core.bce_logits(x, y), *binary_core.bce_logits_grads(g, None, x, y, None))
+    for a, b in zip(got, want):
+        assert np.allclose(a, b, rtol=2.0**-52, atol=0.0)
+
+
 # ----------------------------------------------------------------------------------------------
 # Hypothesis: ours against the oracle on small random inputs
 

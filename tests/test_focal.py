@@ -160,7 +160,7 @@ def test_keras_clip_convention_saturates_the_bce_term():
 # The wide arithmetic
 
 
-def test_double_double_elementary_functions_reach_2_to_the_minus_70():
+def test_double_double_elementary_functions_reach_2_to_the_minus_100():
     rng = np.random.default_rng(7)
     # results above 2^-900, where the low part of a double-double is still a normal number
     a = np.concatenate([rng.uniform(-600, 0, 60), rng.uniform(-1, 1, 60), rng.uniform(-1e-9, 1e-9, 20)])
@@ -172,23 +172,18 @@ def test_double_double_elementary_functions_reach_2_to_the_minus_70():
             hi, lo = fn(A.lift(arg))
             for h, l, v in zip(hi.tolist(), lo.tolist(), arg.tolist()):
                 want = ref(mpf(v))
-                assert abs(mpf(h) + mpf(l) - want) <= abs(want) * mpf(2) ** -70, (fn.__name__, v)
+                assert abs(mpf(h) + mpf(l) - want) <= abs(want) * mpf(2) ** -100, (fn.__name__, v)
 
 
 def test_double_double_is_the_same_on_numpy_and_torch():
-    """exp/expm1 use only + − × ÷, rounding to integers and exact scaling: bit-identical. log1p
-    starts its Newton step from the platform's log1p, so only the low parts may differ."""
+    """Only + − × ÷, rounding to integers, table look-ups, frexp and exact scaling: bit-identical."""
     a = np.linspace(-50.0, 3.0, 41)
     An, At = (focal_core.DoubleDouble(focal_core.Backend(v)) for v in (a, torch.tensor(a)))
-    for name in ("exp", "expm1", "log1p"):
-        arg = np.abs(a) if name == "log1p" else a
+    for name in ("exp", "expm1", "log", "log1p"):
+        arg = np.abs(a) if name.startswith("log") else a
         hn = getattr(An, name)(An.lift(arg))
         ht = getattr(At, name)(At.lift(torch.tensor(arg)))
-        assert np.array_equal(hn[0], ht[0].numpy())
-        if name == "log1p":
-            assert np.all(np.abs(hn[1] - ht[1].numpy()) <= np.abs(hn[0]) * 2.0**-70)
-        else:
-            assert np.array_equal(hn[1], ht[1].numpy())
+        assert np.array_equal(hn[0], ht[0].numpy()) and np.array_equal(hn[1], ht[1].numpy()), name
 
 
 # ----------------------------------------------------------------------------------------------
@@ -335,7 +330,8 @@ def test_torch_and_numpy_softmax_agree_and_scale_with_alpha(C, N, gamma, seed):
     b = torch_impl.softmax_focal_loss(torch.tensor(x), torch.tensor(t), gamma=gamma, reduction="none").numpy()
     assert np.array_equal(a, b)
     half = numpy_impl.softmax_focal_loss(x, t, alpha=0.5, gamma=gamma, reduction="none")
-    assert np.array_equal(half, (a * np.float32(0.5)).astype(np.float32))
+    normal = np.abs(a) >= 2 * np.finfo(np.float32).tiny  # halving a subnormal rounds a second time
+    assert np.array_equal(half[normal], (a * np.float32(0.5))[normal])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -423,7 +419,10 @@ def test_optax_finite_at_saturation_but_wrong_target_gradient_at_hard_targets():
     assert all(r.nonfinite_mismatch == 0 for r in _rows(rep, "saturated_g0.5"))
     (value,) = _rows(rep, "ladder_hard_g0.5", "value")
     (dy,) = _rows(rep, "ladder_hard_g0.5", "grad:targets")
-    assert value.verdict == "conforms" and dy.verdict == "deviates" and "gross error" in dy.detail
+    # the value is finite and close (a few ULP in float64: over the 2-ULP budget, never gross) ...
+    assert value.nonfinite_mismatch == 0 and value.max_ulp < 8
+    # ... while the target gradient is grossly wrong
+    assert dy.verdict == "deviates" and "gross error" in dy.detail
 
 
 def test_a_missing_library_is_reported_not_installed():

@@ -205,12 +205,39 @@ def test_double_double_log_exp_and_sums_agree_with_mpmath():
             eh, el, k = np.asarray(eh), np.asarray(el), np.asarray(k)
             for v, h, lv, kk in zip(t.tolist(), eh.tolist(), el.tolist(), k.tolist()):
                 exact = mpmath.exp(mpf(v))
-                assert abs((mpf(h) + mpf(lv)) * mpf(2) ** int(kk) - exact) <= exact * mpf(2) ** -95
+                assert abs((mpf(h) + mpf(lv)) * mpf(2) ** int(kk) - exact) <= exact * mpf(2) ** -100
         a = rng.standard_normal((4, 37))
         hi, lo = dd.sum_last((a, a * 2.0**-60))
         for row, h, lv in zip(a, hi, lo):
             exact = mpmath.fsum([mpf(v) for v in row] + [mpf(v) * mpf(2) ** -60 for v in row])
             assert abs(mpf(h) + mpf(lv) - exact) <= abs(exact) * mpf(2) ** -100
+
+
+def test_double_double_functions_of_double_doubles_agree_with_mpmath():
+    """log, log1p, exp and expm1 of ``hi + lo`` on their whole domains (log1p and expm1 to full
+    relative accuracy near 0), bit-identical on NumPy and torch."""
+    rng = np.random.default_rng(6)
+    tiny = 10.0 ** -rng.integers(1, 300, 40)
+    args = {
+        "log": np.concatenate([np.exp(rng.uniform(-700, 700, 60)), 1.0 + rng.uniform(-1, 1, 40) * tiny]),
+        "log1p": np.concatenate([rng.uniform(-0.999, 3.0, 60), np.exp(rng.uniform(0, 700, 20)),
+                                 rng.uniform(-0.3, 0.4, 40) * tiny, [0.41421356, -0.29289, 2.0**-500]]),
+        "exp": np.concatenate([rng.uniform(-1400, 709, 60), rng.uniform(-0.4, 0.4, 40) * tiny]),
+        "expm1": np.concatenate([rng.uniform(-800, 709, 60), rng.uniform(-0.4, 0.4, 40) * tiny, [0.3466, -0.3466]]),
+    }
+    with mpmath.mp.workprec(300):
+        for name, hi in args.items():
+            lo = np.where(np.abs(hi) > 1e-280, hi * 2.0**-54 * rng.uniform(-1, 1, hi.size), 0.0)
+            got = [getattr(dd, name)((backend(hi), backend(lo))) for backend in (np.asarray, torch.tensor)]
+            if name == "exp":
+                got = [(*e, k) for e, k in got]
+            assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(got[0], got[1])), name
+            scale = got[0][2] if name == "exp" else np.zeros_like(hi)
+            for h, lv, k, v, vl in zip(got[0][0].tolist(), got[0][1].tolist(), scale.tolist(), hi.tolist(),
+                                       lo.tolist()):
+                exact = getattr(mpmath, name)(mpf(v) + mpf(vl))
+                err = abs((mpf(h) + mpf(lv)) * mpf(2) ** int(k) - exact)
+                assert err <= abs(exact) * mpf(2) ** -100, (name, v, vl)
 
 
 def test_numpy_and_torch_kernels_agree_bitwise():
