@@ -7,7 +7,7 @@ Use in a downstream test suite, in the style of scikit-learn's ``parametrize_wit
     @parametrize_conformance(my_focal, "sigmoid_focal_loss", framework="torch",
                              expected_failures={"float16": "computed in fp16 on purpose"})
     def test_my_focal(conformance):
-        conformance()          # raises AssertionError with the report lines on a deviation
+        assert conformance().conforms   # raises AssertionError with the report lines on a deviation
 
 Ids are ``loss[backend-device-dtype]``; an expected failure that passes is reported as a warning
 (a stale entry), never silently kept.
@@ -72,6 +72,7 @@ def parametrize_conformance(fn: Callable, loss: str, framework: str = "torch", *
                     warnings.warn(f"{test_id} is listed as an expected failure ({reason}) but conforms: "
                                   "remove the stale entry", stacklevel=2)
                 assert report.conforms, "\n".join(report.cell_lines())
+                return report
 
             marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
             params.append(pytest.param(run, id=test_id, marks=marks))
