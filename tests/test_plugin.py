@@ -8,7 +8,7 @@ from lossoracle.pytest_plugin import parametrize_conformance, pytest_report_head
 @parametrize_conformance(F.nll_loss, "nll_loss", "torch", dtypes=["float32", "float64"])
 def test_torch_nll_loss_conforms(conformance):
     report = conformance()
-    assert report.conforms and {r.dtype for r in report.results} == {"float32", "float64"}
+    assert report.conforms and len({r.dtype for r in report.results}) == 1  # one cell per test
 
 
 def _softmax_cells():
