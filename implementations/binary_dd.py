@@ -51,7 +51,7 @@ class _Exp:
 
     def __init__(self, x: Array) -> None:
         self.E, self.k = dd.exp(-abs(x))
-        self.e = dd.ldexp(self.E[0], self.k), dd.ldexp(self.E[1], self.k)
+        self.e = dd.ldexp(self.E, self.k)
         self.far = abs(x) > _FAR
 
 
@@ -60,7 +60,7 @@ def _finish(ex: _Exp, near: DD, normal: DD, tiny: DD) -> Array:
     the normal part is exactly 0, the tiny part is scaled once, after its last product, so a
     subnormal result is rounded once."""
     ns = dd.xp(ex.k)
-    scaled = dd.collapse(dd.add(normal, (dd.ldexp(tiny[0], ex.k), dd.ldexp(tiny[1], ex.k))))
+    scaled = dd.collapse(dd.add(normal, dd.ldexp(tiny, ex.k)))
     far = ns.where(normal[0] != 0, scaled, dd.ldexp(dd.collapse(tiny), ex.k))
     return ns.where(ex.far, far, dd.collapse(near))
 

@@ -3,10 +3,12 @@
 A double-double ``(hi, lo)`` is the unevaluated sum ``hi + lo`` with ``|lo| ≤ ulp(hi)/2``: about
 106 significant bits from float64 operations alone (Dekker 1971; Hida, Li & Bailey, "Library for
 double-double and quad-double arithmetic", 2000 — the error-free transformations ``two_sum`` and
-``two_prod`` and the "accurate" addition). Only ``+ − × ÷`` (each rounded once, never fused
-across operations: every eager NumPy/torch operation is its own kernel), rounding to integers,
-table look-ups, ``frexp`` and ``ldexp`` are used, so NumPy, the CPU and CUDA give the same bits
-and no hardware ``log``/``exp`` accuracy is relied on.
+``two_prod`` and the "accurate" addition; ``two_prod`` splits by clearing low bits, which never
+overflows, at the price of a rounding of at most 2^-104 of the product). Only ``+ − × ÷`` (each
+rounded once, never fused across operations: every eager NumPy/torch operation is its own kernel),
+rounding to integers, bit masks, table look-ups, ``frexp`` and ``ldexp`` are used, so NumPy, the
+CPU and CUDA give the same bits and no hardware ``log``/``exp`` accuracy is relied on (except in
+:data:`SHORT`, whose Newton steps start from the hardware ``log``).
 
 Elementary functions of a double or a double-double argument (relative error about 2^-100, for
 finite arguments in their domain only — callers mask the rest; :data:`HARDWARE` offers the same
@@ -45,7 +47,7 @@ DD = tuple[Array, Array]
 __all__ = [
     "xp", "constant", "LN2", "two_sum", "two_prod", "lift", "add", "add_d", "sub", "neg", "mul", "mul_d",
     "div_d", "div", "where", "collapse", "log", "log1p", "exp", "expm1", "sum_last", "ldexp", "Transcendentals",
-    "PRECISE", "HARDWARE",
+    "PRECISE", "SHORT", "HARDWARE",
 ]
 
 
@@ -91,13 +93,14 @@ _POW2_T = _table([Fraction(v) for v in _POW2])  # T_j, j = −32…31 at index j
 _POW2_M1 = _table([Fraction(v) - 1 for v in _POW2])  # T_j − 1
 _EXP_DD = [constant(Fraction(1, math.factorial(m + 1))) for m in range(6)]  # u/r = Σ r^m/(m + 1)!
 _EXP_TAIL = [1.0 / math.factorial(m + 1) for m in range(6, 11)]
+_EXP_SHORT = [1.0 / math.factorial(m) for m in range(7, 1, -1)]  # 1/7!, …, 1/2! (:data:`SHORT`)
 _LOG_C_T = _table([Fraction(v) for v in _LOG_C])  # log(i/64) at index i − 45
 _ATANH_DD = [constant(Fraction(1, 2 * n + 1)) for n in range(4)]  # atanh(s)/s = Σ z^n/(2n + 1)
 _ATANH_TAIL = [1.0 / (2 * n + 1) for n in range(4, 7)]
 _SQRT_HALF, _SQRT2 = 0.7071067811865476, 1.4142135623730951
 _TINY = 2.0**-500  # |f| below: log1p(f) = f to far beyond 2^-106
 _SPLITTER = 134217729.0  # 2^27 + 1 (Dekker's split)
-_SPLIT_MAX = 2.0**995  # above this, Dekker's split would overflow: pre-scale by 2^-28
+_MASK27 = ~((1 << 27) - 1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -124,20 +127,27 @@ def _dekker(a: Array | float) -> DD:
     return hi, a - hi
 
 
+def _truncate(a: Array) -> Array:
+    """``a`` with its 27 low significand bits cleared: its top 26 bits, never rounded up (no overflow)."""
+    if xp(a) is np:
+        return (np.asarray(a).view(np.int64) & _MASK27).view(np.float64)
+    import torch
+
+    return (a.view(torch.int64) & _MASK27).view(torch.float64)
+
+
 def _split(a: Array | float) -> DD:
-    """:func:`_dekker`, also above 2^995 (pre-scaled by 2^-28 there)."""
-    if isinstance(a, float):  # a constant (never near overflow)
+    """``a = hi + lo``, ``hi`` the top 26 significand bits of ``a`` (:func:`_truncate`: never rounded up,
+    so never overflowing) and ``lo`` the other 27; :func:`_dekker` for a constant."""
+    if isinstance(a, float):
         return _dekker(a)
-    x = xp(a)
-    big = abs(a) > _SPLIT_MAX
-    if (x is np or a.device.type == "cpu") and not big.any():  # same bits, fewer passes (no sync on CUDA)
-        return _dekker(a)
-    hi, lo = _dekker(x.where(big, a * 2.0**-28, a))
-    return x.where(big, hi * 2.0**28, hi), x.where(big, lo * 2.0**28, lo)
+    hi = _truncate(a)
+    return hi, a - hi
 
 
 def two_prod(a: Array, b: Array | float) -> DD:
-    """``a·b = p + e`` exactly (Dekker), unless the product underflows or overflows."""
+    """``a·b = p + e`` (Dekker), unless the product underflows or overflows: exact but for the product of
+    the two 27-bit ``lo`` halves (:func:`_split`), which may round, by at most 2^-104 of ``p``."""
     p = a * b
     ah, al = _split(a)
     bh, bl = (ah, al) if b is a else _split(b)
@@ -211,14 +221,25 @@ def collapse(a: DD) -> Array:
     return a[0] + a[1]
 
 
-def ldexp(x: Array, k: Array) -> Array:
-    """``x·2^k`` with one rounding (for torch in two exact-range steps, so ``2^k`` never overflows)."""
-    ns = xp(x)
+def ldexp(x: Array | DD, k: Array) -> Array | DD:
+    """``x·2^k`` with one rounding (for torch in two exact-range steps, so ``2^k`` never overflows; on
+    the CPU, where both powers are normal, built from their bits rather than by ``torch.ldexp``); a
+    double-double ``x``: both parts, by the same powers."""
+    parts = x if isinstance(x, tuple) else (x,)
+    ns = xp(parts[0])
     if ns is np:  # int32 exponents: NumPy's fast loop (|k| > 2^14 under- or overflows any double anyway)
-        return np.ldexp(x, np.clip(k, -16384, 16384).astype(np.int32))
-    k = k.to(ns.int64)
-    h = ns.div(k, 2, rounding_mode="floor")
-    return ns.ldexp(ns.ldexp(x, h), k - h)
+        k = np.clip(k, -16384, 16384).astype(np.int32)
+        out = tuple(np.ldexp(v, k) for v in parts)
+    else:
+        k = k.to(ns.int64)
+        h = k >> 1  # ⌊k/2⌋
+        low, high = ns.aminmax(k) if parts[0].device.type == "cpu" and k.numel() else (-1, 1 << 20)
+        if low >= -2044 and high <= 2046:  # 2^h, 2^(k − h) normal: the same products, powers from the bits
+            p1, p2 = ((h + 1023) << 52).view(ns.float64), ((k - h + 1023) << 52).view(ns.float64)
+            out = tuple(v * p1 * p2 for v in parts)
+        else:
+            out = tuple(ns.ldexp(ns.ldexp(v, h), k - h) for v in parts)
+    return out if isinstance(x, tuple) else out[0]
 
 
 def sum_last(a: DD) -> DD:
@@ -268,21 +289,42 @@ def _series(x: DD, leading: list[tuple[float, float]], tail: list[float]) -> DD:
     return q
 
 
-def _expm1_parts(t: Array | DD) -> tuple[DD, DD, Array, Array]:
-    """``(T_j, T_j·u, j, k)`` with ``e^t = 2^k·(T_j + T_j·u)`` (see the module docstring)."""
+def _u_short(r: DD) -> DD:
+    """``u = e^r − 1`` for ``|r| ≤ ln2/128``: ``r + r²·(1/2! + … + r⁵/7!)``, the polynomial in double on
+    ``hi`` (error about 2^-53·r²/2: 2^-68 of ``e^r``, 2^-60 of ``u``)."""
+    rh, rl = r
+    p = xp(rh).full_like(rh, _EXP_SHORT[0])
+    for c in _EXP_SHORT[1:]:
+        p = p * rh + c
+    return _fast_two_sum(rh, rl * (1.0 + rh) + rh * rh * p)
+
+
+def _exp_reduce(t: Array | DD, short: bool) -> tuple[DD, Array, Array]:
+    """``(r, j, k)`` with ``t = (64k + j)·ln2/64 + r`` (see the module docstring; ``short``: the low
+    parts of ``r`` summed in double, about 2^-106·|t| more error, fewer passes)."""
     th, tl = _parts(t)
     ns = xp(th)
     low = th < _EXP_MIN
-    tc = ns.where(low, _EXP_MIN, th)
+    tc = th.clip(min=_EXP_MIN)
     n = ns.round(tc * (64.0 / LN2[0]))
     r = two_sum(tc - n * _L1, -(n * _L2))  # tc − n·L1 exact (Sterbenz), n·L1 and n·L2 exact
-    if tl is not None:
-        r = add_d(r, ns.where(low, 0.0, tl))
-    r = add_d(r, -(n * _L3))
+    if short:
+        r = r[0], r[1] + (-(n * _L3) if tl is None else ns.where(low, 0.0, tl) - n * _L3)
+    else:
+        if tl is not None:
+            r = add_d(r, ns.where(low, 0.0, tl))
+        r = add_d(r, -(n * _L3))
     k = ns.floor((n + 32.0) * (1.0 / 64.0))
-    j = n - 64.0 * k
+    return r, n - 64.0 * k, ns.where(low, -4096.0, k)
+
+
+def _expm1_parts(t: Array | DD, short: bool = False) -> tuple[DD, DD, Array, Array]:
+    """``(T_j, T_j·u, j, k)`` with ``e^t = 2^k·(T_j + T_j·u)`` (see the module docstring; ``short``:
+    ``u`` by :func:`_u_short`)."""
+    r, j, k = _exp_reduce(t, short)
     T = _lookup(_POW2_T, j + 32.0)
-    return T, mul(T, mul(_series(r, _EXP_DD, _EXP_TAIL), r)), j, ns.where(low, -4096.0, k)
+    u = _u_short(r) if short else mul(_series(r, _EXP_DD, _EXP_TAIL), r)
+    return T, mul(T, u), j, k
 
 
 def exp(t: Array | DD) -> tuple[DD, Array]:
@@ -297,7 +339,7 @@ def expm1(t: Array | DD) -> DD:
     T, Tu, j, k = _expm1_parts(t)
     near = add(_lookup(_POW2_M1, j + 32.0), Tu)
     E = add(T, Tu)
-    far = add_d((ldexp(E[0], k), ldexp(E[1], k)), -1.0)
+    far = add_d(ldexp(E, k), -1.0)
     return where(k == 0, near, far)
 
 
@@ -381,5 +423,50 @@ class Transcendentals(NamedTuple):
     expm1: Callable[[Array | DD], DD]
 
 
+# ----------------------------------------------------------------------------------------------
+# Shorter double-double functions: 2^-68 (exp) to 2^-60 (log1p) relative, ample for results rounded
+# once to float64, in about half the passes. ``exp``: ``e^r`` by :func:`_u_short`; ``log``, ``log1p``:
+# one Newton step from the hardware function (whose last bits may differ between NumPy, CPU and CUDA;
+# the step leaves about 2^-104 of that difference)
+
+
+def _exp_short(t: Array | DD) -> tuple[DD, Array]:
+    """:func:`exp` with ``e^r`` by :func:`_u_short` (about 2^-68 relative): ``E = T_j·(1 + u)``."""
+    r, j, k = _exp_reduce(t, short=True)
+    uh, ul = _u_short(r)
+    s, e = _fast_two_sum(1.0, uh)
+    return mul(_lookup(_POW2_T, j + 32.0), _fast_two_sum(s, e + ul)), k
+
+
+def _expm1_short(t: Array | DD) -> DD:
+    """:func:`expm1` with ``e^r`` by :func:`_u_short` (about 2^-60 relative)."""
+    T, Tu, j, k = _expm1_parts(t, short=True)
+    near = add(_lookup(_POW2_M1, j + 32.0), Tu)
+    E = add(T, Tu)
+    return where(k == 0, near, add_d(ldexp(E, k), -1.0))
+
+
+def _log_short(x: Array | DD) -> DD:
+    """``log x`` for positive normal ``x``: one Newton step ``l + x·e^(−l) − 1`` from the hardware
+    ``l = log(hi)`` (:func:`_exp_short`; the product ``x·E`` ≈ 1 is scaled once, never overflowing)."""
+    hi, lo = _parts(x)
+    l0 = xp(hi).log(hi)
+    E, k = _exp_short(-l0)
+    p = mul(E, x) if lo is not None else mul_d(E, x)
+    return add_d(add_d(ldexp(p, k), -1.0), l0)
+
+
+def _log1p_short(f: Array | DD) -> DD:
+    """``log(1 + f)`` for finite ``f ∈ (−1, 2^500]``, to full relative accuracy also for tiny ``f``:
+    one Newton step ``l + (e^(−l) − 1) + f·e^(−l)`` from the hardware ``l = log1p(hi)``."""
+    fh, fl = _parts(f)
+    l0 = xp(fh).log1p(fh)
+    E, k = _exp_short(-l0)
+    E = ldexp(E, k)
+    fE = mul(f, E) if fl is not None else mul_d(E, f)
+    return add_d(add(add_d(E, -1.0), fE), l0)
+
+
 PRECISE = Transcendentals(log, log1p, exp, expm1)
+SHORT = Transcendentals(_log_short, _log1p_short, _exp_short, _expm1_short)
 HARDWARE = Transcendentals(_log_hw, _log1p_hw, _exp_hw, _expm1_hw)

@@ -189,7 +189,7 @@ class DoubleDouble:
         return a[0] * s, a[1] * s
 
     def ldexp(self, a, k):
-        return dd.ldexp(a[0], k), dd.ldexp(a[1], k)
+        return dd.ldexp(a, k)
 
     def neg(self, a):
         return dd.neg(a)

@@ -16,7 +16,8 @@ limit 0, never NaN; γ = 0 is exactly ``α_t · B`` with gradient ``α_t (σ(x) 
 
 Arithmetic (why: ``m^γ`` turns a relative error δ of ``m`` into γ·δ): float32, float16 and
 bfloat16 results are computed in float64 and rounded once; float64 results in double-double
-(``hi + lo`` pairs of float64, error-free transformations only, own ``exp``) and rounded once.
+(``hi + lo`` pairs of float64: the arithmetic, ``exp``, ``log`` and ``log1p`` of :mod:`.doubledouble`,
+its about 2^-60 ``SHORT`` tier) and rounded once.
 
 Speed (CPU): work runs in L2-sized blocks of fresh small temporaries; hard 0/1 targets take a
 shorter path on the margin ``v = (2y − 1)·x`` (``p_t = σ(v)``) through the fused
@@ -32,13 +33,14 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Iterator
-from decimal import Decimal, localcontext
 from fractions import Fraction
 from typing import NamedTuple
 
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import doubledouble as dd
+from .doubledouble import DD
 from .validation import require_floating, require_reduction, require_same_shape
 
 __all__ = ["sigmoid_focal_loss", "SigmoidFocalLossFunction"]
@@ -176,153 +178,21 @@ def _fast_grad(x: Tensor, y: Tensor, cot: Tensor | float, alpha: float, gamma: f
 
 
 # ----------------------------------------------------------------------------------------------
-# double-double kernels (float64 results)
-
-_MASK27 = ~((1 << 27) - 1)
+# double-double kernels (float64 results): the arithmetic of :mod:`.doubledouble` on (hi, lo) pairs
 
 
-def _two_sum(a, b) -> tuple[Tensor, Tensor]:
-    """``a + b = s + e`` exactly (Knuth)."""
-    s = a + b
-    bb = s - a
-    return s, (a - (s - bb)) + (b - bb)
+def _const(v: Fraction, like: Tensor) -> DD:
+    """The rational ``v`` as a 0-dim double-double on ``like``'s device."""
+    return tuple(torch.tensor(c, dtype=_F64, device=like.device) for c in dd.constant(v))
 
 
-def _fast_two_sum(a, b) -> tuple[Tensor, Tensor]:
-    """``a + b = s + e`` exactly when ``|a| ≥ |b|``."""
-    s = a + b
-    return s, b - (s - a)
-
-
-def _two_prod(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """``a·b = p + e`` (Dekker); the split truncates 27 low bits, so it cannot overflow."""
-    p = a * b
-    ah = (a.view(torch.int64) & _MASK27).view(_F64)
-    bh = (b.view(torch.int64) & _MASK27).view(_F64)
-    al, bl = a - ah, b - bh
-    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
-
-
-class _DD:
-    """``hi + lo`` (``|lo| ≤ ulp(hi)/2``): float64 tensors carrying about 106 bits (Hida–Li–Bailey)."""
-
-    __slots__ = ("hi", "lo")
-
-    def __init__(self, hi: Tensor, lo: Tensor | None = None) -> None:
-        self.hi, self.lo = hi, torch.zeros_like(hi) if lo is None else lo
-
-    def __neg__(self) -> _DD:
-        return _DD(-self.hi, -self.lo)
-
-    def __add__(self, o: _DD | Tensor | float) -> _DD:
-        if isinstance(o, _DD):
-            s, e = _two_sum(self.hi, o.hi)
-            t, f = _two_sum(self.lo, o.lo)
-            s, e = _fast_two_sum(s, e + t)
-            return _DD(*_fast_two_sum(s, e + f))
-        s, e = _two_sum(self.hi, o)
-        return _DD(*_fast_two_sum(s, e + self.lo))
-
-    __radd__ = __add__
-
-    def __sub__(self, o: _DD | Tensor | float) -> _DD:
-        return self + (-o)
-
-    def __mul__(self, o: _DD | Tensor | float) -> _DD:
-        if isinstance(o, _DD):
-            p, e = _two_prod(self.hi, o.hi)
-            return _DD(*_fast_two_sum(p, e + (self.hi * o.lo + self.lo * o.hi)))
-        if not isinstance(o, Tensor):
-            o = torch.tensor(o, dtype=_F64, device=self.hi.device)
-        p, e = _two_prod(self.hi, o)
-        return _DD(*_fast_two_sum(p, e + self.lo * o))
-
-    __rmul__ = __mul__
-
-    def __truediv__(self, o: _DD) -> _DD:
-        q1 = self.hi / o.hi
-        r = self - o * q1
-        q2 = r.hi / o.hi
-        r = r - o * q2
-        return _DD(*_fast_two_sum(q1, q2)) + r.hi / o.hi
-
-    def value(self) -> Tensor:
-        return self.hi + self.lo
-
-    @staticmethod
-    def const(v: Fraction, like: Tensor) -> _DD:
-        """The rational ``v`` rounded to a 0-dim double-double on ``like``'s device."""
-        hi = float(v)
-        lo = float(v - Fraction(hi))
-        return _DD(*(torch.tensor(c, dtype=_F64, device=like.device) for c in (hi, lo)))
-
-    @staticmethod
-    def where(c: Tensor, a: _DD, b: _DD) -> _DD:
-        return _DD(torch.where(c, a.hi, b.hi), torch.where(c, a.lo, b.lo))
-
-
-def _exp_constants() -> tuple[float, float, float, list[tuple[float, float]]]:
-    """Cody–Waite parts of ln2/64 (35 + 35 + 53 bits: ``k·L1``, ``k·L2`` exact for |k| < 2^18)
-    and 2^(j/64), j < 64, as double-doubles."""
-    with localcontext() as ctx:
-        ctx.prec = 50
-        c = Decimal(2).ln() / 64
-        l1 = Decimal(int(c * 2**41)) / 2**41
-        l2 = Decimal(int((c - l1) * 2**76)) / 2**76
-        table = []
-        for j in range(64):
-            t = Decimal(2) ** (Decimal(j) / 64)
-            table.append((float(t), float(t - Decimal(float(t)))))
-        return float(l1), float(l2), float(c - l1 - l2), table
-
-
-_L1, _L2, _L3, _EXP_TABLE = _exp_constants()
-_INV_L = 64 / math.log(2)
-_EXP_POLY = [1 / math.factorial(n) for n in range(7, 1, -1)]  # e^r = 1 + r + r²·(1/2! + … + r⁵/7!)
-_TABLES: dict[torch.device, tuple[Tensor, Tensor]] = {}
-
-
-def _pow2(q: Tensor) -> Tensor:
-    """``2^q`` for integer tensors ``q ∈ [−1022, 1023]``, built from the bits."""
-    return ((q + 1023) << 52).view(_F64)
-
-
-def _dd_exp(a: _DD, shift: Tensor | int = 0) -> _DD:
-    """``exp(a)·2^shift`` to about 2^-70 relative: ``a = (64q + j)·ln2/64 + r``, ``|r| ≤ ln2/128``,
-    ``e^a = 2^q · 2^(j/64) · e^r`` with ``e^r`` by Taylor series (leading terms exact)."""
-    if a.hi.device not in _TABLES:
-        t = torch.tensor(_EXP_TABLE, dtype=_F64, device=a.hi.device)
-        _TABLES[a.hi.device] = (t[:, 0].contiguous(), t[:, 1].contiguous())
-    t_hi, t_lo = _TABLES[a.hi.device]
-    ah = a.hi.clamp(-1500.0, 709.0)
-    k = torch.round(ah * _INV_L)
-    rh, rl = _two_sum(ah - k * _L1, -(k * _L2))
-    rl = rl + (a.lo - k * _L3)
-    p = torch.full_like(rh, _EXP_POLY[0])
-    for c in _EXP_POLY[1:]:
-        p = p * rh + c
-    s, t = _fast_two_sum(1.0, rh)
-    er = _DD(*_fast_two_sum(s, t + (rl * (1 + rh) + rh * rh * p)))
-    ki = k.to(torch.int64)
-    j = ki & 63
-    er = er * _DD(t_hi[j], t_lo[j])
-    q = ((ki >> 6) + shift).clamp_(-1100, 1023)
-    q1 = q >> 1
-    s1, s2 = _pow2(q1), _pow2(q - q1)
-    return _DD(er.hi * s1 * s2, er.lo * s1 * s2)
-
-
-def _dd_log1p(e: _DD) -> _DD:
-    """``log1p(e)`` for ``e ∈ [0, 1]``: one Newton step ``l + (1 + e)·e^(−l) − 1`` from ``l = log1p(e_hi)``."""
-    l0 = torch.log1p(e.hi)
-    E = _dd_exp(_DD(-l0))
-    return (E - 1.0) + e * E + l0
-
-
-def _dd_log(m: _DD) -> _DD:
-    """``log m`` for normal ``m > 0``: one Newton step ``l + m·e^(−l) − 1`` from ``l = log(m_hi)``."""
-    l0 = torch.log(m.hi)
-    return m * _dd_exp(_DD(-l0)) - 1.0 + l0
+def _exp(t: Tensor | DD, shift: Tensor | int = 0) -> DD:
+    """``e^t·2^shift`` for ``t ≤ 0`` (:data:`.doubledouble.SHORT`, scaled); a NaN ``hi`` (an overflowed
+    ``γ·log m``; the inputs carry no NaN here) reads as −∞."""
+    if isinstance(t, tuple):
+        t = (t[0].nan_to_num(-math.inf, math.inf, -math.inf), t[1])
+    E, k = dd.SHORT.exp(t)
+    return dd.ldexp(E, k + shift)
 
 
 class _Terms(NamedTuple):
@@ -330,97 +200,109 @@ class _Terms(NamedTuple):
 
     X: Tensor
     Y: Tensor
-    Yc: _DD | None  # 1 − y (soft targets)
-    e: _DD  # e^−|x|
-    q: _DD | None  # σ(|x|)
-    a: _DD | None  # σ(x)
-    b: _DD | None  # σ(−x)
-    lam: _DD  # log1p(e^−|x|)
-    m: _DD | None  # 1 − p_t
-    B: _DD  # BCE
-    logm: _DD
-    at: _DD | None  # α_t (None: α = −1)
+    Yc: DD | None  # 1 − y (soft targets)
+    e: DD  # e^−|x|
+    q: DD | None  # σ(|x|)
+    a: DD | None  # σ(x)
+    b: DD | None  # σ(−x)
+    lam: DD  # log1p(e^−|x|)
+    m: DD | None  # 1 − p_t
+    B: DD  # BCE
+    logm: DD
+    at: DD | None  # α_t (None: α = −1)
+    nan: Tensor | None  # where x or y is NaN (computed as 0; the results are NaN there)
 
 
 def _dd_terms(x: Tensor, y: Tensor, alpha: float, hard: bool, sigmoids: bool) -> _Terms:
     """The loss's ingredients; hard targets select instead of mixing (and skip ``log m``)."""
     X = x.to(_F64).clamp(-_MAX, _MAX)
     Y = y.to(_F64)
-    e = _dd_exp(_DD(-X.abs()))
-    log1pe = _dd_log1p(e)
-    spx, spn = log1pe + X.clamp(min=0), log1pe + (-X).clamp(min=0)
+    nan = None
+    if not math.isfinite(X.sum() + Y.sum()):  # NaN, or a sum overflowing: :mod:`.doubledouble` takes finite
+        nan = X.isnan() | Y.isnan()          # arguments only
+        X, Y = X.masked_fill(nan, 0.0), Y.masked_fill(nan, 0.0)
+    e = _exp(-X.abs())
+    log1pe = dd.SHORT.log1p(e)
+    spx, spn = dd.add_d(log1pe, X.clamp(min=0)), dd.add_d(log1pe, (-X).clamp(min=0))
     q = a = b = m = Yc = None
     if sigmoids or not hard:
-        q = _DD(torch.ones_like(X)) / (e + 1.0)
-        h = e * q
+        q = dd.div(dd.lift(torch.ones_like(X)), dd.add_d(e, 1.0))
+        h = dd.mul(e, q)
         pos = X >= 0
-        a, b = _DD.where(pos, q, h), _DD.where(pos, h, q)
+        a, b = dd.where(pos, q, h), dd.where(pos, h, q)
     one = Y == 1
-    logm = _DD.where(one, -spx, -spn)  # hard targets: log σ(∓x) = −softplus(±x), never underflows
+    logm = dd.where(one, dd.neg(spx), dd.neg(spn))  # hard targets: log σ(∓x) = −softplus(±x), never underflows
     if hard:
-        B = _DD.where(one, spn, spx)
-        m = _DD.where(one, b, a) if sigmoids else None
-        at = None if alpha < 0 else _DD.where(one, _DD.const(Fraction(alpha), X), _DD.const(1 - Fraction(alpha), X))
+        B = dd.where(one, spn, spx)
+        m = dd.where(one, b, a) if sigmoids else None
+        at = None if alpha < 0 else dd.where(one, _const(Fraction(alpha), X), _const(1 - Fraction(alpha), X))
     else:
-        Yc = _DD(*_two_sum(1.0, -Y))
-        m = b * Y + a * Yc
-        B = spn * Y + spx * Yc
-        logm = _DD.where((Y == 0) | one, logm, _dd_log(m))
-        at = None if alpha < 0 else _DD(Y) * alpha + Yc * _DD.const(1 - Fraction(alpha), X)
-    return _Terms(X, Y, Yc, e, q, a, b, log1pe, m, B, logm, at)
+        Yc = dd.two_sum(1.0, -Y)
+        m = dd.add(dd.mul_d(b, Y), dd.mul(a, Yc))
+        B = dd.add(dd.mul_d(spn, Y), dd.mul(spx, Yc))
+        ends = (Y == 0) | one  # log m there from softplus; m may be 0
+        logm = dd.where(ends, logm, dd.SHORT.log(dd.where(ends, dd.lift(torch.ones_like(Y)), m)))
+        at = None if alpha < 0 else dd.add(dd.mul_d(dd.lift(Y), alpha), dd.mul(Yc, _const(1 - Fraction(alpha), X)))
+    return _Terms(X, Y, Yc, e, q, a, b, log1pe, m, B, logm, at, nan)
+
+
+def _with_nan(v: Tensor, nan: Tensor | None) -> Tensor:
+    return v if nan is None else v.masked_fill_(nan, math.nan)
 
 
 def _dd_value(x: Tensor, y: Tensor, alpha: float, gamma: float, hard: bool) -> Tensor:
     """Elementwise loss, double-double rounded once to float64."""
     t = _dd_terms(x, y, alpha, hard, sigmoids=False)
-    loss = t.B if gamma == 0 else t.B * _dd_exp(t.logm * gamma)
-    return (loss if t.at is None else loss * t.at).value()
+    loss = t.B if gamma == 0 else dd.mul(t.B, _exp(dd.mul_d(t.logm, gamma)))
+    return _with_nan(dd.collapse(loss if t.at is None else dd.mul(loss, t.at)), t.nan)
 
 
-def _dd_grads(x: Tensor, y: Tensor, cot: _DD, alpha: float, gamma: float, hard: bool,
+def _dd_grads(x: Tensor, y: Tensor, cot: DD, alpha: float, gamma: float, hard: bool,
               want_y: bool) -> tuple[Tensor, Tensor | None]:
     """``cot·∂ℓ/∂x`` (and ``cot·∂ℓ/∂y``) rounded once to float64; ``hard`` excludes ``want_y``. A
     subnormal ``m^γ`` in ∂ℓ/∂y is carried ×2^600 until the end, since its factor ``x`` would
     magnify its rounding."""
-    X, Y, Yc, e, q, a, b, lam, m, B, logm, at0 = _dd_terms(x, y, alpha, hard, sigmoids=True)
-    at = cot if at0 is None else at0 * cot
-    P = _dd_exp(logm * gamma) if gamma != 0 else None
-    ok, one = m.hi > _TINY, _DD(torch.ones_like(X))
+    X, Y, Yc, e, q, a, b, lam, m, B, logm, at0, nan = _dd_terms(x, y, alpha, hard, sigmoids=True)
+    at = cot if at0 is None else dd.mul(at0, cot)
+    P = _exp(dd.mul_d(logm, gamma)) if gamma != 0 else None
+    ok, one = m[0] > _TINY, dd.lift(torch.ones_like(X))
     if hard:  # ∂ℓ/∂x = ∓α_t m^γ (γ r B + m), r = σ(±x): one sign, no cancellation
-        gx = _DD.where(Y == 1, a, b) * B * gamma + m
-        gx = _DD.where(Y == 1, -gx, gx)
+        gx = dd.add(dd.mul_d(dd.mul(dd.where(Y == 1, a, b), B), gamma), m)
+        gx = dd.where(Y == 1, dd.neg(gx), gx)
     else:
-        gx = a * Yc - b * Y  # σ(x) − y
+        gx = dd.sub(dd.mul(a, Yc), dd.mul_d(b, Y))  # σ(x) − y
         if P is not None:
-            gx = _DD.where(ok, a * b / m, one) * B * _DD(*_two_sum(1.0, -2 * Y)) * gamma + gx
-    gx = (gx * at if P is None else gx * P * at).value()
+            r = dd.where(ok, dd.div(dd.mul(a, b), m), one)
+            gx = dd.add(dd.mul_d(dd.mul(dd.mul(r, B), dd.two_sum(1.0, -2 * Y)), gamma), gx)
+    gx = _with_nan(dd.collapse(dd.mul(gx, at) if P is None else dd.mul(dd.mul(gx, P), at)), nan)
     if not want_y:
         return gx, None
     # as in _fast_grads: the direct form, and the exact regrouping where it would cancel
-    d, P0, N0, A = (_DD.const(c, X) for c in _dy_constants(alpha, gamma))
+    d, P0, N0, A = (_const(c, X) for c in _dy_constants(alpha, gamma))
     at, pos = one if at0 is None else at0, X >= 0
-    tanh = (e - 1.0) * q  # σ(−x) − σ(x) = (e^−|x| − 1)/(1 + e^−|x|)·sign(x), exact near x = 0
-    direct = (_DD.where(pos, tanh, -tanh) * _DD.where(ok, B / m, one) * gamma - X) * at + B * d
+    tanh = dd.mul(dd.add_d(e, -1.0), q)  # σ(−x) − σ(x) = (e^−|x| − 1)/(1 + e^−|x|)·sign(x): exact near 0
+    direct = dd.mul_d(dd.mul(dd.where(pos, tanh, dd.neg(tanh)), dd.where(ok, dd.div(B, m), one)), gamma)
+    direct = dd.add(dd.mul(dd.add_d(direct, -X), at), dd.mul(B, d))
     ax = X.abs()
-    w = _DD.where(pos, Yc, _DD(Y))
-    k0 = _DD.where(pos, P0 - A * Y, N0 + A * Y)
-    t = at * gamma / w
-    split = k0 * ax + lam * (d - _DD.where(pos, t, -t))
-    t = at * gamma * e / (w + e - w * e) * (lam / w + ax)
-    split = split + _DD.where(pos, t, -t)
-    gy = _DD.where((ax > 1) & (w.hi >= e.hi) & (w.hi > 0), split, direct) * cot
-    shift = torch.where(logm.hi * gamma < -700.0, 600, 0)
+    w = dd.where(pos, Yc, dd.lift(Y))
+    k0 = dd.where(pos, dd.sub(P0, dd.mul_d(A, Y)), dd.add(N0, dd.mul_d(A, Y)))
+    t = dd.div(dd.mul_d(at, gamma), w)
+    split = dd.add(dd.mul_d(k0, ax), dd.mul(lam, dd.sub(d, dd.where(pos, t, dd.neg(t)))))
+    t = dd.mul(dd.div(dd.mul(dd.mul_d(at, gamma), e), dd.sub(dd.add(w, e), dd.mul(w, e))),
+               dd.add_d(dd.div(lam, w), ax))
+    split = dd.add(split, dd.where(pos, t, dd.neg(t)))
+    gy = dd.mul(dd.where((ax > 1) & (w[0] >= e[0]) & (w[0] > 0), split, direct), cot)
+    shift = torch.where(logm[0] * gamma < -700.0, 600, 0)
     if gamma != 0:
-        gy = gy * _dd_exp(logm * gamma, shift)
-    return gx, gy.value() * _pow2(-shift)
-
+        gy = dd.mul(gy, _exp(dd.mul_d(logm, gamma), shift))
+    return gx, _with_nan(dd.ldexp(dd.collapse(gy), -shift), nan)
 
 # ----------------------------------------------------------------------------------------------
 # drivers: blocks (eager) or one compiled call
 
 
-def _slices(n: int, device: torch.device, dd: bool) -> Iterator[slice]:
-    step = _BLOCK[dd] if device.type == "cpu" else _BLOCK[dd] << 6
+def _slices(n: int, device: torch.device, dd_tier: bool) -> Iterator[slice]:
+    step = _BLOCK[dd_tier] if device.type == "cpu" else _BLOCK[dd_tier] << 6
     return (slice(i, min(i + step, n)) for i in range(0, n, step))
 
 
@@ -447,47 +329,47 @@ def _compiled_call(fn: Callable, variant: tuple, x: Tensor, y: Tensor, *args):
 
 def _forward(x: Tensor, y: Tensor, alpha: float, gamma: float, reduction: str, hard: bool,
              dtype: torch.dtype) -> Tensor:
-    dd = dtype == _F64
+    dd_tier = dtype == _F64
     n = x.numel()
-    value = _dd_value if dd else _fast_value
+    value = _dd_value if dd_tier else _fast_value
     if reduction == "none":
-        loss = None if dd else _compiled_call(_fast_loss, (gamma, hard, alpha < 0, dtype), x, y, alpha, gamma,
+        loss = None if dd_tier else _compiled_call(_fast_loss, (gamma, hard, alpha < 0, dtype), x, y, alpha, gamma,
                                               hard, dtype)
         if loss is None:
             loss = torch.empty(n, dtype=dtype, device=x.device)
-            for sl in _slices(n, x.device, dd):
+            for sl in _slices(n, x.device, dd_tier):
                 loss[sl] = value(x[sl], y[sl], alpha, gamma, hard)
         return loss
-    total = None if dd else _compiled_call(_fast_loss_sum, (gamma, hard, alpha < 0), x, y, alpha, gamma, hard)
+    total = None if dd_tier else _compiled_call(_fast_loss_sum, (gamma, hard, alpha < 0), x, y, alpha, gamma, hard)
     if total is None:
         total = torch.zeros((), dtype=_F64, device=x.device)
-        for sl in _slices(n, x.device, dd):
+        for sl in _slices(n, x.device, dd_tier):
             total += value(x[sl], y[sl], alpha, gamma, hard).sum()
     return (total / n if reduction == "mean" else total).to(dtype)
 
 
 def _backward(x: Tensor, y: Tensor, grad: Tensor, reduction: str, alpha: float, gamma: float, hard: bool,
-              want_y: bool, dd: bool) -> tuple[Tensor, Tensor | None]:
+              want_y: bool, dd_tier: bool) -> tuple[Tensor, Tensor | None]:
     """Gradients w.r.t. flat x and y for the cotangent ``grad`` (flat for ``none``, else 0-dim)."""
     n = x.numel()
     scalar = reduction != "none"
     if scalar:  # g/n exactly, rounded once into the kernel's arithmetic
         g, div = grad.item(), n if reduction == "mean" and n else 1
         if math.isfinite(g):
-            cot = _DD.const(Fraction(g) / div, x) if dd else float(Fraction(g) / div)
+            cot = _const(Fraction(g) / div, x) if dd_tier else float(Fraction(g) / div)
         else:
-            cot = _DD(torch.full((), g / div, dtype=_F64, device=x.device)) if dd else g / div
+            cot = dd.lift(torch.full((), g / div, dtype=_F64, device=x.device)) if dd_tier else g / div
     else:
         cot = grad
     variant = (gamma, hard, alpha < 0, want_y, scalar)
-    out = None if dd else _compiled_call(_fast_grad, variant, x, y, cot, alpha, gamma, hard, want_y)
+    out = None if dd_tier else _compiled_call(_fast_grad, variant, x, y, cot, alpha, gamma, hard, want_y)
     if out is not None:
         return out
-    grads = _dd_grads if dd else _fast_grads
+    grads = _dd_grads if dd_tier else _fast_grads
     gx = torch.empty_like(x)
     gy = torch.empty_like(y) if want_y else None
-    for sl in _slices(n, x.device, dd):
-        c = cot if scalar else _DD(cot[sl].to(_F64)) if dd else cot[sl]
+    for sl in _slices(n, x.device, dd_tier):
+        c = cot if scalar else dd.lift(cot[sl].to(_F64)) if dd_tier else cot[sl]
         bx, by = grads(x[sl], y[sl], c, alpha, gamma, hard, want_y)
         gx[sl] = bx
         if gy is not None:
@@ -533,10 +415,10 @@ class SigmoidFocalLossFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor):
         inputs, targets = ctx.saved_tensors
-        alpha, gamma, reduction, hard, dd = ctx.params
+        alpha, gamma, reduction, hard, dd_tier = ctx.params
         want_y = ctx.needs_input_grad[1]
         gx, gy = _backward(inputs.detach().reshape(-1), targets.detach().reshape(-1), grad.reshape(-1)
-                           if reduction == "none" else grad, reduction, alpha, gamma, hard, want_y, dd)
+                           if reduction == "none" else grad, reduction, alpha, gamma, hard, want_y, dd_tier)
         return (gx.view(inputs.shape) if ctx.needs_input_grad[0] else None,
                 gy.view(targets.shape) if want_y else None, None, None, None)
 
