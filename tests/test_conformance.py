@@ -4,8 +4,10 @@ faithful (float64 ≤ 2 ULP value / 4 ULP gradient, narrower dtypes ≤ 4 / 8, p
 reductions) — except in the spec's documented regions, where the region's grade is required."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from lossoracle import catalog, specs
+from lossoracle import catalog, specs, strategies
 from lossoracle.compare import GRADES
 
 
@@ -51,3 +53,22 @@ def test_ours_cover_every_dtype(impl):
     dtypes = {r.dtype for r in _report(impl).results}
     want = {"float16", "float32", "float64"} | ({"bfloat16"} if impl.framework == "torch" else set())
     assert want <= dtypes
+
+
+def _examples() -> int:
+    """A quarter of the profile's examples per implementation (ci: 15; thorough: 500)."""
+    return max(5, settings.default.max_examples // 4)
+
+
+@pytest.mark.parametrize("impl", OURS)
+@settings(max_examples=_examples(), deadline=None)
+@given(data=st.data())
+def test_ours_are_faithful_on_hypothesis_inputs(impl, data):
+    """Inputs drawn from each argument's domain (``strategies.spec_cases``), float32 and float64."""
+    spec = specs.get(impl.loss)
+    case = data.draw(strategies.spec_cases(spec, "float32"))
+    report = catalog.run(impl, cases=[case], dtypes=["float32", "float64"])
+    for r in report.results:
+        assert r.verdict == "conforms", f"{case.inputs} {case.params}: {r.detail}"
+        required = spec.budget.required_grade(case, r.quantity)
+        assert GRADES.index(r.grade) <= GRADES.index(required), f"{r.dtype} {r.quantity}: {r.detail}"

@@ -169,7 +169,7 @@ def _names(exc) -> str:
 def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable | None = None,
           name: str | None = None, conventions: Mapping[str, Any] | None = None,
           dtypes: Iterable[str] | None = None, devices: Iterable[str | None] | None = None,
-          cases: Iterable[str] | None = None, accepts: Callable[[Case], str | None] | None = None,
+          cases: Iterable[str | Case] | None = None, accepts: Callable[[Case], str | None] | None = None,
           note: str = "", strict_errors: bool = False, target: str | None = None) -> Report:
     """Validate ``fn`` (canonical signature of ``loss``) against the oracle.
 
@@ -178,7 +178,8 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
     catalogue and generated cases, in every dtype the case is exact in and the callable accepts
     (a dtype on which every case raises is reported as skipped), on every available device.
 
-    ``conventions`` selects the oracle variant the implementation claims (e.g. PyTorch's BCE
+    ``cases`` restricts the run to these case ids, or supplies Case objects (e.g. hypothesis
+    draws) to run instead of the catalogue. ``conventions`` selects the oracle variant the implementation claims (e.g. PyTorch's BCE
     log clamp); ``accepts(case)`` returns a reason to skip a case the implementation's
     documented interface does not cover; ``strict_errors`` requires the exact exception type on
     bad-input cases (any exception otherwise). ``target`` is the importable path printed in the
@@ -190,11 +191,12 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
     impl_name = name or f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
     dtypes = tuple(d for d in (dtypes or DTYPES) if d in bk.dtypes)
     devices = list(devices) if devices is not None else bk.devices()
-    wanted = None if cases is None else set(cases)
+    given = [c for c in (cases or ()) if isinstance(c, Case)]
+    wanted = None if cases is None or given else set(cases)
     report = Report()
     for device in devices:
         by_dtype: dict[str, list[Result]] = {d: [] for d in dtypes}
-        for case in spec.cases():
+        for case in given or spec.cases():
             if wanted is not None and case.id not in wanted:
                 continue
             case_dtypes = [d for d in case.dtypes() if d in dtypes]

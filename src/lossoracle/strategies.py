@@ -74,3 +74,56 @@ LADDERS: dict[str, tuple[float, ...]] = {
     # probabilities: exact 0 and 1, subnormal, tiny, near 1 in float64 and float32
     "probabilities": (0.0, 5e-324, 1e-300, 1e-8, 0.25, 0.5, 1.0 - 2.0**-24, 1.0 - 2.0**-53, 1.0),
 }
+
+
+# Domains of the argument kinds a Spec declares (closed intervals), for hypothesis inputs.
+KIND_DOMAINS: dict[str, tuple[float, float]] = {
+    "logits": (-1e4, 1e4),
+    "log_probabilities": (-1e4, 0.0),
+    "probabilities": (0.0, 1.0),
+    "binary_target": (0.0, 1.0),
+    "probability_target": (0.0, 1.0),
+    "class_index_or_probability_target": (0.0, 1.0),
+    "weight": (0.0, 1e3),
+}
+
+
+def _domain(kind: str, params) -> tuple[float, float]:
+    if kind == "probabilities_or_log_probabilities":  # kl_div's target: log p when log_target
+        return KIND_DOMAINS["log_probabilities" if params.get("log_target") else "probabilities"]
+    return KIND_DOMAINS[kind]
+
+
+def spec_cases(spec, grid: str = "float32"):
+    """Hypothesis strategy of cases for ``spec``: the shape, parameters and integer inputs of one of
+    its (valid, small) catalogue cases, with every floating input redrawn from its kind's domain
+    (subnormals, exact 0 and the bounds included) and rounded to ``grid``."""
+    import hashlib
+
+    from hypothesis import strategies as st
+    from hypothesis.extra import numpy as hnp
+
+    from .spec import Case
+
+    bases = [c for c in spec.cases() if c.raises is None and all(
+        a is None or (0 < a.size <= 64 and np.all(np.isfinite(a))) for a in c.inputs.values())]
+
+    def redraw(base):
+        floating = {a.name: a for a in spec.args if base.inputs.get(a.name) is not None
+                    and base.inputs[a.name].dtype.kind == "f" and a.kind in (*KIND_DOMAINS, "probabilities_or_log_probabilities")}
+
+        def build(values):
+            inputs = dict(base.inputs)
+            for name, v in values.items():
+                lo, hi = _domain(floating[name].kind, base.params)
+                inputs[name] = np.clip(to_grid(v, grid), lo, hi)
+            digest = hashlib.sha1(b"".join(np.ascontiguousarray(v).tobytes() for v in inputs.values()
+                                           if v is not None)).hexdigest()[:12]
+            return Case(f"{base.id}~h{digest}", inputs, base.params, note=f"hypothesis redraw of {base.id}")
+
+        arrays = {name: hnp.arrays(np.float64, base.inputs[name].shape,
+                                   elements=st.floats(*_domain(arg.kind, base.params), allow_subnormal=True))
+                  for name, arg in floating.items()}
+        return st.fixed_dictionaries(arrays).map(build)
+
+    return st.sampled_from(bases).flatmap(redraw)
