@@ -79,10 +79,6 @@ def _div0(c: Array, d: Array) -> Array:
     return _xp(d).where(c == 0, 0.0, c / d)
 
 
-def _cotangent(g: Array, w: Array | None) -> Array:
-    return g if w is None else g * w
-
-
 def _weighted(w: Array | None, v: Array) -> Array:
     """``w·v`` (a zero weight masks an infinite term)."""
     return v if w is None else mul0(w, v)
@@ -133,12 +129,12 @@ def bce(p: Array, y: Array, w: Array | None = None, *, dd: bool = False) -> Arra
 def bce_grads(g: Array, w: Array | None, p: Array, y: Array, *, dd: bool = False) -> tuple[Array, Array]:
     """``g·w·∂ℓ/∂p`` and ``g·w·∂ℓ/∂y`` (``g``: each element's cotangent)."""
     xp = _xp(p)
-    a = _cotangent(g, w)
     interior = (p > 0) & (p < 1)
     # the ratio before the cotangent: a·(p − y) could underflow for subnormal p and y
     dp = xp.where(interior, (p - y) / (p * (1 - p)), _div0(1 - y, 1 - p) - _div0(y, p))
     neg_logit = xp.where(abs(p - 0.5) <= 0.25, xp.log1p((1 - 2 * p) / p), log1m(p) - xp.log(p))
-    gp, gy = mul0(a, dp), mul0(a, _nan_like(y, neg_logit))
+    # the weight last: g·(∂ℓ) is in the normal range, so a tiny weight rounds once, not twice
+    gp, gy = _weighted(w, mul0(g, dp)), _weighted(w, mul0(g, _nan_like(y, neg_logit)))
     lanes = _bce_double(dd, p, y, _DD_TINY)
     if lanes is None:
         return gp, gy
@@ -171,7 +167,8 @@ def bce_logits(x: Array, y: Array, w: Array | None = None, pw: Array | None = No
     """``w·[pw·y·softplus(−x) + (1 − y)·softplus(x)]`` per element."""
     xp = _xp(x)
     sp, sn = softplus_pair(x)
-    plain = _weighted(w, mul0(y if pw is None else pw * y, sn) + mul0(1 - y, sp))
+    pos = mul0(y, sn) if pw is None else mul0(pw, mul0(y, sn))  # pw last: pw·y may be subnormal
+    plain = _weighted(w, pos + mul0(1 - y, sp))
     lanes = _double(dd, x, y)
     if lanes is None:
         return plain
@@ -184,7 +181,6 @@ def bce_logits_grads(g: Array, w: Array | None, x: Array, y: Array, pw: Array | 
     """``g·w·[(1 − y)σ(x) − pw·y·σ(−x)]`` and ``g·w·[pw·softplus(−x) − softplus(x)]`` (``−g·w·x``
     where ``pw = 1``)."""
     xp = _xp(x)
-    a = _cotangent(g, w)
     c, d = 1 - y, (y if pw is None else pw * y)
     s, sm = sigmoid_pair(x)
     # |x| < 1/4: c·σ(x) − d·σ(−x) = ((c − d) − d·m)/(2 + m) (x ≥ 0) or ((c − d) + c·m)/(2 + m) with
@@ -192,13 +188,15 @@ def bce_logits_grads(g: Array, w: Array | None, x: Array, y: Array, pw: Array | 
     m = xp.expm1(-abs(x))
     cd = (1 - 2 * y) if pw is None else c - d
     near0 = xp.where(x >= 0, cd - d * m, cd + c * m) / (2 + m)
-    gx = mul0(a, xp.where(abs(x) < 0.25, near0, mul0(c, s) - mul0(d, sm)))
+    # the weight last: g·(∂ℓ) is in the normal range, so a tiny weight rounds once, not twice
+    pos = mul0(y, sm) if pw is None else mul0(pw, mul0(y, sm))  # pw last: pw·y may be subnormal
+    gx = _weighted(w, mul0(g, xp.where(abs(x) < 0.25, near0, mul0(c, s) - pos)))
     if pw is None:
         dy = -x
     else:  # softplus(|x|) = |x| + softplus(−|x|) split off: exactly −x at pw = 1, |x| never cancels itself
         sp, sn = softplus_pair(x)
         dy = xp.where(x >= 0, mul0(pw - 1, sn) - x, mul0(pw, -x) + mul0(pw - 1, sp))
-    gy = mul0(a, _nan_like(y, dy))
+    gy = _weighted(w, mul0(g, _nan_like(y, dy)))
     lanes = _double(dd, x, y)
     if lanes is None:
         return gx, gy
