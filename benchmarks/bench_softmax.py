@@ -84,7 +84,8 @@ class Accuracy:
             "torch.nn.functional": (F.cross_entropy, "torch", None),
             "ours-numpy": (numpy_impl.cross_entropy, "numpy", numpy_impl.cross_entropy_grad),
         }[impl]
-        report = check(fn, "cross_entropy", fw, grad=grad, dtypes=["float32"], devices=[None if fw == "numpy" else "cpu"])
+        device = None if fw == "numpy" else "cpu"
+        report = check(fn, "cross_entropy", fw, grad=grad, dtypes=["float32"], devices=[device])
         return max(r.max_ulp for r in report.results if r.quantity == "value" and r.max_ulp is not None)
 
     track_max_ulp_cross_entropy_float32.unit = "ULP"

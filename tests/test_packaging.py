@@ -32,3 +32,20 @@ def test_every_family_module_imports():
     assert len(specs.names()) == len(set(specs.names())) >= 4
     for name in ("numpy_impl", "torch_impl"):
         importlib.import_module(f"lossoracle.implementations.{name}")
+
+
+def test_no_module_imports_the_bare_folder_names():
+    """``import reference`` from the repository root would load a second copy of every module
+    (a second registry): only ``lossoracle.*`` and relative imports are allowed."""
+    import ast
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    offenders = []
+    for folder in ("src", "reference", "implementations", "tests", "benchmarks"):
+        for path in (root / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+                offenders += [f"{path.relative_to(root)}: {n}" for n in names
+                              if n.split(".")[0] in ("reference", "implementations")]
+    assert not offenders, offenders

@@ -179,11 +179,12 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
     (a dtype on which every case raises is reported as skipped), on every available device.
 
     ``cases`` restricts the run to these case ids, or supplies Case objects (e.g. hypothesis
-    draws) to run instead of the catalogue. ``conventions`` selects the oracle variant the implementation claims (e.g. PyTorch's BCE
-    log clamp); ``accepts(case)`` returns a reason to skip a case the implementation's
-    documented interface does not cover; ``strict_errors`` requires the exact exception type on
-    bad-input cases (any exception otherwise). ``target`` is the importable path printed in the
-    reproducer command of a deviation (default: the callable's own module and name).
+    draws) to run instead of the catalogue. ``conventions`` selects the oracle variant the
+    implementation claims (e.g. PyTorch's BCE log clamp). ``accepts(case)`` returns a reason to
+    skip a case the implementation's documented interface does not cover. ``strict_errors``
+    requires the exact exception type on bad-input cases (any exception otherwise). ``target``
+    is the importable path printed in the reproducer command of a deviation (default: the
+    callable's own module and name).
     """
     spec = specs.get(loss)
     bk = backend(framework)

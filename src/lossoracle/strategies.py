@@ -109,8 +109,9 @@ def spec_cases(spec, grid: str = "float32"):
         a is None or (0 < a.size <= 64 and np.all(np.isfinite(a))) for a in c.inputs.values())]
 
     def redraw(base):
+        kinds = (*KIND_DOMAINS, "probabilities_or_log_probabilities")
         floating = {a.name: a for a in spec.args if base.inputs.get(a.name) is not None
-                    and base.inputs[a.name].dtype.kind == "f" and a.kind in (*KIND_DOMAINS, "probabilities_or_log_probabilities")}
+                    and base.inputs[a.name].dtype.kind == "f" and a.kind in kinds}
 
         def build(values):
             inputs = dict(base.inputs)
