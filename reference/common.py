@@ -24,7 +24,8 @@ def class_last(a: np.ndarray, dim: int) -> np.ndarray:
 def rows(x: np.ndarray, dim: int) -> tuple[np.ndarray, tuple[int, ...]]:
     """Exact mpf rows ``(M, C)`` with the class axis last, and the shape of the other axes."""
     xl = class_last(to_mp(x), dim)
-    return xl.reshape(-1, xl.shape[-1]), xl.shape[:-1]
+    lead = xl.shape[:-1]
+    return xl.reshape(int(np.prod(lead)), xl.shape[-1]), lead  # (also for C = 0)
 
 
 def reduce(values: np.ndarray, reduction: str, denominator=None):
@@ -41,11 +42,3 @@ def reduce(values: np.ndarray, reduction: str, denominator=None):
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     den = mpmath.mpf(values.size) if denominator is None else denominator
     return mpmath.nan if den == 0 else total / den
-
-
-def reduction_scale(values: np.ndarray, reduction: str, denominator=None) -> np.ndarray:
-    """The cotangent each element receives from the reduction, as mpf (``1`` or ``1/den``)."""
-    if reduction == "mean":
-        den = mpmath.mpf(values.size) if denominator is None else denominator
-        return mpmath.nan if den == 0 else 1 / den
-    return mpmath.mpf(1)

@@ -76,7 +76,7 @@ from lossoracle.mpfuncs import exact_sub, mp_array, mp_sum, to_mp, workprec
 from lossoracle.spec import Arg, Budget, Case, Convention, Region, Spec
 from lossoracle.strategies import GRIDS, logits, probabilities, rng_for, to_grid
 
-from .common import class_last
+from .common import class_last, rows
 
 _NAN, _INF = mpmath.nan, mpmath.inf
 KL_REDUCTIONS = ("none", "sum", "mean", "batchmean")
@@ -84,11 +84,6 @@ KL_REDUCTIONS = ("none", "sum", "mean", "batchmean")
 
 def _isnan(*xs) -> bool:
     return any(mpmath.isnan(x) for x in xs)
-
-
-def _diff(a: mpf, b: mpf) -> mpf:
-    """``a − b`` without rounding for finite inputs (``t − input`` must not lose a tiny ``t``)."""
-    return exact_sub(a, b) if mpmath.isfinite(a) and mpmath.isfinite(b) else a - b
 
 
 def _log(x: mpf) -> mpf:
@@ -123,13 +118,6 @@ def _normalized(row: list) -> tuple[list, mpf]:
     """The row divided by its sum (NaN entries for a zero sum), and the sum."""
     s = mp_sum(row)
     return [x / s if s != 0 else _NAN for x in row], s
-
-
-def rows(x, dim: int) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Exact mpf rows ``(M, C)`` with ``dim`` last (also for ``C = 0``), and the other axes' shape."""
-    xl = class_last(to_mp(x), dim)
-    lead = xl.shape[:-1]
-    return xl.reshape(int(np.prod(lead)), xl.shape[-1]), lead
 
 
 def _rowwise(x, dim: int, fn) -> np.ndarray:
@@ -194,7 +182,7 @@ def _kl_div_summands(x: mpf, t: mpf, log_target: bool) -> list[mpf]:
     if _isnan(x, t):
         return [_NAN]
     if log_target:
-        return [mpf(0)] if t == -_INF else _exp_times(t, _diff(t, x))
+        return [mpf(0)] if t == -_INF else _exp_times(t, exact_sub(t, x))
     if t < 0:
         return [_NAN]
     if t == 0:
@@ -238,10 +226,10 @@ def _kl_div_target_grad(x: mpf, t: mpf, log_target: bool, zero_target_grad: str)
     if log_target:
         if t == -_INF:
             return mpf(0) if mpmath.isfinite(x) else _NAN
-        return mp_sum(_exp_times(t, mpmath.fadd(_diff(t, x), 1, exact=True)))
+        return mp_sum(_exp_times(t, mpmath.fadd(exact_sub(t, x), 1, exact=True)))
     if t == 0 and zero_target_grad == "nan":
         return _NAN
-    return _log(t) + _diff(mpf(1), x)  # log 0 = −∞: −∞ for finite x, NaN for x = −∞ (∞ − ∞)
+    return _log(t) + exact_sub(mpf(1), x)  # log 0 = −∞: −∞ for finite x, NaN for x = −∞ (∞ − ∞)
 
 
 def kl_div_grad(grad_output, input, target, reduction: str = "mean", log_target: bool = False,

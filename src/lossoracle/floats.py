@@ -49,10 +49,6 @@ class FloatFormat:
         """Largest finite value ``(2 − 2^(1−p))·2^emax``."""
         return math.ldexp(2.0 - math.ldexp(1.0, 1 - self.p), self.emax)
 
-    @property
-    def quantum_min(self) -> int:
-        """Exponent of the smallest subnormal, ``emin − p + 1``."""
-        return self.emin - self.p + 1
 
 
 FORMATS: dict[str, FloatFormat] = {

@@ -7,7 +7,6 @@ error is measured in.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,10 +48,6 @@ def _split(spec: Spec, case: Case, make: Callable[[str, np.ndarray], Any]):
 
 class TorchBackend:
     name = "torch"
-
-    @staticmethod
-    def available() -> bool:
-        return importlib.util.find_spec("torch") is not None
 
     @staticmethod
     def devices() -> list[str]:
@@ -97,10 +92,6 @@ class NumpyBackend:
     name = "numpy"
 
     @staticmethod
-    def available() -> bool:
-        return True
-
-    @staticmethod
     def devices() -> list[None]:
         return [None]
 
@@ -124,10 +115,6 @@ class NumpyBackend:
 
 class JaxBackend:
     name = "jax"
-
-    @staticmethod
-    def available() -> bool:
-        return importlib.util.find_spec("jax") is not None
 
     @staticmethod
     def devices() -> list[str]:

@@ -18,8 +18,8 @@ import numpy as np
 from mpmath import mp, mpf
 
 __all__ = [
-    "ORACLE_PREC", "precision", "workprec", "to_mp", "exact_sub", "xlogy", "log1pexp", "softplus",
-    "log_sigmoid", "sigmoid", "logsumexp", "log1mexp", "mp_array", "mp_sum",
+    "ORACLE_PREC", "precision", "workprec", "to_mp", "exact_sub", "log1pexp", "sigmoid", "mp_array", "mp_sum",
+    "SoftmaxRow", "stable",
 ]
 
 ORACLE_PREC = 192
@@ -59,8 +59,9 @@ def mp_array(values: list, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def exact_sub(a: mpf, b: mpf) -> mpf:
-    """``a − b`` without rounding (inputs are binary floats, so the result is a finite binary)."""
-    return mpmath.fsub(a, b, exact=True)
+    """``a − b`` without rounding for finite operands (binary floats: the result is a finite
+    binary); the extended-real difference (inf, NaN) otherwise."""
+    return mpmath.fsub(a, b, exact=True) if mpmath.isfinite(a) and mpmath.isfinite(b) else a - b
 
 
 def mp_sum(values) -> mpf:
@@ -74,13 +75,6 @@ def mp_sum(values) -> mpf:
     return +total
 
 
-def xlogy(x: mpf, y: mpf) -> mpf:
-    """``x·log y`` with ``0·log y = 0`` for every ``y`` (including 0), as SciPy defines it."""
-    if x == 0 and not mpmath.isnan(y):
-        return mpf(0)
-    return x * mpmath.log(y)
-
-
 def log1pexp(x: mpf) -> mpf:
     """``log(1 + e^x)`` (softplus) without overflow for large x."""
     if x > 0:
@@ -88,36 +82,10 @@ def log1pexp(x: mpf) -> mpf:
     return mpmath.log1p(mpmath.exp(x))
 
 
-softplus = log1pexp
-
-
-def log_sigmoid(x: mpf) -> mpf:
-    """``log σ(x) = −softplus(−x)``."""
-    return -log1pexp(-x)
-
 
 def sigmoid(x: mpf) -> mpf:
     """``σ(x) = 1/(1 + e^{−x})``."""
     return 1 / (1 + mpmath.exp(-x))
-
-
-def log1mexp(a: mpf) -> mpf:
-    """``log(1 − e^{a})`` for ``a ≤ 0`` (Mächler's switch at −log 2)."""
-    if a > -mpmath.log(2):
-        return mpmath.log(-mpmath.expm1(a))
-    return mpmath.log1p(-mpmath.exp(a))
-
-
-def logsumexp(xs) -> mpf:
-    """``log Σ e^{x_j}`` shifted by the maximum; −inf for an empty or all −inf row."""
-    xs = list(xs)
-    finite = [x for x in xs if x != mpmath.ninf]
-    if not finite:
-        return mpmath.ninf
-    m = max(finite)
-    if mpmath.isinf(m) or mpmath.isnan(m):
-        return m
-    return m + mpmath.log(mp_sum(mpmath.exp(exact_sub(x, m)) for x in finite))
 
 
 class SoftmaxRow:

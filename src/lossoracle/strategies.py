@@ -10,8 +10,6 @@ contain the grid (``Case.dtypes()`` decides):
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
-
 import numpy as np
 
 __all__ = ["GRIDS", "to_grid", "rng_for", "logits", "probabilities", "class_indices", "LADDERS"]
@@ -48,8 +46,8 @@ def logits(rng: np.random.Generator, shape: tuple[int, ...], grid: str, scale: f
     return to_grid(x, grid)
 
 
-def probabilities(rng: np.random.Generator, shape: tuple[int, ...], grid: str, axis: int | None = None) -> np.ndarray:
-    """Probabilities in [0, 1] (log-uniform near 0 and 1 too); rows along ``axis`` not normalised."""
+def probabilities(rng: np.random.Generator, shape: tuple[int, ...], grid: str) -> np.ndarray:
+    """Probabilities in [0, 1] (log-uniform near 0 and 1 too); rows not normalised."""
     u = rng.random(shape)
     tiny = np.exp(-rng.random(shape) * 30.0)
     p = np.where(rng.random(shape) < 0.2, tiny, u)
@@ -59,13 +57,6 @@ def probabilities(rng: np.random.Generator, shape: tuple[int, ...], grid: str, a
 
 def class_indices(rng: np.random.Generator, shape: tuple[int, ...], n_classes: int) -> np.ndarray:
     return rng.integers(0, n_classes, size=shape).astype(np.int64)
-
-
-def ladder(values: list[float]) -> Iterator[float]:
-    """The named edge values, each with its negation."""
-    for v in values:
-        yield v
-        yield -v
 
 
 LADDERS: dict[str, tuple[float, ...]] = {
