@@ -1,5 +1,5 @@
 """asv: sigmoid focal loss forward + backward — ours (fused) against the torchvision-style
-composition, reusing the cases of ``benchmarks/focal_ratio.py``; plus max-ULP accuracy tracking."""
+composition, reusing the cases of ``benchmarks/focal_ratio.py`` (accuracy: ``bench_accuracy``)."""
 
 try:
     import torch
@@ -32,23 +32,3 @@ class SigmoidFocal:
 
     def peakmem_forward_backward(self, variant, n, device):
         self.step(self.x, self.y)
-
-
-class FocalAccuracy:
-    params = (["ours-torch", "ours-numpy"],)
-    param_names = ["impl"]
-    timeout = 600
-
-    def setup(self, impl):
-        if torch is None:
-            raise NotImplementedError
-
-    def track_max_ulp_sigmoid_focal_float32(self, impl):
-        from lossoracle import catalog
-
-        framework = "torch" if impl == "ours-torch" else "numpy"
-        entry = next(i for i in catalog.implementations("sigmoid_focal_loss") if i.ours and i.framework == framework)
-        report = catalog.run(entry, dtypes=["float32"])
-        return max(r.max_ulp for r in report.results if r.max_ulp is not None)
-
-    track_max_ulp_sigmoid_focal_float32.unit = "ULP"

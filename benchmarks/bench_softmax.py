@@ -1,4 +1,5 @@
-"""asv: softmax cross-entropy speed (forward + backward), memory, and accuracy over commits.
+"""asv: softmax cross-entropy speed (forward + backward) and memory over commits (accuracy:
+``bench_accuracy``).
 
 Data is built in ``setup`` from a fixed seed (append-only: never change an existing dataset).
 Imports are guarded so older commits without a module still load; unsupported combinations
@@ -63,29 +64,3 @@ class CrossEntropy:
 
     def peakmem_forward_backward(self, impl, shape, device):
         self.run()
-
-
-class Accuracy:
-    """Max ULP error (value, float32) over the spec's cases: tracked next to speed."""
-
-    params = (["ours-torch", "torch.nn.functional", "ours-numpy"],)
-    param_names = ["impl"]
-    timeout = 300
-
-    def setup(self, impl):
-        if torch is None:
-            raise NotImplementedError
-
-    def track_max_ulp_cross_entropy_float32(self, impl):
-        from lossoracle import check
-
-        fn, fw, grad = {
-            "ours-torch": (torch_impl.cross_entropy, "torch", None),
-            "torch.nn.functional": (F.cross_entropy, "torch", None),
-            "ours-numpy": (numpy_impl.cross_entropy, "numpy", numpy_impl.cross_entropy_grad),
-        }[impl]
-        device = None if fw == "numpy" else "cpu"
-        report = check(fn, "cross_entropy", fw, grad=grad, dtypes=["float32"], devices=[device])
-        return max(r.max_ulp for r in report.results if r.quantity == "value" and r.max_ulp is not None)
-
-    track_max_ulp_cross_entropy_float32.unit = "ULP"
