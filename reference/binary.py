@@ -36,8 +36,8 @@ sigmoids meet near ``x = 0``, and splits ``softplus(|x|) = |x| + softplus(−|x|
 ``|x|`` never cancels against itself. Genuine cancellation remains in
 ``(1 − y)·σ(x) − pw·y·σ(−x)`` and ``pw·softplus(−x) − softplus(x)`` for soft targets (a float
 implementation is accurate to eps times the terms there), and in ``log(1 − p) − log p`` as
-computed by libraries near ``p = 1/2``; the spec grades those quantities scale-accurately (the
-scale functions and the Budget regions).
+computed by libraries near ``p = 1/2``; the grading's condition numbers (:mod:`lossoracle.conditioning`)
+say how much of that cancellation is genuine.
 """
 
 from __future__ import annotations
@@ -45,10 +45,9 @@ from __future__ import annotations
 import mpmath
 import numpy as np
 from mpmath import mpf
-from scipy.special import expit
 
 from lossoracle.mpfuncs import exact_sub, log1pexp, mp_array, sigmoid, to_mp, workprec
-from lossoracle.spec import Arg, Budget, Case, Convention, Region, Spec
+from lossoracle.spec import Arg, Case, Convention, Spec
 from lossoracle.strategies import GRIDS, logits, probabilities, rng_for, to_grid
 
 from .common import REDUCTIONS, reduce
@@ -224,62 +223,7 @@ def binary_cross_entropy_with_logits_grad(grad_output, input, target, weight=Non
 
 
 # ----------------------------------------------------------------------------------------------
-# Natural scales (scale-accurate grading) and reduction sizes
-
-
-def _cotangent_weight(inputs, params, grad_output) -> np.ndarray:
-    """``|a_i·w_i|`` per element in float64 (``a/numel`` under mean)."""
-    shape = np.shape(inputs["input"])
-    a = np.abs(np.asarray(grad_output, dtype=np.float64))
-    if params.get("reduction", "mean") == "mean":
-        a = a / max(int(np.prod(shape)), 1)
-    w = inputs.get("weight")
-    w = 1.0 if w is None else np.abs(np.asarray(w, dtype=np.float64))
-    return np.broadcast_to(a * w, shape)
-
-
-def _times(c, s: np.ndarray) -> np.ndarray:
-    """``c·s`` with a zero factor (masked element, zero coefficient) giving 0 even where ``s`` is infinite."""
-    with np.errstate(invalid="ignore"):
-        return np.where(np.asarray(c) == 0, 0.0, c * s)
-
-
-def _bce_scale(quantity, inputs, params, exact, grad_output):
-    """Target gradient only: ``|a·w|·(|log p| + |log(1 − p)|)`` (clamped like the gradient) — the
-    accuracy of the usual evaluation as a difference of two logarithms (or of ``log(p/(1 − p))``),
-    which cancels near ``p = 1/2``. Values and input gradients have no inherent cancellation:
-    graded in ULPs only."""
-    if quantity != "grad:target" or np.size(inputs["input"]) == 0:
-        return None
-    p = np.asarray(inputs["input"], dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        logs = np.abs(np.log(p)), np.abs(np.log1p(-p))
-    floor = params.get("log_floor")
-    if floor is not None and params.get("grad_floor") is None:
-        logs = tuple(np.minimum(v, -floor) for v in logs)
-    return _times(_cotangent_weight(inputs, params, grad_output), logs[0] + logs[1])
-
-
-def _softplus64(x: np.ndarray) -> np.ndarray:
-    return np.logaddexp(0.0, x)
-
-
-def _bcel_scale(quantity, inputs, params, exact, grad_output):
-    """Input gradient: ``|a·w|·[(1 − y)σ(x) + |pw|·y·σ(−x)]``; target gradient:
-    ``|a·w|·[|pw|·softplus(−x) + softplus(x)]`` — the sums of the magnitudes of the two terms,
-    which cancel inherently for soft targets (σ and softplus are transcendental, so each term
-    carries a rounding error). Values are sums of non-negative terms: graded in ULPs only."""
-    if quantity == "value" or np.size(inputs["input"]) == 0:
-        return None
-    x = np.asarray(inputs["input"], dtype=np.float64)
-    y = np.asarray(inputs["target"], dtype=np.float64)
-    pw = inputs.get("pos_weight")
-    pw = 1.0 if pw is None else np.abs(np.asarray(pw, dtype=np.float64))
-    aw = _cotangent_weight(inputs, params, grad_output)
-    with np.errstate(invalid="ignore"):
-        if quantity == "grad:input":
-            return _times(aw, (1.0 - y) * expit(x) + pw * y * expit(-x))
-        return _times(aw, _times(pw, _softplus64(-x)) + _softplus64(x))
+# Reduction sizes (the log2(n) allowance)
 
 
 def _reduced_terms(inputs, params) -> int:
@@ -440,7 +384,7 @@ def _bcel_cases() -> list[Case]:
     for grid in GRIDS:
         x0 = to_grid(np.array([np.log(1 / 3), -np.log(1 / 3), np.log(1 / 3) - 2.0**-20]), grid)
         cases.append(_case(f"soft_gradient_cancels_{grid}", x0, [0.25, 0.75, 0.25], reduction="none",
-                           note="σ(x) ≈ y: the input gradient cancels inherently (scale-accurate)"))
+                           note="σ(x) ≈ y: the input gradient cancels inherently (ill-conditioned)"))
         for i, (red, soft, w, pw) in enumerate([("mean", False, False, False), ("sum", True, True, False),
                                                 ("none", True, False, True), ("mean", True, True, True)]):
             rg = rng_for("binary_cross_entropy_with_logits", grid, i)
@@ -456,44 +400,6 @@ def _bcel_cases() -> list[Case]:
     return cases
 
 
-_BCE_BUDGET = Budget(regions=(
-    "target gradient log((1 − p)/p) near p = 1/2: libraries subtract two logarithms (or take the log of "
-    "p/(1 − p)), which is accurate to eps·(|log p| + |log(1 − p)|) — graded scale-accurate there; ours "
-    "evaluates log1p((1 − 2p)/p) (1 − 2p exact; float64 with guard bits) and stays within the ULP budget.",
-    "float64: ours evaluates in long double (NumPy, and torch on the CPU) or double-double (CUDA) and "
-    "rounds once (about 0.5 ULP); float16/bfloat16 are computed in float32 (torch) or float64 (NumPy) and "
-    "rounded once, so the budget applies unchanged.",
-))
-
-
-def _soft_target_input_gradient(case: Case, quantity: str) -> bool:
-    y = case.inputs.get("target")
-    return quantity == "grad:input" and y is not None and bool(np.any((y > 0) & (y < 1)))
-
-
-def _pos_weight_target_gradient(case: Case, quantity: str) -> bool:
-    pw = case.inputs.get("pos_weight")
-    return quantity == "grad:target" and pw is not None and bool(np.any(pw != 1))
-
-
-_BCEL_BUDGET = Budget(regions=(
-    Region("soft_target_input_gradient", "soft targets: the input gradient (1 − y)σ(x) − pw·y·σ(−x) cancels "
-           "genuinely where σ(x) ≈ pw·y/(pw·y + 1 − y); each term is a rounded transcendental, so a float "
-           "evaluation is accurate to eps times the terms' magnitude, not to the result (scale = "
-           "|a·w|·[(1 − y)σ(x) + pw·y·σ(−x)]). Ours: float64 carries guard bits (11 in long double, about 50 "
-           "in double-double) and stays faithful unless the terms cancel by more than about 2^8 (2^45); "
-           "float32 (torch) and float16 (NumPy, in float64) compute each term to a few ULP, so the error there "
-           "is within the 8·eps·scale criterion; near x = 0 the form ((c − d) − d·m)/(2 + m), "
-           "m = expm1(−|x|), keeps y = 1/2 exact", _soft_target_input_gradient),
-    Region("pos_weight_target_gradient", "pos_weight ≠ 1: the target gradient pw·softplus(−x) − softplus(x) "
-           "cancels genuinely where the two match (scale = |a·w|·[pw·softplus(−x) + softplus(x)]); with "
-           "pw = 1 it is exactly −x. Ours as for the input gradient", _pos_weight_target_gradient),
-    "hard targets: σ(x) − 1 is evaluated as −σ(−x) and 1 − y exactly, so |x| = 40 … 1e4 stays faithful.",
-    "float64: ours evaluates in long double (NumPy, and torch on the CPU) or double-double (CUDA) and "
-    "rounds once; float16/bfloat16 are computed in float32 (torch) or float64 (NumPy), float32 in NumPy in "
-    "float64, each rounded once, so the budget applies unchanged.",
-))
-
 SPECS = (
     Spec(
         name="binary_cross_entropy",
@@ -507,7 +413,6 @@ SPECS = (
         oracle=binary_cross_entropy,
         gradient=binary_cross_entropy_grad,
         cases=_bce_cases,
-        budget=_BCE_BUDGET,
         conventions=(
             Convention("log_floor", None, "clamp each logarithm below at this value (PyTorch: −100, so one "
                                           "element's loss is at most 100·w); None: exact logarithms"),
@@ -515,7 +420,6 @@ SPECS = (
                                            "w(p − y)/max(p(1 − p), grad_floor) and w·log((1 − p)/p) (PyTorch: "
                                            "1e-12); None: the derivative of the forward as specified"),
         ),
-        scale=_bce_scale,
         reduced_terms=_reduced_terms,
         edge_notes=("p = 0 with y > 0, or p = 1 with y < 1: +inf (PyTorch: 100); gradient ±inf (PyTorch: ±1e12)",
                     "an empty mean is NaN; NaN input gives NaN (PyTorch raises instead)",
@@ -536,8 +440,6 @@ SPECS = (
         oracle=binary_cross_entropy_with_logits,
         gradient=binary_cross_entropy_with_logits_grad,
         cases=_bcel_cases,
-        budget=_BCEL_BUDGET,
-        scale=_bcel_scale,
         reduced_terms=_reduced_terms,
         edge_notes=("x = ±inf: the limits (0 or +inf; gradient 0 or ±1); PyTorch gives NaN (pytorch#102894)",
                     "an empty mean is NaN; NaN input gives NaN",

@@ -29,11 +29,10 @@ import numpy as np
 from mpmath import mpf
 
 from lossoracle.mpfuncs import SoftmaxRow, mp_array, mp_sum, to_mp, workprec
-from lossoracle.spec import Arg, Budget, Case, Region, Spec
+from lossoracle.spec import Arg, Case, Spec
 from lossoracle.strategies import GRIDS, class_indices, logits, probabilities, rng_for
 
-from .common import class_last, is_floating, reduce, rows
-from .softmax import row_abs_max
+from .common import is_floating, reduce, rows
 
 
 def _class_dim(x) -> int:
@@ -148,45 +147,7 @@ def nll_loss_grad(grad_output, input, target, weight=None, ignore_index: int = -
 
 
 # ----------------------------------------------------------------------------------------------
-# Natural scales (scale-accurate grading) and reduction sizes
-
-
-def _row_factors(inputs, params):
-    """Per-row |β|-sum ``B_i`` (0 for ignored rows) in float64, and the reduction denominator."""
-    x, t = inputs["input"], inputs["target"]
-    dim = _class_dim(x)
-    C = np.shape(x)[dim]
-    w = np.ones(C) if inputs.get("weight") is None else np.abs(np.asarray(inputs["weight"], dtype=np.float64))
-    eps = float(params.get("label_smoothing", 0.0))
-    if _is_probability_target(x, t):
-        q = (1 - eps) * np.abs(class_last(t, dim)) + eps / C
-        return (q * w).sum(-1), float(np.prod(q.shape[:-1]))
-    t = np.asarray(t)
-    valid = t != params.get("ignore_index", -100)
-    wy = np.where(valid, w[np.where(valid, t, 0)], 0.0)
-    B = np.where(valid, (1 - eps) * wy + eps / C * w.sum(), 0.0)
-    return B, wy.sum()
-
-
-def _scale(quantity, inputs, params, exact, grad_output):
-    """Value: ``Σ_i B_i·max_c|x_ic|`` reduced like the loss (a sound log-sum-exp's error when
-    the loss is tiny); input gradient: ``|a_i|·B_i·max_c|x_ic|``; target gradient: the same with
-    the class weight."""
-    x = inputs["input"]
-    if np.size(x) == 0:
-        return None
-    dim = _class_dim(x)
-    B, den = _row_factors(inputs, params)
-    m = np.squeeze(row_abs_max(x, dim), axis=dim)
-    reduction = params.get("reduction", "mean")
-    s = B * m
-    if quantity == "value":
-        if reduction == "none":
-            return s
-        return s.sum() / (den if reduction == "mean" and den else 1.0)
-    g = np.abs(np.asarray(grad_output, dtype=np.float64))
-    a = g / den if (reduction == "mean" and den) else g
-    return np.expand_dims(np.broadcast_to(a * s, B.shape), dim)
+# Reduction sizes (the log2(n) allowance)
 
 
 def _reduced_terms(inputs, params) -> int:
@@ -314,20 +275,6 @@ def _nll_cases() -> list[Case]:
     return _shared_cases("nll_loss", with_smoothing=False)
 
 
-def _soft_coefficients(case: Case, quantity: str) -> bool:
-    t = case.inputs.get("target")
-    return quantity.startswith("grad") and (
-        case.params.get("label_smoothing", 0.0) > 0 or (t is not None and t.dtype.kind == "f"))
-
-
-_BUDGET = Budget(regions=(
-    "float16/bfloat16 values and gradients are graded in the output dtype; our implementations compute "
-    "them in float32 and round once, so the same ULP budget applies.",
-    Region("soft_coefficients", "with label smoothing or probability targets the logit gradient "
-           "B·p_j − β_j cancels genuinely where p_j ≈ β_j/B (the prediction matches the smoothed target); "
-           "both products are accurate, their difference only to eps·B·p_j", _soft_coefficients),
-))
-
 SPECS = (
     Spec(
         name="cross_entropy",
@@ -343,8 +290,6 @@ SPECS = (
         oracle=cross_entropy,
         gradient=cross_entropy_grad,
         cases=_ce_cases,
-        budget=_BUDGET,
-        scale=_scale,
         reduced_terms=_reduced_terms,
         edge_notes=("all targets ignored or an empty batch under mean: NaN (0/0); ignored rows receive no "
                     "cotangent, so the gradient is 0",
@@ -364,7 +309,6 @@ SPECS = (
         oracle=nll_loss,
         gradient=nll_loss_grad,
         cases=_nll_cases,
-        budget=_BUDGET,
         reduced_terms=_reduced_terms,
         edge_notes=("all targets ignored or an empty batch under mean: NaN (0/0)",),
     ),

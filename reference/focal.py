@@ -63,7 +63,7 @@ import numpy as np
 from mpmath import mpf
 
 from lossoracle.mpfuncs import SoftmaxRow, log1pexp, mp_array, mp_sum, sigmoid, to_mp, workprec
-from lossoracle.spec import Arg, Budget, Case, Convention, Region, Spec
+from lossoracle.spec import Arg, Case, Convention, Spec
 from lossoracle.strategies import GRIDS, LADDERS, class_indices, logits, probabilities, rng_for
 
 from .common import class_last
@@ -321,86 +321,7 @@ def softmax_focal_loss_grad(grad_output, input, target, alpha=None, gamma: float
 
 
 # ----------------------------------------------------------------------------------------------
-# Natural scales (scale-accurate grading) and reduction sizes
-
-
-def _f64(a) -> np.ndarray:
-    return np.asarray(a, dtype=np.float64)
-
-
-def _signed_gradient(case: Case, quantity: str) -> bool:
-    y = case.inputs.get("targets")
-    soft = y is not None and bool(np.any((y > 0) & (y < 1)))
-    return quantity == "grad:targets" or (quantity == "grad:inputs" and soft)
-
-
-def _sigmoid_scale(quantity, inputs, params, exact, grad_output):
-    """Gradients only — the value is a product of non-negative terms, graded in ULPs.
-
-    Where a gradient is a sum of terms of opposite sign, a float evaluation of the terms
-    loses ``eps·Σ|terms|`` absolutely, whatever the care taken: ``∂ℓ/∂x`` for soft targets
-    (it vanishes at the minimum over x), and ``∂ℓ/∂y`` everywhere (α_t's slope against the BCE
-    slope). The scale is ``|cotangent|·Σ|terms|``; hard-target ``∂ℓ/∂x`` has terms of one sign
-    and gets scale 0 (ULPs only).
-    """
-    if quantity == "value" or np.size(inputs["inputs"]) == 0:
-        return None
-    x, y = _f64(inputs["inputs"]), _f64(inputs["targets"])
-    gamma, alpha, p_t = float(params.get("gamma", 2.0)), params.get("alpha", 0.25), params.get("p_t", "linear")
-    on = alpha is not None and alpha >= 0
-    a = float(alpha) if on else 1.0
-    at = a * y + (1 - a) * (1 - y) if on else np.ones_like(y)
-    with np.errstate(all="ignore"):
-        s, sb = 1 / (1 + np.exp(-x)), 1 / (1 + np.exp(x))
-        spn, spp = np.logaddexp(0, -x), np.logaddexp(0, x)
-        B = y * spn + (1 - y) * spp
-        if p_t == "per_term":
-            b = (1 - a) if on else 1.0
-            fn, fp = sb**gamma, s**gamma
-            tx = y * a * fn * (gamma * s * spn + sb) + (1 - y) * b * fp * (gamma * sb * spp + s)
-            ty = a * fn * spn + b * fp * spp
-        else:
-            q, dqx, dqy = (1 - y) * s + y * sb, np.abs(1 - 2 * y) * s * sb, np.abs(sb - s)
-            if p_t == "sign":
-                z = x * (1 - 2 * y)
-                q, dqy = 1 / (1 + np.exp(-z)), 2 * np.abs(x) / (2 + np.exp(z) + np.exp(-z))
-                dqx = np.abs(1 - 2 * y) / (2 + np.exp(z) + np.exp(-z))
-            qg = q**gamma
-            rat = np.where(q > 0, gamma * q ** (gamma - 1), 0.0) if gamma else 0.0
-            tx = at * (rat * dqx * B + qg * (s + y))
-            ty = (abs(2 * a - 1) if on else 0.0) * qg * B + at * (rat * dqy * B + qg * np.abs(x))
-    w = _f64(_sigmoid_weights(inputs["targets"], params.get("reduction", "none"),
-                              params.get("mean_over", "elements"), params.get("sum_rule", "plain")))
-    cot = np.abs(np.broadcast_to(_f64(grad_output), x.shape) * w)
-    if quantity == "grad:inputs":
-        soft = (y != 0) & (y != 1)
-        return np.nan_to_num(np.where(soft, cot * tx, 0.0), nan=0.0, posinf=0.0)
-    return np.nan_to_num(cot * ty, nan=0.0, posinf=0.0)
-
-
-def _row_spread(x) -> np.ndarray:
-    """``max(1, max_j |x_j − max_c x_c|)`` per position over finite logits, shape (N, d1, …)."""
-    a = class_last(_f64(x), 1)
-    fin = np.where(np.isfinite(a), a, np.nan)
-    with np.errstate(all="ignore"):
-        spread = np.nanmax(fin, -1, initial=-np.inf) - np.nanmin(fin, -1, initial=np.inf) if a.size else a
-    return np.maximum(np.nan_to_num(spread, nan=0.0, posinf=0.0, neginf=0.0), 1.0) if a.size else np.ones(a.shape[:-1])
-
-
-def _softmax_scale(quantity, inputs, params, exact, grad_output):
-    """``|exact|·(2 + γ)·D``, ``D = max(1, max_j |x_j − max_c x_c|)`` (per row; the largest for a
-    reduced value): the exponentials of a float softmax see ``x_j − m`` rounded, a relative error
-    up to ``eps·D`` in each ``e_j`` that ``u^γ`` multiplies by γ. Nothing else is excused — a
-    ``1 − p`` formed by subtraction, or a ``log p`` from a rounded log-sum-exp, still deviates."""
-    x = inputs["input"]
-    if np.size(x) == 0:
-        return None
-    D = _row_spread(x)
-    k = 2.0 + float(params.get("gamma", 2.0))
-    ex = np.abs(np.nan_to_num(_f64(exact), nan=0.0, posinf=0.0, neginf=0.0))
-    if quantity == "value":
-        return ex * k * (D if np.ndim(exact) else D.max())
-    return ex * k * np.expand_dims(D, 1)
+# Reduction sizes (the log2(n) allowance)
 
 
 def _elements(inputs, params) -> int:
@@ -600,17 +521,7 @@ SPECS = (
         oracle=sigmoid_focal_loss,
         gradient=sigmoid_focal_loss_grad,
         cases=_sigmoid_cases,
-        budget=Budget(regions=(
-            "float16/bfloat16 and float32 are computed in a wider type and rounded once, so the default "
-            "budgets hold everywhere, the saturated tails included.",
-            Region("signed_gradients", "∂ℓ/∂y (α_t's slope against the BCE slope), and ∂ℓ/∂x for soft targets "
-                   "(it vanishes at the minimum over x), are sums of terms of opposite sign: where they cancel "
-                   "genuinely, evaluating the terms in the compute type is accurate to eps·Σ|terms| (the "
-                   "spec's scale), not to the result — found by the hypothesis test on float32 for "
-                   "σ(x) ≈ y (1.5e6 ULP, absolute error 2^-57 of the terms)", _signed_gradient),
-        )),
         conventions=_SIG_CONVENTIONS,
-        scale=_sigmoid_scale,
         reduced_terms=_elements,
         edge_notes=("γ < 1 at saturated logits: the gradient's limit is 0 (finite), not NaN",
                     "mean of an empty tensor: NaN; α = −1 disables α_t",
@@ -626,12 +537,7 @@ SPECS = (
         oracle=softmax_focal_loss,
         gradient=softmax_focal_loss_grad,
         cases=_softmax_cases,
-        budget=Budget(regions=(
-            "float16/bfloat16 and float32 are computed in a wider type and rounded once, so the default "
-            "budgets hold everywhere, the confident tails included.",
-        )),
         conventions=_SM_CONVENTIONS,
-        scale=_softmax_scale,
         reduced_terms=_positions,
         edge_notes=("all targets ignored or an empty batch under mean: NaN (0/0); gradient 0",
                     "a single class: p = 1, the loss and its gradient are 0",

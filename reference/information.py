@@ -54,13 +54,6 @@ elements cancels where ``t`` is tiny. The oracle forms ``log(p/q)`` from the exa
 summand of the exact reduction), ``e^t·d`` as ``d + expm1(t)·d`` for ``|t| < 1``; it works at 192
 bits and :func:`lossoracle.mpfuncs.stable` re-runs it at doubled precision until the float64
 roundings agree.
-
-Natural scales (scale-accurate grading, DESIGN.md: ``|got − exact| ≤ k·eps_T·scale``): the error a
-sound float evaluation of the textbook formula commits when each logarithm and product is
-rounded once — ``Σ|p log p|`` for entropy; ``Σ p(|log p| + |input|)`` for ``kl_div``
-(``Σ e^t|t − input|`` with ``log_target``); ``Σ p(|log p| + |log q| + 1)`` for KL (the ``+1``:
-``log`` of a rounded ratio ``p/q``), ``+ Σ(p + q)`` generalized; normalized rows add 1 per
-normalized argument (the rounding of the division by the row sum).
 """
 
 from __future__ import annotations
@@ -73,10 +66,10 @@ import numpy as np
 from mpmath import mpf
 
 from lossoracle.mpfuncs import exact_sub, mp_array, mp_sum, to_mp, workprec
-from lossoracle.spec import Arg, Budget, Case, Convention, Region, Spec
+from lossoracle.spec import Arg, Case, Convention, Spec
 from lossoracle.strategies import GRIDS, logits, probabilities, rng_for, to_grid
 
-from .common import class_last, rows
+from .common import rows
 
 _NAN, _INF = mpmath.nan, mpmath.inf
 KL_REDUCTIONS = ("none", "sum", "mean", "batchmean")
@@ -315,88 +308,7 @@ def kl_divergence_grad(grad_output, p, q, dim: int = -1, generalized: bool = Fal
 
 
 # ----------------------------------------------------------------------------------------------
-# Natural scales and reduction sizes (float64 arithmetic on the inputs: a scale, not a value)
-
-
-def _abslog(x: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.abs(np.log(x))
-
-
-def _where_p(p: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``v`` with the ``p = 0`` terms set to 0 (they are exactly 0, whatever ``v``)."""
-    with np.errstate(invalid="ignore"):
-        return np.where(p == 0, 0.0, v)
-
-
-def _row_normalized(a: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return a / a.sum(-1, keepdims=True)
-
-
-def _grad_factor(grad_output, lead: tuple[int, ...]) -> np.ndarray:
-    return np.abs(np.broadcast_to(np.asarray(grad_output, dtype=np.float64), lead))[..., None]
-
-
-def _entropy_scale(quantity, inputs, params, exact, grad_output):
-    """Value: ``Σ|p log p|`` (+1 normalized); gradient: ``|g|·(|log p| + 1)``."""
-    dim = params.get("dim", -1)
-    p = class_last(np.asarray(inputs["p"], dtype=np.float64), dim)
-    if p.size == 0:
-        return None
-    norm = params.get("normalize", False)
-    u = _row_normalized(p) if norm else p
-    with np.errstate(all="ignore"):
-        if quantity == "value":
-            return _where_p(u, u * _abslog(u)).sum(-1) + (1.0 if norm else 0.0)
-        return np.moveaxis(_grad_factor(grad_output, p.shape[:-1]) * (_abslog(u) + 1.0), -1, dim)
-
-
-def _kl_div_scale(quantity, inputs, params, exact, grad_output):
-    """Value: ``Σ p(|log p| + |input|)`` (``Σ e^t|t − input|`` for log_target) reduced like the loss;
-    gradients: ``|a|·p`` (``|a|·e^t``) and ``|a|·(|log p| + 1 + |input|)`` (``|a|e^t(|t − input| + 1)``)."""
-    x = np.asarray(inputs["input"], dtype=np.float64)
-    t = np.asarray(inputs["target"], dtype=np.float64)
-    if x.size == 0:
-        return None
-    reduction, log_target = params.get("reduction", "mean"), params.get("log_target", False)
-    with np.errstate(all="ignore"):
-        if log_target:
-            p = np.exp(t)
-            term = _where_p(p, p * np.abs(t - x))
-            gt = _where_p(p, p * (np.abs(t - x) + 1.0))
-        else:
-            p = t
-            term = _where_p(p, p * (_abslog(p) + np.abs(x)))
-            gt = _abslog(p) + 1.0 + np.abs(x)
-    den = _kl_denominator(reduction, x.shape) if reduction != "none" else None
-    if quantity == "value":
-        return term if reduction == "none" else term.sum() / (den or 1)
-    a = np.abs(np.asarray(grad_output, dtype=np.float64)) / (den or 1)
-    return a * (p if quantity == "grad:input" else gt)
-
-
-def _kl_divergence_scale(quantity, inputs, params, exact, grad_output):
-    """Value: ``Σ p(|log p| + |log q| + 1)`` (``+ Σ(p + q)`` generalized; +1 per normalized row);
-    gradients: ``|g|(|log p| + |log q| + 2)`` and ``|g|·p/q`` (``+|g|`` generalized)."""
-    dim = params.get("dim", -1)
-    p = class_last(np.asarray(inputs["p"], dtype=np.float64), dim)
-    q = class_last(np.asarray(inputs["q"], dtype=np.float64), dim)
-    if p.size == 0:
-        return None
-    norm, gen = params.get("normalize", False), params.get("generalized", False)
-    if norm:
-        p, q = _row_normalized(p), _row_normalized(q)
-    with np.errstate(all="ignore"):
-        if quantity == "value":
-            s = _where_p(p, p * (_abslog(p) + _abslog(q) + 1.0)).sum(-1)
-            return s + (2.0 if norm else ((p + q).sum(-1) if gen else 0.0))
-        g = _grad_factor(grad_output, p.shape[:-1])
-        if quantity == "grad:p":
-            v = g * (_abslog(p) + _abslog(q) + 2.0)
-        else:
-            v = g * (_where_p(p, p / q) + (1.0 if gen else 0.0))
-    return np.moveaxis(v, -1, dim)
+# Reduction sizes (the log2(n) allowance)
 
 
 def _row_terms(name: str):
@@ -606,43 +518,6 @@ _DD_NOTE = ("float64: ours evaluates every logarithm and exponential in double-d
             "(KL(p‖q) with q ≈ p, input ≈ log p, log p + 1 at p ≈ 1/e, rows with terms of both signs) "
             "unless the result is below about 2^-45 of its natural scale (kl_div: region input_is_log_target).")
 
-_ENTROPY_BUDGET = Budget(regions=(
-    "Third parties: −Σ p log p with entries > 1 mixes signs (mixed_sign_cancel); a sound float "
-    "evaluation is accurate to eps·Σ|p log p| (graded scale-accurate); so is log p + 1 near p = 1/e "
-    "in the gradient (scale |g|(|log p| + 1)).",
-    _DD_NOTE, _HALF_NOTE,
-))
-
-
-def _input_is_log_target(case: Case, quantity: str) -> bool:
-    """Some element has ``p > 0`` and ``input`` within 2^-40 (relative) of ``log p``."""
-    if quantity != "value" or case.params.get("log_target", False):
-        return False
-    x, t = case.inputs["input"], case.inputs["target"]
-    if x.dtype.kind != "f" or t.dtype.kind != "f":
-        return False
-    with np.errstate(all="ignore"):
-        near = (t > 0) & np.isfinite(x) & (np.abs(x - np.log(t)) <= 2.0**-40 * np.abs(x))
-    return bool(np.any(near))
-
-
-_KL_DIV_BUDGET = Budget(regions=(
-    Region("input_is_log_target",
-           "input ≈ log p (within 2^-40): p·(log p − input) cancels inherently — with input = fl(log p) the "
-           "term is ~2^-53 of p·|log p|. A float evaluation (PyTorch's xlogy(p, p) − p·input) is accurate to "
-           "eps·p(|log p| + |input|); ours, with a double-double log p (≈ 2^-104 relative), to about "
-           "2^-100·p|log p| — far inside 8·eps·scale, but not always within 2 ULP of the tiny result",
-           _input_is_log_target),
-    "Third parties: reduced sums of terms of both signs cancel; a float evaluation is accurate to "
-    "eps·Σ p(|log p| + |input|) — graded scale-accurate.",
-    _DD_NOTE, _HALF_NOTE,
-))
-_KL_BUDGET = Budget(regions=(
-    "Third parties: Σ p log(p/q) has terms of both signs and cancels to second order when q ≈ p "
-    "(q_near_p_*); a sound float evaluation is accurate to eps·Σ p(|log p| + |log q| "
-    "+ 1) — graded scale-accurate.",
-    _DD_NOTE, _HALF_NOTE,
-))
 
 SPECS = (
     Spec(
@@ -655,10 +530,8 @@ SPECS = (
         oracle=entropy,
         gradient=entropy_grad,
         cases=_entropy_cases,
-        budget=_ENTROPY_BUDGET,
         conventions=(Convention("normalize", False, "divide each row by its sum first (scipy.stats.entropy); "
                                                     "an all-zero row gives NaN"),),
-        scale=_entropy_scale,
         reduced_terms=_row_terms("p"),
         edge_notes=("p = 0 contributes 0; its gradient is +inf (the one-sided derivative of −p log p)",
                     "rows need not sum to 1; entries > 1 give negative terms",
@@ -677,11 +550,9 @@ SPECS = (
         oracle=kl_div,
         gradient=kl_div_grad,
         cases=_kl_div_cases,
-        budget=_KL_DIV_BUDGET,
         conventions=(Convention("zero_target_grad", "limit",
                                 "target gradient at p = 0: 'limit' (−inf, the one-sided derivative) or 'nan' "
                                 "(PyTorch's xlogy backward)"),),
-        scale=_kl_div_scale,
         reduced_terms=_kl_div_terms,
         edge_notes=("p = 0 contributes 0, also where input = −inf (PyTorch gives NaN there)",
                     "p > 0 with input = −inf (q = 0) gives +inf",
@@ -698,12 +569,10 @@ SPECS = (
         oracle=kl_divergence,
         gradient=kl_divergence_grad,
         cases=_kl_divergence_cases,
-        budget=_KL_BUDGET,
         conventions=(
             Convention("generalized", False, "add q − p per term: x log(x/y) − x + y (scipy.special.kl_div)"),
             Convention("normalize", False, "divide p and q by their row sums first (scipy.stats.entropy(pk, qk))"),
         ),
-        scale=_kl_divergence_scale,
         reduced_terms=_row_terms("p"),
         edge_notes=("p = 0 contributes 0 for every q ≥ 0 (also q = 0)",
                     "p > 0 = q gives +inf",

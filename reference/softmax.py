@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from lossoracle.mpfuncs import SoftmaxRow, mp_array, mp_sum, to_mp, workprec
-from lossoracle.spec import Arg, Budget, Case, Region, Spec
+from lossoracle.spec import Arg, Case, Spec
 from lossoracle.strategies import GRIDS, logits, rng_for
 
 from .common import class_last, rows
@@ -101,43 +101,7 @@ def _cases() -> list[Case]:
     return cases
 
 
-def row_abs_max(x, dim) -> np.ndarray:
-    """``max(1, max_c |x_c|)`` per row (finite entries), kept broadcastable along ``dim``."""
-    a = np.abs(np.nan_to_num(np.asarray(x, dtype=np.float64), posinf=0.0, neginf=0.0))
-    return np.maximum(np.max(a, axis=dim, keepdims=True, initial=0.0), 1.0)
-
-
-def _abs_max_like(exact, dim) -> np.ndarray:
-    a = np.abs(np.asarray(exact, dtype=np.float64))
-    return np.max(np.nan_to_num(a), axis=dim, keepdims=True, initial=0.0)
-
-
-def _softmax_scale(quantity, inputs, params, exact, grad_output):
-    """Natural scale of softmax values and of both gradients: the row's largest exact magnitude
-    times its largest |logit| (exp turns an argument error eps·|x| into a relative error eps·|x|)."""
-    if np.size(inputs["input"]) == 0:
-        return None
-    dim = params.get("dim", -1)
-    return row_abs_max(inputs["input"], dim) * _abs_max_like(exact, dim)
-
-
-def _log_softmax_scale(quantity, inputs, params, exact, grad_output):
-    """log_softmax value: the row's largest |logit| — what a sound log-sum-exp achieves when
-    −log p is tiny; gradient as for softmax."""
-    if quantity == "value" and np.size(inputs["input"]):
-        return row_abs_max(inputs["input"], params.get("dim", -1))
-    return _softmax_scale(quantity, inputs, params, exact, grad_output)
-
-
-_BUDGET = Budget(regions=(
-    Region("signed_vjp", "the VJP with a mixed-sign cotangent is a signed sum "
-           "(g_j(1−p_j) − p_j Σ_{k≠j} g_k); where its terms nearly cancel, a float evaluation of the "
-           "cancellation-free form is accurate to eps times the terms' magnitude, not to the result",
-           lambda case, q: q.startswith("grad")),
-))
-
-
-def _spec(name, oracle, grad, definition, scale) -> Spec:
+def _spec(name, oracle, grad, definition) -> Spec:
     return Spec(
         name=name,
         signature=f"{name}(input, dim)",
@@ -148,12 +112,10 @@ def _spec(name, oracle, grad, definition, scale) -> Spec:
         oracle=oracle,
         gradient=grad,
         cases=_cases,
-        budget=_BUDGET,
-        scale=scale,
     )
 
 
 SPECS = (
-    _spec("log_softmax", log_softmax, log_softmax_grad, "x_c − log Σ_j exp(x_j) along dim", _log_softmax_scale),
-    _spec("softmax", softmax, softmax_grad, "exp(x_c) / Σ_j exp(x_j) along dim", _softmax_scale),
+    _spec("log_softmax", log_softmax, log_softmax_grad, "x_c − log Σ_j exp(x_j) along dim"),
+    _spec("softmax", softmax, softmax_grad, "exp(x_c) / Σ_j exp(x_j) along dim"),
 )

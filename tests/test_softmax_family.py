@@ -16,26 +16,30 @@ def _builtin(loss):
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss", "log_softmax"])
 def test_torch_functional_conforms_to_the_spec(loss):
-    """The spec's conventions are PyTorch's: its functions conform on every case (at least
-    scale-accurately — x − logsumexp(x) cancels for confident predictions)."""
+    """The spec's conventions are PyTorch's: its functions conform on every case, or lose only
+    relative accuracy on tiny results (``tail``: x − logsumexp(x) returns 0 for a confident
+    prediction; float16 evaluated in float16, not float32) — never a deviation."""
     report = catalog.run(_builtin(loss))
-    bad = [r for r in report.results if r.verdict not in ("conforms", "skipped")]
+    bad = [r for r in report.results if r.verdict not in ("conforms", "tail") or r.finding not in (None, "tail")]
     assert not bad, "\n".join(f"{r.case} {r.dtype}: {r.detail}" for r in bad[:5])
+    assert report.passes("tail") and any(r.scored for r in report.results)
 
 
-def test_torch_cross_entropy_is_reported_as_scale_accurate_on_confident_predictions():
+def test_torch_cross_entropy_is_reported_as_tail_on_confident_predictions():
     report = catalog.run(_builtin("cross_entropy"))
     rows = [r for r in report.results if r.case == "tail_margin_20" and r.dtype == "float32" and r.quantity == "value"]
-    assert rows and rows[0].grade == "scale_accurate" and rows[0].verdict == "conforms"
-    assert "scale-accurate only" in rows[0].detail
+    assert rows and rows[0].grade == "tail" and rows[0].verdict == "tail"
+    assert "accurate only to the tail bound" in rows[0].detail
 
 
 def test_torch_softmax_backward_cancellation_is_reported():
-    """F.softmax's backward p·(g − Σ g·p) loses everything when one probability dominates: gross."""
+    """F.softmax's backward p·(g − Σ g·p) loses everything when one probability dominates: the
+    wrong sign or a gross error in float16/bfloat16, tail-only accuracy in float32/float64."""
     report = catalog.run(_builtin("softmax"))
     bad = [r for r in report.results if r.verdict == "deviates"]
     assert bad and all(r.quantity == "grad:input" for r in bad)
-    assert any("gross error" in r.detail for r in bad)
+    assert {r.finding for r in bad} & {"sign", "gross"}
+    assert {r.dtype for r in report.results if r.verdict == "tail"} >= {"float32", "float64"}
 
 
 @pytest.mark.parametrize("impl", [numpy_impl, torch_impl])
@@ -75,7 +79,7 @@ def test_bad_input_names_the_argument(impl, what, override, exc, match):
 
 
 def test_check_accepts_any_callable_and_reports_errors_per_dtype():
-    """A user callable that only works in float64 gets skipped rows (not a crash) elsewhere."""
+    """A user callable that only works in float64 gets error rows (never skips) elsewhere."""
     def f64_only(input, target, **kw):
         if input.dtype != torch.float64:
             raise RuntimeError("only float64")
@@ -83,13 +87,16 @@ def test_check_accepts_any_callable_and_reports_errors_per_dtype():
 
     report = check(f64_only, "cross_entropy", "torch", cases=["basic_mean", "huge_1e4_none"])
     verdicts = {(r.dtype, r.verdict) for r in report.results}
-    assert ("float64", "conforms") in verdicts and ("float32", "skipped") in verdicts
+    assert ("float64", "conforms") in verdicts and ("float32", "error") in verdicts
+    assert not report.passes()
+    assert any("RuntimeError: only float64" in r.detail for r in report.results if r.verdict == "error")
 
 
 def test_optax_cross_entropy_through_the_jax_backend():
     pytest.importorskip("optax")
     impl = next(i for i in catalog.implementations("cross_entropy") if i.framework == "jax")
     report = catalog.run(impl, dtypes=["float32"])  # jax traces every shape × dtype: keep it to one dtype
-    measured = [r for r in report.results if r.verdict != "skipped"]
-    assert measured and all(r.verdict == "conforms" for r in measured)
+    measured = [r for r in report.results if r.scored]
+    assert measured and all(r.verdict in ("conforms", "tail") for r in measured), [
+        r.detail for r in measured if r.verdict not in ("conforms", "tail")][:3]
     assert any(r.quantity == "grad:input" for r in measured)  # jax.vjp gradients were compared

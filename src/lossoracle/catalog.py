@@ -55,7 +55,9 @@ class Implementation:
     the canonical signature (the library's function itself, or our adapter around it);
     ``grad`` an explicit VJP for NumPy callables; ``conventions`` the oracle variant the
     library documents; ``note`` the one-line explanation shown beside a deviation;
-    ``accepts(case)`` a reason to skip cases outside the documented interface.
+    ``accepts(case)`` a reason why a case lies outside the documented interface, and
+    ``unsupported_dtypes`` why a dtype does (both give ``unsupported`` rows, never scored);
+    ``upcast`` declares that results come back in a wider dtype than the input's.
     """
 
     loss: str
@@ -68,6 +70,8 @@ class Implementation:
     ours: bool = False
     requires: tuple[str, ...] = ()
     accepts: Callable[[Case], str | None] | None = None
+    unsupported_dtypes: Mapping[str, str] = field(default_factory=dict)
+    upcast: bool = False
 
     def installed(self) -> str | None:
         """None when importable, else the reason ("not installed: kornia")."""
@@ -90,13 +94,14 @@ def implementations(loss: str | None = None) -> list[Implementation]:
 
 
 def run(impl: Implementation, **options: Any) -> Report:
-    """Check one catalogued implementation; a missing library gives one "skipped" row."""
+    """Check one catalogued implementation; a missing library gives one ``not_installed`` row."""
     from .engine import check
 
     missing = impl.installed()
     if missing:
-        return Report([Result(impl.loss, impl.name, None, "-", "-", "value", "-", None, None, 0, "skipped", None,
-                              missing)])
+        return Report([Result(impl.loss, impl.name, None, "-", "-", "value", "-", None, None, 0, "not_installed",
+                              None, missing, finding="not_installed")])
     return check(resolve(impl.target), impl.loss, impl.framework, name=impl.name,
                  grad=resolve(impl.grad) if impl.grad else None, conventions=impl.conventions,
-                 accepts=impl.accepts, note=impl.note, strict_errors=impl.ours, target=impl.target, **options)
+                 accepts=impl.accepts, unsupported_dtypes=impl.unsupported_dtypes, upcast=impl.upcast,
+                 note=impl.note, strict_errors=impl.ours, target=impl.target, **options)

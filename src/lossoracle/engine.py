@@ -1,34 +1,67 @@
-"""The comparison engine: run an implementation and the oracle on the same inputs, grade, report."""
+"""The comparison engine: run an implementation and the oracle on the same inputs, grade, report.
+
+Outcomes of one call of the implementation on one case (README, "verdicts"):
+
+- a value (and gradients): graded element by element (:mod:`lossoracle.compare`), the row's
+  verdict ``conforms``, ``tail`` or ``deviates``; a result of another shape, or of another dtype
+  than the input's (unless the upcast is declared), deviates;
+- the call raised: ``error`` (never a skip); ``NotImplementedError``, or a case or dtype the
+  adapter declares unsupported: ``unsupported``;
+- the worker died or hung: ``crashed`` / ``timeout``, and the rest of that cell is not run.
+
+A bad-input case conforms only if the implementation raises on it *and* produced a value on
+some valid case: raising on everything proves nothing.
+"""
 
 from __future__ import annotations
 
 import math
-import traceback
 import warnings
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import specs
-from .compare import Comparison, compare
+from .compare import FINDINGS, Comparison, compare, reduction_allowance
+from .conditioning import conditioning
 from .floats import format_of
 from .frameworks import Outcome, backend, cotangent
 from .mpfuncs import stable
 from .report import Report, Result, fmt_float
 from .spec import DTYPES, Case, Spec
 
-__all__ = ["check", "oracle_outputs"]
+__all__ = ["check", "oracle_outputs", "case_conditioning", "Failure"]
 
 _ORACLE_CACHE: dict[tuple, tuple[Any, dict[str, np.ndarray]]] = {}
+_COND_CACHE: dict[tuple, Any] = {}
+SCORED = ("conforms", "tail", "deviates")
+
+
+@dataclass
+class Failure:
+    """A call that produced no result: ``kind`` is error, unsupported, crashed or timeout."""
+
+    kind: str
+    message: str
+    exc_type: str | None = None
+
+
+def _key(spec: Spec, case: Case, conventions: Mapping[str, Any]) -> tuple:
+    return spec.name, case.id, tuple(sorted(conventions.items()))
+
+
+def _kwargs(spec: Spec, case: Case, conventions: Mapping[str, Any]) -> dict[str, Any]:
+    return {**spec.params, **case.params, **conventions}
 
 
 def oracle_outputs(spec: Spec, case: Case, conventions: Mapping[str, Any] | None = None):
     """Exact value and exact VJPs (with the fixed cotangent) of ``case``, cached per process."""
     conventions = dict(conventions or {})
-    key = (spec.name, case.id, tuple(sorted(conventions.items())))
+    key = _key(spec, case, conventions)
     if key not in _ORACLE_CACHE:
-        kwargs = {**spec.params, **case.params, **conventions}
+        kwargs = _kwargs(spec, case, conventions)
         inputs = dict(case.inputs)
         value = stable(lambda: spec.oracle(**inputs, **kwargs))
         grads = {}
@@ -39,14 +72,29 @@ def oracle_outputs(spec: Spec, case: Case, conventions: Mapping[str, Any] | None
     return _ORACLE_CACHE[key]
 
 
-def _budget(spec: Spec, case: Case, quantity: str, dtype: str) -> float:
-    b = spec.budget.ulp_budget("value" if quantity == "value" else "grad", dtype)
-    if spec.reduced_terms is not None:
-        b += spec.budget.reduction_allowance(spec.reduced_terms(case.inputs, {**spec.params, **case.params}))
-    return b
+def case_conditioning(spec: Spec, case: Case, conventions: Mapping[str, Any] | None = None):
+    """Per-element condition numbers and tail scales of every quantity of ``case`` (cached)."""
+    conventions = dict(conventions or {})
+    key = _key(spec, case, conventions)
+    if key not in _COND_CACHE:
+        value, grads = oracle_outputs(spec, case, conventions)
+        _COND_CACHE[key] = conditioning(spec.oracle, spec.gradient, dict(case.inputs),
+                                        _kwargs(spec, case, conventions), value, grads,
+                                        cotangent(np.shape(value)))
+    return _COND_CACHE[key]
 
 
-def _worst_text(spec: Spec, case: Case, cmp: Comparison, got: np.ndarray, exact) -> tuple[str, dict[str, Any]]:
+def _budget(spec: Spec, case: Case, quantity: str, dtype: str, conventions) -> float:
+    """The spec's ULP budget plus the reduction allowance log2(n)."""
+    return (spec.budget.ulp_budget("value" if quantity == "value" else "grad", dtype)
+            + reduction_allowance(_terms(spec, case, conventions)))
+
+
+def _terms(spec: Spec, case: Case, conventions) -> int:
+    return spec.reduced_terms(case.inputs, _kwargs(spec, case, conventions)) if spec.reduced_terms else 1
+
+
+def _worst_text(case: Case, cmp: Comparison, got: np.ndarray, exact) -> tuple[str, dict[str, Any]]:
     i = cmp.worst_index()
     if i is None:
         return "", {}
@@ -56,8 +104,10 @@ def _worst_text(spec: Spec, case: Case, cmp: Comparison, got: np.ndarray, exact)
     idx = np.unravel_index(i, np.shape(exact)) if np.ndim(exact) else ()
     inputs = "  ".join(_input_text(k, v) for k, v in case.inputs.items() if v is not None)
     params = "  ".join(f"{k}={v!r}" for k, v in case.params.items())
+    ce = cmp.cond_err.reshape(-1)[i]
     text = (f"at {list(map(int, idx))}: got={fmt_float(g)}  want={_mp_text(want)}  "
-            f"ulp={cmp.ulp.reshape(-1)[i]:.3g}  inputs: {inputs}  {params}").strip()
+            f"ulp={cmp.ulp.reshape(-1)[i]:.3g}  err/(u·c)={ce:.3g} (k={cmp.k:.3g})  "
+            f"inputs: {inputs}  {params}").strip()
     return text, {"index": [int(j) for j in idx], "got": g, "want": _mp_text(want)}
 
 
@@ -76,84 +126,103 @@ def _input_text(name: str, a: np.ndarray) -> str:
     return f"{name}={a.tolist()!r}"
 
 
-def _grade_quantity(spec, case, quantity, got, got_dtype, exact, dtype, conventions, cot):
-    fmt = format_of(got_dtype)
-    budget = _budget(spec, case, quantity, dtype)
-    scale = None
-    if spec.scale is not None:
-        scale = spec.scale(quantity, case.inputs, {**spec.params, **case.params, **conventions}, exact, cot)
+@dataclass
+class _Ctx:
+    """What every row of one ``check`` call shares."""
+
+    spec: Spec
+    impl_name: str
+    device: str | None
+    conventions: dict[str, Any]
+    note: str
+    upcast: bool
+
+    def row(self, case: Case, dtype: str, quantity: str, verdict: str, detail: str, **kw) -> Result:
+        return Result(loss=self.spec.name, implementation=self.impl_name, device=self.device, dtype=dtype,
+                      case=case.id, quantity=quantity, reduction=case.reduction(), max_ulp=None, max_rel_err=None,
+                      nonfinite_mismatch=0, verdict=verdict, grade=None, detail=detail, **kw)
+
+
+def _grade(ctx: _Ctx, case: Case, dtype: str, quantity: str, got: np.ndarray, got_dtype: str, exact) -> Result:
+    spec = ctx.spec
     if np.shape(got) != np.shape(exact):
-        return None, f"{quantity}: result shape {np.shape(got)} differs from the spec's {np.shape(exact)}"
-    return compare(got, exact, fmt, budget, scale, spec.budget.scale_k), budget
+        return ctx.row(case, dtype, quantity, "deviates",
+                       f"{quantity}: result shape {np.shape(got)} differs from the spec's {np.shape(exact)}",
+                       finding="shape")
+    budget = _budget(spec, case, quantity, dtype, ctx.conventions)
 
+    def cond():
+        c = case_conditioning(spec, case, ctx.conventions)
+        return c.cond[quantity], c.scale[quantity]
 
-def _row(spec, impl_name, device, dtype, case, quantity, cmp_or_none, budget_or_msg, got, exact, note):
-    base = dict(loss=spec.name, implementation=impl_name, device=device, dtype=dtype, case=case.id,
-                quantity=quantity, reduction=case.reduction())
-    if cmp_or_none is None:
-        return Result(**base, max_ulp=None, max_rel_err=None, nonfinite_mismatch=0, verdict="error", grade=None,
-                      detail=budget_or_msg)
-    cmp, budget = cmp_or_none, budget_or_msg
+    cmp = compare(got, exact, format_of(got_dtype), budget, cond, dtype, _terms(spec, case, ctx.conventions))
     grade = cmp.cell_grade
-    finite = cmp.ulp[np.isfinite(cmp.ulp)]
-    max_ulp = float(cmp.ulp.max()) if cmp.n else 0.0
-    max_rel = float(np.max(cmp.rel)) if cmp.n else 0.0
-    verdict = "conforms" if grade != "deviates" and cmp.nonfinite_mismatch == 0 else "deviates"
-    worst, worst_info = _worst_text(spec, case, cmp, got, exact)
-    if verdict == "deviates":
-        kind = "non-finite mismatch" if cmp.nonfinite_mismatch else ("gross error" if cmp.gross else "over budget")
+    findings = [f for f in ("nonfinite", "sign", "gross", "inaccurate", "tail") if cmp.count(f)]
+    verdict = "deviates" if grade == "deviates" else ("tail" if grade == "tail" else "conforms")
+    finding = findings[0] if findings else None
+    worst, worst_info = _worst_text(case, cmp, got, exact)
+    detail = ""
+    if finding:
+        counts = ", ".join(f"{cmp.count(f)} {FINDINGS[f].split(' (')[0]}" for f in findings)
         about = f" [{case.note}]" if case.note else ""
-        detail = f"{quantity} {kind} ({cmp.nonfinite_mismatch} non-finite, {cmp.gross} gross){about} {worst}"
-        if note:
-            detail = f"{note} — {detail}"
-    elif grade == "scale_accurate":
-        detail = f"{quantity} scale-accurate only (tiny results lose relative accuracy) {worst}"
-    else:
-        detail = ""
-    return Result(**base, max_ulp=max_ulp, max_rel_err=max_rel, nonfinite_mismatch=cmp.nonfinite_mismatch,
-                  verdict=verdict, grade=grade, detail=detail, n=cmp.n, over=int(np.sum(cmp.ulp > budget)),
-                  sum_sq_ulp=float(np.sum(finite**2)) if finite.size == cmp.n else math.inf, budget=budget,
-                  worst=worst_info)
+        detail = f"{quantity}: {FINDINGS[finding]} ({counts} of {cmp.n}){about} {worst}"
+        if ctx.note and verdict == "deviates":
+            detail = f"{ctx.note} — {detail}"
+    if got_dtype != dtype and not ctx.upcast:
+        verdict, finding = "deviates", "dtype"
+        detail = f"{quantity}: returns {got_dtype} for {dtype} input (an undeclared change of dtype)" + (
+            f"; also {detail}" if detail else "")
+    finite = cmp.ulp[np.isfinite(cmp.ulp)]
+    n = cmp.n
+    return Result(loss=spec.name, implementation=ctx.impl_name, device=ctx.device, dtype=dtype, case=case.id,
+                  quantity=quantity, reduction=case.reduction(),
+                  max_ulp=float(cmp.ulp.max()) if n else 0.0, max_rel_err=float(np.max(cmp.rel)) if n else 0.0,
+                  nonfinite_mismatch=cmp.count("nonfinite"), verdict=verdict, grade=grade, detail=detail, n=n,
+                  over=int(np.sum(cmp.ulp > budget)),
+                  sum_sq_ulp=float(np.sum(finite**2)) if finite.size == n else math.inf, budget=budget,
+                  worst=worst_info, max_cond_err=float(np.max(cmp.cond_err)) if n else 0.0, k=cmp.k,
+                  finding=finding, well_conditioned_grade=cmp.well_conditioned_grade)
 
 
-def _run_case(spec, bk, fn, grad_fn, impl_name, case, dtype, device, conventions, note, strict_errors):
+def _failure_row(ctx: _Ctx, case: Case, dtype: str, quantity: str, f: Failure) -> Result:
+    return ctx.row(case, dtype, quantity, f.kind, f"{f.message} in case {case.id}", finding=f.kind)
+
+
+def _score(ctx: _Ctx, case: Case, dtype: str, out: Outcome) -> list[Result]:
+    value, grads = oracle_outputs(ctx.spec, case, ctx.conventions)
+    rows = [_grade(ctx, case, dtype, "value", out.value, out.value_dtype, value)]
+    for name, (g, gdtype) in out.grads.items():
+        if name in grads:
+            rows.append(_grade(ctx, case, dtype, f"grad:{name}", g, gdtype, grads[name]))
+    return rows
+
+
+def _bad_input(ctx: _Ctx, case: Case, dtype: str, result, strict: bool) -> Result:
+    expected = case.raises if isinstance(case.raises, tuple) else (case.raises,)
+    if isinstance(result, Failure):
+        if result.kind in ("crashed", "timeout"):
+            return _failure_row(ctx, case, dtype, "raises", result)
+        if not strict or result.exc_type in {e.__name__ for e in expected} or result.kind == "unsupported":
+            return ctx.row(case, dtype, "raises", "conforms", result.message[:200])
+        return ctx.row(case, dtype, "raises", "deviates", f"raised {result.message[:200]} instead of "
+                       f"{_names(case.raises)}", finding="wrong_exception")
+    return ctx.row(case, dtype, "raises", "deviates",
+                   f"returned a value instead of raising {_names(case.raises)} ({case.note})", finding="no_raise")
+
+
+def _execute(bk, fn, grad_fn, spec: Spec, case: Case, dtype: str, device) -> Outcome | Failure:
+    """One call, in-process; every exception becomes a :class:`Failure`."""
+    import traceback
+
     with warnings.catch_warnings():  # libraries warn about the very edge cases we feed them
         warnings.simplefilter("ignore")
-        return _run_case_quietly(spec, bk, fn, grad_fn, impl_name, case, dtype, device, conventions, note,
-                                 strict_errors)
-
-
-def _run_case_quietly(spec, bk, fn, grad_fn, impl_name, case, dtype, device, conventions, note, strict_errors):
-    base = dict(loss=spec.name, implementation=impl_name, device=device, dtype=dtype, case=case.id,
-                reduction=case.reduction(), max_ulp=None, max_rel_err=None, nonfinite_mismatch=0, grade=None)
-    if case.raises is not None:
-        expected = case.raises if strict_errors else Exception
         try:
-            bk.run(fn, grad_fn, spec, case, dtype, device)
-        except expected as e:  # noqa: B030 - a class or tuple of classes
-            return [Result(**base, quantity="raises", verdict="conforms", detail=f"{type(e).__name__}: {e}"[:200])]
+            return bk.run(fn, grad_fn, spec, case, dtype, device)
         except Exception as e:
-            return [Result(**base, quantity="raises", verdict="deviates",
-                           detail=f"raised {type(e).__name__} ({e}) instead of {_names(case.raises)}"[:300])]
-        return [Result(**base, quantity="raises", verdict="deviates",
-                       detail=f"returned a value instead of raising {_names(case.raises)} ({case.note})")]
-    try:
-        out: Outcome = bk.run(fn, grad_fn, spec, case, dtype, device)
-    except Exception as e:
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        return [Result(**base, quantity="value", verdict="error",
-                       detail=f"{type(e).__name__}: {str(e)[:200]} ({where.filename.split('/')[-1]}:{where.lineno})")]
-    value, grads = oracle_outputs(spec, case, conventions)
-    cot = cotangent(np.shape(value))
-    rows = []
-    cmp, b = _grade_quantity(spec, case, "value", out.value, out.value_dtype, value, dtype, conventions, cot)
-    rows.append(_row(spec, impl_name, device, dtype, case, "value", cmp, b, out.value, value, note))
-    for name, (g, gdtype) in out.grads.items():
-        if name not in grads:
-            continue
-        cmp, b = _grade_quantity(spec, case, f"grad:{name}", g, gdtype, grads[name], dtype, conventions, cot)
-        rows.append(_row(spec, impl_name, device, dtype, case, f"grad:{name}", cmp, b, g, grads[name], note))
-    return rows
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            kind = "unsupported" if isinstance(e, NotImplementedError) else "error"
+            return Failure(kind, f"{type(e).__name__}: {str(e)[:200]} ({where.filename.split('/')[-1]}:"
+                                 f"{where.lineno})", type(e).__name__)
 
 
 def _reproducer(target: str, framework: str, loss: str, conventions: Mapping[str, Any]) -> str:
@@ -170,21 +239,22 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
           name: str | None = None, conventions: Mapping[str, Any] | None = None,
           dtypes: Iterable[str] | None = None, devices: Iterable[str | None] | None = None,
           cases: Iterable[str | Case] | None = None, accepts: Callable[[Case], str | None] | None = None,
+          unsupported_dtypes: Mapping[str, str] | None = None, upcast: bool = False,
           note: str = "", strict_errors: bool = False, target: str | None = None) -> Report:
     """Validate ``fn`` (canonical signature of ``loss``) against the oracle.
 
     Values and gradients (torch/jax autograd; ``grad`` — an explicit VJP
     ``grad(grad_output, *args, **kwargs) -> {arg: array}`` — for NumPy) over the spec's edge
-    catalogue and generated cases, in every dtype the case is exact in and the callable accepts
-    (a dtype on which every case raises is reported as skipped), on every available device.
+    catalogue and generated cases, in every dtype the case is exact in, on every available device.
 
     ``cases`` restricts the run to these case ids, or supplies Case objects (e.g. hypothesis
     draws) to run instead of the catalogue. ``conventions`` selects the oracle variant the
-    implementation claims (e.g. PyTorch's BCE log clamp). ``accepts(case)`` returns a reason to
-    skip a case the implementation's documented interface does not cover. ``strict_errors``
-    requires the exact exception type on bad-input cases (any exception otherwise). ``target``
-    is the importable path printed in the reproducer command of a deviation (default: the
-    callable's own module and name).
+    implementation claims (e.g. PyTorch's BCE log clamp). ``accepts(case)`` returns a reason why
+    the implementation's documented interface does not cover a case, ``unsupported_dtypes`` maps
+    a dtype to the reason it is not supported: both make ``unsupported`` rows, never scored.
+    ``upcast`` declares that results may come back in a wider dtype than the input's.
+    ``strict_errors`` requires the exact exception type on bad-input cases (any exception
+    otherwise). ``target`` is the importable path printed in the reproducer command.
     """
     spec = specs.get(loss)
     bk = backend(framework)
@@ -194,31 +264,54 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
     devices = list(devices) if devices is not None else bk.devices()
     given = [c for c in (cases or ()) if isinstance(c, Case)]
     wanted = None if cases is None or given else set(cases)
+    selected = [c for c in (given or spec.cases()) if wanted is None or c.id in wanted]
+    unsupported_dtypes = dict(unsupported_dtypes or {})
     report = Report()
+    repro = _reproducer(target or impl_name, framework, spec.name, conventions)
     for device in devices:
-        by_dtype: dict[str, list[Result]] = {d: [] for d in dtypes}
-        for case in given or spec.cases():
-            if wanted is not None and case.id not in wanted:
-                continue
-            case_dtypes = [d for d in case.dtypes() if d in dtypes]
-            if case.raises is not None:
-                case_dtypes = case_dtypes[-1:]  # one dtype suffices for a bad-input case
-            reason = accepts(case) if accepts else None
-            for dtype in case_dtypes:
-                if reason:
-                    by_dtype[dtype].append(Result(spec.name, impl_name, device, dtype, case.id, "value",
-                                                  case.reduction(), None, None, 0, "skipped", None, reason))
-                    continue
-                by_dtype[dtype] += _run_case(spec, bk, fn, grad, impl_name, case, dtype, device, conventions, note,
-                                             strict_errors)
-        repro = _reproducer(target or impl_name, framework, spec.name, conventions)
-        for dtype, rows in by_dtype.items():
-            for r in rows:
-                if r.verdict in ("deviates", "error"):
-                    r.reproduce = f"{repro} --case {r.case} --dtype {dtype}"
-            value_rows = [r for r in rows if r.quantity != "raises" and r.verdict != "skipped"]
-            if value_rows and all(r.verdict == "error" for r in value_rows):
-                for r in value_rows:
-                    r.verdict, r.detail = "skipped", f"does not accept {dtype}: {value_rows[0].detail}"
-            report.results.extend(rows)
+        ctx = _Ctx(spec, impl_name, device, conventions, note, upcast)
+        rows: list[Result] = []
+        for dtype in dtypes:
+            rows += _check_cell(ctx, bk, fn, grad, selected, dtype, unsupported_dtypes.get(dtype), accepts,
+                                strict_errors)
+        _credit_bad_input(rows)
+        for r in rows:
+            if r.verdict not in ("conforms", "unsupported"):
+                r.reproduce = f"{repro} --case {r.case} --dtype {r.dtype}"
+        report.results.extend(rows)
     return report
+
+
+def _check_cell(ctx: _Ctx, bk, fn, grad, cases: list[Case], dtype: str, unsupported: str | None, accepts,
+                strict: bool) -> list[Result]:
+    """Every case valid in ``dtype``; a crash or a timeout ends the cell."""
+    rows: list[Result] = []
+    for case in cases:
+        case_dtypes = case.dtypes()
+        if dtype not in case_dtypes or (case.raises is not None and dtype != case_dtypes[-1]):
+            continue  # one dtype suffices for a bad-input case
+        quantity = "raises" if case.raises is not None else "value"
+        reason = unsupported or (accepts(case) if accepts else None)
+        if reason:
+            rows.append(ctx.row(case, dtype, quantity, "unsupported", reason, finding="unsupported"))
+            continue
+        result = _execute(bk, fn, grad, ctx.spec, case, dtype, ctx.device)
+        if case.raises is not None:
+            rows.append(_bad_input(ctx, case, dtype, result, strict))
+        elif isinstance(result, Failure):
+            rows.append(_failure_row(ctx, case, dtype, "value", result))
+        else:
+            rows += _score(ctx, case, dtype, result)
+        if rows[-1].verdict in ("crashed", "timeout"):
+            break
+    return rows
+
+
+def _credit_bad_input(rows: list[Result]) -> None:
+    """Raising on bad input counts only for an implementation that works on valid input."""
+    if any(r.quantity != "raises" and r.verdict in SCORED for r in rows):
+        return
+    for r in rows:
+        if r.quantity == "raises" and r.verdict == "conforms":
+            r.verdict, r.finding = "error", "not_credited"
+            r.detail = f"raised on bad input ({r.detail}), but no valid case produced a value: not credited"

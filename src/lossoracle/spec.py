@@ -6,7 +6,6 @@ A :class:`Spec` is the single place where a loss's knowledge lives for the gener
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +14,7 @@ import numpy as np
 
 from .floats import FORMATS, FloatFormat, is_representable
 
-__all__ = ["Arg", "Case", "Budget", "Convention", "Region", "Spec", "DTYPES"]
+__all__ = ["Arg", "Case", "Budget", "Convention", "Spec", "DTYPES"]
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -68,47 +67,19 @@ class Case:
 
 
 @dataclass(frozen=True)
-class Region:
-    """Where a bound legitimately degrades: the quantities and cases it covers, the best grade
-    still guaranteed there, and why (a row of the spec's region table)."""
-
-    name: str
-    reason: str
-    applies: Callable[[Case, str], bool]  # (case, quantity) -> covered?
-    grade: str = "scale_accurate"
-
-
-@dataclass(frozen=True)
 class Budget:
-    """Accuracy requirement: ULP budgets per dtype for values and gradients, and the scale factor.
+    """The ULP budgets per dtype for values and gradients (the *faithful* grade).
 
-    A result element is *faithful* when its ULP error is within budget (plus, for reduced
-    outputs, ``log2(n)`` ULP for a sum of ``n`` terms), *scale-accurate* when
-    ``|got − exact| ≤ scale_k · eps_T · scale`` with the spec's natural scale.
-    ``regions`` is the table of where a bound legitimately degrades (:class:`Region`, or plain
-    words for notes that relax nothing).
+    Beyond them, every loss is graded by the same rule from its conditioning
+    (:mod:`lossoracle.compare`): no spec carries an error model of its own.
     """
 
     value_ulp: Mapping[str, float] = field(default_factory=lambda: {d: 4.0 for d in DTYPES} | {"float64": 2.0})
     grad_ulp: Mapping[str, float] = field(default_factory=lambda: {d: 8.0 for d in DTYPES} | {"float64": 4.0})
-    scale_k: float = 8.0
-    regions: tuple[Region | str, ...] = ()
 
     def ulp_budget(self, quantity: str, dtype: str) -> float:
         table = self.value_ulp if quantity == "value" else self.grad_ulp
         return float(table[dtype])
-
-    def required_grade(self, case: Case, quantity: str, default: str = "faithful") -> str:
-        """The grade our implementations must reach on ``case``/``quantity`` (region-aware)."""
-        for r in self.regions:
-            if isinstance(r, Region) and r.applies(case, quantity):
-                return r.grade
-        return default
-
-    @staticmethod
-    def reduction_allowance(n_terms: int) -> float:
-        """Documented allowance for a reduction over ``n_terms`` terms: ``log2(n)`` ULP."""
-        return math.log2(n_terms) if n_terms > 1 else 0.0
 
 
 @dataclass(frozen=True)
@@ -122,7 +93,6 @@ class Convention:
 
 OracleFn = Callable[..., Any]
 GradFn = Callable[..., dict[str, np.ndarray]]
-ScaleFn = Callable[[str, Mapping[str, Any], Mapping[str, Any], Any, Any], Any]
 
 
 @dataclass(frozen=True)
@@ -133,11 +103,9 @@ class Spec:
     - ``gradient(grad_output, **inputs, **params, **conventions)`` returns ``{arg: object array}``,
       the vector-Jacobian product with ``grad_output`` (same shape as the value);
     - ``cases()`` yields the named edge catalogue, generated cases and bad-input cases;
-    - ``scale(quantity, inputs, params, exact, grad_output)`` gives the natural scale
-      (broadcastable to the quantity; ``exact`` is the oracle's array for it, ``grad_output`` the
-      cotangent) for scale-accurate grading; a spec without one is graded in ULPs only;
     - ``reduced_terms(inputs, params)`` is the number of terms summed into one output element
-      (the reduction's, times any inner sum such as over classes): it buys ``log2(n)`` ULP.
+      (the reduction's, times any inner sum such as over classes): it buys ``log2(n)`` ULP and
+      ``log2(n)`` on the grading's ``k``.
     """
 
     name: str
@@ -151,7 +119,6 @@ class Spec:
     cases: Callable[[], Iterable[Case]]
     budget: Budget = field(default_factory=Budget)
     conventions: tuple[Convention, ...] = ()
-    scale: ScaleFn | None = None
     reduced_terms: Callable[[Mapping[str, Any], Mapping[str, Any]], int] | None = None
     edge_notes: tuple[str, ...] = ()
 
