@@ -354,8 +354,10 @@ def test_torchvision_nan_gradient_at_saturated_logits():
         (row,) = _rows(rep, "saturated_g0.5", "grad:inputs", dtype)
         assert row.verdict == "deviates" and row.nonfinite_mismatch > 0 and "non-finite mismatch" in row.detail
         assert row.detail.startswith(_impl("torchvision.ops.sigmoid_focal_loss").note)  # the explanation
+    # loss 0 for α·e^-60: the hard target y = 1 makes this tiny value ill-conditioned (a relative
+    # perturbation of y by u moves 1 − p_t, hence the loss, far more than the loss itself): stable
     (tail,) = _rows(rep, "tail_tiny_x20_y1", "value", "float32")
-    assert tail.verdict == "deviates" and "gross error" in tail.detail and "got=0x0.0p+0" in tail.detail
+    assert tail.verdict == "conforms" and tail.grade == "stable" and tail.max_ulp > 1e6
 
 
 @pytest.mark.thirdparty
@@ -429,4 +431,5 @@ def test_a_missing_library_is_reported_not_installed():
     impl = catalog.Implementation(SIG, "nolib.sigmoid_focal_loss", "torch", "nolib:sigmoid_focal_loss",
                                   requires=("nolib_that_is_not_there",))
     (row,) = catalog.run(impl).results
-    assert row.verdict == "skipped" and row.detail.startswith("not installed")
+    assert row.verdict == "not_installed" and row.detail.startswith("not installed")
+    assert not catalog.run(impl).passes()  # nothing scored

@@ -63,7 +63,7 @@ IMPLEMENTATIONS = [
                    conventions=TORCH_BCE_CONVENTIONS, accepts=_torch_rejects_nan,
                    note="judged under PyTorch's own convention (log clamp −100, backward floored at 1e-12)"),
     Implementation(_BCE, f"torch.nn.functional.{_BCE} (exact spec)", "torch", f"torch.nn.functional:{_BCE}",
-                   note="PyTorch clamps each log at −100 (loss ≤ 100 where the exact loss is larger or +inf) and "
+                   accepts=_torch_rejects_nan, note="PyTorch clamps each log at −100 (loss ≤ 100 where the exact loss is larger or +inf) and "
                         "its backward is w(p − y)/max(p(1 − p), 1e-12) and w·log((1 − p)/p) (unclamped); NaN "
                         "probabilities raise"),
     *_ours(_BCEL),
@@ -73,7 +73,7 @@ IMPLEMENTATIONS = [
                         "x = ±inf gives NaN; targets outside [0, 1] are accepted"),
     Implementation(_BCEL, "scipy.special.log_expit (BCE-with-logits composition)", "numpy",
                    "lossoracle.adapters_binary:scipy_log_expit_bce_with_logits", requires=("scipy",),
-                   accepts=_no_argument_checks,
+                   accepts=_no_argument_checks, upcast=True,
                    note="−w·[pw·y·log_expit(x) + (1 − y)·log_expit(−x)]: 0·log_expit(∓inf) is "
                         "0·(−inf) = NaN; float16 input: 1 − y rounds in float16, the rest is float64"),
 ]

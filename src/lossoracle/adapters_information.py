@@ -96,7 +96,9 @@ IMPLEMENTATIONS = [
     Implementation("entropy", "torch.special.entr", "torch", f"{_HERE}:torch_entr", accepts=_TORCH_ENTR,
                    note="summed over dim by the adapter; autograd gives −(log p + 1), which cancels near p = 1/e"),
     Implementation("entropy", "scipy.special.entr", "numpy", f"{_HERE}:scipy_entr", requires=("scipy",),
-                   accepts=_SCIPY_UFUNC, note="summed over dim by the adapter (np.sum, pairwise)"),
+                   accepts=_SCIPY_UFUNC, upcast=True,
+                   note="summed over dim by the adapter (np.sum, pairwise); a ufunc: float16 runs its float32 "
+                        "loop (declared upcast)"),
     Implementation("entropy", "scipy.stats.entropy", "numpy", f"{_HERE}:scipy_stats_entropy",
                    requires=("scipy",), conventions={"normalize": True}, accepts=_SCIPY_STATS,
                    note="normalizes each row (convention normalize=True; axis passed explicitly, default 0); "
@@ -110,11 +112,13 @@ IMPLEMENTATIONS = [
                         "documented as the same shape; negative targets give NaN instead of an error"),
     *_ours("kl_divergence"),
     Implementation("kl_divergence", "scipy.special.rel_entr", "numpy", f"{_HERE}:scipy_rel_entr",
-                   requires=("scipy",), accepts=_SCIPY_UFUNC,
-                   note="summed over dim by the adapter; x·log(x/y) of the rounded ratio"),
+                   requires=("scipy",), accepts=_SCIPY_UFUNC, upcast=True,
+                   note="summed over dim by the adapter; x·log(x/y) of the rounded ratio; float16 runs the "
+                        "float32 loop (declared upcast)"),
     Implementation("kl_divergence", "scipy.special.kl_div", "numpy", f"{_HERE}:scipy_kl_div",
-                   requires=("scipy",), conventions={"generalized": True}, accepts=_SCIPY_UFUNC,
-                   note="generalized KL x·log(x/y) − x + y (convention generalized=True), summed over dim"),
+                   requires=("scipy",), conventions={"generalized": True}, accepts=_SCIPY_UFUNC, upcast=True,
+                   note="generalized KL x·log(x/y) − x + y (convention generalized=True), summed over dim; "
+                        "float16 runs the float32 loop (declared upcast)"),
     Implementation("kl_divergence", "scipy.stats.entropy", "numpy", f"{_HERE}:scipy_stats_entropy_kl",
                    requires=("scipy",), conventions={"normalize": True}, accepts=_SCIPY_STATS,
                    note="entropy(pk, qk, axis=dim): normalizes both rows (convention normalize=True); float16 "

@@ -94,8 +94,9 @@ class Comparison:
         return worst_grade(self.grade.reshape(-1).tolist()) or "correctly_rounded"
 
     @property
-    def well_conditioned_grade(self) -> str | None:
-        return worst_grade(self.grade[self.well_conditioned].tolist())
+    def well_conditioned_grade(self) -> str:
+        """The worst grade among the elements with ``c ≤ 4·|f|`` (where ours must be faithful)."""
+        return worst_grade(self.grade[self.well_conditioned].tolist()) or "correctly_rounded"
 
 
 def _grade_one(got: float, exact: mpf, fmt: FloatFormat, budget: float, cond: float, scale: float,
