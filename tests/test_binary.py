@@ -168,8 +168,9 @@ def test_torch_conforms_under_its_convention_except_reported_defects():
     deviating = {r.dtype for r in rows if r.verdict == "deviates"
                  and r.case not in ("zero_weight_masks_infinite", "subnormal_float64")}
     assert deviating == {"float16"}
-    # log((1 − p)/p) evaluated in half precision: the target gradient keeps only absolute accuracy
-    tails = {(r.dtype, r.quantity) for r in rows if r.verdict == "tail"}
+    # log((1 − p)/p) evaluated in half precision: the target gradient keeps only absolute accuracy;
+    # subnormal_float64: g·(p − y) underflows before the division — a subnormal-sized error, tail
+    tails = {(r.dtype, r.quantity) for r in rows if r.verdict == "tail" and r.case != "subnormal_float64"}
     assert tails and tails <= {("float16", "grad:target"), ("bfloat16", "grad:target")}
     nan16 = _rows(name, "endpoints_none", "grad:input", "float16")[0]
     assert "got=nan  want=0.0" in nan16.detail
