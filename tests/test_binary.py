@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mpmath import mpf
 
-from lossoracle import catalog, reference, specs
+from lossoracle import catalog, reference
 from lossoracle.adapters_binary import TORCH_BCE_CONVENTIONS
 from lossoracle.compare import GRADES
 from lossoracle.floats import FORMATS, ulp_error

@@ -63,7 +63,8 @@ IMPLEMENTATIONS = [
                    conventions=TORCH_BCE_CONVENTIONS, accepts=_torch_rejects_nan,
                    note="judged under PyTorch's own convention (log clamp −100, backward floored at 1e-12)"),
     Implementation(_BCE, f"torch.nn.functional.{_BCE} (exact spec)", "torch", f"torch.nn.functional:{_BCE}",
-                   accepts=_torch_rejects_nan, note="PyTorch clamps each log at −100 (loss ≤ 100 where the exact loss is larger or +inf) and "
+                   accepts=_torch_rejects_nan,
+                   note="PyTorch clamps each log at −100 (loss ≤ 100 where the exact loss is larger or +inf) and "
                         "its backward is w(p − y)/max(p(1 − p), 1e-12) and w·log((1 − p)/p) (unclamped); NaN "
                         "probabilities raise"),
     *_ours(_BCEL),
