@@ -1,0 +1,237 @@
+"""Worker isolation (crash, hang, errors, reuse, fork safety) and the resumable journal."""
+
+import faulthandler
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "lossoracle"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_lo_{name}", SRC / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+iso = _load("isolation")
+journal = _load("journal")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+def _segfault():
+    faulthandler.disable()  # the child inherits pytest's; its dump is noise here
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def _boom(x):
+    raise RuntimeError(f"boom {x}\nsecond line")
+
+
+BOOM_LINE = _boom.__code__.co_firstlineno + 1
+
+
+def test_segfault_is_a_crash_and_the_next_task_forks_afresh():
+    calls = {"segv": _segfault, "ok": lambda: os.getpid()}
+    with iso.Worker(lambda what: calls[what](), timeout=10) as w:
+        first = w.run("ok")
+        r = w.run("segv")
+        assert r == iso.Failure("crashed", "crashed: SIGSEGV")
+        assert w.pid is None and _gone(first)
+        second = w.run("ok")
+        assert isinstance(second, int) and second != first and second != os.getpid()
+
+
+def test_hang_times_out_and_the_next_task_works():
+    with iso.Worker(lambda s: time.sleep(s) or s, timeout=1) as w:
+        assert w.run(0) == 0
+        pid = w.pid
+        t = time.perf_counter()
+        assert w.run(1000) == iso.Failure("timeout", "timeout after 1 s")
+        assert time.perf_counter() - t < 3 and _gone(pid)
+        assert w.run(0.01) == 0.01
+
+
+def test_exception_reports_type_message_and_innermost_frame():
+    with iso.Worker(_boom) as w:
+        r = w.run(7)
+        assert r == iso.Failure("error", f"RuntimeError: boom 7 second line (test_isolation.py:{BOOM_LINE})",
+                                "RuntimeError")
+        pid = w.pid
+        assert w.run(8).message.startswith("RuntimeError: boom 8") and w.pid == pid  # the worker survives
+
+
+def test_not_implemented_is_unsupported():
+    def f(dtype):
+        raise NotImplementedError(f"no {dtype}")
+
+    r = iso.Worker(f).run("float16")
+    assert r.kind == "unsupported" and r.exc_type == "NotImplementedError"
+    assert r.message.startswith("NotImplementedError: no float16 (test_isolation.py:")
+
+
+def test_healthy_worker_is_reused_and_returns_arrays():
+    with iso.Worker(lambda x: (os.getpid(), x * 2, {"g": (x + 1, "float32")})) as w:
+        pids = set()
+        for i in range(5):
+            pid, y, grads = w.run(np.arange(3.0) + i)
+            pids.add(pid)
+            np.testing.assert_array_equal(y, 2 * (np.arange(3.0) + i))
+            np.testing.assert_array_equal(grads["g"][0], np.arange(3.0) + i + 1)
+        assert pids == {w.pid} and w.pid != os.getpid()
+
+
+def test_exits_and_unpicklable_results():
+    actions = {"exit3": lambda: os._exit(3), "sysexit": lambda: sys.exit(2), "lambda": lambda: (lambda: 0),
+               "ok": lambda: "ok"}
+    with iso.Worker(lambda what: actions[what](), timeout=10) as w:
+        assert w.run("exit3") == iso.Failure("crashed", "crashed: exit status 3")
+        r = w.run("sysexit")
+        assert (r.kind, r.exc_type) == ("error", "SystemExit")
+        pid = w.pid
+        r = w.run("lambda")
+        assert r.kind == "error" and "result of type function cannot be sent" in r.message
+        assert w.run("ok") == "ok" and w.pid == pid
+
+
+def test_child_dying_between_tasks_is_replaced():
+    def call(die):
+        if die:
+            threading.Timer(0.05, os._exit, (1,)).start()
+        return os.getpid()
+
+    with iso.Worker(call, timeout=10) as w:
+        pid = w.run(True)
+        time.sleep(0.3)
+        assert w.run(False) != pid
+
+
+def test_close_stops_the_child():
+    w = iso.Worker(lambda: 1)
+    assert w.run() == 1
+    pid = w.pid
+    w.close()
+    assert _gone(pid) and w.pid is None
+
+
+def test_in_process_runner():
+    r = iso.worker(_boom, timeout=5, isolate=False)
+    assert isinstance(r, iso.InProcess)
+    assert r.run(1) == iso.Failure("error", f"RuntimeError: boom 1 second line (test_isolation.py:{BOOM_LINE})",
+                                   "RuntimeError")
+    assert iso.worker(len, None).run([1, 2]) == 2
+
+
+def test_torch_in_child_after_multithreaded_parent():
+    torch = pytest.importorskip("torch")
+    if torch.get_num_threads() < 2:
+        pytest.skip("needs a multithreaded torch")
+    a = torch.randn(1500, 1500)
+    (a @ a).sum()  # the parent's OpenMP pool is now live
+
+    def task(n):
+        x = torch.randn(n, n, dtype=torch.float64, requires_grad=True)
+        (x @ x).exp().mean().backward()
+        return torch.get_num_threads(), float(x.grad.abs().sum()) > 0
+
+    with iso.Worker(task, timeout=20) as w:
+        assert w.run(1500) == (1, True)
+
+
+def test_parent_death_kills_a_hanging_child():
+    script = textwrap.dedent(f"""
+        import importlib.util, os, sys, threading, time
+        spec = importlib.util.spec_from_file_location("iso", {str(SRC / "isolation.py")!r})
+        iso = importlib.util.module_from_spec(spec); sys.modules["iso"] = iso; spec.loader.exec_module(iso)
+        w = iso.Worker(lambda: time.sleep(1000), None)
+        threading.Timer(0.5, lambda: (print(w.pid, flush=True), os.kill(os.getpid(), 9))).start()
+        w.run()
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=10).stdout
+    pid = int(out)
+    deadline = time.time() + 3
+    while not _gone(pid) and time.time() < deadline:
+        time.sleep(0.05)
+    assert _gone(pid)
+
+
+def test_jax_fork_safety():
+    pytest.importorskip("jax")
+    script = textwrap.dedent(f"""
+        import importlib.util, sys
+        spec = importlib.util.spec_from_file_location("iso", {str(SRC / "isolation.py")!r})
+        iso = importlib.util.module_from_spec(spec); sys.modules["iso"] = iso; spec.loader.exec_module(iso)
+        import jax, jax.numpy as jnp
+        task = lambda: float(jax.grad(lambda x: jnp.sum(jax.nn.softplus(x)))(jnp.zeros(4)).sum())
+        print(iso.Worker(task, 30).run())
+        task()
+        try:
+            iso.Worker(task, 30).run()
+        except RuntimeError as e:
+            print("refused", e)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60).stdout
+    assert out.splitlines()[0] == "2.0"
+    assert out.splitlines()[1].startswith("refused a JAX backend is initialised")
+
+
+def _rows(loss, impl, dtype, n):
+    return [{"loss": loss, "implementation": impl, "device": None, "dtype": dtype, "case": f"c{i}",
+             "quantity": "value", "verdict": "conforms", "max_ulp": float("inf") if i else 0.5} for i in range(n)]
+
+
+def test_journal_round_trip_and_resume(tmp_path):
+    path = str(tmp_path / "j.jsonl")
+    a, b, c = _rows("l", "A", "float32", 3), _rows("l", "A", "float64", 2), _rows("l", "B", "float32", 2)
+    with journal.Journal(path) as j:
+        j.append(a)
+        j.end_cell(("l", "A", None, "float32"))
+        j.append(b)
+        j.end_cell(("l", "A", None, "float64"))
+        j.append(c[:1])  # interrupted half-way through cell B
+    rows = journal.load(path)
+    assert rows[:3] == a and rows[1]["max_ulp"] == float("inf")
+    assert journal.done_cells(rows) == {("l", "A", None, "float32"), ("l", "A", None, "float64")}
+    assert journal.completed(rows) == a + b
+
+    with open(path, "a") as f:
+        f.write(json.dumps(c[1])[:25])  # killed mid-write
+    rows = journal.load(path)
+    assert rows[-1] == c[0] and len(rows) == 8
+
+    with journal.Journal(path, resume=True) as j:  # keeps complete cells only, then reruns B
+        assert journal.completed(journal.load(path), markers=True) == journal.load(path)
+        j.append(c)
+        j.end_cell(("l", "B", None, "float32"))
+    rows = journal.load(path)
+    assert journal.completed(rows) == a + b + c
+    assert journal.done_cells(rows) == {("l", "A", None, "float32"), ("l", "A", None, "float64"),
+                                        ("l", "B", None, "float32")}
+
+
+def test_journal_rejects_a_corrupt_middle_line(tmp_path):
+    path = tmp_path / "j.jsonl"
+    path.write_text('{"cell_done": ["l", "A", null, "float32"]}\n{"loss": \n{"cell_done": ["l", "B", null, "f"]}\n')
+    with pytest.raises(ValueError, match="j.jsonl:2"):
+        journal.load(str(path))
+    journal.Journal(str(path)).close()  # a fresh run truncates
+    assert journal.load(str(path)) == []
