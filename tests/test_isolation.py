@@ -1,7 +1,6 @@
 """Worker isolation (crash, hang, errors, reuse, fork safety) and the resumable journal."""
 
 import faulthandler
-import importlib.util
 import json
 import os
 import signal
@@ -15,19 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SRC = Path(__file__).resolve().parent.parent / "src" / "lossoracle"
+from lossoracle import isolation as iso
+from lossoracle import journal
 
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_lo_{name}", SRC / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-iso = _load("isolation")
-journal = _load("journal")
 
 
 def _gone(pid: int) -> bool:
@@ -158,10 +147,9 @@ def test_torch_in_child_after_multithreaded_parent():
 
 
 def test_parent_death_kills_a_hanging_child():
-    script = textwrap.dedent(f"""
-        import importlib.util, os, sys, threading, time
-        spec = importlib.util.spec_from_file_location("iso", {str(SRC / "isolation.py")!r})
-        iso = importlib.util.module_from_spec(spec); sys.modules["iso"] = iso; spec.loader.exec_module(iso)
+    script = textwrap.dedent("""
+        import os, threading, time
+        from lossoracle import isolation as iso
         w = iso.Worker(lambda: time.sleep(1000), None)
         threading.Timer(0.5, lambda: (print(w.pid, flush=True), os.kill(os.getpid(), 9))).start()
         w.run()
@@ -176,10 +164,8 @@ def test_parent_death_kills_a_hanging_child():
 
 def test_jax_fork_safety():
     pytest.importorskip("jax")
-    script = textwrap.dedent(f"""
-        import importlib.util, sys
-        spec = importlib.util.spec_from_file_location("iso", {str(SRC / "isolation.py")!r})
-        iso = importlib.util.module_from_spec(spec); sys.modules["iso"] = iso; spec.loader.exec_module(iso)
+    script = textwrap.dedent("""
+        from lossoracle import isolation as iso
         import jax, jax.numpy as jnp
         task = lambda: float(jax.grad(lambda x: jnp.sum(jax.nn.softplus(x)))(jnp.zeros(4)).sum())
         print(iso.Worker(task, 30).run())
@@ -235,3 +221,83 @@ def test_journal_rejects_a_corrupt_middle_line(tmp_path):
         journal.load(str(path))
     journal.Journal(str(path)).close()  # a fresh run truncates
     assert journal.load(str(path)) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# The engine and the CLI: a crash and a hang become verdicts, and the run goes on
+
+
+def _crash_in_float16(input, target, **kw):
+    import torch.nn.functional as F
+
+    if input.dtype == torch.float16:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return F.nll_loss(input, target, **kw)
+
+
+def _hang_in_float16(input, target, **kw):
+    import torch.nn.functional as F
+
+    if input.dtype == torch.float16:
+        time.sleep(1000)
+    return F.nll_loss(input, target, **kw)
+
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("fn, verdict, text", [(_crash_in_float16, "crashed", "crashed: SIGSEGV in case "),
+                                               (_hang_in_float16, "timeout", "timeout after 2 s in case ")])
+def test_a_crash_or_a_hang_is_a_verdict_and_the_run_goes_on(fn, verdict, text):
+    from lossoracle import check
+
+    faulthandler.disable()  # pytest's faulthandler would print the child's traceback
+    try:
+        report = check(fn, "nll_loss", "torch", dtypes=["float16", "float32"], timeout=2)
+    finally:
+        faulthandler.enable()
+    cells = {r["dtype"]: r for r in report.summary()}
+    assert cells["float16"]["verdict"] == verdict and text in cells["float16"]["detail"]
+    assert cells["float32"]["verdict"] == "conforms"  # the next cell ran in a fresh worker
+    assert len([r for r in report.results if r.dtype == "float16"]) == 1  # the rest of the cell was not run
+    assert not report.passes()
+
+
+def test_the_cli_survives_a_crashing_implementation(tmp_path):
+    (tmp_path / "crashy.py").write_text(textwrap.dedent("""
+        import os, signal
+        import torch.nn.functional as F
+
+        def nll(input, target, **kw):
+            if input.dtype.itemsize == 2:
+                os.kill(os.getpid(), signal.SIGSEGV)
+            return F.nll_loss(input, target, **kw)
+    """))
+    out = subprocess.run([sys.executable, "-m", "lossoracle.cli", "check", "--impl", "crashy:nll", "--loss", "nll_loss",
+                          "--json", str(tmp_path / "r.json")], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 1, out.stderr[-2000:]
+    rows = json.loads((tmp_path / "r.json").read_text())["results"]
+    verdicts = {r["dtype"]: r["verdict"] for r in rows if r["quantity"] != "raises"}
+    assert verdicts["float16"] == verdicts["bfloat16"] == "crashed" and verdicts["float64"] == "conforms"
+
+
+def test_resume_skips_the_cells_the_journal_holds(tmp_path, capsys):
+    from lossoracle.cli import main
+
+    path = str(tmp_path / "j.jsonl")
+    impl = ["--impl", "torch.nn.functional:nll_loss", "--loss", "nll_loss"]
+    assert main(["check", *impl, "--dtype", "float64", "--journal", path]) == 0
+    first = journal.load(path)
+    assert journal.done_cells(first) == {("nll_loss", "torch.nn.functional:nll_loss", "cpu", "float64")}
+    with open(path, "a") as f:  # an interrupted second run: rows of a float32 cell without its marker
+        f.write(json.dumps({**first[0], "dtype": "float32"}) + "\n")
+    capsys.readouterr()
+    assert main(["check", *impl, "--dtype", "float64", "--dtype", "float32", "--resume", path]) == 0
+    out = capsys.readouterr().out
+    assert "float64" in out and "float32" in out
+    rows = journal.load(path)
+    assert journal.done_cells(rows) == {("nll_loss", "torch.nn.functional:nll_loss", "cpu", d)
+                                        for d in ("float64", "float32")}
+    assert len([r for r in rows if r.get("dtype") == "float64"]) == len([r for r in first if r.get("dtype")
+                                                                           == "float64"])  # not run again

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 from collections.abc import Sequence
 
 from . import __version__, catalog, specs
 from .engine import check
-from .report import Report
+from .frameworks import backend
+from .report import Report, Result
 from .compare import K
 from .spec import DTYPES
 
@@ -74,30 +76,79 @@ def _spec(name: str):
         raise UsageError(str(e.args[0])) from None
 
 
+class _Journaled:
+    """Runs cells, skipping those a resumed journal holds, and journals each result as it comes."""
+
+    def __init__(self, args, report: Report):
+        from . import journal
+
+        self.report, self.done, self.journal = report, set(), None
+        path = args.resume or args.journal
+        if args.resume:
+            try:
+                held = journal.load(args.resume)
+            except (OSError, ValueError) as e:
+                raise UsageError(f"--resume {args.resume!r}: {e}") from None
+            self.done = journal.done_cells(held)
+            report.results.extend(Result(**r) for r in journal.completed(held))
+        if path:
+            self.journal = journal.Journal(path, resume=bool(args.resume))
+
+    def todo(self, loss: str, name: str, framework: str, dtypes) -> list[str]:
+        devices = backend(framework).devices()
+        return [d for d in dtypes if not all((loss, name, dev, d) in self.done for dev in devices)]
+
+    def add(self, part: Report) -> None:
+        self.report.extend(part)
+        if self.journal is not None:
+            from dataclasses import asdict
+
+            from .journal import cell_key
+
+            rows = [asdict(r) for r in part.results]
+            self.journal.append(rows)
+            for key in dict.fromkeys(cell_key(r) for r in rows):
+                self.journal.end_cell(key)
+
+    def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
+
+
 def _cmd_check(args) -> int:
-    options = {}
-    if args.dtype:
-        options["dtypes"] = args.dtype
+    options = {"timeout": args.timeout, "isolate": not args.no_isolation}
     if args.case:
         options["cases"] = args.case
+    dtypes = args.dtype or list(DTYPES)
     report = Report(meta={"command": "check"})
-    if args.impl:
-        if not args.loss or len(args.loss) != 1:
-            raise UsageError("--impl needs exactly one --loss NAME")
-        spec = _spec(args.loss[0])
-        try:
-            fn = catalog.resolve(args.impl)
-        except (ImportError, AttributeError, ValueError) as e:
-            raise UsageError(f"--impl {args.impl!r} cannot be imported: {e}") from None
-        conventions = dict(_parse_param(p) for p in args.param)
-        report.extend(check(fn, spec.name, args.framework, name=args.impl, conventions=conventions, **options))
-    else:
-        if args.param:
-            raise UsageError("--param applies to --impl")
-        losses = [_spec(n).name for n in args.loss] if args.loss else specs.names()
-        for loss in losses:
-            for impl in catalog.implementations(loss):
-                report.extend(catalog.run(impl, **options))
+    runs = _Journaled(args, report)
+    try:
+        if args.impl:
+            if not args.loss or len(args.loss) != 1:
+                raise UsageError("--impl needs exactly one --loss NAME")
+            spec = _spec(args.loss[0])
+            if "" not in sys.path and os.getcwd() not in sys.path:  # as python -m does: the user's own module
+                sys.path.insert(0, os.getcwd())
+            try:
+                fn = catalog.resolve(args.impl)
+            except (ImportError, AttributeError, ValueError) as e:
+                raise UsageError(f"--impl {args.impl!r} cannot be imported: {e}") from None
+            conventions = dict(_parse_param(p) for p in args.param)
+            todo = runs.todo(spec.name, args.impl, args.framework, dtypes)
+            if todo:
+                runs.add(check(fn, spec.name, args.framework, name=args.impl, conventions=conventions,
+                               dtypes=todo, **options))
+        else:
+            if args.param:
+                raise UsageError("--param applies to --impl")
+            losses = [_spec(n).name for n in args.loss] if args.loss else specs.names()
+            for loss in losses:
+                for impl in catalog.implementations(loss):
+                    todo = runs.todo(loss, impl.name, impl.framework, dtypes)
+                    if todo:
+                        runs.add(catalog.run(impl, dtypes=todo, **options))
+    finally:
+        runs.close()
     print(report.to_text(verbose=args.verbose))
     if args.json:
         report.write_json(args.json)
@@ -122,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--param", action="append", default=[], help="KEY=VALUE: oracle convention the --impl claims")
     c.add_argument("--dtype", action="append", choices=DTYPES, help="restrict dtypes (repeatable)")
     c.add_argument("--case", action="append", help="restrict to case ids (repeatable), e.g. to reproduce")
+    c.add_argument("--timeout", type=float, default=60.0, help="seconds per call before a hang is a verdict "
+                   "(default 60)")
+    c.add_argument("--no-isolation", action="store_true", help="call implementations in this process (no crash "
+                   "or hang protection)")
+    c.add_argument("--journal", help="append each result to this JSON-lines file as it is measured")
+    c.add_argument("--resume", help="skip the cells this journal already holds, and go on appending to it")
     c.add_argument("--json", help="write the JSON report here")
     c.add_argument("--html", help="write an HTML report here")
     c.add_argument("--require", default="tail", choices=["faithful", "stable", "tail"],
@@ -139,8 +196,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lossoracle: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (| head): not an error of ours
-        import os
-
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0

@@ -9,6 +9,10 @@ Outcomes of one call of the implementation on one case (README, "verdicts"):
   adapter declares unsupported: ``unsupported``;
 - the worker died or hung: ``crashed`` / ``timeout``, and the rest of that cell is not run.
 
+Each implementation runs in a forked worker process (:mod:`lossoracle.isolation`, one per
+implementation and device, reused while healthy, ``timeout`` seconds per call); only the call
+runs there, the oracle and the grading stay in this process.
+
 A bad-input case conforms only if the implementation raises on it *and* produced a value on
 some valid case: raising on everything proves nothing.
 """
@@ -28,24 +32,23 @@ from .compare import FINDINGS, Comparison, compare, reduction_allowance
 from .conditioning import conditioning
 from .floats import format_of
 from .frameworks import Outcome, backend, cotangent
+from .isolation import Failure, worker
 from .mpfuncs import stable
 from .report import Report, Result, fmt_float
 from .spec import DTYPES, Case, Spec
 
-__all__ = ["check", "oracle_outputs", "case_conditioning", "Failure"]
+__all__ = ["check", "oracle_outputs", "case_conditioning"]
 
 _ORACLE_CACHE: dict[tuple, tuple[Any, dict[str, np.ndarray]]] = {}
 _COND_CACHE: dict[tuple, Any] = {}
 SCORED = ("conforms", "tail", "deviates")
 
 
-@dataclass
-class Failure:
-    """A call that produced no result: ``kind`` is error, unsupported, crashed or timeout."""
+@dataclass(frozen=True)
+class Raised:
+    """A bad-input case raised the exception the spec expects (decided in the worker)."""
 
-    kind: str
     message: str
-    exc_type: str | None = None
 
 
 def _key(spec: Spec, case: Case, conventions: Mapping[str, Any]) -> tuple:
@@ -198,11 +201,12 @@ def _score(ctx: _Ctx, case: Case, dtype: str, out: Outcome) -> list[Result]:
 
 
 def _bad_input(ctx: _Ctx, case: Case, dtype: str, result, strict: bool) -> Result:
-    expected = case.raises if isinstance(case.raises, tuple) else (case.raises,)
+    if isinstance(result, Raised):
+        return ctx.row(case, dtype, "raises", "conforms", result.message)
     if isinstance(result, Failure):
         if result.kind in ("crashed", "timeout"):
             return _failure_row(ctx, case, dtype, "raises", result)
-        if not strict or result.exc_type in {e.__name__ for e in expected} or result.kind == "unsupported":
+        if not strict:
             return ctx.row(case, dtype, "raises", "conforms", result.message[:200])
         return ctx.row(case, dtype, "raises", "deviates", f"raised {result.message[:200]} instead of "
                        f"{_names(case.raises)}", finding="wrong_exception")
@@ -210,19 +214,18 @@ def _bad_input(ctx: _Ctx, case: Case, dtype: str, result, strict: bool) -> Resul
                    f"returned a value instead of raising {_names(case.raises)} ({case.note})", finding="no_raise")
 
 
-def _execute(bk, fn, grad_fn, spec: Spec, case: Case, dtype: str, device) -> Outcome | Failure:
-    """One call, in-process; every exception becomes a :class:`Failure`."""
-    import traceback
-
+def _call(bk, fn, grad_fn, spec: Spec, case: Case, dtype: str, device) -> Outcome | Raised:
+    """One call of the implementation (in the worker). A bad-input case that raises the expected
+    exception returns :class:`Raised` (``isinstance`` is decided here, where the class lives);
+    any other exception propagates and becomes a :class:`~lossoracle.isolation.Failure`."""
     with warnings.catch_warnings():  # libraries warn about the very edge cases we feed them
         warnings.simplefilter("ignore")
         try:
             return bk.run(fn, grad_fn, spec, case, dtype, device)
         except Exception as e:
-            where = traceback.extract_tb(e.__traceback__)[-1]
-            kind = "unsupported" if isinstance(e, NotImplementedError) else "error"
-            return Failure(kind, f"{type(e).__name__}: {str(e)[:200]} ({where.filename.split('/')[-1]}:"
-                                 f"{where.lineno})", type(e).__name__)
+            if case.raises is not None and isinstance(e, case.raises):
+                return Raised(f"{type(e).__name__}: {' '.join(str(e).splitlines())}"[:200])
+            raise
 
 
 def _reproducer(target: str, framework: str, loss: str, conventions: Mapping[str, Any]) -> str:
@@ -240,7 +243,8 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
           dtypes: Iterable[str] | None = None, devices: Iterable[str | None] | None = None,
           cases: Iterable[str | Case] | None = None, accepts: Callable[[Case], str | None] | None = None,
           unsupported_dtypes: Mapping[str, str] | None = None, upcast: bool = False,
-          note: str = "", strict_errors: bool = False, target: str | None = None) -> Report:
+          note: str = "", strict_errors: bool = False, target: str | None = None,
+          timeout: float | None = 60.0, isolate: bool = True) -> Report:
     """Validate ``fn`` (canonical signature of ``loss``) against the oracle.
 
     Values and gradients (torch/jax autograd; ``grad`` — an explicit VJP
@@ -255,6 +259,8 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
     ``upcast`` declares that results may come back in a wider dtype than the input's.
     ``strict_errors`` requires the exact exception type on bad-input cases (any exception
     otherwise). ``target`` is the importable path printed in the reproducer command.
+    ``isolate`` runs the implementation in a forked worker with ``timeout`` seconds per call (a
+    crash or a hang becomes a verdict); ``isolate=False`` calls it in this process.
     """
     spec = specs.get(loss)
     bk = backend(framework)
@@ -271,9 +277,10 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
     for device in devices:
         ctx = _Ctx(spec, impl_name, device, conventions, note, upcast)
         rows: list[Result] = []
-        for dtype in dtypes:
-            rows += _check_cell(ctx, bk, fn, grad, selected, dtype, unsupported_dtypes.get(dtype), accepts,
-                                strict_errors)
+        with worker(lambda case, dtype, dev: _call(bk, fn, grad, spec, case, dtype, dev), timeout, isolate) as run:
+            for dtype in dtypes:
+                rows += _check_cell(ctx, run, selected, dtype, unsupported_dtypes.get(dtype), accepts,
+                                    strict_errors)
         _credit_bad_input(rows)
         for r in rows:
             if r.verdict not in ("conforms", "unsupported"):
@@ -282,7 +289,7 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
     return report
 
 
-def _check_cell(ctx: _Ctx, bk, fn, grad, cases: list[Case], dtype: str, unsupported: str | None, accepts,
+def _check_cell(ctx: _Ctx, run, cases: list[Case], dtype: str, unsupported: str | None, accepts,
                 strict: bool) -> list[Result]:
     """Every case valid in ``dtype``; a crash or a timeout ends the cell."""
     rows: list[Result] = []
@@ -295,7 +302,7 @@ def _check_cell(ctx: _Ctx, bk, fn, grad, cases: list[Case], dtype: str, unsuppor
         if reason:
             rows.append(ctx.row(case, dtype, quantity, "unsupported", reason, finding="unsupported"))
             continue
-        result = _execute(bk, fn, grad, ctx.spec, case, dtype, ctx.device)
+        result = run.run(case, dtype, ctx.device)
         if case.raises is not None:
             rows.append(_bad_input(ctx, case, dtype, result, strict))
         elif isinstance(result, Failure):

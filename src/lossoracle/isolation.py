@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-__all__ = ["Failure", "Worker", "InProcess", "worker"]
+__all__ = ["Failure", "Worker", "InProcess", "worker", "unforkable"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -121,14 +121,21 @@ def _serve(call: Callable[..., Any], conn: Connection, parent_end: Connection) -
             conn.send(("fail", "error", f"result of type {type(reply[1]).__name__} cannot be sent: {message}", name))
 
 
-def _refuse_initialised_jax() -> None:
-    if "jax" not in sys.modules:
-        return
-    from jax._src import xla_bridge
+def unforkable() -> str | None:
+    """Why this process cannot fork a worker (None when it can)."""
+    if "jax" in sys.modules:
+        from jax._src import xla_bridge
 
-    if xla_bridge.backends_are_initialized():
-        raise RuntimeError("a JAX backend is initialised in this process, and a forked worker would deadlock "
-                           "on its first JAX computation: run no JAX code before forking, or do not isolate")
+        if xla_bridge.backends_are_initialized():
+            return ("a JAX backend is initialised in this process, and a forked worker would deadlock on its "
+                    "first JAX computation")
+    return None
+
+
+def _refuse_initialised_jax() -> None:
+    reason = unforkable()
+    if reason:
+        raise RuntimeError(f"{reason}: run no JAX code before forking, or do not isolate")
 
 
 class Worker:
@@ -222,5 +229,6 @@ class Worker:
 
 
 def worker(call: Callable[..., Any], timeout: float | None, isolate: bool = True) -> Worker | InProcess:
-    """A :class:`Worker` for ``call`` (``isolate``), else an :class:`InProcess` runner (``timeout`` unused)."""
-    return Worker(call, timeout) if isolate else InProcess(call)
+    """A :class:`Worker` for ``call`` (``isolate``, when this process can fork one), else an
+    :class:`InProcess` runner (``timeout`` unused)."""
+    return Worker(call, timeout) if isolate and unforkable() is None else InProcess(call)
