@@ -5,7 +5,7 @@ composition — time and peak extra memory, and their ratios, from one run on on
 
 Variants (same inputs: float32 logits ~ 3·N(0, 1), hard 0/1 targets with 10% positives,
 alpha = 0.25, gamma = 2, reduction = "mean"): ``ours`` (``lossoracle.implementations.
-torch_focal``), ``composition`` (the torchvision-style expression below, the baseline) and
+focal_torch``), ``composition`` (the torchvision-style expression below, the baseline) and
 ``torchvision`` (``torchvision.ops.sigmoid_focal_loss``, when importable).
 
 Timing: warm-up calls first (they include any one-off ``torch.compile``), then ``--repeat``
@@ -63,7 +63,7 @@ def _step(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torc
 
 
 def _ours(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    from lossoracle.implementations.torch_focal import sigmoid_focal_loss
+    from lossoracle.implementations.focal_torch import sigmoid_focal_loss
 
     return sigmoid_focal_loss(x, y, ALPHA, GAMMA, REDUCTION)
 

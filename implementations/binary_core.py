@@ -5,7 +5,7 @@ caller validates (:func:`check`) and reduces. Plain float64 chains of ``exp``/``
 and sums reach 2–3 ULP in the worst case, over the float64 budget of 2, so float64 results are
 computed with guard bits: in :data:`LONG_DOUBLE` (x87 extended, 64-bit mantissa, where NumPy has
 it — the plain kernels below, rounded once) or, with ``dd=True``, in the double-double kernels
-of :mod:`.binary_dd` wherever the operands are finite (the plain kernels serve the edges, where
+of the double-double kernels below wherever the operands are finite (the plain kernels serve the edges, where
 their results are exact). Formulas (``lossoracle.reference.binary``):
 
 - ``log(1 − p)``: ``log1p(−p)`` below 1/2, ``log(1 − p)`` from 1/2 on (``1 − p`` exact there);
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import binary_dd as bdd
+from . import doubledouble as dd
 from .doubledouble import xp as _xp
 from .validation import require_floating, require_range, require_reduction, require_same_shape
 
@@ -123,7 +123,7 @@ def bce(p: Array, y: Array, w: Array | None = None, *, dd: bool = False) -> Arra
     if lanes is None:
         return plain
     inside, ps, ys = lanes
-    return xp.where(inside, bdd.bce(ps, ys, w), plain)
+    return xp.where(inside, _dd_bce(ps, ys, w), plain)
 
 
 def bce_grads(g: Array, w: Array | None, p: Array, y: Array, *, dd: bool = False) -> tuple[Array, Array]:
@@ -139,7 +139,7 @@ def bce_grads(g: Array, w: Array | None, p: Array, y: Array, *, dd: bool = False
     if lanes is None:
         return gp, gy
     inside, ps, ys = lanes
-    dgp, dgy = bdd.bce_grads(g, w, ps, ys)
+    dgp, dgy = _dd_bce_grads(g, w, ps, ys)
     return xp.where(inside, dgp, gp), xp.where(inside, dgy, gy)
 
 
@@ -173,7 +173,7 @@ def bce_logits(x: Array, y: Array, w: Array | None = None, pw: Array | None = No
     if lanes is None:
         return plain
     ok, (xs, ys) = lanes
-    return xp.where(ok, bdd.bce_logits(xs, ys, w, pw), plain)
+    return xp.where(ok, _dd_bce_logits(xs, ys, w, pw), plain)
 
 
 def bce_logits_grads(g: Array, w: Array | None, x: Array, y: Array, pw: Array | None, *,
@@ -201,7 +201,7 @@ def bce_logits_grads(g: Array, w: Array | None, x: Array, y: Array, pw: Array | 
     if lanes is None:
         return gx, gy
     ok, (xs, ys) = lanes
-    dgx, dgy = bdd.bce_logits_grads(g, w, xs, ys, pw)
+    dgx, dgy = _dd_bce_logits_grads(g, w, xs, ys, pw)
     return xp.where(ok, dgx, gx), xp.where(ok, dgy, gy)
 
 
@@ -213,3 +213,116 @@ def reduce(v: Array, reduction: str) -> Array:
     if reduction == "sum":
         return total
     return total / (np.size(v) if _xp(v) is np else v.numel())
+
+
+# ----------------------------------------------------------------------------------------------
+# float64 in double-double arithmetic (:mod:`.doubledouble`)
+#
+# float64 binary cross-entropy kernels in double-double arithmetic (:mod:`.doubledouble`).
+#
+# Plain float64 chains of ``exp``, ``log1p``, products and sums reach 2–3 ULP in the worst case,
+# over the 2-ULP value budget. Here every quantity is carried to about 2^-100 relative and rounded
+# once, so values and gradients are within about 1 ULP — also where soft targets make the
+# gradient terms cancel, unless they cancel by more than about 2^45. Inputs must be finite,
+# probabilities strictly inside (0, 1); callers (:mod:`.binary_core`) take the plain kernels
+# elsewhere (their results there are exact: 0, ±inf, NaN).
+#
+# - ``log(1 − p) = log1p(−p)``, ``1 − y`` and ``p − y`` exact (two-sum);
+# - ``softplus(±x) = max(±x, 0) + log1p(e)``, ``e = e^{−|x|}``; ``σ(x) = 1/(1 + e)``,
+#   ``σ(−x) = e/(1 + e)`` for ``x ≥ 0`` (swapped below 0).
+DD = tuple[Array, Array]
+
+_DD_FAR = 600.0  # |x| beyond: e^{−|x|} < 2^-865 is carried unscaled, E·2^k, and scaled once at the end
+
+
+def _dd_one_minus(a: Array) -> DD:
+    """``1 − a`` exactly."""
+    return dd.two_sum(1.0, -a)
+
+
+def _dd_bce(p: Array, y: Array, w: Array | None) -> Array:
+    """``−w·[y log p + (1 − y) log(1 − p)]`` for ``0 < p < 1``."""
+    loss = dd.neg(dd.add(dd.mul_d(dd.log(p), y), dd.mul(dd.log1p(-p), _dd_one_minus(y))))
+    return dd.collapse(loss if w is None else dd.mul_d(loss, w))
+
+
+def _dd_cotangent(g: Array, w: Array | None) -> DD:
+    return dd.lift(g) if w is None else dd.two_prod(g, w)
+
+
+def _dd_bce_grads(g: Array, w: Array | None, p: Array, y: Array) -> tuple[Array, Array]:
+    """``g·w·(p − y)/(p(1 − p))`` and ``g·w·(log(1 − p) − log p)`` for ``0 < p < 1``."""
+    a = _dd_cotangent(g, w)
+    ratio = dd.div(dd.two_sum(p, -y), dd.mul_d(_dd_one_minus(p), p))
+    return dd.collapse(dd.mul(a, ratio)), dd.collapse(dd.mul(a, dd.sub(dd.log1p(-p), dd.log(p))))
+
+
+class _DDExp:
+    """``e = e^{−|x|}`` scaled (a double-double) and unscaled, ``e = E·2^k``."""
+
+    def __init__(self, x: Array) -> None:
+        self.E, self.k = dd.exp(-abs(x))
+        self.e = dd.ldexp(self.E, self.k)
+        self.far = abs(x) > _DD_FAR
+
+
+def _dd_finish(ex: _DDExp, near: DD, normal: DD, tiny: DD) -> Array:
+    """The rounded result: ``near`` for moderate ``|x|``; for far ``x``, ``normal + tiny·2^k`` — when
+    the normal part is exactly 0, the tiny part is scaled once, after its last product, so a
+    subnormal result is rounded once."""
+    ns = dd.xp(ex.k)
+    scaled = dd.collapse(dd.add(normal, dd.ldexp(tiny, ex.k)))
+    far = ns.where(normal[0] != 0, scaled, dd.ldexp(dd.collapse(tiny), ex.k))
+    return ns.where(ex.far, far, dd.collapse(near))
+
+
+def _dd_softplus_pair(x: Array, e: DD) -> tuple[DD, DD]:
+    ns = dd.xp(x)
+    lam = dd.log1p(e)
+    return dd.add_d(lam, ns.where(x > 0, x, 0.0)), dd.add_d(lam, ns.where(x < 0, -x, 0.0))
+
+
+def _dd_positive_weight(y: Array, pw: Array | None) -> DD:
+    return dd.lift(y) if pw is None else dd.two_prod(pw, y)
+
+
+def _dd_weighted(v: DD, w: Array | None) -> DD:
+    return v if w is None else dd.mul_d(v, w)
+
+
+def _dd_bce_logits(x: Array, y: Array, w: Array | None, pw: Array | None) -> Array:
+    """``w·[pw·y·softplus(−x) + (1 − y)·softplus(x)]`` for finite ``x``. Far out, with
+    ``softplus(±x) = max(±x, 0) + e``: ``A·max(−x, 0) + B·max(x, 0)`` plus ``(A + B)·E·2^k``."""
+    ns = dd.xp(x)
+    ex = _DDExp(x)
+    A, B = _dd_positive_weight(y, pw), _dd_one_minus(y)
+    sp, sn = _dd_softplus_pair(x, ex.e)
+    near = dd.add(dd.mul(A, sn), dd.mul(B, sp))
+    normal = dd.add(dd.mul_d(A, ns.where(x < 0, -x, 0.0)), dd.mul_d(B, ns.where(x > 0, x, 0.0)))
+    tiny = dd.mul(dd.add(A, B), ex.E)
+    return _dd_finish(ex, _dd_weighted(near, w), _dd_weighted(normal, w), _dd_weighted(tiny, w))
+
+
+def _dd_bce_logits_grads(g: Array, w: Array | None, x: Array, y: Array, pw: Array | None) -> tuple[Array, Array]:
+    """``g·w·[(1 − y)σ(x) − pw·y·σ(−x)]`` and ``g·w·[pw·softplus(−x) − softplus(x)]`` for finite
+    ``x``. Far out, ``σ(±x) = 1 − e`` or ``e`` (``e² < 2^-1700``): ``c − (c + d)e`` (x > 0) or
+    ``−d + (c + d)e``."""
+    ns = dd.xp(x)
+    a = _dd_cotangent(g, w)
+    ex = _DDExp(x)
+    c, d = _dd_one_minus(y), _dd_positive_weight(y, pw)
+    one_plus = dd.add_d(ex.e, 1.0)
+    big, small = dd.div(dd.lift(ns.ones_like(x)), one_plus), dd.div(ex.e, one_plus)
+    pos = x >= 0
+    s, sm = dd.where(pos, big, small), dd.where(pos, small, big)
+    near = dd.sub(dd.mul(c, s), dd.mul(d, sm))
+    tiny = dd.mul(dd.add(c, d), ex.E)
+    dx = _dd_finish(ex, dd.mul(a, near), dd.mul(a, dd.where(pos, c, dd.neg(d))),
+                 dd.mul(a, dd.where(pos, dd.neg(tiny), tiny)))
+    if pw is None:
+        return dx, dd.collapse(dd.mul(a, dd.lift(-x)))
+    sp, sn = _dd_softplus_pair(x, ex.e)
+    near = dd.sub(dd.mul_d(sn, pw), sp)
+    normal = dd.where(pos, dd.lift(-x), dd.two_prod(pw, abs(x)))
+    tiny = dd.mul(dd.add_d(dd.lift(pw + ns.zeros_like(x)), -1.0), ex.E)
+    return dx, _dd_finish(ex, dd.mul(a, near), dd.mul(a, normal), dd.mul(a, tiny))

@@ -1,4 +1,4 @@
-"""Softmax and log-softmax oracles.
+"""The softmax family: softmax, log-softmax, cross-entropy and NLL oracles.
 
 Definition: ``softmax(x)_c = e^{x_c} / Σ_j e^{x_j}``, ``log_softmax(x)_c = x_c − log Σ_j e^{x_j}``
 along ``dim`` (Bridle 1990; PyTorch ``torch.nn.functional.softmax`` / ``log_softmax``).
@@ -8,17 +8,45 @@ exact differences; ``x_c − LSE`` cancels for the dominant class — computed a
 ``−log1p(Σ_{j≠c} e^{x_j − x_c})`` (:class:`~lossoracle.mpfuncs.SoftmaxRow`).
 Gradients (vector-Jacobian products with cotangent ``g``):
 ``∂⟨g, log_softmax⟩/∂x_j = g_j − p_j Σ_k g_k`` and ``∂⟨g, softmax⟩/∂x_j = p_j (g_j − Σ_k g_k p_k)``.
+
+Cross-entropy and NLL
+---------------------
+
+With PyTorch's full semantics.
+
+Definitions (PyTorch ``torch.nn.functional.cross_entropy`` / ``nll_loss`` documentation;
+CONVENTIONS.md §4.1). Logits ``x`` of shape (C), (N, C) or (N, C, d1, …, dk), class axis 1
+(0 for 1-D input); ``ℓ = log_softmax(x)``; class weights ``w`` (default 1); smoothing ``ε``.
+
+- Index targets: ``l_i = (1−ε)·w_{y_i}·(−ℓ_{i,y_i}) + (ε/C)·Σ_c w_c·(−ℓ_{ic})``; ``l_i = 0`` when
+  ``y_i = ignore_index``. ``mean`` = ``Σ_i l_i / Σ_{i∉I} w_{y_i}`` — both terms share the
+  *target-class* weight normaliser; all targets ignored (or an empty batch) gives 0/0 = NaN.
+- Probability targets (floating, same shape as input): ``q = (1−ε)·t + ε/C``,
+  ``l_i = −Σ_c w_c q_ic ℓ_ic``; ``mean`` = ``Σ_i l_i / (N·d1⋯dk)``, no weight normalisation.
+- ``nll_loss``: ``l_i = −w_{y_i}·input_{i,y_i}`` (input taken as log-probabilities, unchecked),
+  reduced as the index-target case.
+
+Writing ``l_i = Σ_c β_ic (−ℓ_ic)`` (β from the cases above; terms with β = 0 are 0, so a −inf
+logit outside the target support contributes nothing), the gradient is
+``∂l_i/∂x_ij = B_i p_ij − β_ij = (B_i − β_ij)·p_ij − β_ij·(1 − p_ij)`` with ``B_i = Σ_c β_ic``;
+both products are free of cancellation (``1 − p`` from :class:`SoftmaxRow`).
+For probability targets ``∂l_i/∂t_ic = −(1−ε)·w_c·ℓ_ic``.
+
+Hazard: ``LSE(x) − x_y`` cancels for a confident correct prediction (the loss is ~e^{−margin});
+the oracle evaluates ``log1p(Σ_{j≠y} e^{x_j − x_y})`` with exact differences instead.
 """
 
 from __future__ import annotations
 
+import mpmath
 import numpy as np
+from mpmath import mpf
 
 from lossoracle.mpfuncs import SoftmaxRow, mp_array, mp_sum, to_mp, workprec
 from lossoracle.spec import Arg, Case, Spec
-from lossoracle.strategies import GRIDS, logits, rng_for
+from lossoracle.strategies import GRIDS, class_indices, logits, probabilities, rng_for
 
-from .common import class_last, rows
+from .common import class_last, is_floating, reduce, rows
 
 
 def _per_row(x, dim, fn):
@@ -115,7 +143,290 @@ def _spec(name, oracle, grad, definition) -> Spec:
     )
 
 
-SPECS = (
+_SOFTMAX_SPECS = (
     _spec("log_softmax", log_softmax, log_softmax_grad, "x_c − log Σ_j exp(x_j) along dim"),
     _spec("softmax", softmax, softmax_grad, "exp(x_c) / Σ_j exp(x_j) along dim"),
 )
+
+
+def _class_dim(x) -> int:
+    return 1 if np.ndim(x) >= 2 else 0
+
+
+def _is_probability_target(input, target) -> bool:
+    return is_floating(target) and np.shape(target) == np.shape(input)
+
+
+def _weights(weight, C: int) -> list[mpf]:
+    return [mpf(1)] * C if weight is None else to_mp(weight).tolist()
+
+
+class _Layout:
+    """Rows of logits (M, C), per-row coefficients β (None for ignored rows), normaliser."""
+
+    def __init__(self, input, target, weight, ignore_index, label_smoothing):
+        self.dim = _class_dim(input)
+        self.x, self.lead = rows(input, self.dim)
+        C = self.x.shape[-1]
+        w = _weights(weight, C)
+        eps = mpf(label_smoothing)
+        self.prob = _is_probability_target(input, target)
+        self.t = rows(target, self.dim)[0] if self.prob else np.asarray(target).reshape(-1)
+        self.betas: list[list[mpf] | None] = []
+        den = []
+        for t in self.t:
+            if self.prob:
+                self.betas.append([w[c] * ((1 - eps) * t[c] + eps / C) for c in range(C)])
+            elif int(t) == ignore_index:
+                self.betas.append(None)
+            else:
+                y = int(t)
+                self.betas.append([(1 - eps) * w[c] * (c == y) + eps / C * w[c] for c in range(C)])
+                den.append(w[y])
+        self.denominator = mpf(len(self.t)) if self.prob else mp_sum(den)
+        self.w, self.eps = w, eps
+
+    def unflatten(self, values: list) -> np.ndarray:
+        return mp_array(values, self.lead)
+
+    def cotangent(self, grad_output, reduction: str) -> list:
+        """What each row's loss receives: ``g_i`` (none), ``g`` (sum), ``g/den`` (mean)."""
+        if reduction == "none":
+            return np.broadcast_to(to_mp(grad_output), self.lead).reshape(-1).tolist()
+        g = mpf(np.asarray(grad_output, dtype=np.float64).reshape(-1)[0])
+        if reduction == "mean":
+            g = g / self.denominator if self.denominator != 0 else mpmath.nan
+        return [g] * len(self.t)
+
+
+def _row_loss(sr: SoftmaxRow, beta) -> mpf:
+    if beta is None:
+        return mpf(0)
+    return mp_sum(b * sr.neg_log_p(c) for c, b in enumerate(beta) if b != 0)
+
+
+def cross_entropy(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean",
+                  label_smoothing: float = 0.0):
+    """Exact cross-entropy of logits ``input`` against class indices or probabilities ``target``."""
+    with workprec():
+        lay = _Layout(input, target, weight, ignore_index, label_smoothing)
+        losses = lay.unflatten([_row_loss(SoftmaxRow(r), b) for r, b in zip(lay.x, lay.betas)])
+        return reduce(losses, reduction, lay.denominator)
+
+
+def cross_entropy_grad(grad_output, input, target, weight=None, ignore_index: int = -100,
+                       reduction: str = "mean", label_smoothing: float = 0.0) -> dict[str, np.ndarray]:
+    """VJP of :func:`cross_entropy` w.r.t. ``input`` (and ``target`` for probability targets)."""
+    with workprec():
+        lay = _Layout(input, target, weight, ignore_index, label_smoothing)
+        C = lay.x.shape[-1]
+        gx, gt = [], []
+        for r, beta, a in zip(lay.x, lay.betas, lay.cotangent(grad_output, reduction)):
+            if beta is None:  # an ignored row receives no cotangent
+                gx.extend([mpf(0)] * C)
+                gt.extend([mpf(0)] * C)
+                continue
+            sr = SoftmaxRow(r)
+            for j in range(C):
+                rest = mp_sum(beta[c] for c in range(C) if c != j)
+                gx.append(a * (rest * sr.p(j) - beta[j] * sr.one_minus_p(j)))
+                gt.append(a * (1 - lay.eps) * lay.w[j] * sr.neg_log_p(j))
+        shape = (*lay.lead, C)
+        out = {"input": np.moveaxis(mp_array(gx, shape), -1, lay.dim)}
+        if lay.prob:
+            out["target"] = np.moveaxis(mp_array(gt, shape), -1, lay.dim)
+        return out
+
+
+def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean"):
+    """Exact negative log-likelihood ``−w_y·input_y`` of log-probabilities ``input``."""
+    with workprec():
+        lay = _Layout(input, target, weight, ignore_index, 0.0)
+        losses = lay.unflatten([mpf(0) if b is None else -mp_sum(bc * xc for bc, xc in zip(b, r) if bc != 0)
+                                for r, b in zip(lay.x, lay.betas)])
+        return reduce(losses, reduction, lay.denominator)
+
+
+def nll_loss_grad(grad_output, input, target, weight=None, ignore_index: int = -100,
+                  reduction: str = "mean") -> dict[str, np.ndarray]:
+    """VJP of :func:`nll_loss`: ``−a_i·w_{y_i}`` at the target entry; every other entry (and every
+    ignored row) does not enter the loss and gets exactly 0."""
+    with workprec():
+        lay = _Layout(input, target, weight, ignore_index, 0.0)
+        C = lay.x.shape[-1]
+        g = []
+        for t, beta, a in zip(lay.t, lay.betas, lay.cotangent(grad_output, reduction)):
+            g.extend(mpf(0) if beta is None or c != int(t) else -a * beta[c] for c in range(C))
+        return {"input": np.moveaxis(mp_array(g, (*lay.lead, C)), -1, lay.dim)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Reduction sizes (the log2(n) allowance)
+
+
+def _reduced_terms(inputs, params) -> int:
+    """Rows summed by a ``sum``/``mean`` reduction, times the classes summed per row when the row
+    loss is a sum over classes (label smoothing or probability targets)."""
+    x = inputs["input"]
+    if not np.ndim(x):
+        return 1
+    C = max(np.shape(x)[_class_dim(x)], 1)
+    rows = np.size(x) // C if params.get("reduction", "mean") != "none" else 1
+    soft = params.get("label_smoothing", 0.0) > 0 or is_floating(inputs["target"])
+    return max(rows, 1) * (C if soft else 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Edge catalogue and generated cases
+
+_F = np.float64
+
+
+def _ce_case(id_, x, t, weight=None, note="", raises=None, **params) -> Case:
+    t = np.asarray(t)
+    inputs = {"input": np.asarray(x, dtype=_F) if raises is not TypeError else np.asarray(x),
+              "target": t.astype(_F) if t.dtype.kind == "f" else t.astype(np.int64),
+              "weight": None if weight is None else np.asarray(weight, dtype=_F)}
+    return Case(id_, inputs, params, raises=raises, note=note)
+
+
+def _shared_cases(prefix: str, with_smoothing: bool) -> list[Case]:
+    """Edge and generated cases for index targets (cross_entropy and nll_loss share them)."""
+    r = rng_for(prefix, "edge")
+    x45 = logits(r, (4, 5), "half")
+    ls = [0.0, 0.1, 1.0] if with_smoothing else [0.0]
+    cases = []
+    for red in ("none", "mean", "sum"):
+        cases += [
+            _ce_case(f"basic_{red}", x45, [0, 4, 2, 1], reduction=red),
+            _ce_case(f"huge_1e4_{red}", [[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4], [0.0, 1e4, -1e4]], [0, 0, 1],
+                     reduction=red),
+            _ce_case(f"ignore_some_{red}", x45, [0, -100, 3, -100], reduction=red),
+            _ce_case(f"ignore_all_{red}", x45, [-100] * 4, reduction=red,
+                     note="all ignored: mean is 0/0 = NaN, gradient 0"),
+            _ce_case(f"empty_batch_{red}", np.zeros((0, 5)), np.zeros(0, np.int64), reduction=red),
+            _ce_case(f"spatial_{red}", logits(r, (2, 3, 2, 2), "half"), class_indices(r, (2, 2, 2), 3),
+                     reduction=red),
+        ]
+    cases += [
+        _ce_case("all_equal", np.zeros((3, 4)), [0, 1, 3]),
+        _ce_case("dominant_target_by_1e3", [[1000.0, 0.0, 0.0], [0.0, -1.0, 1000.0]], [0, 2], reduction="none",
+                 note="loss ~ e^-1000: log1p form, no cancellation"),
+        _ce_case("dominant_other_by_1e3", [[1000.0, 0.0, 0.0], [0.0, -1.0, 1000.0]], [1, 0], reduction="none"),
+        _ce_case("tail_margin_20", [[20.0, 0.0], [0.0, 40.0]], [0, 1], reduction="none"),
+        _ce_case("single_class", [[3.0], [-1e4]], [0, 0], reduction="none"),
+        _ce_case("one_dim_input", [0.5, -1.0, 2.0], np.int64(2)),
+        _ce_case("one_dim_ignored", [0.5, -1.0, 2.0], np.int64(-100), note="mean over nothing: NaN"),
+        _ce_case("weights_with_zeros", x45, [0, 1, 2, 3], weight=[0.0, 2.0, 0.5, 1.0, 0.0]),
+        _ce_case("weights_with_zeros_none", x45, [0, 1, 2, 3], weight=[0.0, 2.0, 0.5, 1.0, 0.0], reduction="none"),
+        _ce_case("all_weights_zero", x45, [0, 4, 0, 4], weight=[0.0, 2.0, 0.5, 1.0, 0.0],
+                 note="every target weight 0: mean is 0/0 = NaN, and so is the gradient (NaN cotangent × 0)"),
+        _ce_case("ignore_index_is_class", x45, [0, 1, 1, 2], ignore_index=1),
+        _ce_case("weight_and_ignore", x45, [3, -100, 2, 0], weight=[1.0, 2.0, 0.5, 4.0, 0.25]),
+        _ce_case("fp16_overflow_11", [[11.125, -11.125, 0.0]], [1], reduction="none"),
+        _ce_case("fp32_overflow_88", [[88.75, -88.75, 0.0], [89.0, 0.0, 0.0]], [1, 0], reduction="none"),
+    ]
+    for eps in ls[1:]:
+        cases += [
+            _ce_case(f"smoothing_{eps}", x45, [0, 4, 2, 1], label_smoothing=eps),
+            _ce_case(f"smoothing_{eps}_none", x45, [0, 4, 2, 1], label_smoothing=eps, reduction="none"),
+            _ce_case(f"smoothing_{eps}_weight_ignore", x45, [0, -100, 2, 1], weight=[1.0, 2.0, 0.5, 4.0, 0.0],
+                     label_smoothing=eps),
+            _ce_case(f"smoothing_{eps}_ignore_all", x45, [-100] * 4, label_smoothing=eps),
+            _ce_case(f"smoothing_{eps}_huge", [[1e4, -1e4, 0.0]], [0], label_smoothing=eps, reduction="sum"),
+        ]
+    for grid in GRIDS:
+        for i, (red, w) in enumerate([("mean", None), ("sum", True), ("none", None), ("mean", True)]):
+            rg = rng_for(prefix, grid, i)
+            C = int(rg.integers(2, 12))
+            weight = np.abs(logits(rg, (C,), grid, 1.0)) if w else None
+            t = class_indices(rg, (9,), C)
+            t[rg.random(9) < 0.2] = -100
+            smoothing = {"label_smoothing": 0.125 * (i % 2 == 0)} if with_smoothing else {}
+            cases.append(_ce_case(f"random_{grid}_{i}", logits(rg, (9, C), grid), t, weight=weight, reduction=red,
+                                  **smoothing))
+    cases += _bad_input_cases(x45)
+    return cases
+
+
+def _bad_input_cases(x45) -> list[Case]:
+    return [
+        _ce_case("bad_target_batch", x45, [0, 1, 2], raises=ValueError, note="target shape mismatch"),
+        _ce_case("bad_target_class", x45, [0, 1, 5, 2], raises=ValueError, note="class index out of range"),
+        _ce_case("bad_target_negative", x45, [0, -1, 2, 2], raises=ValueError, note="negative index, not ignored"),
+        _ce_case("bad_weight_length", x45, [0, 1, 2, 3], weight=[1.0, 1.0], raises=ValueError),
+        _ce_case("bad_reduction", x45, [0, 1, 2, 3], reduction="avg", raises=ValueError),
+        _ce_case("bad_integer_input", [[1, 2], [3, 4]], [0, 1], raises=TypeError, note="non-floating logits"),
+    ]
+
+
+def _ce_cases() -> list[Case]:
+    r = rng_for("cross_entropy", "prob")
+    x45 = logits(r, (4, 5), "half")
+    soft = probabilities(r, (4, 5), "half")
+    onehot = np.eye(5)[[0, 4, 2, 1]]
+    cases = _shared_cases("cross_entropy", with_smoothing=True)
+    cases += [
+        _ce_case("prob_soft_mean", x45, soft),
+        _ce_case("prob_soft_none", x45, soft, reduction="none"),
+        _ce_case("prob_onehot_weight", x45, onehot, weight=[1.0, 2.0, 0.5, 4.0, 0.25]),
+        _ce_case("prob_smoothing_0.1", x45, soft, label_smoothing=0.1, reduction="sum"),
+        _ce_case("prob_spatial", logits(r, (2, 3, 2), "half"), probabilities(r, (2, 3, 2), "half")),
+        _ce_case("prob_huge_1e4", [[1e4, -1e4, 0.0]], [[0.25, 0.5, 0.25]], reduction="sum"),
+        _ce_case("bad_label_smoothing", x45, [0, 1, 2, 3], label_smoothing=1.5, raises=ValueError),
+        _ce_case("bad_prob_target_shape", x45, soft[:, :4], raises=ValueError,
+                 note="probability targets must have the input's shape"),
+    ]
+    for grid in GRIDS:
+        rg = rng_for("cross_entropy", "prob", grid)
+        cases.append(_ce_case(f"prob_random_{grid}", logits(rg, (6, 7), grid), probabilities(rg, (6, 7), grid),
+                              weight=np.abs(logits(rg, (7,), grid, 1.0)), reduction="mean"))
+    return cases
+
+
+def _nll_cases() -> list[Case]:
+    """The index-target catalogue with the logits replaced by exact log-softmax-like inputs."""
+    return _shared_cases("nll_loss", with_smoothing=False)
+
+
+_LOSS_SPECS = (
+    Spec(
+        name="cross_entropy",
+        signature='cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", '
+                  "label_smoothing=0.0)",
+        definition="l_i = (1−ε) w_y (−log p_iy) + (ε/C) Σ_c w_c (−log p_ic), 0 if ignored; mean = Σ l / Σ w_y; "
+                   "probability targets: −Σ_c w_c q_ic log p_ic, q = (1−ε)t + ε/C, mean = Σ l / N",
+        source="PyTorch docs torch.nn.functional.cross_entropy; Szegedy et al. 2016 (label smoothing)",
+        args=(Arg("input", "logits", differentiable=True), Arg("target", "class_index_or_probability_target",
+                                                                 differentiable=True),
+              Arg("weight", "weight", positional=False)),
+        params={"ignore_index": -100, "reduction": "mean", "label_smoothing": 0.0},
+        oracle=cross_entropy,
+        gradient=cross_entropy_grad,
+        cases=_ce_cases,
+        reduced_terms=_reduced_terms,
+        edge_notes=("all targets ignored or an empty batch under mean: NaN (0/0); ignored rows receive no "
+                    "cotangent, so the gradient is 0",
+                    "every non-ignored target weight 0 under mean: NaN, and the gradient is NaN (the chain rule "
+                    "with cotangent g/0)",
+                    "a −inf logit with label_smoothing > 0 gives +inf",
+                    "probability target 0 on a −inf logit contributes 0 (0·log 0 = 0)"),
+    ),
+    Spec(
+        name="nll_loss",
+        signature='nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean")',
+        definition="l_i = −w_y input_iy, 0 if ignored; mean = Σ l / Σ w_y",
+        source="PyTorch docs torch.nn.functional.nll_loss",
+        args=(Arg("input", "log_probabilities", differentiable=True), Arg("target", "class_index"),
+              Arg("weight", "weight", positional=False)),
+        params={"ignore_index": -100, "reduction": "mean"},
+        oracle=nll_loss,
+        gradient=nll_loss_grad,
+        cases=_nll_cases,
+        reduced_terms=_reduced_terms,
+        edge_notes=("all targets ignored or an empty batch under mean: NaN (0/0)",),
+    ),
+)
+
+
+SPECS = (*_SOFTMAX_SPECS, *_LOSS_SPECS)

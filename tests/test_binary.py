@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from mpmath import mpf
 
 from lossoracle import catalog, reference
-from lossoracle.adapters_binary import TORCH_BCE_CONVENTIONS
+from lossoracle.ecosystem.binary import TORCH_BCE_CONVENTIONS
 from lossoracle.compare import GRADES
 from lossoracle.floats import FORMATS, ulp_error
 from lossoracle.implementations import binary_core, numpy_impl, torch_impl

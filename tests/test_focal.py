@@ -402,7 +402,7 @@ def test_monai_softmax_nan_gradient_kornia_softmax_finite():
 def test_keras_float64_losses_carry_float32_precision():
     """Keras's ops.mean computes in result_type(float64, 'float32') = float32."""
     pytest.importorskip("keras")
-    from lossoracle.adapters_focal import keras_binary_focal
+    from lossoracle.ecosystem.focal import keras_binary_focal
 
     x, y = _a(0.5, -1.0, 3.0), _a(1.0, 1.0, 0.0)
     got = keras_binary_focal(torch.tensor(x), torch.tensor(y))

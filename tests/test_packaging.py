@@ -22,16 +22,23 @@ def test_mapped_packages_live_under_lossoracle():
     assert (root / "engine.py").exists()
 
 
-def test_every_family_module_imports():
+def test_one_family_name_in_every_layer():
+    """reference/<family>.py, implementations/<family>_{numpy,torch}.py, ecosystem/<family>.py and
+    tests/test_<family>.py: a reader who knows the family finds every layer by its name; every
+    loss has our NumPy and torch implementations, found by discovery."""
     from lossoracle import catalog, reference, specs
+    from lossoracle.implementations import _surface
 
-    for fam in reference.FAMILIES:
-        importlib.import_module(f"lossoracle.reference.{fam}")
-    for mod in catalog.FAMILY_MODULES:
-        importlib.import_module(mod)
+    families = {m.__name__.rsplit(".", 1)[1] for m in reference.family_modules()}
+    layers = {fw: {m.__name__.rsplit(".", 1)[1].removesuffix(f"_{fw}") for m in _surface.family_modules(fw)}
+              for fw in ("numpy", "torch")}
+    ecosystem = {m.__name__.rsplit(".", 1)[1] for m in catalog.ecosystem_modules()}
+    assert layers["numpy"] == layers["torch"] == families and ecosystem <= families
+    tests = pathlib.Path(__file__).parent
+    assert all((tests / f"test_{f}.py").exists() for f in families)
     assert len(specs.names()) == len(set(specs.names())) >= 4
-    for name in ("numpy_impl", "torch_impl"):
-        importlib.import_module(f"lossoracle.implementations.{name}")
+    ours = {(i.loss, i.framework) for i in catalog.ours()}
+    assert ours == {(name, fw) for name in specs.names() for fw in ("numpy", "torch")}
 
 
 def test_no_module_imports_the_bare_folder_names():

@@ -1,14 +1,21 @@
 """The catalogue of implementations ``lossoracle check`` validates: ours and the ecosystem's.
 
-Each loss family lists its implementations in one ``lossoracle.adapters_<family>`` module as
-``IMPLEMENTATIONS``: the callable (by dotted path, imported lazily so a missing library gives a
-"not installed" row, never an import error), the framework, the convention it documents, and
-for third-party callables whose signature is not canonical, a small adapter in that module.
+Both are discovered, with no list kept by hand:
+
+- ours: every public name of ``lossoracle.implementations.numpy_impl`` / ``torch_impl`` (which
+  re-export the ``implementations/<family>_numpy.py`` / ``_torch.py`` modules) that is a spec's
+  name; NumPy ones with their ``<name>_grad`` VJP;
+- the ecosystem's: each module ``lossoracle.ecosystem.<family>`` lists its third-party
+  implementations as ``IMPLEMENTATIONS``: the callable (by dotted path, imported lazily so a
+  missing library gives a ``not_installed`` row, never an import error), the framework, the
+  convention it documents, and for callables whose signature is not canonical, a small adapter
+  in that module.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,14 +23,9 @@ from typing import Any
 from .report import Report, Result
 from .spec import Case
 
-__all__ = ["Implementation", "resolve", "implementations", "run", "FAMILY_MODULES"]
+__all__ = ["Implementation", "resolve", "implementations", "run", "ours", "ecosystem_modules"]
 
-FAMILY_MODULES = (
-    "lossoracle.adapters_softmax",
-    "lossoracle.adapters_binary",
-    "lossoracle.adapters_information",
-    "lossoracle.adapters_focal",
-)
+_OURS = "lossoracle.implementations"
 
 
 def resolve(path: str) -> Callable:
@@ -83,14 +85,40 @@ class Implementation:
         return None
 
 
-def implementations(loss: str | None = None) -> list[Implementation]:
-    """Every catalogued implementation (of ``loss`` if given), ours first."""
+def ours() -> list[Implementation]:
+    """Our implementations: every spec name that ``numpy_impl`` / ``torch_impl`` export."""
+    from . import specs
+    from .implementations import numpy_impl, torch_impl
+
     out = []
-    for mod in FAMILY_MODULES:
-        out.extend(importlib.import_module(mod).IMPLEMENTATIONS)
+    for loss in specs.names():
+        if loss in numpy_impl.__all__:
+            grad = f"{_OURS}.numpy_impl:{loss}_grad" if f"{loss}_grad" in numpy_impl.__all__ else None
+            out.append(Implementation(loss, f"{_OURS}.numpy_impl.{loss}", "numpy", f"{_OURS}.numpy_impl:{loss}",
+                                      grad=grad, ours=True))
+        if loss in torch_impl.__all__:
+            out.append(Implementation(loss, f"{_OURS}.torch_impl.{loss}", "torch", f"{_OURS}.torch_impl:{loss}",
+                                      ours=True))
+    return out
+
+
+def ecosystem_modules() -> list:
+    """The ``lossoracle.ecosystem.<family>`` modules, imported, in name order."""
+    from . import ecosystem
+
+    return [importlib.import_module(f"{ecosystem.__name__}.{m.name}")
+            for m in sorted(pkgutil.iter_modules(ecosystem.__path__), key=lambda m: m.name)]
+
+
+def implementations(loss: str | None = None) -> list[Implementation]:
+    """Every catalogued implementation (of ``loss`` if given), ours first, in spec order."""
+    from . import specs
+
+    out = ours() + [i for m in ecosystem_modules() for i in m.IMPLEMENTATIONS]
     if loss is not None:
         out = [i for i in out if i.loss == loss]
-    return sorted(out, key=lambda i: (not i.ours,))
+    order = {name: k for k, name in enumerate(specs.names())}
+    return sorted(out, key=lambda i: (order.get(i.loss, len(order)), not i.ours))
 
 
 def run(impl: Implementation, **options: Any) -> Report:

@@ -1,8 +1,7 @@
-"""The spec registry: every loss lossoracle knows, by canonical name."""
+"""The spec registry: every loss lossoracle knows, by canonical name (discovered from ``reference/``)."""
 
 from __future__ import annotations
 
-import importlib
 from functools import lru_cache
 
 from .spec import Spec
@@ -15,8 +14,8 @@ def _registry() -> dict[str, Spec]:
     from lossoracle import reference
 
     out: dict[str, Spec] = {}
-    for family in reference.FAMILIES:
-        for spec in importlib.import_module(f"lossoracle.reference.{family}").SPECS:
+    for module in reference.family_modules():
+        for spec in module.SPECS:
             if spec.name in out:
                 raise RuntimeError(f"loss {spec.name!r} is specified twice")
             out[spec.name] = spec

@@ -1,4 +1,4 @@
-"""Implementations of the focal losses: ours and the ecosystem's (CONVENTIONS.md §6).
+"""The ecosystem's focal losses (CONVENTIONS.md §6).
 
 Each third-party callable is judged under the convention it documents (the oracle variant in
 ``conventions``); what still differs is reported with the one-line ``note``. The small adapters
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .catalog import Implementation
-from .spec import Case
+from ..catalog import Implementation
+from ..spec import Case
 
 __all__ = ["IMPLEMENTATIONS"]
 
@@ -153,15 +153,7 @@ def _keras_categorical_accepts(case: Case) -> str | None:
 _TAIL_NOTE = "1 − p_t = 1 − σ(x) from a rounded σ"
 
 
-def _ours(loss: str) -> list[Implementation]:
-    return [
-        Implementation(loss, f"{_NP}.{loss}", "numpy", f"{_NP}:{loss}", grad=f"{_NP}:{loss}_grad", ours=True),
-        Implementation(loss, f"{_TORCH}.{loss}", "torch", f"{_TORCH}:{loss}", ours=True),
-    ]
-
-
 IMPLEMENTATIONS: Sequence[Implementation] = [
-    *_ours(_SIG),
     Implementation(_SIG, "torchvision.ops.sigmoid_focal_loss", "torch", "torchvision.ops:sigmoid_focal_loss",
                    requires=("torchvision",),
                    note=f"{_TAIL_NOTE}: loss 0 and NaN gradient (γ < 1) once σ(x) rounds to 1; BCE-with-logits "
@@ -170,36 +162,35 @@ IMPLEMENTATIONS: Sequence[Implementation] = [
                    requires=("fvcore",),
                    note=f"torchvision's formula ({_TAIL_NOTE}); inputs cast to float32, float64 included"),
     Implementation(_SIG, "kornia.losses.binary_focal_loss_with_logits", "torch",
-                   "lossoracle.adapters_focal:kornia_binary_focal", requires=("kornia",),
+                   "lossoracle.ecosystem.focal:kornia_binary_focal", requires=("kornia",),
                    conventions={"p_t": "per_term"},
                    note="(1 − p_t)^γ as exp(γ·logsigmoid(∓x)): finite at saturation, but γ multiplies the "
                         "rounding of logsigmoid; targets not validated"),
     Implementation(_SIG, "monai.losses.FocalLoss(use_softmax=False)", "torch",
-                   "lossoracle.adapters_focal:monai_sigmoid_focal", requires=("monai",),
+                   "lossoracle.ecosystem.focal:monai_sigmoid_focal", requires=("monai",),
                    conventions={"p_t": "sign", "sum_rule": "spatial_mean"},
                    note="computes in float32 for every dtype; BCE as x − x·y − logsigmoid(x) cancels for x ≪ 0, "
                         "y = 0; reduction='sum' on (B, C) input is the mean (torch reads mean(dim=[]) as all dims)"),
     Implementation(_SIG, "keras.losses.BinaryFocalCrossentropy(from_logits=True)", "torch",
-                   "lossoracle.adapters_focal:keras_binary_focal", requires=("keras",),
+                   "lossoracle.ecosystem.focal:keras_binary_focal", requires=("keras",),
                    conventions={"probability_clip": 1e-7},
                    note=f"BCE of σ(x) clipped to [1e-7, 1 − 1e-7] (1 − 1e-7 rounds to 1 − 2^-23 in float32, to 1 "
                         f"in float16); {_TAIL_NOTE}; ops.mean computes float64 in float32"),
-    Implementation(_SIG, "optax.losses.sigmoid_focal_loss", "jax", "lossoracle.adapters_focal:optax_sigmoid_focal",
+    Implementation(_SIG, "optax.losses.sigmoid_focal_loss", "jax", "lossoracle.ecosystem.focal:optax_sigmoid_focal",
                    requires=("jax", "optax"),
                    note="log(1 − p_t) = logsumexp(log σ(±x), b=[1 − y, y]): finite at saturation, but ∂/∂y is wrong "
                         "at y ∈ {0, 1} (jax's logsumexp drops the gradient of a zero weight b)"),
-    *_ours(_SM),
-    Implementation(_SM, "kornia.losses.focal_loss", "torch", "lossoracle.adapters_focal:kornia_focal",
+    Implementation(_SM, "kornia.losses.focal_loss", "torch", "lossoracle.ecosystem.focal:kornia_focal",
                    requires=("kornia",), conventions={"scalar_alpha": "background", "mean_over": "elements"},
                    note="1 − p = 1 − exp(log_softmax) and log p from a rounded log-sum-exp: both lose the confident "
                         "tail (a detached power keeps the gradient finite); gamma and alpha not validated"),
     Implementation(_SM, "monai.losses.FocalLoss(use_softmax=True)", "torch",
-                   "lossoracle.adapters_focal:monai_softmax_focal", requires=("monai",),
+                   "lossoracle.ecosystem.focal:monai_softmax_focal", requires=("monai",),
                    conventions={"scalar_alpha": "background", "empty_mean": "zero", "sum_rule": "spatial_mean"},
                    note="computes in float32; (1 − exp(log_softmax))^γ: 0 once p_y rounds to 1, NaN gradient there "
                         "for γ < 1 and at −inf logits; reduction='sum' on (N, C) input is the mean"),
     Implementation(_SM, "keras.losses.CategoricalFocalCrossentropy(from_logits=True)", "torch",
-                   "lossoracle.adapters_focal:keras_categorical_focal", requires=("keras",),
+                   "lossoracle.ecosystem.focal:keras_categorical_focal", requires=("keras",),
                    conventions={"probability_clip": 1e-7}, accepts=_keras_categorical_accepts,
                    note="softmax, renormalise, clip to [1e-7, 1 − 1e-7] in the compute dtype (1 − 1e-7 rounds in "
                         "float32 and half types), then (1 − p)^γ·log p of the clipped p"),

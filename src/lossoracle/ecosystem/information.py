@@ -1,4 +1,4 @@
-"""Implementations of the information-theory family: ours, PyTorch's and SciPy's.
+"""The ecosystem's information-theory family: PyTorch's and SciPy's.
 
 SciPy's elementwise functions are summed over ``dim`` by the small adapters below (the
 canonical signature is a row reduction); ``scipy.stats.entropy`` defaults to ``axis=0``, so its
@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .catalog import Implementation
-from .spec import Case
-
-_OURS = "lossoracle.implementations"
+from ..catalog import Implementation
+from ..spec import Case
 
 
 def scipy_entr(p: Any, dim: int = -1) -> Any:
@@ -81,18 +79,9 @@ _TORCH_ENTR = _skipping(
 _SCIPY_STATS = _skipping(bad_integer="array_like input: integers are cast to float by design")
 
 
-def _ours(loss: str) -> list[Implementation]:
-    return [
-        Implementation(loss, f"{_OURS}.numpy_impl.{loss}", "numpy", f"{_OURS}.numpy_impl:{loss}",
-                       grad=f"{_OURS}.numpy_impl:{loss}_grad", ours=True),
-        Implementation(loss, f"{_OURS}.torch_impl.{loss}", "torch", f"{_OURS}.torch_impl:{loss}", ours=True),
-    ]
-
-
-_HERE = "lossoracle.adapters_information"
+_HERE = "lossoracle.ecosystem.information"
 
 IMPLEMENTATIONS = [
-    *_ours("entropy"),
     Implementation("entropy", "torch.special.entr", "torch", f"{_HERE}:torch_entr", accepts=_TORCH_ENTR,
                    note="summed over dim by the adapter; autograd gives −(log p + 1), which cancels near p = 1/e"),
     Implementation("entropy", "scipy.special.entr", "numpy", f"{_HERE}:scipy_entr", requires=("scipy",),
@@ -103,14 +92,12 @@ IMPLEMENTATIONS = [
                    requires=("scipy",), conventions={"normalize": True}, accepts=_SCIPY_STATS,
                    note="normalizes each row (convention normalize=True; axis passed explicitly, default 0); "
                         "float16 input is normalized in float16 but returned as float32"),
-    *_ours("kl_div"),
     Implementation("kl_div", "torch.nn.functional.kl_div", "torch", "torch.nn.functional:kl_div",
                    note="xlogy(p, p) − p·input: 0·(−inf) = NaN where target = 0 and input = −inf; the target "
                         "gradient at target = 0 is NaN (xlogy's y-gradient) where the one-sided derivative is "
                         "−inf; log_target: e^t is rounded (to a subnormal below t ≈ −708) before the product, "
                         "so tiny terms lose all accuracy; target is broadcast to input's shape although "
                         "documented as the same shape; negative targets give NaN instead of an error"),
-    *_ours("kl_divergence"),
     Implementation("kl_divergence", "scipy.special.rel_entr", "numpy", f"{_HERE}:scipy_rel_entr",
                    requires=("scipy",), accepts=_SCIPY_UFUNC, upcast=True,
                    note="summed over dim by the adapter; x·log(x/y) of the rounded ratio; float16 runs the "

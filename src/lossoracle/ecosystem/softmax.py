@@ -1,30 +1,21 @@
-"""Implementations of the softmax cross-entropy family: ours and PyTorch's."""
+"""The ecosystem's softmax family: PyTorch's functions and optax's cross-entropy."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .catalog import Implementation
+from ..catalog import Implementation
 
 _NOTES = {
-    "log_softmax": "x − logsumexp(x) is scale-accurate, not faithful, for a dominant class",
+    "log_softmax": "x − logsumexp(x) keeps only absolute accuracy (tail) for a dominant class",
     "softmax": "backward evaluates p·(g − Σ g·p) directly: cancels when one probability dominates",
     "nll_loss": "",
-    "cross_entropy": "log p = x − logsumexp(x) is scale-accurate, not faithful, for confident predictions",
+    "cross_entropy": "log p = x − logsumexp(x) keeps only absolute accuracy (tail) for confident predictions",
 }
 
 IMPLEMENTATIONS = [
-    impl
+    Implementation(loss, f"torch.nn.functional.{loss}", "torch", f"torch.nn.functional:{loss}", note=note)
     for loss, note in _NOTES.items()
-    for impl in (
-        Implementation(loss, f"lossoracle.implementations.numpy_impl.{loss}", "numpy",
-                       f"lossoracle.implementations.numpy_impl:{loss}",
-                       grad=f"lossoracle.implementations.numpy_impl:{loss}_grad", ours=True),
-        Implementation(loss, f"lossoracle.implementations.torch_impl.{loss}", "torch",
-                       f"lossoracle.implementations.torch_impl:{loss}", ours=True),
-        Implementation(loss, f"torch.nn.functional.{loss}", "torch", f"torch.nn.functional:{loss}",
-                       note=note),
-    )
 ]
 
 
@@ -54,5 +45,5 @@ def _optax_accepts(case):
 
 IMPLEMENTATIONS.append(Implementation(
     "cross_entropy", "optax.softmax_cross_entropy_with_integer_labels", "jax",
-    "lossoracle.adapters_softmax:optax_cross_entropy", requires=("jax", "optax"), accepts=_optax_accepts,
+    "lossoracle.ecosystem.softmax:optax_cross_entropy", requires=("jax", "optax"), accepts=_optax_accepts,
     note="logsumexp(x) − x_y is scale-accurate, not faithful, for confident predictions"))

@@ -23,6 +23,9 @@ def _probabilities(name: str, a) -> np.ndarray:
     return a
 
 
+__all__ = ["entropy", "entropy_grad", "kl_div", "kl_div_grad", "kl_divergence", "kl_divergence_grad"]
+
+
 def require_dim(dim: int, ndim: int) -> None:
     """``dim`` names an axis of an array with ``ndim`` dimensions (ValueError naming ``dim``)."""
     if not isinstance(dim, (int, np.integer)) or not -ndim <= dim < ndim:

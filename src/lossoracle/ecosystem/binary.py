@@ -1,4 +1,4 @@
-"""Implementations of the binary cross-entropies: ours, PyTorch's, and a SciPy composition.
+"""The ecosystem's binary cross-entropies: PyTorch's, and a SciPy composition.
 
 PyTorch's ``binary_cross_entropy`` is listed twice: under the convention it documents and
 implements (each log clamped at −100; backward ``w(p − y)/max(p(1 − p), 1e-12)`` and
@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .catalog import Implementation
-from .spec import Case
+from ..catalog import Implementation
+from ..spec import Case
 
-_OURS = "lossoracle.implementations"
 _BCE, _BCEL = "binary_cross_entropy", "binary_cross_entropy_with_logits"
 # PyTorch's backward floors p(1 − p) at its EPSILON = 1e-12 taken as a float32 constant in every dtype
 # (measured, torch 2.14.1 CPU float64: p = 1e-13, y = 1 gives −1.000000004e12, not −1e12).
@@ -51,14 +50,7 @@ def _no_argument_checks(case: Case) -> str | None:
     return "an elementwise composition checks no argument" if case.raises is not None else None
 
 
-def _ours(loss: str) -> tuple[Implementation, Implementation]:
-    return (Implementation(loss, f"{_OURS}.numpy_impl.{loss}", "numpy", f"{_OURS}.numpy_impl:{loss}",
-                           grad=f"{_OURS}.numpy_impl:{loss}_grad", ours=True),
-            Implementation(loss, f"{_OURS}.torch_impl.{loss}", "torch", f"{_OURS}.torch_impl:{loss}", ours=True))
-
-
 IMPLEMENTATIONS = [
-    *_ours(_BCE),
     Implementation(_BCE, f"torch.nn.functional.{_BCE}", "torch", f"torch.nn.functional:{_BCE}",
                    conventions=TORCH_BCE_CONVENTIONS, accepts=_torch_rejects_nan,
                    note="judged under PyTorch's own convention (log clamp −100, backward floored at 1e-12)"),
@@ -67,13 +59,12 @@ IMPLEMENTATIONS = [
                    note="PyTorch clamps each log at −100 (loss ≤ 100 where the exact loss is larger or +inf) and "
                         "its backward is w(p − y)/max(p(1 − p), 1e-12) and w·log((1 − p)/p) (unclamped); NaN "
                         "probabilities raise"),
-    *_ours(_BCEL),
     Implementation(_BCEL, f"torch.nn.functional.{_BCEL}", "torch", f"torch.nn.functional:{_BCEL}",
                    note="PyTorch computes (1 − t)·x − (1 + (pw − 1)·t)·log σ(x) and "
                         "(1 + (pw − 1)·t)·σ(x) − pw·t: both cancel for confident correct predictions; "
                         "x = ±inf gives NaN; targets outside [0, 1] are accepted"),
     Implementation(_BCEL, "scipy.special.log_expit (BCE-with-logits composition)", "numpy",
-                   "lossoracle.adapters_binary:scipy_log_expit_bce_with_logits", requires=("scipy",),
+                   "lossoracle.ecosystem.binary:scipy_log_expit_bce_with_logits", requires=("scipy",),
                    accepts=_no_argument_checks, upcast=True,
                    note="−w·[pw·y·log_expit(x) + (1 − y)·log_expit(−x)]: 0·log_expit(∓inf) is "
                         "0·(−inf) = NaN; float16 input: 1 − y rounds in float16, the rest is float64"),

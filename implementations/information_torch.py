@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from . import information_core as core
-from .np_information import KL_REDUCTIONS, require_dim
+from .information_numpy import KL_REDUCTIONS, require_dim
 from .validation import require_floating, require_range, require_reduction, require_same_shape
 
 

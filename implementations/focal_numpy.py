@@ -16,8 +16,7 @@ import numpy as np
 from .focal_core import arithmetic, sigmoid_focal_terms, softmax_focal_terms
 from .validation import class_target_shape, require_floating, require_range, require_reduction, require_same_shape
 
-__all__ = ["sigmoid_focal_loss", "sigmoid_focal_loss_grad", "softmax_focal_loss", "softmax_focal_loss_grad",
-           "check_gamma", "check_alpha"]
+__all__ = ["sigmoid_focal_loss", "sigmoid_focal_loss_grad", "softmax_focal_loss", "softmax_focal_loss_grad"]
 
 MEAN_OVER = ("elements", "positives")
 
