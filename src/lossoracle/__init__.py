@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .engine import check  # noqa: E402
+from .engine import Options, check  # noqa: E402
 from .report import Report  # noqa: E402
 
-__all__ = ["check", "Report", "__version__"]
+__all__ = ["check", "Options", "Report", "__version__"]

@@ -129,7 +129,7 @@ def run(impl: Implementation, **options: Any) -> Report:
     if missing:
         return Report([Result(impl.loss, impl.name, None, "-", "-", "value", "-", None, None, 0, "not_installed",
                               None, missing, finding="not_installed")])
-    return check(resolve(impl.target), impl.loss, impl.framework, name=impl.name,
-                 grad=resolve(impl.grad) if impl.grad else None, conventions=impl.conventions,
-                 accepts=impl.accepts, unsupported_dtypes=impl.unsupported_dtypes, upcast=impl.upcast,
-                 note=impl.note, strict_errors=impl.ours, target=impl.target, **options)
+    return check(resolve(impl.target), impl.loss, impl.framework, grad=resolve(impl.grad) if impl.grad else None,
+                 conventions=impl.conventions, name=impl.name, accepts=impl.accepts,
+                 unsupported_dtypes=impl.unsupported_dtypes, upcast=impl.upcast, note=impl.note,
+                 strict_errors=impl.ours, target=impl.target, **options)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,7 @@ from .mpfuncs import stable
 from .report import Report, Result, fmt_float
 from .spec import DTYPES, Case, Spec
 
-__all__ = ["check", "oracle_outputs", "case_conditioning"]
+__all__ = ["check", "Options", "oracle_outputs", "case_conditioning"]
 
 _ORACLE_CACHE: dict[tuple, tuple[Any, dict[str, np.ndarray]]] = {}
 _COND_CACHE: dict[tuple, Any] = {}
@@ -238,30 +238,50 @@ def _names(exc) -> str:
     return " or ".join(e.__name__ for e in excs)
 
 
+@dataclass(frozen=True)
+class Options:
+    """The rarely needed settings of :func:`check` (adapters set most of them).
+
+    ``name``: what reports call the implementation (default: its module and name); ``target``:
+    the importable path printed in reproducer commands; ``devices``: restrict devices;
+    ``accepts(case)``: a reason why the implementation's documented interface does not cover a
+    case, and ``unsupported_dtypes``: dtype → reason — both make ``unsupported`` rows, never
+    scored; ``upcast``: results may come back in a wider dtype than the input's; ``note``: one
+    line explaining a library's convention, shown beside its deviations; ``strict_errors``:
+    require the exact exception type on bad-input cases (any exception otherwise);
+    ``isolate``/``timeout``: run the implementation in a forked worker, ``timeout`` seconds per
+    call, so a crash or a hang becomes a verdict (``isolate=False`` calls it in this process).
+    """
+
+    name: str | None = None
+    target: str | None = None
+    devices: tuple[str | None, ...] | None = None
+    accepts: Callable[[Case], str | None] | None = None
+    unsupported_dtypes: Mapping[str, str] = field(default_factory=dict)
+    upcast: bool = False
+    note: str = ""
+    strict_errors: bool = False
+    timeout: float | None = 60.0
+    isolate: bool = True
+
+
 def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable | None = None,
-          name: str | None = None, conventions: Mapping[str, Any] | None = None,
-          dtypes: Iterable[str] | None = None, devices: Iterable[str | None] | None = None,
-          cases: Iterable[str | Case] | None = None, accepts: Callable[[Case], str | None] | None = None,
-          unsupported_dtypes: Mapping[str, str] | None = None, upcast: bool = False,
-          note: str = "", strict_errors: bool = False, target: str | None = None,
-          timeout: float | None = 60.0, isolate: bool = True) -> Report:
+          conventions: Mapping[str, Any] | None = None, dtypes: Iterable[str] | None = None,
+          cases: Iterable[str | Case] | None = None, options: Options | None = None, **more: Any) -> Report:
     """Validate ``fn`` (canonical signature of ``loss``) against the oracle.
 
     Values and gradients (torch/jax autograd; ``grad`` — an explicit VJP
     ``grad(grad_output, *args, **kwargs) -> {arg: array}`` — for NumPy) over the spec's edge
     catalogue and generated cases, in every dtype the case is exact in, on every available device.
-
-    ``cases`` restricts the run to these case ids, or supplies Case objects (e.g. hypothesis
-    draws) to run instead of the catalogue. ``conventions`` selects the oracle variant the
-    implementation claims (e.g. PyTorch's BCE log clamp). ``accepts(case)`` returns a reason why
-    the implementation's documented interface does not cover a case, ``unsupported_dtypes`` maps
-    a dtype to the reason it is not supported: both make ``unsupported`` rows, never scored.
-    ``upcast`` declares that results may come back in a wider dtype than the input's.
-    ``strict_errors`` requires the exact exception type on bad-input cases (any exception
-    otherwise). ``target`` is the importable path printed in the reproducer command.
-    ``isolate`` runs the implementation in a forked worker with ``timeout`` seconds per call (a
-    crash or a hang becomes a verdict); ``isolate=False`` calls it in this process.
+    ``conventions`` selects the oracle variant the implementation claims (e.g. PyTorch's BCE
+    log clamp); ``dtypes`` restricts the dtypes; ``cases`` restricts the run to these case ids,
+    or supplies Case objects (e.g. hypothesis draws) to run instead of the catalogue. Everything
+    else is in ``options`` (:class:`Options`); keyword arguments named like its fields override it.
     """
+    opts = replace(options or Options(), **more)
+    name, target, note, upcast = opts.name, opts.target, opts.note, opts.upcast
+    devices, accepts, strict_errors = opts.devices, opts.accepts, opts.strict_errors
+    unsupported_dtypes, timeout, isolate = opts.unsupported_dtypes, opts.timeout, opts.isolate
     spec = specs.get(loss)
     bk = backend(framework)
     conventions = dict(conventions or {})
