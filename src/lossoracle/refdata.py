@@ -8,8 +8,11 @@ One deterministic command writes ``reference/data/<loss>.txt``::
 Each file starts with ``#`` provenance lines (oracle module, mpmath version, working precision,
 git revision of the generator) followed by one JSON object per case: the inputs as ``float.hex``
 strings (exact, so one row serves every dtype the case is exact in), the parameters, and the value
-and each gradient (VJP with the checker's fixed cotangent) to 40 significant digits. A test
-regenerates a sample of rows from the stored inputs and compares.
+and each gradient (VJP with the checker's fixed cotangent) as the oracle's exact binary result
+(``"0x<mantissa>p<exponent>"``, :func:`encode_mp`: the 192+-bit mpf itself, never re-rounded).
+The checker reads these rows instead of running mpmath (:func:`frozen`) for every case they hold
+with the spec's own conventions; a test regenerates a sample of rows from the stored inputs and
+requires them identical, which proves the files current.
 """
 
 from __future__ import annotations
@@ -25,11 +28,10 @@ import mpmath
 import numpy as np
 
 from . import reference, specs
-from .engine import oracle_outputs
+from .engine import exact_outputs
 from .mpfuncs import ORACLE_PREC
 from .spec import Case, Spec
 
-DIGITS = 40
 MAX_ELEMENTS = 256  # keep the files small: larger generated cases are covered by the generator
 DATA_DIR = pathlib.Path(reference.__file__).resolve().parent / "data"  # package data in a wheel
 
@@ -49,9 +51,33 @@ def decode_array(d: dict[str, Any] | None) -> np.ndarray | None:
     return np.array(values, dtype=dtype).reshape(d["shape"])
 
 
-def _digits(values) -> list[str]:
-    return [mpmath.nstr(v, DIGITS, min_fixed=1, max_fixed=0) if mpmath.isfinite(v) else str(v)
-            for v in np.asarray(values, dtype=object).reshape(-1).tolist()]
+def encode_mp(v) -> str:
+    """The exact binary value of an mpf: ``"-0x1fp-3"`` (man·2^exp), or ``inf``/``-inf``/``nan``."""
+    v = mpmath.mpf(v) if not isinstance(v, mpmath.mpf) else v
+    if not mpmath.isfinite(v):
+        return str(v)
+    sign, man, exp, _ = v._mpf_
+    return f"{'-' if sign else ''}0x{int(man):x}p{exp}"
+
+
+def decode_mp(s: str) -> mpmath.mpf:
+    """The mpf :func:`encode_mp` wrote, exactly."""
+    if "p" not in s:
+        return mpmath.mpf(s)
+    head, exp = s.split("p")
+    man = int(head, 16)
+    with mpmath.mp.workprec(max(man.bit_length(), 53)):
+        return mpmath.ldexp(mpmath.mpf(man), int(exp))
+
+
+def _exact(values) -> list[str]:
+    return [encode_mp(v) for v in np.asarray(values, dtype=object).reshape(-1).tolist()]
+
+
+def _mp_array(strings: list[str], shape) -> np.ndarray:
+    out = np.empty(len(strings), dtype=object)
+    out[:] = [decode_mp(s) for s in strings]
+    return out.reshape(shape) if shape else out[0]
 
 
 def rows(spec: Spec) -> Iterator[dict[str, Any]]:
@@ -59,10 +85,10 @@ def rows(spec: Spec) -> Iterator[dict[str, Any]]:
     for case in spec.cases():
         if case.raises is not None or any(a is not None and a.size > MAX_ELEMENTS for a in case.inputs.values()):
             continue
-        value, grads = oracle_outputs(spec, case)
+        value, grads = exact_outputs(spec, case)
         row = {"case": case.id, "inputs": {k: encode_array(v) for k, v in case.inputs.items()},
-               "params": dict(case.params), "shape": list(np.shape(value)), "value": _digits(value)}
-        row.update({f"grad:{k}": _digits(v) for k, v in sorted(grads.items())})
+               "params": dict(case.params), "shape": list(np.shape(value)), "value": _exact(value)}
+        row.update({f"grad:{k}": _exact(v) for k, v in sorted(grads.items())})
         yield row
 
 
@@ -88,7 +114,7 @@ def write(spec: Spec, directory: pathlib.Path = DATA_DIR) -> pathlib.Path:
               f"# mpmath {mpmath.__version__}, {ORACLE_PREC}-bit working precision, doubled until float64 "
               "rounding is stable",
               f"# generator: python -m lossoracle.refdata --loss {spec.name} (git {_revision()})",
-              f"# values to {DIGITS} significant digits; inputs as float.hex"]
+              "# values as exact binary mpf (0x<mantissa>p<exponent>); inputs as float.hex"]
     lines = header + [json.dumps(r, sort_keys=True) for r in rows(spec)]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -96,6 +122,26 @@ def write(spec: Spec, directory: pathlib.Path = DATA_DIR) -> pathlib.Path:
 
 def read(path: pathlib.Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line and not line.startswith("#")]
+
+
+_FROZEN: dict[str, dict[str, dict[str, Any]]] = {}
+
+
+def frozen(spec: Spec, case: Case) -> tuple[Any, dict[str, np.ndarray]] | None:
+    """The stored exact value and VJPs of ``case`` (the spec's own conventions), or None when the
+    data does not hold this case with these very inputs and parameters."""
+    if spec.name not in _FROZEN:
+        path = DATA_DIR / f"{spec.name}.txt"
+        _FROZEN[spec.name] = {r["case"]: r for r in read(path)} if path.exists() else {}
+    row = _FROZEN[spec.name].get(case.id)
+    if row is None or row["params"] != json.loads(json.dumps(dict(case.params))):
+        return None
+    if row["inputs"] != {k: encode_array(v) for k, v in case.inputs.items()}:
+        return None
+    value = _mp_array(row["value"], tuple(row["shape"]))
+    grads = {k.split(":", 1)[1]: _mp_array(v, np.shape(case.inputs[k.split(":", 1)[1]]))
+             for k, v in row.items() if k.startswith("grad:")}
+    return value, grads
 
 
 def main(argv: list[str] | None = None) -> int:
