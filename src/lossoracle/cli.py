@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from . import __version__, catalog, specs
 from .engine import check
 from .frameworks import backend
-from .report import Report, Result
+from .report import Report, Result, environment
 from .compare import K
 from .spec import DTYPES
 
@@ -120,7 +120,7 @@ def _cmd_check(args) -> int:
     if args.case:
         options["cases"] = args.case
     dtypes = args.dtype or list(DTYPES)
-    report = Report(meta={"command": "check"})
+    report = Report(meta={"command": "check", "environment": environment()})
     runs = _Journaled(args, report)
     try:
         if args.impl:

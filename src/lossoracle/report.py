@@ -16,7 +16,7 @@ from typing import Any
 
 from .compare import worst_grade
 
-__all__ = ["Result", "Cell", "Report", "SCHEMA"]
+__all__ = ["Result", "Cell", "Report", "SCHEMA", "environment"]
 
 SCHEMA = 2
 # A cell is as bad as its worst row; unsupported and not_installed rows are never scored.
@@ -25,6 +25,31 @@ FAILING = ("deviates", "error", "timeout", "crashed")
 _RANK = {v: i for i, v in enumerate(VERDICTS[:6])}
 REQUIRE = {"faithful": ("correctly_rounded", "faithful"), "stable": ("correctly_rounded", "faithful", "stable"),
            "tail": ("correctly_rounded", "faithful", "stable", "tail")}
+
+
+def environment() -> dict[str, Any]:
+    """Versions and devices behind a report (the JSON's ``environment``)."""
+    import importlib.metadata
+    import platform
+    import sys
+
+    import mpmath
+
+    from .mpfuncs import ORACLE_PREC
+
+    env: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform(),
+                           "mpmath": f"{mpmath.__version__} ({mpmath.libmp.BACKEND} backend)",
+                           "oracle_precision_bits": ORACLE_PREC}
+    for dist in ("numpy", "scipy", "torch", "jax", "optax", "torchvision", "kornia", "monai", "keras"):
+        try:
+            env[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    if "torch" in sys.modules:
+        import torch
+
+        env["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return env
 
 
 def fmt_float(v: float) -> str:
