@@ -130,7 +130,10 @@ def _grade_one(got: float, exact: mpf, fmt: FloatFormat, budget: float, cond: fl
     return u, rel, cond_err, "deviates", "inaccurate"
 
 
-def _needs_condition(got: list, exact: list, fmt: FloatFormat, budget: float) -> bool:
+def _needs_condition(got: list, exact: list, fmt: FloatFormat, budget: float, gross_above: float) -> bool:
+    """Some element's grade depends on its condition: a wrong sign, or beyond the ULP budget
+    without being gross whatever the condition (relative error > 0.5 on ``|f|`` above
+    ``gross_above``, an upper bound of the tail bound)."""
     for g, e in zip(got, exact):
         e = e if isinstance(e, mpf) else mpf(e)
         if not (math.isfinite(g) and mpmath.isfinite(e)):
@@ -138,19 +141,23 @@ def _needs_condition(got: list, exact: list, fmt: FloatFormat, budget: float) ->
         if g != 0 and e != 0 and (g > 0) != (e > 0):
             return True
         if ulp_error(g, e, fmt) > budget:
-            return True
+            f = abs(float(e))
+            if not (f > gross_above and float(abs(mpf(g) - e)) > 0.5 * f):
+                return True
     return False
 
 
 def compare(got: np.ndarray, exact, fmt: FloatFormat, budget: float, conditioning: Callable[[], tuple],
-            input_dtype: str, n_terms: int = 1) -> Comparison:
+            input_dtype: str, n_terms: int = 1, scale_max: float = math.inf) -> Comparison:
     """Compare ``got`` (values of format ``fmt``) with the exact mpf values.
 
     ``conditioning()`` returns the per-element condition and tail scale (shaped like ``exact``);
     it is called only when some element is beyond the ULP budget or of the wrong sign (the
     condition is expensive, and within budget it changes no grade); otherwise the condition is
     taken as ``|f|`` — the least it can be — so ``cond_err`` is an upper bound there.
-    ``input_dtype`` fixes ``u_c``; ``n_terms`` the reduction allowance added to ``k``.
+    ``input_dtype`` fixes ``u_c``; ``n_terms`` the reduction allowance added to ``k``;
+    ``scale_max`` bounds every element's tail scale from above (elements that are gross even
+    against it need no condition).
     """
     exact_arr = np.asarray(exact, dtype=object)
     got_arr = np.asarray(got, dtype=np.float64)
@@ -161,13 +168,13 @@ def compare(got: np.ndarray, exact, fmt: FloatFormat, budget: float, conditionin
     u_c = unit_roundoff(FORMATS["float32"]) if wide else unit_roundoff(fmt)
     k = K + reduction_allowance(n_terms)
     flat_got, flat_exact = got_arr.reshape(-1).tolist(), exact_arr.reshape(-1).tolist()
-    if _needs_condition(flat_got, flat_exact, fmt, budget):
+    if _needs_condition(flat_got, flat_exact, fmt, budget, k * unit_roundoff(fmt) * scale_max):
         cond, scale = conditioning()
         conds = np.broadcast_to(np.asarray(cond, dtype=np.float64), shape).reshape(-1)
         scales = np.broadcast_to(np.asarray(scale, dtype=np.float64), shape).reshape(-1)
-    else:
+    else:  # the least the condition can be; a gross element stays gross against the largest scale
         conds = np.array([abs(float(e)) if mpmath.isfinite(e) else np.inf for e in flat_exact], dtype=np.float64)
-        scales = np.ones(n)
+        scales = np.full(n, scale_max if math.isfinite(scale_max) else 1.0)
     ulps, rels, cerr = np.empty(n), np.empty(n), np.empty(n)
     grades, findings = np.empty(n, dtype=object), np.empty(n, dtype=object)
     well = np.zeros(n, dtype=bool)

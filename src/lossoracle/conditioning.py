@@ -34,7 +34,7 @@ from mpmath import mpf
 
 from .mpfuncs import to_mp, workprec
 
-__all__ = ["Conditioning", "conditioning", "STEP_BITS"]
+__all__ = ["Conditioning", "value_conditioning", "gradient_conditioning", "scale_bound", "STEP_BITS"]
 
 STEP_BITS = 100  # relative step 2^-100: far below any float64 spacing, far above 192-bit rounding
 
@@ -46,12 +46,6 @@ class Conditioning:
 
     cond: dict[str, np.ndarray]
     scale: dict[str, np.ndarray]
-
-
-def _flat(result, names: list[str]) -> dict[str, list]:
-    if isinstance(result, dict):
-        return {k: np.asarray(result[k], dtype=object).reshape(-1).tolist() for k in names}
-    return {"value": np.asarray(result, dtype=object).reshape(-1).tolist()}
 
 
 def _floating_slots(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Iterator[tuple[str, Any, float]]:
@@ -108,48 +102,60 @@ def _accumulate(fn: Callable[[Mapping, Mapping], dict[str, list]], base: dict[st
             feed[k][touched] = np.maximum(feed[k][touched], mag)
 
 
-def conditioning(oracle: Callable[..., Any], gradient: Callable[..., Any] | None, inputs: Mapping[str, Any],
-                 params: Mapping[str, Any], value, grads: Mapping[str, Any], cotangent: np.ndarray) -> Conditioning:
-    """Condition and tail scale of the value and of every gradient in ``grads`` (exact arrays).
-
-    ``oracle(**inputs, **params)`` and ``gradient(g, **inputs, **params)`` are the spec's
-    functions with every parameter (canonical, case and convention) in ``params``.
-    """
-    inputs = {k: v for k, v in inputs.items()}
-    slots = list(_floating_slots(inputs, params))
-    shapes = {"value": np.shape(value)} | {f"grad:{k}": np.shape(v) for k, v in grads.items()}
+def _start(exact: dict[str, Any]) -> tuple[dict[str, list], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    base = {k: np.asarray(v, dtype=object).reshape(-1).tolist() for k, v in exact.items()}
     cond = {k: np.array([abs(float(v)) if mpmath.isfinite(v) else np.inf for v in vals], dtype=np.float64)
-            for k, vals in ({"value": _flat(value, [])["value"]}
-                            | {f"grad:{k}": _flat(v, [])["value"] for k, v in grads.items()}).items()}
-    feed = {k: np.ones_like(v) for k, v in cond.items()}
+            for k, vals in base.items()}
+    return base, cond, {k: np.ones_like(v) for k, v in cond.items()}
 
-    base_value = {"value": _flat(value, [])["value"]}
-    _accumulate(lambda i, p: {"value": _flat(oracle(**i, **p), [])["value"]}, base_value, inputs, params, slots,
-                cond, feed)
-    if grads and gradient is not None:
-        names = list(grads)
-        base = {f"grad:{k}": _flat(grads[k], [])["value"] for k in names}
 
-        def vjp(i, p, g=cotangent):
-            out = gradient(g, **i, **p)
-            return {f"grad:{k}": np.asarray(out[k], dtype=object).reshape(-1).tolist() for k in names}
+def _shaped(exact: dict[str, Any], cond, feed) -> Conditioning:
+    return Conditioning({k: v.reshape(np.shape(exact[k])) for k, v in cond.items()},
+                        {k: v.reshape(np.shape(exact[k])) for k, v in feed.items()})
 
-        gcond = {k: cond[k] for k in base}
-        gfeed = {k: feed[k] for k in base}
-        _accumulate(vjp, base, inputs, params, slots, gcond, gfeed)
-        # the cotangent's entries are inputs of the VJP too; it is linear in them, so the term of
-        # g_k is exactly the VJP with the one-hot cotangent g_k·e_k
-        gfeed_cot = {k: np.zeros_like(v) for k, v in gfeed.items()}
-        flat_cot = np.asarray(cotangent, dtype=np.float64).reshape(-1)
-        for idx in np.flatnonzero(flat_cot):
-            one_hot = np.zeros_like(flat_cot)
-            one_hot[idx] = flat_cot[idx]
-            out = vjp(inputs, params, one_hot.reshape(np.shape(cotangent)))
-            for k, vals in out.items():
-                d = np.array([abs(float(v)) if isinstance(v, mpf) and mpmath.isfinite(v) else 0.0 for v in vals])
-                gcond[k] += d
-                gfeed_cot[k][d > 0] = np.maximum(gfeed_cot[k][d > 0], abs(flat_cot[idx]))
-        for k in base:
-            feed[k] = gfeed[k] * np.maximum(gfeed_cot[k], 1.0)
-    return Conditioning({k: v.reshape(shapes[k]) for k, v in cond.items()},
-                        {k: v.reshape(shapes[k]) for k, v in feed.items()})
+
+def value_conditioning(oracle: Callable[..., Any], inputs: Mapping[str, Any], params: Mapping[str, Any],
+                       value) -> Conditioning:
+    """Condition and tail scale of the value: ``oracle(**inputs, **params)`` is the spec's oracle
+    with every parameter (canonical, case and convention) in ``params``."""
+    base, cond, feed = _start({"value": value})
+    _accumulate(lambda i, p: {"value": np.asarray(oracle(**i, **p), dtype=object).reshape(-1).tolist()},
+                base, dict(inputs), params, list(_floating_slots(inputs, params)), cond, feed)
+    return _shaped({"value": value}, cond, feed)
+
+
+def gradient_conditioning(gradient: Callable[..., Any], inputs: Mapping[str, Any], params: Mapping[str, Any],
+                          grads: Mapping[str, Any], cotangent: np.ndarray) -> Conditioning:
+    """Condition and tail scale of every ``grad:<arg>``: the VJP ``gradient(g, **inputs, **params)``
+    as a function of the inputs, the parameters and the cotangent ``g``."""
+    names = list(grads)
+    exact = {f"grad:{k}": grads[k] for k in names}
+    base, cond, feed = _start(exact)
+
+    def vjp(i, p, g=cotangent):
+        out = gradient(g, **i, **p)
+        return {f"grad:{k}": np.asarray(out[k], dtype=object).reshape(-1).tolist() for k in names}
+
+    _accumulate(vjp, base, dict(inputs), params, list(_floating_slots(inputs, params)), cond, feed)
+    # the cotangent's entries are inputs of the VJP too; it is linear in them, so the term of g_k
+    # is exactly the VJP with the one-hot cotangent g_k·e_k
+    feed_cot = {k: np.zeros_like(v) for k, v in feed.items()}
+    flat_cot = np.asarray(cotangent, dtype=np.float64).reshape(-1)
+    for idx in np.flatnonzero(flat_cot):
+        one_hot = np.zeros_like(flat_cot)
+        one_hot[idx] = flat_cot[idx]
+        for k, vals in vjp(dict(inputs), params, one_hot.reshape(np.shape(cotangent))).items():
+            d = np.array([abs(float(v)) if isinstance(v, mpf) and mpmath.isfinite(v) else 0.0 for v in vals])
+            cond[k] += d
+            feed_cot[k][d > 0] = np.maximum(feed_cot[k][d > 0], abs(flat_cot[idx]))
+    return _shaped(exact, cond, {k: feed[k] * np.maximum(feed_cot[k], 1.0) for k in feed})
+
+
+def scale_bound(inputs: Mapping[str, Any], params: Mapping[str, Any], cotangent: np.ndarray | None = None) -> float:
+    """An upper bound of every element's tail scale: the largest finite input magnitude (at least
+    1), times the largest |cotangent| for gradients — cheap, with no differencing."""
+    mags = [mag for _, _, mag in _floating_slots(inputs, params)]
+    s = max([1.0, *mags])
+    if cotangent is not None and np.size(cotangent):
+        s *= max(1.0, float(np.max(np.abs(cotangent))))
+    return s

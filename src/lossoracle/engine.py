@@ -29,7 +29,7 @@ import numpy as np
 
 from . import specs
 from .compare import FINDINGS, Comparison, compare, reduction_allowance
-from .conditioning import conditioning
+from .conditioning import gradient_conditioning, scale_bound, value_conditioning
 from .floats import format_of
 from .frameworks import Outcome, backend, cotangent
 from .isolation import Failure, worker
@@ -84,15 +84,18 @@ def oracle_outputs(spec: Spec, case: Case, conventions: Mapping[str, Any] | None
     return _ORACLE_CACHE[key]
 
 
-def case_conditioning(spec: Spec, case: Case, conventions: Mapping[str, Any] | None = None):
-    """Per-element condition numbers and tail scales of every quantity of ``case`` (cached)."""
+def case_conditioning(spec: Spec, case: Case, conventions: Mapping[str, Any] | None = None,
+                      part: str = "value"):
+    """Per-element condition numbers and tail scales of the value (``part="value"``) or of every
+    gradient (``part="grad"``) of ``case``, cached per process."""
     conventions = dict(conventions or {})
-    key = _key(spec, case, conventions)
+    key = (*_key(spec, case, conventions), part)
     if key not in _COND_CACHE:
         value, grads = oracle_outputs(spec, case, conventions)
-        _COND_CACHE[key] = conditioning(spec.oracle, spec.gradient, dict(case.inputs),
-                                        _kwargs(spec, case, conventions), value, grads,
-                                        cotangent(np.shape(value)))
+        params = _kwargs(spec, case, conventions)
+        _COND_CACHE[key] = (value_conditioning(spec.oracle, case.inputs, params, value) if part == "value" else
+                            gradient_conditioning(spec.gradient, case.inputs, params, grads,
+                                                  cotangent(np.shape(value))))
     return _COND_CACHE[key]
 
 
@@ -164,10 +167,12 @@ def _grade(ctx: _Ctx, case: Case, dtype: str, quantity: str, got: np.ndarray, go
     budget = _budget(spec, case, quantity, dtype, ctx.conventions)
 
     def cond():
-        c = case_conditioning(spec, case, ctx.conventions)
+        c = case_conditioning(spec, case, ctx.conventions, "value" if quantity == "value" else "grad")
         return c.cond[quantity], c.scale[quantity]
 
-    cmp = compare(got, exact, format_of(got_dtype), budget, cond, dtype, _terms(spec, case, ctx.conventions))
+    params = _kwargs(spec, case, ctx.conventions)
+    s_max = scale_bound(case.inputs, params, None if quantity == "value" else cotangent(np.shape(exact)))
+    cmp = compare(got, exact, format_of(got_dtype), budget, cond, dtype, _terms(spec, case, ctx.conventions), s_max)
     grade = cmp.cell_grade
     findings = [f for f in ("nonfinite", "sign", "gross", "inaccurate", "tail") if cmp.count(f)]
     verdict = "deviates" if grade == "deviates" else ("tail" if grade == "tail" else "conforms")

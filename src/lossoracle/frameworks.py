@@ -115,6 +115,20 @@ class NumpyBackend:
         return result
 
 
+def _jax_setup(jax) -> None:
+    """float64 on, and XLA's compilations kept on disk (``LOSSORACLE_CACHE``, default
+    ``~/.cache/lossoracle``): eager JAX compiles every primitive per shape and dtype, and a
+    forked worker would otherwise start from nothing on every run."""
+    import os
+
+    jax.config.update("jax_enable_x64", True)
+    if jax.config.jax_compilation_cache_dir is None and os.environ.get("LOSSORACLE_JAX_CACHE", "1") != "0":
+        root = os.environ.get("LOSSORACLE_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "lossoracle"))
+        jax.config.update("jax_compilation_cache_dir", os.path.join(root, "jax"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 class JaxBackend:
     name = "jax"
 
@@ -129,7 +143,7 @@ class JaxBackend:
         import jax
         import jax.numpy as jnp
 
-        jax.config.update("jax_enable_x64", True)
+        _jax_setup(jax)
         diff: dict[str, Any] = {}
 
         def make(name: str, a: np.ndarray):
