@@ -118,13 +118,13 @@ def _grade_one(got: float, exact: mpf, fmt: FloatFormat, budget: float, cond: fl
         return u, rel, cond_err, "correctly_rounded", None
     if got != 0 and exact != 0 and (got > 0) != (exact > 0) and k * u_c * cond < f:
         return u, rel, cond_err, "deviates", "sign"
+    tail = k * u_t * scale
+    if rel > 0.5 and f > tail:  # gross whatever the condition says
+        return u, rel, cond_err, "deviates", "gross"
     if u <= budget:
         return u, rel, cond_err, "faithful", None
     if err <= k * bound + eta:
         return u, rel, cond_err, "stable", None
-    tail = k * u_t * scale
-    if rel > 0.5 and f > tail:
-        return u, rel, cond_err, "deviates", "gross"
     if err <= tail:
         return u, rel, cond_err, "tail", "tail"
     return u, rel, cond_err, "deviates", "inaccurate"
