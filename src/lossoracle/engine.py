@@ -87,15 +87,24 @@ def oracle_outputs(spec: Spec, case: Case, conventions: Mapping[str, Any] | None
 def case_conditioning(spec: Spec, case: Case, conventions: Mapping[str, Any] | None = None,
                       part: str = "value"):
     """Per-element condition numbers and tail scales of the value (``part="value"``) or of every
-    gradient (``part="grad"``) of ``case``, cached per process."""
+    gradient (``part="grad"``) of ``case``: cached per process and across runs
+    (:mod:`lossoracle.condcache`)."""
+    from . import condcache
+
     conventions = dict(conventions or {})
     key = (*_key(spec, case, conventions), part)
     if key not in _COND_CACHE:
         value, grads = oracle_outputs(spec, case, conventions)
-        params = _kwargs(spec, case, conventions)
-        _COND_CACHE[key] = (value_conditioning(spec.oracle, case.inputs, params, value) if part == "value" else
-                            gradient_conditioning(spec.gradient, case.inputs, params, grads,
-                                                  cotangent(np.shape(value))))
+        cot = cotangent(np.shape(value))
+        shapes = {"value": np.shape(value)} if part == "value" else {f"grad:{k}": np.shape(v) for k, v in grads.items()}
+        stored_key = condcache.key(spec, case, conventions, part, cot)
+        result = condcache.get(spec.name, stored_key, shapes)
+        if result is None:
+            params = _kwargs(spec, case, conventions)
+            result = (value_conditioning(spec.oracle, case.inputs, params, value) if part == "value" else
+                      gradient_conditioning(spec.gradient, case.inputs, params, grads, cot))
+            condcache.put(spec.name, stored_key, result)
+        _COND_CACHE[key] = result
     return _COND_CACHE[key]
 
 

@@ -1,0 +1,157 @@
+"""Condition numbers kept across runs: a shipped store in ``reference/data/conditioning/`` and a
+user cache (``$LOSSORACLE_CACHE``, default ``~/.cache/lossoracle``).
+
+Differencing the oracle (:mod:`lossoracle.conditioning`) costs O(n²) mpmath work per case, and
+the grading asks for it only where an element is beyond its ULP budget — which third-party
+implementations are, case after case. The result depends only on the spec's mathematics, so it
+is stored under a key that hashes everything it depends on: the spec's name, the case's exact
+inputs and parameters, the conventions, the part (value or gradients), the cotangent, the
+source of the module that defines the oracle and of the conditioning code. Change any of them
+and the key changes: a stale entry is never read, only left behind.
+
+Entries are JSON lines ``{"key": ..., "cond": {quantity: [...]}, "scale": {...}}`` appended as they
+are computed; ``python -m lossoracle.condcache`` copies the user cache's entries for the current
+code into the shipped store, so a fresh checkout (CI) grades without recomputing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import pathlib
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from . import conditioning as _conditioning
+from .conditioning import Conditioning
+
+__all__ = ["key", "get", "put", "shipped_dir", "user_dir", "ship"]
+
+
+def shipped_dir() -> pathlib.Path:
+    """``reference/data/conditioning`` (package data in a wheel)."""
+    from . import reference
+
+    return pathlib.Path(reference.__file__).resolve().parent / "data" / "conditioning"
+
+
+def user_dir() -> pathlib.Path | None:
+    """The user cache folder (None when ``LOSSORACLE_CACHE=off``)."""
+    root = os.environ.get("LOSSORACLE_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "lossoracle"))
+    return None if root == "off" else pathlib.Path(root) / "conditioning"
+
+
+@lru_cache(maxsize=None)
+def _source_hash(path: str) -> str:
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()[:16]
+
+
+def _digest(h, value: Any) -> None:
+    if isinstance(value, np.ndarray):
+        h.update(f"{value.dtype.str}{value.shape}".encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, dict):
+        for k in sorted(value):
+            h.update(repr(k).encode())
+            _digest(h, value[k])
+    else:
+        h.update(repr(value).encode())
+
+
+def key(spec, case, conventions: dict, part: str, cotangent: np.ndarray) -> str:
+    """The content key of one conditioning result (see the module docstring)."""
+    h = hashlib.sha256()
+    code = (_source_hash(inspect.getsourcefile(spec.oracle)), _source_hash(inspect.getsourcefile(_conditioning)))
+    _digest(h, {"spec": spec.name, "case": case.id, "inputs": dict(case.inputs), "params": dict(case.params),
+                "conventions": dict(conventions), "part": part, "cotangent": np.asarray(cotangent), "code": code})
+    return h.hexdigest()[:32]
+
+
+_LOADED: dict[str, dict[str, dict]] = {}
+
+
+def _folders() -> list[pathlib.Path]:
+    return [shipped_dir()] + ([d] if (d := user_dir()) is not None else [])
+
+
+def _entries(spec_name: str) -> dict[str, dict]:
+    if spec_name not in _LOADED:
+        out: dict[str, dict] = {}
+        for folder in _folders():
+            path = folder / f"{spec_name}.jsonl"
+            if path.exists():
+                for line in path.read_text().splitlines():
+                    try:
+                        row = json.loads(line)
+                    except ValueError:  # a line cut short by an interrupted run
+                        continue
+                    out[row["key"]] = row
+        _LOADED[spec_name] = out
+    return _LOADED[spec_name]
+
+
+def get(spec_name: str, k: str, shapes: dict[str, tuple]) -> Conditioning | None:
+    row = _entries(spec_name).get(k)
+    if row is None or set(row["cond"]) != set(shapes):
+        return None
+    return Conditioning({q: np.array(v, dtype=np.float64).reshape(shapes[q]) for q, v in row["cond"].items()},
+                        {q: np.array(v, dtype=np.float64).reshape(shapes[q]) for q, v in row["scale"].items()})
+
+
+def put(spec_name: str, k: str, result: Conditioning) -> None:
+    """Remember ``result`` in this process and append it to the user cache (best effort)."""
+    row = {"key": k, "cond": {q: np.asarray(v).reshape(-1).tolist() for q, v in result.cond.items()},
+           "scale": {q: np.asarray(v).reshape(-1).tolist() for q, v in result.scale.items()}}
+    _entries(spec_name)[k] = row
+    folder = user_dir()
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{spec_name}.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+    except OSError:
+        pass
+
+
+def catalogue_keys() -> dict[str, set[str]]:
+    """The keys every catalogued implementation can ask for (its conventions × the spec's cases ×
+    value and gradients), by spec."""
+    from . import catalog, specs
+    from .frameworks import cotangent
+    from .engine import oracle_outputs
+
+    out: dict[str, set[str]] = {}
+    for name in specs.names():
+        spec = specs.get(name)
+        conventions = {tuple(sorted(i.conventions.items())) for i in catalog.implementations(name)}
+        keys = out.setdefault(name, set())
+        for case in spec.cases():
+            if case.raises is not None:
+                continue
+            for conv in conventions:
+                value, _ = oracle_outputs(spec, case, dict(conv))
+                for part in ("value", "grad"):
+                    keys.add(key(spec, case, dict(conv), part, cotangent(np.shape(value))))
+    return out
+
+
+def ship() -> None:
+    """Write into the shipped store every entry of the user cache that the catalogue can ask for
+    with the current code (stale and hypothesis-drawn entries stay behind)."""
+    folder, target = user_dir(), shipped_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    for name, keys in catalogue_keys().items():
+        rows = {k: row for k, row in _entries(name).items() if k in keys}
+        if rows:
+            (target / f"{name}.jsonl").write_text("".join(json.dumps(rows[k]) + "\n" for k in sorted(rows)))
+            print(target / f"{name}.jsonl", len(rows), "entries")
+    del folder
+
+
+if __name__ == "__main__":
+    ship()
