@@ -26,13 +26,16 @@ class Arg:
     ``kind`` names its domain: ``logits``, ``probabilities``, ``log_probabilities``,
     ``class_index``, ``probability_target``, ``binary_target``, ``weight``, ``boxes``.
     ``positional`` arguments are passed by position, the others by keyword (and may be None).
-    ``differentiable`` arguments get a ``grad:<name>`` quantity.
+    ``differentiable`` arguments get a ``grad:<name>`` quantity. ``domain`` ``(low, high)``
+    bounds the values hypothesis draws for a kind of the spec's own (the common kinds' domains
+    are in :data:`lossoracle.strategies.KIND_DOMAINS`).
     """
 
     name: str
     kind: str
     positional: bool = True
     differentiable: bool = False
+    domain: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,10 @@ KIND_DOMAINS: dict[str, tuple[float, float]] = {
 }
 
 
-def _domain(kind: str, params) -> tuple[float, float]:
+def _domain(arg, params) -> tuple[float, float]:
+    if arg.domain is not None:
+        return arg.domain
+    kind = arg.kind
     if kind == "probabilities_or_log_probabilities":  # kl_div's target: log p when log_target
         return KIND_DOMAINS["log_probabilities" if params.get("log_target") else "probabilities"]
     return KIND_DOMAINS[kind]
@@ -102,19 +105,19 @@ def spec_cases(spec, grid: str = "float32"):
     def redraw(base):
         kinds = (*KIND_DOMAINS, "probabilities_or_log_probabilities")
         floating = {a.name: a for a in spec.args if base.inputs.get(a.name) is not None
-                    and base.inputs[a.name].dtype.kind == "f" and a.kind in kinds}
+                    and base.inputs[a.name].dtype.kind == "f" and (a.kind in kinds or a.domain is not None)}
 
         def build(values):
             inputs = dict(base.inputs)
             for name, v in values.items():
-                lo, hi = _domain(floating[name].kind, base.params)
+                lo, hi = _domain(floating[name], base.params)
                 inputs[name] = np.clip(to_grid(v, grid), lo, hi)
             digest = hashlib.sha1(b"".join(np.ascontiguousarray(v).tobytes() for v in inputs.values()
                                            if v is not None)).hexdigest()[:12]
             return Case(f"{base.id}~h{digest}", inputs, base.params, note=f"hypothesis redraw of {base.id}")
 
         arrays = {name: hnp.arrays(np.float64, base.inputs[name].shape,
-                                   elements=st.floats(*_domain(arg.kind, base.params), allow_subnormal=True))
+                                   elements=st.floats(*_domain(arg, base.params), allow_subnormal=True))
                   for name, arg in floating.items()}
         return st.fixed_dictionaries(arrays).map(build)
 

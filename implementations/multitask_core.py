@@ -1,0 +1,393 @@
+"""Multi-task weighting kernels, written once for NumPy arrays and torch tensors (float64 operands).
+
+float64 results carry every quantity in double-double (:mod:`.doubledouble`, the ``SHORT``
+transcendentals: about 2^-68 relative; the full ``log``) and are rounded once; results rounded to
+float32 or narrower are computed in plain float64 (:class:`_Plain`, :func:`_plain_weights`:
+about 2^-52 relative, far below their half-ULP, and float32 inputs cannot make ``e^{−s}·L``
+overflow float64 where it is finite in float32). Formulas (``lossoracle.reference.multitask``):
+
+- ``c·e^{−s}·L = c·m·e^{−s + e·log 2}`` with ``L = m·2^e`` (``frexp``, exact): the exponent
+  ``−s + e·log 2 = log L − s`` is a double-double, so ``e^{−s}`` never overflows on its own
+  (``s = −1000`` with ``L = 1e-300`` is finite) and ``L = 0`` never meets an infinity; the power of
+  two is applied once, after the last product;
+- ``∂/∂s = a·(r'(s) − c·e^{−s}·L)`` as one double-double difference (the cancellation near the
+  optimum is the problem's, not ours); ``log(1 + e^s) = max(s, 0) + log1p(e^{−|s|})`` and
+  ``σ(s)`` from the same ``e^{−|s|}``;
+- ``FL(κ̄; γ) = e^{γ·log1p(−κ̄)}·(−log κ̄)``, the power of two of the exponential applied after the
+  product with ``−log κ̄`` and the loss (or the cotangent); ``κ̄ = 1`` gives 0 for every γ;
+- results that overflow come back as ±inf (never NaN: a zero cotangent gives 0), NaN inputs as NaN;
+  under ``mean`` each term is divided by ``K`` before the sum, so the sum cannot overflow where
+  the mean does not.
+
+The callers (:mod:`.multitask_numpy`, :mod:`.multitask_torch`) validate with :func:`check_uw` /
+:func:`check_dtp` and convert to float64.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import doubledouble as dd
+from .validation import require_floating, require_reduction
+
+Array = Any  # numpy.ndarray or torch.Tensor (float64)
+DD = tuple[Array, Array]
+
+FORMS = ("kendall", "simplified", "liebel")
+TASK_TYPES = ("regression", "classification")
+_T_MAX = 1419.0  # e^t for t beyond: ≥ 2^2047, times any positive double > 2^1024 (and within exp's reduction)
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation (NumPy arrays and torch tensors alike; errors name the argument)
+
+
+def _require_task_vector(name: str, x: Array) -> None:
+    require_floating(name, x)
+    if len(tuple(x.shape)) != 1:
+        raise ValueError(f"{name} must be 1-D (one entry per task), got shape {tuple(x.shape)}")
+
+
+def _require_finite(name: str, x: Array, low: float | None = None) -> None:
+    """Finite (NaN passes: it propagates) and ``≥ low``."""
+    if 0 in tuple(x.shape):
+        return
+    if bool((abs(x) == float("inf")).any()):
+        raise ValueError(f"{name} must be finite, got an infinite entry")
+    if low is not None and bool((x < low).any()):
+        raise ValueError(f"{name} must be ≥ {low}, got {float(x[x < low].reshape(-1)[0])!r}")
+
+
+def coefficients(task_types, form: str, k: int) -> list[float]:
+    """``c_i`` of each task (½ or 1), after checking ``form`` and ``task_types``."""
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    if task_types is None:
+        types = ["regression"] * k
+    else:
+        if form != "kendall":
+            raise ValueError(f"task_types applies to form='kendall' only (form {form!r} has one term for every "
+                             "task)")
+        types = list(task_types)
+        if len(types) != k or any(t not in TASK_TYPES for t in types):
+            raise ValueError(f"task_types must list {k} of {TASK_TYPES} (one per task), got {task_types!r}")
+    return [1.0 if form == "simplified" or t == "classification" else 0.5 for t in types]
+
+
+def check_uw(losses: Array, log_vars: Array, task_types, form: str, reduction: str) -> list[float]:
+    """Validate an uncertainty-weighting call; returns the coefficients ``c_i``."""
+    require_reduction(reduction)
+    _require_task_vector("losses", losses)
+    _require_task_vector("log_vars", log_vars)
+    if tuple(log_vars.shape) != tuple(losses.shape):
+        raise ValueError(f"log_vars shape {tuple(log_vars.shape)} does not match losses shape {tuple(losses.shape)}")
+    _require_finite("losses", losses, 0.0)
+    _require_finite("log_vars", log_vars)
+    return coefficients(task_types, form, int(losses.shape[0]))
+
+
+def check_kpis(kpis: Array, gamma: Array, k: int, kpi_floor) -> None:
+    """KPIs in [0, 1] (0 only under a ``kpi_floor`` in (0, 1]), γ ≥ 0 scalar or one per task."""
+    _require_task_vector("kpis", kpis)
+    if int(kpis.shape[0]) != k:
+        raise ValueError(f"kpis has {int(kpis.shape[0])} entries, expected one per task ({k})")
+    if kpi_floor is not None and not 0.0 < float(kpi_floor) <= 1.0:
+        raise ValueError(f"kpi_floor must lie in (0, 1], got {kpi_floor!r}")
+    if k and bool(((kpis < 0) | (kpis > 1)).any()):
+        raise ValueError(f"kpis must lie in [0, 1], got {float(kpis[(kpis < 0) | (kpis > 1)].reshape(-1)[0])!r}")
+    if k and kpi_floor is None and bool((kpis == 0).any()):
+        raise ValueError("kpis must be > 0: a KPI of 0 gives the weight −log 0 = +inf (pass kpi_floor to clamp it)")
+    if len(tuple(gamma.shape)) not in (0, 1) or (len(tuple(gamma.shape)) == 1 and int(gamma.shape[0]) != k):
+        raise ValueError(f"gamma must be a scalar or have shape ({k},) (one per task), got {tuple(gamma.shape)}")
+    if bool((gamma < 0).any()) or bool((abs(gamma) == float("inf")).any()):
+        raise ValueError("gamma must be finite and ≥ 0")
+
+
+def check_dtp(losses: Array, kpis: Array, gamma: Array, reduction: str, kpi_floor) -> None:
+    require_reduction(reduction)
+    _require_task_vector("losses", losses)
+    require_floating("kpis", kpis)
+    require_floating("gamma", gamma)
+    _require_finite("losses", losses, 0.0)
+    check_kpis(kpis, gamma, int(losses.shape[0]), kpi_floor)
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+
+
+# float64 results: the short double-double functions, but the full ``log`` (the short one starts from a
+# product with its argument, which loses the bits of a subnormal KPI)
+FLOAT64 = dd.Transcendentals(dd.log, dd.SHORT.log1p, dd.SHORT.exp, dd.SHORT.expm1)
+
+
+def transcendentals(float64_result: bool) -> dd.Transcendentals | None:
+    """The double-double functions for float64 results; None — the plain float64 kernels — otherwise."""
+    return FLOAT64 if float64_result else None
+
+
+def _ns(x: Array):
+    return dd.xp(x)
+
+
+def _full(like: Array, v: float) -> Array:
+    return _ns(like).full_like(like, v)
+
+
+def _finish(v: DD, overflow: Array) -> Array:
+    """The rounded double-double, or ``overflow`` (±inf, or 0) where it is not finite."""
+    out = v[0] + v[1]
+    return _ns(out).where(_ns(out).isfinite(out), out, overflow)
+
+
+def _cotangent(g: Array, reduction: str, k: int, like: Array) -> DD:
+    """Each term's cotangent as a double-double: ``g_i``, ``g``, or ``g/K`` (mean)."""
+    ns = _ns(like)
+    g = g + ns.zeros_like(like)  # broadcast a scalar cotangent over the tasks
+    return dd.div_d(dd.lift(g), float(k)) if reduction == "mean" else dd.lift(g)
+
+
+def _reduce(terms: DD, finite: Array, reduction: str, k: int) -> Array:
+    """``none``: the terms; ``sum``/``mean``: their double-double sum (mean: each term /K first, and
+    0/0 = NaN for K = 0), +inf if a term overflowed (every overflowing term here is +inf: a ≥ 0 and
+    FL·L ≥ 0)."""
+    ns = _ns(finite)
+    inf = float("inf")
+    if reduction == "none":
+        return ns.where(finite, _finish(terms, _full(terms[0], inf)), inf)
+    zero = ns.zeros_like(terms[0])
+    safe = (ns.where(finite, terms[0], zero), ns.where(finite, terms[1], zero))
+    if reduction == "mean" and k:
+        safe = dd.div_d(safe, float(k))
+    total = dd.sum_last(safe)
+    out = _finish(total, ns.full_like(total[0], inf))
+    if reduction == "mean" and not k:
+        return out * float("nan")
+    if not bool(finite.all()):
+        out = out * 0 + inf
+    return out
+
+
+def _nan_if(flag: Array, out: Array) -> Array:
+    """``out``, or NaN when any entry of ``flag`` holds (a reduced result)."""
+    return out * float("nan") if bool(flag.any()) else out
+
+
+# ----------------------------------------------------------------------------------------------
+# Uncertainty weighting
+
+
+class _UW:
+    """The per-task quantities of one call (sanitised: NaN lanes computed on 1 and 0, restored later)."""
+
+    def __init__(self, L: Array, s: Array, c: Array, form: str, T: dd.Transcendentals) -> None:
+        ns = _ns(L)
+        self.ns, self.form, self.T = ns, form, T
+        self.nan = (L != L) | (s != s)
+        L = ns.where(self.nan, 1.0, L)
+        s = ns.where(self.nan, 0.0, s)
+        self.L, self.s, self.c = L, s, c
+        pos = L > 0
+        m, e = ns.frexp(ns.where(pos, L, 1.0))
+        e = e.astype(np.float64) if ns is np else e.to(L.dtype)
+        u = dd.add_d(dd.mul_d(dd.LN2, e), -s)  # log L − s, up to the mantissa's log
+        big = u[0] > _T_MAX
+        E, k = T.exp((ns.where(big, _T_MAX, u[0]), ns.where(big, 0.0, u[1])))
+        a = dd.ldexp(dd.mul_d(E, ns.where(pos, m * c, 0.0)), k)  # c·e^{−s}·L, one scaling
+        total = a[0] + a[1]
+        self.a_finite = ns.isfinite(total)
+        zero = ns.zeros_like(L)
+        self.a = (ns.where(self.a_finite, a[0], zero), ns.where(self.a_finite, a[1], zero))
+
+    def _exp_abs(self) -> DD:
+        E, k = self.T.exp(-abs(self.s))
+        return dd.ldexp(E, k)
+
+    def regulariser(self) -> DD:
+        ns, s = self.ns, self.s
+        if self.form == "kendall":
+            return dd.lift(s * 0.5)
+        if self.form == "simplified":
+            return dd.lift(s)
+        return dd.add_d(self.T.log1p(self._exp_abs()), ns.where(s > 0, s, 0.0))  # log(1 + e^s)
+
+    def slope(self) -> DD:
+        s = self.s
+        if self.form == "kendall":
+            return dd.lift(_full(s, 0.5))
+        if self.form == "simplified":
+            return dd.lift(_full(s, 1.0))
+        e = self._exp_abs()
+        one_plus = dd.add_d(e, 1.0)
+        return dd.where(s >= 0, dd.div(dd.lift(_full(s, 1.0)), one_plus), dd.div(e, one_plus))  # σ(s)
+
+    def restore(self, v: Array) -> Array:
+        return self.ns.where(self.nan, float("nan"), v)
+
+
+class _Plain:
+    """Uncertainty weighting in plain float64, for results rounded to float32 or narrower.
+
+    Every input is then a float32 value (|L| ≤ 2^128, L ≥ 2^-149 or 0), so ``e^{−s}·L`` overflows
+    float64 only where it overflows float32 too, and underflows float64 only where it is 0 in
+    float32: ``c·L·exp(−s)`` needs no ``log L − s`` here, only ``L = 0 ↦ 0`` (no ``0·inf``). Each
+    result carries about ``2^-52`` relative error (``4·K·2^-53`` for a sum of ``K`` terms) before its
+    rounding to the output format, far below its half-ULP."""
+
+    def __init__(self, L: Array, s: Array, c: Array, form: str) -> None:
+        ns = _ns(L)
+        self.ns, self.L, self.s, self.c, self.form = ns, L, s, c, form
+        self.e = ns.exp(-s)
+        self.a = ns.where(L == 0, 0.0, c * L * self.e)
+
+    def _exp_abs(self) -> Array:
+        return self.ns.exp(-abs(self.s))
+
+    def value(self, reduction: str) -> Array:
+        ns, s = self.ns, self.s
+        if self.form == "kendall":
+            r = 0.5 * s
+        elif self.form == "simplified":
+            r = s
+        else:
+            r = ns.log1p(self._exp_abs()) + ns.where(s > 0, s, 0.0)
+        terms = self.a + r
+        if reduction == "none":
+            return terms
+        total = terms.sum()
+        return total / terms.shape[0] if reduction == "mean" else total  # K = 0: 0/0 = NaN
+
+    def grads(self, g: Array, reduction: str) -> tuple[Array, Array]:
+        ns, s = self.ns, self.s
+        k = int(self.L.shape[0])
+        g = g + ns.zeros_like(s)
+        if reduction == "mean":
+            g = g / k
+        if self.form == "kendall":
+            slope = 0.5
+        elif self.form == "simplified":
+            slope = 1.0
+        else:
+            e = self._exp_abs()
+            slope = ns.where(s >= 0, 1 / (1 + e), e / (1 + e))
+        return _mul0(g, self.c * self.e), _mul0(g, slope - self.a)
+
+
+def _mul0(g: Array, v: Array) -> Array:
+    """``g·v`` with ``0·(±inf) = 0`` (a zero cotangent passes nothing, also from an overflowed partial)."""
+    ns = _ns(v)
+    return ns.where((g == 0) & ns.isinf(v), 0.0, g * v)
+
+
+def uw_value(L: Array, s: Array, c: Array, form: str, reduction: str, T: dd.Transcendentals | None) -> Array:
+    """``Σ c·e^{−s}·L + r(s)`` (or the terms), float64."""
+    if T is None:
+        return _Plain(L, s, c, form).value(reduction)
+    q = _UW(L, s, c, form, T)
+    terms = dd.add(q.a, q.regulariser())
+    finite = q.a_finite & q.ns.isfinite(terms[0] + terms[1])
+    if reduction == "none":
+        return q.restore(_reduce(terms, finite, "none", int(L.shape[0])))
+    return _nan_if(q.nan, _reduce(terms, finite, reduction, int(L.shape[0])))
+
+
+def uw_grads(g: Array, L: Array, s: Array, c: Array, form: str, reduction: str,
+             T: dd.Transcendentals | None) -> tuple[Array, Array]:
+    """``(g·c·e^{−s}, g·(r'(s) − c·e^{−s}·L))`` per task, float64."""
+    if T is None:
+        return _Plain(L, s, c, form).grads(g, reduction)
+    q = _UW(L, s, c, form, T)
+    ns = q.ns
+    k = int(L.shape[0])
+    gd = _cotangent(g, reduction, k, L)
+    sign_inf = ns.where(gd[0] > 0, float("inf"), -float("inf"))
+    # ∂/∂L: g·c·e^{−s}, the power of two last (a zero cotangent gives 0, never 0·inf)
+    t = -q.s
+    big = t > _T_MAX
+    E, kk = q.T.exp(ns.where(big, _T_MAX, t))
+    gL = _finish(dd.ldexp(dd.mul(E, dd.mul_d(gd, c)), kk), sign_inf)
+    # ∂/∂s: g·(r' − a); where a overflowed, −sign(g)·inf (0 for g = 0)
+    diff = dd.sub(q.slope(), q.a)
+    gs = _finish(dd.mul(gd, diff), -sign_inf)
+    gs = ns.where(q.a_finite, gs, ns.where(gd[0] == 0, 0.0, -sign_inf))
+    # a partial is NaN where an argument it involves is: ∂/∂L = c·e^{−s} involves s only
+    gnan = gd[0] != gd[0]
+    return ns.where((s != s) | gnan, float("nan"), gL), ns.where(q.nan | gnan, float("nan"), gs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dynamic Task Prioritization
+
+
+class _FL:
+    """``FL(κ̄; γ) = E·2^k·(−log κ̄)`` unscaled (``E·2^k = (1 − κ̄)^γ``); κ̄ = 1 and NaN lanes masked."""
+
+    def __init__(self, kappa: Array, gamma: Array, T: dd.Transcendentals) -> None:
+        ns = _ns(kappa)
+        gamma = gamma + ns.zeros_like(kappa)
+        self.ns = ns
+        self.nan = (kappa != kappa) | (gamma != gamma)
+        self.one = kappa == 1
+        kap = ns.where(self.nan | self.one, 0.5, kappa)
+        gam = ns.where(self.nan, 0.0, gamma)
+        z = dd.mul_d(T.log1p(-kap), gam)  # γ·log(1 − κ̄) ≤ 0 (γ = 0: exactly 0)
+        self.E, self.k = T.exp(z)
+        self.neglog = dd.neg(T.log(kap))
+
+    def scaled(self, factor: DD, overflow: Array) -> Array:
+        """``FL·factor`` rounded once (0 where κ̄ = 1, NaN where κ̄ or γ is NaN)."""
+        ns = self.ns
+        v = _finish(dd.ldexp(dd.mul(dd.mul(self.E, self.neglog), factor), self.k), overflow)
+        return ns.where(self.nan, float("nan"), ns.where(self.one, 0.0, v))
+
+
+def dtp_weights(kappa: Array, gamma: Array, T: dd.Transcendentals) -> Array:
+    """``FL(κ̄_t; γ_t)`` per task, float64 (κ̄ already clamped by any floor)."""
+    fl = _FL(kappa, gamma, T)
+    return fl.scaled(dd.lift(_full(kappa, 1.0)), _full(kappa, float("inf")))
+
+
+def _plain_weights(kappa: Array, gamma: Array) -> Array:
+    """``FL(κ̄; γ) = exp(γ·log1p(−κ̄))·(−log κ̄)`` in plain float64 (0 at κ̄ = 1; relative error about
+    ``(2 + γ·|log(1 − κ̄)|)·2^-53``, far below a float32 half-ULP for every γ ≤ 10^3)."""
+    ns = _ns(kappa)
+    one = kappa == 1
+    kap = ns.where(one, 0.5, kappa)
+    w = ns.exp(gamma * ns.log1p(-kap)) * -ns.log(kap)
+    return ns.where(one & (gamma == gamma), 0.0, w)
+
+
+def dtp_value(L: Array, kappa: Array, gamma: Array, reduction: str, T: dd.Transcendentals | None) -> Array:
+    ns = _ns(L)
+    if T is None:
+        terms = _plain_weights(kappa, gamma + ns.zeros_like(kappa)) * L
+        if reduction == "none":
+            return terms
+        total = terms.sum()
+        return total / terms.shape[0] if reduction == "mean" else total
+    fl = _FL(kappa, gamma, T)
+    nan = L != L
+    Ls = ns.where(nan, 0.0, L)
+    terms = dd.ldexp(dd.mul_d(dd.mul(fl.E, fl.neglog), Ls), fl.k)
+    terms = dd.where(fl.one, dd.lift(ns.zeros_like(L)), terms)
+    finite = ns.isfinite(terms[0] + terms[1])
+    k = int(L.shape[0])
+    if reduction == "none":
+        out = _reduce(terms, finite, "none", k)
+        return ns.where(nan | fl.nan, float("nan"), out)
+    return _nan_if(nan | fl.nan, _reduce(terms, finite, reduction, k))
+
+
+def dtp_grad(g: Array, L: Array, kappa: Array, gamma: Array, reduction: str,
+             T: dd.Transcendentals | None) -> Array:
+    """``g_t·FL(κ̄_t; γ_t)`` (NaN where the KPI or γ of the task is NaN, whatever its loss)."""
+    ns = _ns(L)
+    if T is None:
+        g = g + ns.zeros_like(L)
+        return _plain_weights(kappa, gamma + ns.zeros_like(kappa)) * (g / L.shape[0] if reduction == "mean" else g)
+    gd = _cotangent(g, reduction, int(L.shape[0]), L)
+    fl = _FL(kappa, gamma, T)
+    out = fl.scaled(gd, ns.where(gd[0] > 0, float("inf"), -float("inf")))
+    return ns.where(gd[0] != gd[0], float("nan"), out)

@@ -1,0 +1,218 @@
+"""PyTorch multi-task weighting: uncertainty weighting (function and ``nn.Module`` holding the learned
+log-variances) and Dynamic Task Prioritization (function and ``nn.Module`` holding the KPI moving
+averages), with analytic backward.
+
+Each loss is a ``torch.autograd.Function`` over the kernels of :mod:`.multitask_core`, computed in
+float64 double-double on the inputs' device (CPU or CUDA alike) and rounded once to the result
+dtype (``torch.promote_types`` of the losses and the log-variances; the losses' dtype for DTP).
+Autograd through ``0.5·exp(−s)·L + 0.5·s`` would overflow ``exp(−s)`` and give ``inf·0 = NaN`` at
+``L = 0``; here ``e^{−s}·L = e^{log L − s}`` (``lossoracle.reference.multitask``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import multitask_core as core
+
+__all__ = ["uncertainty_weighted_loss", "dynamic_task_priority", "UncertaintyWeighting", "DynamicTaskPriority"]
+
+_F64 = torch.float64
+
+
+class _UWFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, L: torch.Tensor, s: torch.Tensor, c: torch.Tensor, form: str, reduction: str,
+                wide: bool) -> torch.Tensor:
+        ctx.save_for_backward(L, s, c)
+        ctx.form, ctx.reduction, ctx.wide = form, reduction, wide
+        return core.uw_value(L, s, c, form, reduction, core.transcendentals(wide))
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        L, s, c = ctx.saved_tensors
+        gL, gs = core.uw_grads(g, L, s, c, ctx.form, ctx.reduction, core.transcendentals(ctx.wide))
+        need = ctx.needs_input_grad
+        return (gL if need[0] else None, gs if need[1] else None, None, None, None, None)
+
+
+def _detached(*xs):
+    return tuple(x.detach() if isinstance(x, torch.Tensor) else x for x in xs)
+
+
+def uncertainty_weighted_loss(losses: torch.Tensor, log_vars: torch.Tensor, task_types=None, form: str = "kendall",
+                              reduction: str = "sum") -> torch.Tensor:
+    """``Σ_i c_i·e^{−s_i}·L_i + r(s_i)`` over the tasks (``form``: ``kendall``, ``simplified``,
+    ``liebel``; ``task_types`` for ``kendall`` only; ``reduction``: ``sum``, ``mean`` or ``none``)."""
+    coeffs = core.check_uw(*_detached(losses, log_vars), task_types, form, reduction)
+    dtype = torch.promote_types(losses.dtype, log_vars.dtype)
+    c = torch.tensor(coeffs, dtype=_F64, device=losses.device)
+    out = _UWFn.apply(losses.to(_F64), log_vars.to(_F64), c, form, reduction, dtype == _F64)
+    return out.to(dtype)
+
+
+class UncertaintyWeighting(nn.Module):
+    """Learned homoscedastic-uncertainty weights (Kendall, Gal & Cipolla 2018) for ``num_tasks``
+    task losses: ``forward(losses)`` is :func:`uncertainty_weighted_loss` with the module's
+    ``log_vars`` (an ``nn.Parameter`` of shape ``(num_tasks,)``, ``s = log σ²``).
+
+    Initialisation: ``init = 0.0`` (default) — ``σ² = 1``, so every task starts with its form's
+    coefficient ``c_i`` (½ or 1) as its weight; the paper reports the result robust to it.
+    LibMTL starts at −0.5, torchjd at 0. Pass ``dtype``/``device`` as for any parameter.
+    """
+
+    def __init__(self, num_tasks: int, task_types=None, form: str = "kendall", reduction: str = "sum",
+                 init: float = 0.0, dtype: torch.dtype | None = None, device: Any = None) -> None:
+        super().__init__()
+        core.coefficients(task_types, form, int(num_tasks))  # fail early on a bad form or task_types
+        self.task_types, self.form, self.reduction = task_types, form, reduction
+        self.log_vars = nn.Parameter(torch.full((int(num_tasks),), float(init), dtype=dtype, device=device))
+
+    def forward(self, losses: torch.Tensor) -> torch.Tensor:
+        return uncertainty_weighted_loss(losses, self.log_vars, self.task_types, self.form, self.reduction)
+
+    def weights(self) -> torch.Tensor:
+        """The current task weights ``c_i·e^{−s_i}`` (detached)."""
+        c = torch.tensor(core.coefficients(self.task_types, self.form, self.log_vars.numel()),
+                         dtype=self.log_vars.dtype, device=self.log_vars.device)
+        return (c * torch.exp(-self.log_vars)).detach()
+
+    def extra_repr(self) -> str:
+        return f"num_tasks={self.log_vars.numel()}, form={self.form!r}, reduction={self.reduction!r}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Dynamic Task Prioritization
+
+
+class _DTPFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, L: torch.Tensor, kap: torch.Tensor, gam: torch.Tensor, reduction: str,
+                wide: bool) -> torch.Tensor:
+        ctx.save_for_backward(L, kap, gam)
+        ctx.reduction, ctx.wide = reduction, wide
+        return core.dtp_value(L, kap, gam, reduction, core.transcendentals(wide))
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        L, kap, gam = ctx.saved_tensors
+        gL = core.dtp_grad(g, L, kap, gam, ctx.reduction, core.transcendentals(ctx.wide))
+        return (gL if ctx.needs_input_grad[0] else None, None, None, None, None)
+
+
+def _as_tensor(x: Any, like: torch.Tensor, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+        return t.to(_F64) if not t.is_floating_point() and name == "gamma" else t
+    t = torch.as_tensor(x, device=like.device)
+    return t.to(_F64) if not t.is_floating_point() and name == "gamma" else t
+
+
+def dynamic_task_priority(losses: torch.Tensor, kpis: Any, gamma: Any = 1.0, reduction: str = "sum",
+                          kpi_floor: float | None = None) -> torch.Tensor:
+    """``Σ_t FL(κ̄_t; γ_t)·L_t`` with ``FL(κ̄; γ) = −(1 − κ̄)^γ·log κ̄``; the weights are constants (no
+    gradient through ``kpis`` or ``gamma``)."""
+    kap, gam = _as_tensor(kpis, losses, "kpis"), _as_tensor(1.0 if gamma is None else gamma, losses, "gamma")
+    core.check_dtp(losses.detach(), kap, gam, reduction, kpi_floor)
+    kap = kap.to(device=losses.device, dtype=_F64)
+    if kpi_floor is not None:
+        kap = torch.maximum(kap, torch.tensor(float(kpi_floor), dtype=_F64, device=kap.device))  # NaN stays
+    gam = gam.to(device=losses.device, dtype=_F64)
+    out = _DTPFn.apply(losses.to(_F64), kap, gam, reduction, losses.dtype == _F64)
+    return out.to(losses.dtype)
+
+
+class DynamicTaskPriority(nn.Module):
+    """Dynamic Task Prioritization (Guo et al., ECCV 2018) with the KPI moving averages as buffers.
+
+    ``update(kpis)`` folds one KPI per task (each in [0, 1]) into the averages,
+    ``κ̄ ← κ̄ + α·(κ − κ̄)`` (= ``α·κ + (1 − α)·κ̄``; three roundings, no rounded ``1 − α``), always in
+    float64 (``module.half()`` or ``.to(dtype)`` moves the buffers but keeps them float64);
+    ``forward(losses, reduction="sum")`` is :func:`dynamic_task_priority` with the current averages;
+    ``weights()`` gives ``FL(κ̄_t; γ_t)``.
+
+    Initial averages: ``initial=None`` (default) takes the first observed KPIs as they are
+    (``κ̄_1 = κ^{(1)}``) and the weights are unavailable (RuntimeError) before the first update; a
+    number in (0, 1] (or one per task) starts the averages there — never an uninitialised 0, whose
+    weight is ``−log 0``. ``kpi_floor`` ∈ (0, 1] clamps the averages below for the weights (None:
+    a zero average is an error). The averages, the step count and γ are buffers (``state_dict``),
+    α, the initial value and the floor are extra state, checked on ``load_state_dict``. The float64
+    averages stay within ``3·2^-53/α`` of the exact closed form for any number of updates.
+    """
+
+    def __init__(self, num_tasks: int, alpha: float, gamma: Any = 1.0, initial: Any = None,
+                 kpi_floor: float | None = None, device: Any = None) -> None:
+        super().__init__()
+        k = int(num_tasks)
+        if k < 1:
+            raise ValueError(f"num_tasks must be ≥ 1, got {num_tasks!r}")
+        self.alpha = float(alpha)
+        if not 0.0 < self.alpha <= 1.0:
+            raise ValueError(f"alpha must lie in (0, 1], got {alpha!r}")
+        gam = torch.as_tensor(gamma, dtype=_F64, device=device)
+        core.check_kpis(torch.full((k,), 0.5, dtype=_F64), gam.cpu(), k, kpi_floor)
+        self.initial, self.kpi_floor = initial, kpi_floor
+        ema = torch.full((k,), float("nan"), dtype=_F64, device=device)
+        if initial is not None:
+            ema = torch.as_tensor(initial, dtype=_F64, device=device).expand(k).clone()
+            if not bool(((ema > 0) & (ema <= 1)).all()):
+                raise ValueError(f"initial must lie in (0, 1], got {initial!r}")
+        self.register_buffer("kpi_ema", ema)
+        self.register_buffer("steps", torch.zeros((), dtype=torch.int64, device=device))
+        self.register_buffer("gamma", gam)
+
+    def _apply(self, fn, recurse: bool = True):  # device moves apply to the state, dtype casts do not
+        keep = {"kpi_ema": self.kpi_ema, "gamma": self.gamma}
+        super()._apply(fn, recurse)
+        for name, t in keep.items():
+            setattr(self, name, t.to(device=getattr(self, name).device, dtype=_F64))
+        return self
+
+    @torch.no_grad()
+    def update(self, kpis: Any) -> torch.Tensor:
+        """Fold one KPI per task into the averages; returns a copy of the new averages."""
+        k = torch.as_tensor(kpis, device=self.kpi_ema.device)
+        if k.is_complex():
+            raise TypeError(f"kpis must be real numbers, got dtype {k.dtype}")
+        k = k.to(_F64)
+        if tuple(k.shape) != tuple(self.kpi_ema.shape):
+            raise ValueError(f"kpis must have shape {tuple(self.kpi_ema.shape)} (one per task), got {tuple(k.shape)}")
+        if not bool(((k >= 0) & (k <= 1)).all()):  # NaN fails too: it would poison the average for good
+            raise ValueError(f"kpis must lie in [0, 1] (no NaN), got {k.tolist()!r}")
+        if int(self.steps) == 0 and self.initial is None:
+            self.kpi_ema.copy_(k)
+        else:
+            d = k - self.kpi_ema
+            self.kpi_ema.add_(self.alpha * d)
+        self.steps += 1
+        return self.kpi_ema.clone()
+
+    def _averages(self) -> torch.Tensor:
+        if int(self.steps) == 0 and self.initial is None:
+            raise RuntimeError("no KPI observed yet: call update() first, or construct with initial=")
+        return self.kpi_ema
+
+    def weights(self) -> torch.Tensor:
+        """``FL(κ̄_t; γ_t)`` per task (float64, detached)."""
+        kap = self._averages()
+        core.check_kpis(kap, self.gamma, kap.numel(), self.kpi_floor)
+        if self.kpi_floor is not None:
+            kap = kap.clamp(min=float(self.kpi_floor))
+        return core.dtp_weights(kap, self.gamma, core.transcendentals(True))
+
+    def forward(self, losses: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+        return dynamic_task_priority(losses, self._averages(), self.gamma, reduction, self.kpi_floor)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "initial": self.initial, "kpi_floor": self.kpi_floor}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        if float(state["alpha"]) != self.alpha:
+            raise ValueError(f"the state was saved with alpha={state['alpha']!r}, this module has {self.alpha!r}")
+        self.initial, self.kpi_floor = state["initial"], state["kpi_floor"]
+
+    def extra_repr(self) -> str:
+        return f"num_tasks={self.kpi_ema.numel()}, alpha={self.alpha}, kpi_floor={self.kpi_floor}"
