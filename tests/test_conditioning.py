@@ -16,15 +16,18 @@ def _sigmoid(x):
 
 def test_bce_with_logits_value_condition_matches_the_closed_form():
     """ℓ = y·softplus(−x) + (1 − y)·softplus(x): ∂ℓ/∂x = σ(x) − y, ∂ℓ/∂y = −x, so
-    c = |ℓ| + |x|·|σ(x) − y| + |y|·|x|; the tail scale is max(1, |x|, |y|)."""
+    c = |ℓ| + |x|·|σ(x) − y| + |y|·|x| — without the last term for a hard label y = 1 (exact, not
+    perturbed); the tail scale is max(1, |x|, |y|)."""
     spec = specs.get("binary_cross_entropy_with_logits")
     x, y = np.array([-3.0, 0.5, 20.0, 2.0]), np.array([0.25, 1.0, 1.0, 0.0])
     params = {"weight": None, "pos_weight": None, "reduction": "none"}
     value = spec.oracle(input=x, target=y, **params)
-    got = value_conditioning(spec.oracle, {"input": x, "target": y}, params, value)
+    got = value_conditioning(spec.oracle, {"input": x, "target": y}, params, value, spec.hard_label_args)
     f = np.array([float(v) for v in value])
-    want = np.abs(f) + np.abs(x) * np.abs(_sigmoid(x) - y) + np.abs(y) * np.abs(x)
+    want = np.abs(f) + np.abs(x) * np.abs(_sigmoid(x) - y) + np.abs(y) * np.abs(x) * (y != 1)
     assert np.allclose(got.cond["value"], want, rtol=1e-12)
+    soft = value_conditioning(spec.oracle, {"input": x, "target": y}, params, value)  # every entry perturbed
+    assert np.allclose(soft.cond["value"], want + np.abs(x) * (y == 1), rtol=1e-12)
     assert np.array_equal(got.scale["value"], np.maximum(1.0, np.maximum(np.where(x != 0, np.abs(x), 0), y)))
 
 

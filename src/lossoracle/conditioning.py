@@ -14,8 +14,10 @@ The derivatives come from the oracle by one-sided relative differences at a step
 ≈ ``z_i·∂f/∂z_i``; the term taken is ``max(|D⁺|, |D⁻|)`` over the sides on which ``f`` stays
 finite and real (a side that leaves the domain, ``p > 1`` say, is not admissible), so a kink
 counts its larger one-sided slope. Non-finite and zero inputs contribute 0
-(``0·∞ = 0``: they are not perturbed by a relative perturbation). Two correct digits are all
-the grading needs; the differences give far more.
+(``0·∞ = 0``: they are not perturbed by a relative perturbation), and so do hard labels (target
+entries equal to 1: exact by construction, they carry no rounding error to be amplified — else a
+tiny loss at y = 1 would look ill-conditioned and excuse any implementation that returns 0).
+Two correct digits are all the grading needs; the differences give far more.
 
 The same pass gives the *tail scale* ``S_j`` of the grading: the largest ``|z_i|`` among the
 inputs that feed ``f_j`` (a non-zero ``D_i``), at least 1, times the largest ``|g_k|`` that
@@ -24,7 +26,7 @@ feeds it for gradients.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,13 +50,17 @@ class Conditioning:
     scale: dict[str, np.ndarray]
 
 
-def _floating_slots(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Iterator[tuple[str, Any, float]]:
-    """``(where, index, |value|)`` of every finite non-zero floating input entry and parameter."""
+def _floating_slots(inputs: Mapping[str, Any], params: Mapping[str, Any],
+                    hard: Collection[str] = ()) -> Iterator[tuple[str, Any, float]]:
+    """``(where, index, |value|)`` of every finite non-zero floating input entry and parameter;
+    in the ``hard`` arguments (targets) an entry equal to 1 is a hard label, exact by
+    construction, and not perturbed either."""
     for name, a in inputs.items():
         if a is None or np.asarray(a).dtype.kind != "f":
             continue
         flat = np.asarray(a, dtype=np.float64).reshape(-1)
-        for i in np.flatnonzero(np.isfinite(flat) & (flat != 0)):
+        keep = np.isfinite(flat) & (flat != 0) & ~((flat == 1) if name in hard else False)
+        for i in np.flatnonzero(keep):
             yield name, int(i), abs(float(flat[i]))
     for name, v in params.items():
         if isinstance(v, float) and not isinstance(v, bool) and np.isfinite(v) and v != 0:
@@ -115,17 +121,18 @@ def _shaped(exact: dict[str, Any], cond, feed) -> Conditioning:
 
 
 def value_conditioning(oracle: Callable[..., Any], inputs: Mapping[str, Any], params: Mapping[str, Any],
-                       value) -> Conditioning:
+                       value, hard: Collection[str] = ()) -> Conditioning:
     """Condition and tail scale of the value: ``oracle(**inputs, **params)`` is the spec's oracle
-    with every parameter (canonical, case and convention) in ``params``."""
+    with every parameter (canonical, case and convention) in ``params``; ``hard`` names the
+    target arguments whose 0/1 entries are exact labels."""
     base, cond, feed = _start({"value": value})
     _accumulate(lambda i, p: {"value": np.asarray(oracle(**i, **p), dtype=object).reshape(-1).tolist()},
-                base, dict(inputs), params, list(_floating_slots(inputs, params)), cond, feed)
+                base, dict(inputs), params, list(_floating_slots(inputs, params, hard)), cond, feed)
     return _shaped({"value": value}, cond, feed)
 
 
 def gradient_conditioning(gradient: Callable[..., Any], inputs: Mapping[str, Any], params: Mapping[str, Any],
-                          grads: Mapping[str, Any], cotangent: np.ndarray) -> Conditioning:
+                          grads: Mapping[str, Any], cotangent: np.ndarray, hard: Collection[str] = ()) -> Conditioning:
     """Condition and tail scale of every ``grad:<arg>``: the VJP ``gradient(g, **inputs, **params)``
     as a function of the inputs, the parameters and the cotangent ``g``."""
     names = list(grads)
@@ -136,7 +143,7 @@ def gradient_conditioning(gradient: Callable[..., Any], inputs: Mapping[str, Any
         out = gradient(g, **i, **p)
         return {f"grad:{k}": np.asarray(out[k], dtype=object).reshape(-1).tolist() for k in names}
 
-    _accumulate(vjp, base, dict(inputs), params, list(_floating_slots(inputs, params)), cond, feed)
+    _accumulate(vjp, base, dict(inputs), params, list(_floating_slots(inputs, params, hard)), cond, feed)
     # the cotangent's entries are inputs of the VJP too; it is linear in them, so the term of g_k
     # is exactly the VJP with the one-hot cotangent g_k·e_k
     feed_cot = {k: np.zeros_like(v) for k, v in feed.items()}

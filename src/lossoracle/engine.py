@@ -101,8 +101,9 @@ def case_conditioning(spec: Spec, case: Case, conventions: Mapping[str, Any] | N
         result = condcache.get(spec.name, stored_key, shapes)
         if result is None:
             params = _kwargs(spec, case, conventions)
-            result = (value_conditioning(spec.oracle, case.inputs, params, value) if part == "value" else
-                      gradient_conditioning(spec.gradient, case.inputs, params, grads, cot))
+            hard = spec.hard_label_args
+            result = (value_conditioning(spec.oracle, case.inputs, params, value, hard) if part == "value" else
+                      gradient_conditioning(spec.gradient, case.inputs, params, grads, cot, hard))
             condcache.put(spec.name, stored_key, result)
         _COND_CACHE[key] = result
     return _COND_CACHE[key]

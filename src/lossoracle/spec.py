@@ -17,6 +17,7 @@ from .floats import FORMATS, FloatFormat, is_representable
 __all__ = ["Arg", "Case", "Budget", "Convention", "Spec", "DTYPES"]
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")
+TARGET_KINDS = ("binary_target", "probability_target", "class_index_or_probability_target")
 
 
 @dataclass(frozen=True)
@@ -131,3 +132,9 @@ class Spec:
     @property
     def differentiable(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.args if a.differentiable)
+
+    @property
+    def hard_label_args(self) -> tuple[str, ...]:
+        """Target arguments whose entries equal to 1 are hard labels (exact, never perturbed by the
+        conditioning)."""
+        return tuple(a.name for a in self.args if a.kind in TARGET_KINDS)
