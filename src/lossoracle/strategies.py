@@ -76,7 +76,15 @@ KIND_DOMAINS: dict[str, tuple[float, float]] = {
     "probability_target": (0.0, 1.0),
     "class_index_or_probability_target": (0.0, 1.0),
     "weight": (0.0, 1e3),
+    "boxes": (-1e4, 1e4),  # (x1, y1, x2, y2) coordinates; corners put in order after drawing
 }
+
+
+def _in_order(kind: str, v: np.ndarray) -> np.ndarray:
+    """Boxes with x1 ≤ x2 and y1 ≤ y2 (each corner pair sorted); other kinds unchanged."""
+    if kind != "boxes" or not v.size:
+        return v
+    return np.concatenate([np.minimum(v[..., :2], v[..., 2:]), np.maximum(v[..., :2], v[..., 2:])], axis=-1)
 
 
 def _domain(arg, params) -> tuple[float, float]:
@@ -111,7 +119,7 @@ def spec_cases(spec, grid: str = "float32"):
             inputs = dict(base.inputs)
             for name, v in values.items():
                 lo, hi = _domain(floating[name], base.params)
-                inputs[name] = np.clip(to_grid(v, grid), lo, hi)
+                inputs[name] = _in_order(floating[name].kind, np.clip(to_grid(v, grid), lo, hi))
             digest = hashlib.sha1(b"".join(np.ascontiguousarray(v).tobytes() for v in inputs.values()
                                            if v is not None)).hexdigest()[:12]
             return Case(f"{base.id}~h{digest}", inputs, base.params, note=f"hypothesis redraw of {base.id}")
