@@ -637,6 +637,29 @@ _TIES = ("at a kink (touching edges, equal coordinates) each partial derivative 
 _EMPTY = "an empty mean is 0 (torchvision: 0.0 * loss.sum())"
 _ZERO = "ε = 0 and both boxes of zero area: U = 0, IoU = 0/0, NaN"
 
+def _pair_tolerance(inputs, params) -> dict[str, np.ndarray]:
+    """Every coordinate of a pair is perturbed relative to the pair's size, the largest side of
+    either box: the losses depend on coordinate differences only, so the distance of the boxes
+    from the origin is not a scale of the problem (the float32 rounding of a centre 1e6 away is)."""
+    b1, b2 = (np.asarray(inputs[k], dtype=np.float64) for k in ("boxes1", "boxes2"))
+    if b1.size == 0:
+        return {"boxes1": b1, "boxes2": b2}
+    size = np.maximum(_sides(b1), _sides(b2))[..., None]
+    return {"boxes1": np.broadcast_to(size, b1.shape), "boxes2": np.broadcast_to(size, b2.shape)}
+
+
+def _box_tolerance(inputs, params) -> dict[str, np.ndarray]:
+    """Pairwise IoU/GIoU: each box's coordinates relative to its own largest side (a point box is
+    exact)."""
+    return {k: np.broadcast_to(_sides(np.asarray(inputs[k], dtype=np.float64))[..., None],
+                               np.shape(inputs[k])) for k in ("boxes1", "boxes2")}
+
+
+def _sides(b: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return np.maximum(b[..., 2] - b[..., 0], b[..., 3] - b[..., 1])
+
+
 SPECS = (
     Spec(
         name="box_iou",
@@ -644,7 +667,7 @@ SPECS = (
         definition="IoU_ij = I/U for every pair (N×M); I the intersection area, U = A + B − I",
         source="torchvision.ops.box_iou (xyxy)",
         args=_ARGS, params={}, oracle=box_iou, gradient=box_iou_grad, cases=lambda: _pairwise_cases("box_iou"),
-        conventions=(_PAIRWISE_EPS,), reduced_terms=_reduced_terms,
+        conventions=(_PAIRWISE_EPS,), reduced_terms=_reduced_terms, tolerance=_box_tolerance, unit_tail_scale=True,
         edge_notes=("both boxes of zero area: U = 0, NaN", _TIES),
     ),
     Spec(
@@ -654,7 +677,8 @@ SPECS = (
         source=_SRC_GIOU + "; torchvision.ops.generalized_box_iou",
         args=_ARGS, params={}, oracle=generalized_box_iou, gradient=generalized_box_iou_grad,
         cases=lambda: _pairwise_cases("generalized_box_iou"), conventions=(_PAIRWISE_EPS,),
-        reduced_terms=_reduced_terms, edge_notes=("U = 0 or C = 0: NaN", _TIES),
+        reduced_terms=_reduced_terms, tolerance=_box_tolerance, unit_tail_scale=True,
+        edge_notes=("U = 0 or C = 0: NaN", _TIES),
     ),
     Spec(
         name="generalized_box_iou_loss",
@@ -663,7 +687,8 @@ SPECS = (
         source=_SRC_GIOU + "; torchvision.ops.generalized_box_iou_loss",
         args=_ARGS, params={"reduction": "none", "eps": 1e-7}, oracle=generalized_box_iou_loss,
         gradient=generalized_box_iou_loss_grad, cases=lambda: _paired_cases("generalized_box_iou_loss"),
-        reduced_terms=_reduced_terms, edge_notes=(_ZERO, _EMPTY, _TIES),
+        reduced_terms=_reduced_terms, tolerance=_pair_tolerance, unit_tail_scale=True,
+        edge_notes=(_ZERO, _EMPTY, _TIES),
     ),
     Spec(
         name="distance_box_iou_loss",
@@ -673,7 +698,8 @@ SPECS = (
         source=_SRC_DIOU,
         args=_ARGS, params={"reduction": "none", "eps": 1e-7}, oracle=distance_box_iou_loss,
         gradient=distance_box_iou_loss_grad, cases=lambda: _paired_cases("distance_box_iou_loss"),
-        reduced_terms=_reduced_terms, edge_notes=(_ZERO, _EMPTY, _TIES),
+        reduced_terms=_reduced_terms, tolerance=_pair_tolerance, unit_tail_scale=True,
+        edge_notes=(_ZERO, _EMPTY, _TIES),
     ),
     Spec(
         name="complete_box_iou_loss",
@@ -688,7 +714,7 @@ SPECS = (
             Convention("iou_eps", None, "ε of the IoU and distance terms if not eps (torchvision: always 1e-7, "
                                         "only α's denominator uses eps)"),
         ),
-        reduced_terms=_reduced_terms,
+        reduced_terms=_reduced_terms, tolerance=_pair_tolerance, unit_tail_scale=True,
         edge_notes=(_ZERO, "a point box (w = h = 0): aspect angle undefined, NaN", "v = 0: α·v = 0", _EMPTY, _TIES),
     ),
 )

@@ -50,32 +50,35 @@ class Conditioning:
     scale: dict[str, np.ndarray]
 
 
-def _floating_slots(inputs: Mapping[str, Any], params: Mapping[str, Any],
-                    hard: Collection[str] = ()) -> Iterator[tuple[str, Any, float]]:
-    """``(where, index, |value|)`` of every finite non-zero floating input entry and parameter;
-    in the ``hard`` arguments (targets) an entry equal to 1 is a hard label, exact by
+def _floating_slots(inputs: Mapping[str, Any], params: Mapping[str, Any], hard: Collection[str] = (),
+                    tolerance: Mapping[str, np.ndarray] | None = None) -> Iterator[tuple[str, Any, float]]:
+    """``(where, index, E)`` of every floating input entry and parameter to perturb, ``E`` the
+    magnitude of its perturbation: ``|z|`` (finite, non-zero), or the spec's ``tolerance`` for
+    that input; in the ``hard`` arguments (targets) an entry equal to 1 is a hard label, exact by
     construction, and not perturbed either."""
+    tolerance = tolerance or {}
     for name, a in inputs.items():
         if a is None or np.asarray(a).dtype.kind != "f":
             continue
         flat = np.asarray(a, dtype=np.float64).reshape(-1)
-        keep = np.isfinite(flat) & (flat != 0) & ~((flat == 1) if name in hard else False)
+        mags = np.abs(flat) if name not in tolerance else np.asarray(tolerance[name], dtype=np.float64).reshape(-1)
+        keep = np.isfinite(flat) & np.isfinite(mags) & (mags != 0) & ~((flat == 1) if name in hard else False)
         for i in np.flatnonzero(keep):
-            yield name, int(i), abs(float(flat[i]))
+            yield name, int(i), float(mags[i])
     for name, v in params.items():
         if isinstance(v, float) and not isinstance(v, bool) and np.isfinite(v) and v != 0:
             yield name, None, abs(v)
 
 
-def _perturbed(inputs, params, name, index, factor):
-    """The inputs and parameters with one entry multiplied by ``factor`` (exactly: in the working
-    precision, which holds the 53 + 100 bits of the product)."""
+def _perturbed(inputs, params, name, index, delta):
+    """The inputs and parameters with one entry moved by ``delta`` (exactly: in the working
+    precision, which holds the 53 + 100 bits of the sum)."""
     with workprec():
         if index is None:
-            return inputs, {**params, name: mpf(params[name]) * factor}
+            return inputs, {**params, name: mpf(params[name]) + delta}
         a = to_mp(inputs[name])
         flat = a.reshape(-1)
-        flat[index] = flat[index] * factor
+        flat[index] = flat[index] + delta
         return {**inputs, name: a}, params
 
 
@@ -88,15 +91,15 @@ def _slope(new, old, h) -> float:
 
 
 def _accumulate(fn: Callable[[Mapping, Mapping], dict[str, list]], base: dict[str, list], inputs, params,
-                slots, cond: dict[str, np.ndarray], feed: dict[str, np.ndarray]) -> None:
+                slots, cond: dict[str, np.ndarray], feed: dict[str, np.ndarray] | None) -> None:
     h = mpf(2) ** -STEP_BITS
     for name, index, mag in slots:
         best = {k: np.zeros(len(v)) for k, v in base.items()}
         for sign in (1, -1):
             with workprec():
-                factor = 1 + sign * h
+                delta = sign * h * mpf(mag)
             try:
-                out = fn(*_perturbed(inputs, params, name, index, factor))
+                out = fn(*_perturbed(inputs, params, name, index, delta))
             except (ArithmeticError, TypeError, ValueError):  # outside the domain (p > 1, say): no side
                 continue
             for k, vals in out.items():
@@ -104,8 +107,9 @@ def _accumulate(fn: Callable[[Mapping, Mapping], dict[str, list]], base: dict[st
                     best[k][j] = max(best[k][j], _slope(new, old, h))
         for k in base:
             cond[k] += best[k]
-            touched = best[k] > 0
-            feed[k][touched] = np.maximum(feed[k][touched], mag)
+            if feed is not None:  # None: a unit tail scale
+                touched = best[k] > 0
+                feed[k][touched] = np.maximum(feed[k][touched], mag)
 
 
 def _start(exact: dict[str, Any]) -> tuple[dict[str, list], dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -121,18 +125,22 @@ def _shaped(exact: dict[str, Any], cond, feed) -> Conditioning:
 
 
 def value_conditioning(oracle: Callable[..., Any], inputs: Mapping[str, Any], params: Mapping[str, Any],
-                       value, hard: Collection[str] = ()) -> Conditioning:
+                       value, hard: Collection[str] = (), tolerance: Mapping[str, np.ndarray] | None = None,
+                       unit_scale: bool = False) -> Conditioning:
     """Condition and tail scale of the value: ``oracle(**inputs, **params)`` is the spec's oracle
     with every parameter (canonical, case and convention) in ``params``; ``hard`` names the
-    target arguments whose 0/1 entries are exact labels."""
+    target arguments whose 0/1 entries are exact labels; ``tolerance`` the perturbation
+    magnitudes of some inputs (default ``|z|``); ``unit_scale`` a tail scale of 1."""
     base, cond, feed = _start({"value": value})
     _accumulate(lambda i, p: {"value": np.asarray(oracle(**i, **p), dtype=object).reshape(-1).tolist()},
-                base, dict(inputs), params, list(_floating_slots(inputs, params, hard)), cond, feed)
+                base, dict(inputs), params, list(_floating_slots(inputs, params, hard, tolerance)), cond,
+                None if unit_scale else feed)
     return _shaped({"value": value}, cond, feed)
 
 
 def gradient_conditioning(gradient: Callable[..., Any], inputs: Mapping[str, Any], params: Mapping[str, Any],
-                          grads: Mapping[str, Any], cotangent: np.ndarray, hard: Collection[str] = ()) -> Conditioning:
+                          grads: Mapping[str, Any], cotangent: np.ndarray, hard: Collection[str] = (),
+                          tolerance: Mapping[str, np.ndarray] | None = None, unit_scale: bool = False) -> Conditioning:
     """Condition and tail scale of every ``grad:<arg>``: the VJP ``gradient(g, **inputs, **params)``
     as a function of the inputs, the parameters and the cotangent ``g``."""
     names = list(grads)
@@ -143,7 +151,8 @@ def gradient_conditioning(gradient: Callable[..., Any], inputs: Mapping[str, Any
         out = gradient(g, **i, **p)
         return {f"grad:{k}": np.asarray(out[k], dtype=object).reshape(-1).tolist() for k in names}
 
-    _accumulate(vjp, base, dict(inputs), params, list(_floating_slots(inputs, params, hard)), cond, feed)
+    _accumulate(vjp, base, dict(inputs), params, list(_floating_slots(inputs, params, hard, tolerance)), cond,
+                None if unit_scale else feed)
     # the cotangent's entries are inputs of the VJP too; it is linear in them, so the term of g_k
     # is exactly the VJP with the one-hot cotangent g_k·e_k
     feed_cot = {k: np.zeros_like(v) for k, v in feed.items()}
@@ -158,10 +167,12 @@ def gradient_conditioning(gradient: Callable[..., Any], inputs: Mapping[str, Any
     return _shaped(exact, cond, {k: feed[k] * np.maximum(feed_cot[k], 1.0) for k in feed})
 
 
-def scale_bound(inputs: Mapping[str, Any], params: Mapping[str, Any], cotangent: np.ndarray | None = None) -> float:
+def scale_bound(inputs: Mapping[str, Any], params: Mapping[str, Any], cotangent: np.ndarray | None = None,
+                unit_scale: bool = False) -> float:
     """An upper bound of every element's tail scale: the largest finite input magnitude (at least
-    1), times the largest |cotangent| for gradients — cheap, with no differencing."""
-    mags = [mag for _, _, mag in _floating_slots(inputs, params)]
+    1; exactly 1 for a ``unit_scale``), times the largest |cotangent| for gradients — cheap, with
+    no differencing."""
+    mags = [] if unit_scale else [mag for _, _, mag in _floating_slots(inputs, params)]
     s = max([1.0, *mags])
     if cotangent is not None and np.size(cotangent):
         s *= max(1.0, float(np.max(np.abs(cotangent))))

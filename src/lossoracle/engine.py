@@ -101,9 +101,10 @@ def case_conditioning(spec: Spec, case: Case, conventions: Mapping[str, Any] | N
         result = condcache.get(spec.name, stored_key, shapes)
         if result is None:
             params = _kwargs(spec, case, conventions)
-            hard = spec.hard_label_args
-            result = (value_conditioning(spec.oracle, case.inputs, params, value, hard) if part == "value" else
-                      gradient_conditioning(spec.gradient, case.inputs, params, grads, cot, hard))
+            how = dict(hard=spec.hard_label_args, unit_scale=spec.unit_tail_scale,
+                       tolerance=spec.tolerance(case.inputs, params) if spec.tolerance else None)
+            result = (value_conditioning(spec.oracle, case.inputs, params, value, **how) if part == "value" else
+                      gradient_conditioning(spec.gradient, case.inputs, params, grads, cot, **how))
             condcache.put(spec.name, stored_key, result)
         _COND_CACHE[key] = result
     return _COND_CACHE[key]
@@ -181,7 +182,8 @@ def _grade(ctx: _Ctx, case: Case, dtype: str, quantity: str, got: np.ndarray, go
         return c.cond[quantity], c.scale[quantity]
 
     params = _kwargs(spec, case, ctx.conventions)
-    s_max = scale_bound(case.inputs, params, None if quantity == "value" else cotangent(np.shape(exact)))
+    s_max = scale_bound(case.inputs, params, None if quantity == "value" else cotangent(np.shape(exact)),
+                        spec.unit_tail_scale)
     cmp = compare(got, exact, format_of(got_dtype), budget, cond, dtype, _terms(spec, case, ctx.conventions), s_max)
     grade = cmp.cell_grade
     findings = [f for f in ("nonfinite", "sign", "gross", "inaccurate", "tail") if cmp.count(f)]

@@ -109,7 +109,13 @@ class Spec:
     - ``cases()`` yields the named edge catalogue, generated cases and bad-input cases;
     - ``reduced_terms(inputs, params)`` is the number of terms summed into one output element
       (the reduction's, times any inner sum such as over classes): it buys ``log2(n)`` ULP and
-      ``log2(n)`` on the grading's ``k``.
+      ``log2(n)`` on the grading's ``k``;
+    - ``tolerance(inputs, params)`` (optional) gives, for some floating inputs, the magnitude
+      ``E_i`` by which the condition number perturbs each entry instead of ``|z_i|`` (Higham's
+      componentwise condition for a tolerance vector ``E``): a loss of coordinate *differences*
+      is perturbed relative to the boxes' sizes, not to their distance from an arbitrary origin;
+    - ``unit_tail_scale``: the loss is invariant to the scale of its inputs (the IoU family), so
+      the tail scale is 1 (times the largest |cotangent| for gradients), not the input magnitude.
     """
 
     name: str
@@ -124,6 +130,8 @@ class Spec:
     budget: Budget = field(default_factory=Budget)
     conventions: tuple[Convention, ...] = ()
     reduced_terms: Callable[[Mapping[str, Any], Mapping[str, Any]], int] | None = None
+    tolerance: Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, np.ndarray]] | None = None
+    unit_tail_scale: bool = False
     edge_notes: tuple[str, ...] = ()
 
     def arg(self, name: str) -> Arg:
