@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 
 import torch
 
-_HIGH = "17179869184"
-_MEM_MMAP_THRESHOLD = "65536"
+try:  # run as a script, or imported by the asv suites (a package)
+    from .measure import child_peak_bytes, reexec_with_malloc_settings, rss_rise
+except ImportError:
+    from measure import child_peak_bytes, reexec_with_malloc_settings, rss_rise
+
 LOSSES = ("generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss")
 
 
@@ -73,24 +74,12 @@ def measure_times(loss: str, b1, b2, repeat: int, warmup: int = 2) -> dict[str, 
     return times
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
-
 def _cpu_peak_in_this_process(variant: str, loss: str, n: int) -> int:
     b1, b2 = make_inputs(n)
     step(variant, loss, b1, b2)
     step(variant, loss, b1, b2)
     b1.grad = b2.grad = None
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = _status_kib("VmRSS")
-    step(variant, loss, b1, b2)
-    return (_status_kib("VmHWM") - before) * 1024
+    return rss_rise(lambda: step(variant, loss, b1, b2))
 
 
 def peak_extra_bytes(variant: str, loss: str, n: int, device: str = "cpu") -> int:
@@ -103,18 +92,8 @@ def peak_extra_bytes(variant: str, loss: str, n: int, device: str = "cpu") -> in
         base = torch.cuda.memory_allocated()
         step(variant, loss, b1, b2)
         return torch.cuda.max_memory_allocated() - base
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=_MEM_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD_="0")
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-child", variant, "--loss", loss,
-                          "--n", str(n)], env=env, check=True, capture_output=True, text=True).stdout
-    return int(json.loads(out.strip().splitlines()[-1])["peak_extra_bytes"])
-
-
-def _reexec_with_malloc_settings() -> None:
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") == _HIGH and os.environ.get("MALLOC_TRIM_THRESHOLD_") == _HIGH:
-        return
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=_HIGH, MALLOC_TRIM_THRESHOLD_=_HIGH)
-    sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
+    return child_peak_bytes(__file__, [variant, "--loss", loss,
+                          "--n", str(n)])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -132,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({"peak_extra_bytes": _cpu_peak_in_this_process(args.memory_child, losses[0], args.n)}))
         return
     if args.device == "cpu":
-        _reexec_with_malloc_settings()
+        reexec_with_malloc_settings(__file__)
     elif not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device available")
     b1, b2 = make_inputs(args.n, args.device)
@@ -146,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         base = statistics.median(times["torchvision"])
         for v, ts in times.items():
             med = statistics.median(ts)
-            mem = "" if peaks[v] is None else f"{peaks[v] / 2**20:15.1f} {peaks[v] / peaks['torchvision']:9.3f}"
+            mem = "" if peaks[v] is None else f"{peaks[v] / 2**20:15.1f} {peaks[v] / max(peaks['torchvision'], 1):9.3f}"
             print(f"{loss:26s} {v:12s} {med * 1e3:10.1f} {min(ts) * 1e3:8.1f} {med / base:10.3f} {mem}")
 
 

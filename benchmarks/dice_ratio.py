@@ -25,17 +25,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 import warnings
 
 import torch
 
-_HIGH = "17179869184"  # 16 GiB: malloc keeps and reuses freed memory
-_MEM_MMAP_THRESHOLD = "65536"
+try:  # run as a script, or imported by the asv suites (a package)
+    from .measure import child_peak_bytes, reexec_with_malloc_settings, rss_rise
+except ImportError:
+    from measure import child_peak_bytes, reexec_with_malloc_settings, rss_rise
 
 
 def make_inputs(shape, device: str = "cpu", seed: int = 0):
@@ -101,25 +101,13 @@ def measure_times(x, t, repeat: int, warmup: int = 2) -> dict[str, list[float]]:
     return times
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
-
 def _cpu_peak_in_this_process(variant: str, shape) -> int:
     fn = VARIANTS[variant]
     x, t = make_inputs(shape)
     step(fn, x, t)
     step(fn, x, t)
     x.grad = None
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = _status_kib("VmRSS")
-    step(fn, x, t)
-    return (_status_kib("VmHWM") - before) * 1024
+    return rss_rise(lambda: step(fn, x, t))
 
 
 def peak_extra_bytes(variant: str, shape, device: str) -> int:
@@ -133,19 +121,8 @@ def peak_extra_bytes(variant: str, shape, device: str) -> int:
         base = torch.cuda.memory_allocated()
         step(fn, x, t)
         return torch.cuda.max_memory_allocated() - base
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=_MEM_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD_="0")
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-child", variant,
-                          "--shape", "x".join(map(str, shape))], env=env, check=True, capture_output=True,
-                         text=True).stdout
-    return int(json.loads(out.strip().splitlines()[-1])["peak_extra_bytes"])
-
-
-def _reexec_with_malloc_settings() -> None:
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") == _HIGH and os.environ.get("MALLOC_TRIM_THRESHOLD_") == _HIGH:
-        return
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=_HIGH, MALLOC_TRIM_THRESHOLD_=_HIGH)
-    sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
+    return child_peak_bytes(__file__, [variant,
+                          "--shape", "x".join(map(str, shape))])
 
 
 def main(argv=None) -> None:
@@ -162,7 +139,7 @@ def main(argv=None) -> None:
         print(json.dumps({"peak_extra_bytes": _cpu_peak_in_this_process(args.memory_child, shape)}))
         return
     if args.device == "cpu":
-        _reexec_with_malloc_settings()
+        reexec_with_malloc_settings(__file__)
     elif not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device available")
     x, t = make_inputs(shape, args.device)

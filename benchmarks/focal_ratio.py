@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -38,8 +36,11 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-_HIGH = "17179869184"  # 16 GiB: malloc keeps and reuses freed memory
-_MEM_MMAP_THRESHOLD = "65536"
+try:  # run as a script, or imported by the asv suites (a package)
+    from .measure import child_peak_bytes, reexec_with_malloc_settings, rss_rise
+except ImportError:
+    from measure import child_peak_bytes, reexec_with_malloc_settings, rss_rise
+
 ALPHA, GAMMA, REDUCTION = 0.25, 2.0, "mean"
 
 
@@ -129,19 +130,7 @@ def _cpu_peak_in_this_process(variant: str, n: int) -> int:
     fn(x, y)  # warm-up: compilation, lazy initialisation
     fn(x, y)
     x.grad = None  # the measured step allocates its own gradient
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current resident size
-    before = _status_kib("VmRSS")
-    fn(x, y)
-    return (_status_kib("VmHWM") - before) * 1024
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    return rss_rise(lambda: fn(x, y))
 
 
 def peak_extra_bytes(variant: str, n: int, device: str = "cpu") -> int:
@@ -156,18 +145,7 @@ def peak_extra_bytes(variant: str, n: int, device: str = "cpu") -> int:
         base = torch.cuda.memory_allocated()
         fn(x, y)
         return torch.cuda.max_memory_allocated() - base
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=_MEM_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD_="0")
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-child", variant, "--n", str(n)],
-                         env=env, check=True, capture_output=True, text=True).stdout
-    return int(json.loads(out.strip().splitlines()[-1])["peak_extra_bytes"])
-
-
-def _reexec_with_malloc_settings() -> None:
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") == _HIGH and os.environ.get("MALLOC_TRIM_THRESHOLD_") == _HIGH:
-        return
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=_HIGH, MALLOC_TRIM_THRESHOLD_=_HIGH)
-    sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
+    return child_peak_bytes(__file__, [variant, "--n", str(n)])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -182,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({"peak_extra_bytes": _cpu_peak_in_this_process(args.memory_child, args.n)}))
         return
     if args.device == "cpu":
-        _reexec_with_malloc_settings()
+        reexec_with_malloc_settings(__file__)
     elif not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device available")
     variants = available_variants()

@@ -30,17 +30,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
 import torch
 
-_HIGH = "17179869184"  # 16 GiB: malloc keeps and reuses freed memory
-_MEM_MMAP_THRESHOLD = "65536"
+try:  # run as a script, or imported by the asv suites (a package)
+    from .measure import child_peak_bytes, reexec_with_malloc_settings, rss_rise
+except ImportError:
+    from measure import child_peak_bytes, reexec_with_malloc_settings, rss_rise
+
 GAMMA = 2.0
 
 
@@ -111,40 +111,18 @@ def measure_times(fns: dict[str, Callable], inputs, repeat: int, warmup: int = 3
     return times
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _peak_child(name: str, k: int, dtype: torch.dtype) -> int:
     fn = variants()[name]
     inputs = make_inputs(k, dtype)
     _step(fn, *inputs)
     _step(fn, *inputs)
     inputs[0].grad = inputs[1].grad = None
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = _status_kib("VmRSS")
-    _step(fn, *inputs)
-    return (_status_kib("VmHWM") - before) * 1024
+    return rss_rise(lambda: _step(fn, *inputs))
 
 
 def peak_extra_bytes(name: str, k: int, dtype: str) -> int:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=_MEM_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD_="0")
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-child", name, "--k", str(k),
-                          "--dtype", dtype], env=env, check=True, capture_output=True, text=True).stdout
-    return int(json.loads(out.strip().splitlines()[-1])["peak_extra_bytes"])
-
-
-def _reexec_with_malloc_settings() -> None:
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") == _HIGH and os.environ.get("MALLOC_TRIM_THRESHOLD_") == _HIGH:
-        return
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=_HIGH, MALLOC_TRIM_THRESHOLD_=_HIGH)
-    sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
+    return child_peak_bytes(__file__, [name, "--k", str(k),
+                          "--dtype", dtype])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -159,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory_child:
         print(json.dumps({"peak_extra_bytes": _peak_child(args.memory_child, args.k[0], dtype)}))
         return
-    _reexec_with_malloc_settings()
+    reexec_with_malloc_settings(__file__)
     fns = variants()
     print(f"multi-task weighting fwd+bwd, {args.dtype} cpu, 1 thread; torch {torch.__version__}")
     print("{:>8s} {:16s} {:>10s} {:>9s} {:>10s} {:>15s} {:>9s}".format(

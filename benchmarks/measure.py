@@ -1,0 +1,73 @@
+"""What every ratio script measures the same way: interleaved wall times, the peak extra resident
+memory of one step (in a child process with mmap thresholds low, so large buffers are visible),
+and the malloc settings every timing run needs (thresholds high: page faults otherwise dominate).
+
+    MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 python benchmarks/<family>_ratio.py
+
+(the scripts re-execute themselves with these settings when they are missing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+
+HIGH = "17179869184"  # 16 GiB: malloc keeps and reuses freed memory
+MEM_MMAP_THRESHOLD = "65536"  # the memory child: large buffers come from mmap and show in the RSS
+
+__all__ = ["HIGH", "interleaved_times", "rss_rise", "child_peak_bytes", "report_child_peak",
+           "reexec_with_malloc_settings"]
+
+
+def interleaved_times(steps: Mapping[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
+    """``repeat`` rounds, each timing every step once (interleaved, so drifts hit all alike)."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeat):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def rss_rise(step: Callable[[], object]) -> int:
+    """Bytes the resident peak rises during ``step()`` (the peak reset just before it)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_kib("VmRSS")
+    step()
+    return (_status_kib("VmHWM") - before) * 1024
+
+
+def child_peak_bytes(script: str, args: list[str]) -> int:
+    """Run ``script --memory-child ARGS`` with mmap thresholds low; it prints
+    ``{"peak_extra_bytes": N}`` last (:func:`report_child_peak`)."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=MEM_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD_="0")
+    out = subprocess.run([sys.executable, os.path.abspath(script), "--memory-child", *args], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return int(json.loads(out.strip().splitlines()[-1])["peak_extra_bytes"])
+
+
+def report_child_peak(nbytes: int) -> None:
+    print(json.dumps({"peak_extra_bytes": nbytes}))
+
+
+def reexec_with_malloc_settings(script: str) -> None:
+    """Re-execute ``script`` with the timing malloc settings unless they are set."""
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") == HIGH and os.environ.get("MALLOC_TRIM_THRESHOLD_") == HIGH:
+        return
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=HIGH, MALLOC_TRIM_THRESHOLD_=HIGH)
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, os.path.abspath(script), *sys.argv[1:]], env)
