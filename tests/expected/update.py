@@ -66,7 +66,8 @@ def render(entries: list[tuple[str, str, str, str, str]]) -> str:
 
 def main(path: str) -> None:
     data = json.loads(pathlib.Path(path).read_text())
-    results = [Result(**{k: v for k, v in r.items() if k in Result.__dataclass_fields__}) for r in data["results"]]
+    results = [Result(**{k: float(v) if k.startswith("max_") and isinstance(v, str) else v  # "inf" in JSON
+                         for k, v in r.items() if k in Result.__dataclass_fields__}) for r in data["results"]]
     fam = family_of()
     by_family: dict[str, list] = defaultdict(list)
     for (impl, loss), per_dtype in sorted(cells(results).items()):
