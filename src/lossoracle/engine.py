@@ -323,7 +323,8 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
     for device in devices:
         ctx = _Ctx(spec, impl_name, device, conventions, note, upcast)
         rows: list[Result] = []
-        with worker(lambda case, dtype, dev: _call(bk, fn, grad, spec, case, dtype, dev), timeout, isolate) as run:
+        # the worker inherits ``selected`` at fork time: a task is the case's index, not the pickled case
+        with worker(lambda i, dtype, dev: _call(bk, fn, grad, spec, selected[i], dtype, dev), timeout, isolate) as run:
             for dtype in dtypes:
                 rows += _check_cell(ctx, run, selected, dtype, unsupported_dtypes.get(dtype), accepts,
                                     strict_errors)
@@ -339,7 +340,7 @@ def _check_cell(ctx: _Ctx, run, cases: list[Case], dtype: str, unsupported: str 
                 strict: bool) -> list[Result]:
     """Every case valid in ``dtype``; a crash or a timeout ends the cell."""
     rows: list[Result] = []
-    for case in cases:
+    for index, case in enumerate(cases):
         case_dtypes = case.dtypes()
         if dtype not in case_dtypes or (case.raises is not None and dtype != case_dtypes[-1]):
             continue  # one dtype suffices for a bad-input case
@@ -348,7 +349,7 @@ def _check_cell(ctx: _Ctx, run, cases: list[Case], dtype: str, unsupported: str 
         if reason:
             rows.append(ctx.row(case, dtype, quantity, "unsupported", reason, finding="unsupported"))
             continue
-        result = run.run(case, dtype, ctx.device)
+        result = run.run(index, dtype, ctx.device)
         if case.raises is not None:
             rows.append(_bad_input(ctx, case, dtype, result, strict))
         elif isinstance(result, Failure):
