@@ -57,8 +57,13 @@ def _cmd_describe(args) -> int:
     print("  accuracy budget (ULP, value / gradient): "
           + ", ".join(f"{d} {b.ulp_budget('value', d):g}/{b.ulp_budget('grad', d):g}" for d in DTYPES)
           + "; reductions + log2(n)")
-    print(f"  stable: |err| <= k·(u_c·c + u·|f|) + η with the componentwise condition c of the exact function, "
-          f"k = {K:g} + log2(n); tail: |err| <= k·u·S (S = the largest input feeding the element, >= 1)")
+    perturbed = ("the spec's tolerance — " + " ".join(spec.tolerance.__doc__.split(":")[0].split())
+                 if spec.tolerance else "each input perturbed relative to itself")
+    scale = "S = 1, the loss being scale-invariant" if spec.unit_tail_scale else (
+        "S = the largest input feeding the element, >= 1")
+    print(f"  stable: |err| <= k·(u_c·c + u·|f|) + η with the componentwise condition c of the exact function "
+          f"({perturbed}), k = {K:g} + log2(n); tail: |err| <= k·u·S ({scale}; × the largest |cotangent| for "
+          "gradients)")
     for note in spec.edge_notes:
         print(f"  edge: {note}")
     print("  cases:")
