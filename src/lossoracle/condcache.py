@@ -143,14 +143,13 @@ def catalogue_keys() -> dict[str, set[str]]:
 def ship() -> None:
     """Write into the shipped store every entry of the user cache that the catalogue can ask for
     with the current code (stale and hypothesis-drawn entries stay behind)."""
-    folder, target = user_dir(), shipped_dir()
+    target = shipped_dir()
     target.mkdir(parents=True, exist_ok=True)
     for name, keys in catalogue_keys().items():
         rows = {k: row for k, row in _entries(name).items() if k in keys}
         if rows:
             (target / f"{name}.jsonl").write_text("".join(json.dumps(rows[k]) + "\n" for k in sorted(rows)))
             print(target / f"{name}.jsonl", len(rows), "entries")
-    del folder
 
 
 if __name__ == "__main__":
