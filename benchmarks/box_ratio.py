@@ -25,9 +25,9 @@ import time
 import torch
 
 try:  # run as a script, or imported by the asv suites (a package)
-    from .measure import child_peak_bytes, reexec_with_malloc_settings, rss_rise
+    from .measure import child_peak_bytes, forward_backward, reexec_with_malloc_settings, rss_rise
 except ImportError:
-    from measure import child_peak_bytes, reexec_with_malloc_settings, rss_rise
+    from measure import child_peak_bytes, forward_backward, reexec_with_malloc_settings, rss_rise
 
 LOSSES = ("generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss")
 
@@ -54,10 +54,7 @@ def _fn(variant: str, loss: str):
 
 
 def step(variant: str, loss: str, b1: torch.Tensor, b2: torch.Tensor) -> None:
-    b1.grad = b2.grad = None
-    _fn(variant, loss)(b1, b2, reduction="mean").backward()
-    if b1.is_cuda:
-        torch.cuda.synchronize()
+    forward_backward(_fn(variant, loss), b1, b2, reduction="mean")
 
 
 def measure_times(loss: str, b1, b2, repeat: int, warmup: int = 2) -> dict[str, list[float]]:

@@ -33,9 +33,9 @@ import warnings
 import torch
 
 try:  # run as a script, or imported by the asv suites (a package)
-    from .measure import child_peak_bytes, reexec_with_malloc_settings, rss_rise
+    from .measure import child_peak_bytes, forward_backward, reexec_with_malloc_settings, rss_rise
 except ImportError:
-    from measure import child_peak_bytes, reexec_with_malloc_settings, rss_rise
+    from measure import child_peak_bytes, forward_backward, reexec_with_malloc_settings, rss_rise
 
 
 def make_inputs(shape, device: str = "cpu", seed: int = 0):
@@ -65,13 +65,7 @@ def _monai(x, t):
 VARIANTS = {"ours": _ours, "monai": _monai}
 
 
-def step(fn, x, t):
-    x.grad = None
-    loss = fn(x, t)
-    loss.backward()
-    if x.is_cuda:
-        torch.cuda.synchronize()
-    return loss.detach()
+step = forward_backward
 
 
 def floor_time(x, t, repeat: int) -> float:

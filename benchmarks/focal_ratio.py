@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 
 try:  # run as a script, or imported by the asv suites (a package)
-    from .measure import child_peak_bytes, reexec_with_malloc_settings, rss_rise
+    from .measure import child_peak_bytes, forward_backward, reexec_with_malloc_settings, rss_rise
 except ImportError:
-    from measure import child_peak_bytes, reexec_with_malloc_settings, rss_rise
+    from measure import child_peak_bytes, forward_backward, reexec_with_malloc_settings, rss_rise
 
 ALPHA, GAMMA, REDUCTION = 0.25, 2.0, "mean"
 
@@ -53,14 +53,7 @@ def make_inputs(n: int, device: str = "cpu", dtype: torch.dtype = torch.float32,
     return x.requires_grad_(), y
 
 
-def _step(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
-          y: torch.Tensor) -> torch.Tensor:
-    x.grad = None
-    loss = loss_fn(x, y)
-    loss.backward()
-    if x.is_cuda:
-        torch.cuda.synchronize()
-    return loss.detach()
+_step = forward_backward
 
 
 def _ours(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

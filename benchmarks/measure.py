@@ -19,8 +19,23 @@ from collections.abc import Callable, Mapping
 HIGH = "17179869184"  # 16 GiB: malloc keeps and reuses freed memory
 MEM_MMAP_THRESHOLD = "65536"  # the memory child: large buffers come from mmap and show in the RSS
 
-__all__ = ["HIGH", "interleaved_times", "rss_rise", "child_peak_bytes", "report_child_peak",
+__all__ = ["HIGH", "forward_backward", "interleaved_times", "rss_rise", "child_peak_bytes", "report_child_peak",
            "reexec_with_malloc_settings"]
+
+
+def forward_backward(fn: Callable, *inputs, **kwargs):
+    """One training step of a loss: clear the inputs' gradients, ``fn(*inputs, **kwargs)``,
+    backward, and wait for the device; returns the detached loss."""
+    for t in inputs:
+        if getattr(t, "requires_grad", False):
+            t.grad = None
+    loss = fn(*inputs, **kwargs)
+    loss.backward()
+    if getattr(inputs[0], "is_cuda", False):
+        import torch
+
+        torch.cuda.synchronize()
+    return loss.detach()
 
 
 def interleaved_times(steps: Mapping[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:

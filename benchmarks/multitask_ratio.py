@@ -37,9 +37,9 @@ from collections.abc import Callable
 import torch
 
 try:  # run as a script, or imported by the asv suites (a package)
-    from .measure import child_peak_bytes, reexec_with_malloc_settings, rss_rise
+    from .measure import child_peak_bytes, forward_backward, reexec_with_malloc_settings, rss_rise
 except ImportError:
-    from measure import child_peak_bytes, reexec_with_malloc_settings, rss_rise
+    from measure import child_peak_bytes, forward_backward, reexec_with_malloc_settings, rss_rise
 
 GAMMA = 2.0
 
@@ -91,11 +91,7 @@ def variants() -> dict[str, Callable]:
     return out
 
 
-def _step(fn, L, s, kap):
-    L.grad = s.grad = None
-    loss = fn(L, s, kap)
-    loss.backward()
-    return loss.detach()
+_step = forward_backward
 
 
 def measure_times(fns: dict[str, Callable], inputs, repeat: int, warmup: int = 3) -> dict[str, list[float]]:

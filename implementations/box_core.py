@@ -22,8 +22,9 @@ Definitions and conventions are the oracle's (``lossoracle.reference.box``). One
   weights (the feasible side only where a zero width would turn negative), so the VJP is the
   mean of the one-sided partial derivatives at every kink, as the spec defines it.
 
-Every function takes a namespace ``xp`` (:data:`NP` or :func:`torch_ns`) and arrays already in the
-compute dtype (float64 for float16/bfloat16/float32 input; long double or float64 for float64).
+Every function takes the array namespace ``xp`` (the ``numpy`` or ``torch`` module, as
+:func:`doubledouble.xp` gives it) and arrays already in the compute dtype (float64 for
+float16/bfloat16/float32 input; long double or float64 for float64).
 """
 
 from __future__ import annotations
@@ -38,52 +39,14 @@ KINDS = ("iou", "giou", "giou_loss", "diou_loss", "ciou_loss")
 _K = "0.40528473456935108577551785283891056"  # 4/π², parsed in the compute dtype (long double too)
 
 
-class _NumpyNS:
-    where = staticmethod(np.where)
-    minimum = staticmethod(np.minimum)
-    maximum = staticmethod(np.maximum)
-    abs = staticmethod(np.abs)
-    atan2 = staticmethod(np.arctan2)
-
-    @staticmethod
-    def fl(b, like):
-        return b.astype(like.dtype)
-
-    @staticmethod
-    def stack(xs):
-        return np.stack(xs, axis=-1)
-
-    @staticmethod
-    def const(v, like):
-        return like.dtype.type(v)
+def _cast(b, like):
+    """A boolean mask in the arrays' dtype (NumPy or torch)."""
+    return b.astype(like.dtype) if isinstance(like, (np.ndarray, np.generic)) else b.to(like.dtype)
 
 
-NP = _NumpyNS()
-
-
-def torch_ns():
-    import torch
-
-    class _TorchNS:
-        where = staticmethod(torch.where)
-        minimum = staticmethod(torch.minimum)
-        maximum = staticmethod(torch.maximum)
-        abs = staticmethod(torch.abs)
-        atan2 = staticmethod(torch.atan2)
-
-        @staticmethod
-        def fl(b, like):
-            return b.to(like.dtype)
-
-        @staticmethod
-        def stack(xs):
-            return torch.stack(xs, dim=-1)
-
-        @staticmethod
-        def const(v, like):
-            return like.new_tensor(float(v))
-
-    return _TorchNS()
+def _const(v, like):
+    """The constant ``v`` (a number or a decimal string) in the arrays' dtype, long double included."""
+    return like.dtype.type(v) if isinstance(like, (np.ndarray, np.generic)) else like.new_tensor(float(v))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -139,7 +102,7 @@ class _Axis:
     """One axis of a pair: box 1 ``[p1, p2]``, box 2 ``[q1, q2]``."""
 
     def __init__(self, xp, p1, p2, q1, q2) -> None:
-        zero = xp.const(0, p1)
+        zero = _const(0, p1)
         self.dl, self.dr = p1 - q1, p2 - q2
         self.w1, self.w2 = p2 - p1, q2 - q1
         self.r = xp.minimum(p2, q2) - xp.maximum(p1, q1)
@@ -155,7 +118,7 @@ class _Axis:
         the coordinate moves the clamped overlap ``i`` (sign: +1 for p2/q2, −1 for p1/q1, applied by
         the caller), ``u`` with which it moves the enclosing extent ``c``."""
         p1, p2, q1, q2, r = self.p1, self.p2, self.q1, self.q2, self.r
-        fl = xp.fl
+        fl = _cast
         pos, nonneg = fl(r > 0, r), fl(r >= 0, r)
 
         def upper(a, b, w):  # a in min(a, b) for i, in max(a, b) for c; w the width of a's box
@@ -191,7 +154,7 @@ class _Geometry:
 
     def _empty(self, xp, both):
         x, y = self.x, self.y
-        fl = xp.fl
+        fl = _cast
         oL, oR, oB, oT = x.dl < 0, x.dr > 0, y.dl < 0, y.dr > 0
         eL, eR, eB, eT = xp.abs(x.dl), xp.abs(x.dr), xp.abs(y.dl), xp.abs(y.dr)
         corners = (fl(oL != oB, eL) * (eL * eB) + fl(oL != oT, eL) * (eL * eT)
@@ -228,12 +191,12 @@ def pair_kernel(xp, b1, b2, kind: str, eps: float, alpha: str = "exact", iou_eps
             c2 = x.c * x.c + y.c * y.c + ie
             value = value + rho2 / c2
             if kind == "ciou_loss":
-                zero = xp.const(0, x.w1)
+                zero = _const(0, x.w1)
                 p = (x.dl - x.dr) * y.w1 - x.w1 * (y.dl - y.dr)  # w2·h1 − w1·h2
                 q = y.w1 * y.w2 + x.w1 * x.w2
                 point = ((x.w1 == 0) & (y.w1 == 0)) | ((x.w2 == 0) & (y.w2 == 0))
-                theta = xp.where(point, xp.const(float("nan"), x.w1), xp.atan2(p, q))
-                kk = xp.const(_K, x.w1)
+                theta = xp.where(point, _const(float("nan"), x.w1), xp.arctan2(p, q))
+                kk = _const(_K, x.w1)
                 v = kk * (theta * theta)
                 t1 = N1 / D1
                 a = xp.where(v == 0, zero, v / (t1 + v + eps))
@@ -298,7 +261,7 @@ def pair_kernel(xp, b1, b2, kind: str, eps: float, alpha: str = "exact", iou_eps
         # formed from coordinate differences: the terms D·c² and 2cw·ρ² cancel in closed form (a box
         # whose centre distance meets half the enclosure), not in floating point.
         c2n = x.c * x.c + y.c * y.c
-        zero = xp.const(0, x.w1)
+        zero = _const(0, x.w1)
 
         def pos(t):
             return xp.maximum(t, zero)
@@ -344,4 +307,4 @@ def pair_kernel(xp, b1, b2, kind: str, eps: float, alpha: str = "exact", iou_eps
         d4 = [xp.where(v == 0, zero, d) for d in d4]
         grads = [a + b for a, b in zip(grads, d4)]
     grads = [cot * d for d in grads]
-    return value, (xp.stack(grads[:4]), xp.stack(grads[4:]))
+    return value, (xp.stack(grads[:4], -1), xp.stack(grads[4:], -1))

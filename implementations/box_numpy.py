@@ -35,7 +35,7 @@ def _paired(kind, boxes1, boxes2, reduction, eps, alpha="exact", iou_eps=None):
     core.check_paired(b1, b2, reduction, eps)
     ct = _compute_dtype(b1.dtype)
     with np.errstate(all="ignore"):  # 0/0 is the documented NaN at eps = 0 and zero-area boxes
-        value, _ = core.pair_kernel(core.NP, b1.astype(ct), b2.astype(ct), kind, eps, alpha, iou_eps)
+        value, _ = core.pair_kernel(np, b1.astype(ct), b2.astype(ct), kind, eps, alpha, iou_eps)
         return np.asarray(_reduce(value, reduction)).astype(b1.dtype)
 
 
@@ -49,7 +49,7 @@ def _paired_grad(kind, grad_output, boxes1, boxes2, reduction, eps, alpha="exact
         g = g / (b1.size // 4)
     cot = np.broadcast_to(g, lead)
     with np.errstate(all="ignore"):
-        _, (g1, g2) = core.pair_kernel(core.NP, b1.astype(ct), b2.astype(ct), kind, eps, alpha, iou_eps, cot)
+        _, (g1, g2) = core.pair_kernel(np, b1.astype(ct), b2.astype(ct), kind, eps, alpha, iou_eps, cot)
     return {"boxes1": g1.astype(b1.dtype), "boxes2": g2.astype(b2.dtype)}
 
 
@@ -61,10 +61,10 @@ def _pairwise(kind, boxes1, boxes2, eps=0.0, grad_output=None):
     p, q = b1.astype(ct)[:, None, :], b2.astype(ct)[None, :, :]
     with np.errstate(all="ignore"):
         if grad_output is None:
-            value, _ = core.pair_kernel(core.NP, p, q, kind, eps)
+            value, _ = core.pair_kernel(np, p, q, kind, eps)
             return value.astype(b1.dtype)
         cot = np.broadcast_to(np.asarray(grad_output).astype(ct), (b1.shape[0], b2.shape[0]))
-        _, (g1, g2) = core.pair_kernel(core.NP, p, q, kind, eps, cot=cot)
+        _, (g1, g2) = core.pair_kernel(np, p, q, kind, eps, cot=cot)
     return {"boxes1": g1.sum(axis=1).astype(b1.dtype), "boxes2": g2.sum(axis=0).astype(b2.dtype)}
 
 

@@ -29,17 +29,14 @@ _COMPILE = {"on": os.environ.get("LOSSORACLE_COMPILE", "1") != "0"}
 _COMPILED: dict[tuple, object] = {}
 
 
-_XP = core.torch_ns()  # built once: a class made inside a compiled function would break its graph
-
-
 def _value_kernel(p, q, kind, eps, alpha, iou_eps):
     """float64 values of boxes in any dtype (converted inside: no float64 copies of the inputs)."""
-    return core.pair_kernel(_XP, p.to(torch.float64), q.to(torch.float64), kind, eps, alpha, iou_eps)[0]
+    return core.pair_kernel(torch, p.to(torch.float64), q.to(torch.float64), kind, eps, alpha, iou_eps)[0]
 
 
 def _grad_kernel(p, q, kind, eps, alpha, iou_eps, cot):
     """VJPs computed in float64, rounded once to the boxes' dtype inside the fused loop."""
-    g1, g2 = core.pair_kernel(_XP, p.to(torch.float64), q.to(torch.float64), kind, eps, alpha, iou_eps,
+    g1, g2 = core.pair_kernel(torch, p.to(torch.float64), q.to(torch.float64), kind, eps, alpha, iou_eps,
                               cot.to(torch.float64))[1]
     return g1.to(p.dtype), g2.to(q.dtype)
 
@@ -75,11 +72,11 @@ def _run(b1: torch.Tensor, b2: torch.Tensor, kind: str, eps: float, alpha: str, 
     if wide:
         p, q = b1.detach().numpy().astype(_WIDE), b2.detach().numpy().astype(_WIDE)
         c = None if cot is None else cot.detach().cpu().numpy().astype(_WIDE)
-        xp = core.NP
+        xp = np
     else:
         p, q = b1.detach().to(torch.float64), b2.detach().to(torch.float64)
         c = None if cot is None else cot.detach().to(torch.float64)
-        xp = _XP
+        xp = torch
     if pairwise:
         p, q = p[:, None, :], q[None, :, :]
     with np.errstate(all="ignore"):  # 0/0 is the documented NaN at eps = 0 and zero-area boxes
