@@ -394,8 +394,7 @@ class _Eval:
 
 def dice_loss(input, target, weight=None, activation="none", include_background=True, squared=False, batch=False,
               smooth_nr=1e-5, smooth_dr=1e-5, ignore_index=-100, reduction="mean", pool_classes=False,
-              empty_target_loss=None, denominator_floor=None,
-              intersection="product"):
+              empty_target_loss=None, denominator_floor=None, intersection="product"):
     """Exact soft Dice loss ``1 − (2I + s_nr)/(P + G + s_dr)`` per (sample, class), reduced."""
     with workprec():
         return _Eval("dice", **_kw(locals())).value()
@@ -403,8 +402,7 @@ def dice_loss(input, target, weight=None, activation="none", include_background=
 
 def dice_loss_grad(grad_output, input, target, weight=None, activation="none", include_background=True,
                    squared=False, batch=False, smooth_nr=1e-5, smooth_dr=1e-5, ignore_index=-100, reduction="mean",
-                   pool_classes=False, empty_target_loss=None, denominator_floor=None,
-              intersection="product"):
+                   pool_classes=False, empty_target_loss=None, denominator_floor=None, intersection="product"):
     """VJP of :func:`dice_loss` w.r.t. ``input`` (and soft ``target``)."""
     with workprec():
         return _Eval("dice", **_kw(locals())).grads(grad_output)
@@ -412,8 +410,7 @@ def dice_loss_grad(grad_output, input, target, weight=None, activation="none", i
 
 def jaccard_loss(input, target, weight=None, activation="none", include_background=True, squared=False, batch=False,
                  smooth_nr=1e-5, smooth_dr=1e-5, ignore_index=-100, reduction="mean", pool_classes=False,
-                 empty_target_loss=None, denominator_floor=None,
-              intersection="product"):
+                 empty_target_loss=None, denominator_floor=None, intersection="product"):
     """Exact soft Jaccard loss ``1 − (I + s_nr)/(P + G − I + s_dr)`` per (sample, class), reduced."""
     with workprec():
         return _Eval("jaccard", **_kw(locals())).value()
@@ -422,7 +419,7 @@ def jaccard_loss(input, target, weight=None, activation="none", include_backgrou
 def jaccard_loss_grad(grad_output, input, target, weight=None, activation="none", include_background=True,
                       squared=False, batch=False, smooth_nr=1e-5, smooth_dr=1e-5, ignore_index=-100,
                       reduction="mean", pool_classes=False, empty_target_loss=None, denominator_floor=None,
-              intersection="product"):
+                      intersection="product"):
     """VJP of :func:`jaccard_loss`."""
     with workprec():
         return _Eval("jaccard", **_kw(locals())).grads(grad_output)
@@ -430,8 +427,7 @@ def jaccard_loss_grad(grad_output, input, target, weight=None, activation="none"
 
 def tversky_loss(input, target, weight=None, alpha=0.5, beta=0.5, activation="none", include_background=True,
                  batch=False, smooth_nr=1e-5, smooth_dr=1e-5, ignore_index=-100, reduction="mean",
-                 pool_classes=False, empty_target_loss=None, denominator_floor=None,
-              intersection="product"):
+                 pool_classes=False, empty_target_loss=None, denominator_floor=None, intersection="product"):
     """Exact Tversky loss ``1 − (I + s_nr)/(I + α·FP + β·FN + s_dr)`` per (sample, class), reduced."""
     with workprec():
         return _Eval("tversky", **_kw(locals())).value()
@@ -440,7 +436,7 @@ def tversky_loss(input, target, weight=None, alpha=0.5, beta=0.5, activation="no
 def tversky_loss_grad(grad_output, input, target, weight=None, alpha=0.5, beta=0.5, activation="none",
                       include_background=True, batch=False, smooth_nr=1e-5, smooth_dr=1e-5, ignore_index=-100,
                       reduction="mean", pool_classes=False, empty_target_loss=None, denominator_floor=None,
-              intersection="product"):
+                      intersection="product"):
     """VJP of :func:`tversky_loss`."""
     with workprec():
         return _Eval("tversky", **_kw(locals())).grads(grad_output)
@@ -616,8 +612,11 @@ def _common_cases(loss: str, extra: dict | None = None) -> list[Case]:
               reduction="mean", **kw),
         _case("binary_one_channel", logits(r, (3, 1, 5), "half", 3.0), (r.random((3, 1, 5)) < 0.5).astype(_F),
               activation="sigmoid", reduction="mean", **kw),
+        # two positives per present class: with a single positive at p = 2^-149 our float64 (long
+        # double) target gradient loses the −6e-87 result entirely (tail) — a known gap of our
+        # kernel, not of the spec, pinned by test_dice.test_single_subnormal_positive_is_a_known_gap
         _case("subnormal_float32", np.where(y2 == 1, 2.0**-149, 2.0**-140), y2, smooth_nr=0.0, smooth_dr=0.0,
-              reduction="none", note="tiny predictions (two positives per present class: see test_dice)", **kw),
+              reduction="none", note="tiny predictions, two positives per present class", **kw),
     ]
     if loss == "dice_loss":
         cases += [
