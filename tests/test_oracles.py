@@ -17,6 +17,9 @@ MAX_CASES = 6
 MAX_ELEMENTS = 12  # oracle evaluation budget per case (mpmath is slow)
 
 
+KINK = "at a kink: "  # a case's note that starts so sits on a tie of a piecewise loss (box family)
+
+
 def _sample_cases(spec):
     cases = [c for c in spec.cases() if c.raises is None and all(
         a is None or a.size <= 64 for a in c.inputs.values())]
@@ -61,6 +64,8 @@ def test_oracle_gradient_matches_numerical_differentiation(spec, case):
     """∂⟨g, f⟩/∂x_k by mpmath.diff (at 2× precision) equals the analytic VJP entry."""
     if spec.gradient is None:
         pytest.skip(f"{spec.name} has no gradient")
+    if case.note.startswith(KINK):  # a central difference is O(h) off there; test_box checks the tie rule
+        pytest.skip("at a kink the spec's derivative is the mean of the one-sided ones")
     kw = _kwargs(spec, case)
     value = spec.oracle(**case.inputs, **kw)
     g = cotangent(np.shape(value))
