@@ -4,6 +4,11 @@ Every third-party implementation in the catalogue is run, and each cell (impleme
 must have the verdict its file states, with the reason's key phrase among the cell's findings. A
 library upgrade that changes a verdict fails here with the difference; updating the file
 (``python tests/expected/update.py REPORT.json``) is the whole fix.
+
+``[[finding]]`` entries pin one case's row (a finding the README cites, say): ``implementation``,
+``loss``, ``case`` and optionally ``dtype``, ``quantity``, then what must hold of every matching
+row: ``verdict``, ``finding`` (the compare.FINDINGS key), ``grade``, ``phrase`` (a substring of the
+detail), ``min_ulp`` (the worst error in ULP is at least this). ``update.py`` keeps them.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 HERE = pathlib.Path(__file__).parent / "expected"
+_CHECKED = ("verdict", "finding", "grade")
 
 
 def _entries() -> dict[tuple[str, str, str], dict]:
@@ -32,7 +38,31 @@ def _entries() -> dict[tuple[str, str, str], dict]:
     return out
 
 
+def _findings() -> list[dict]:
+    return [{**e, "file": path.name} for path in sorted(HERE.glob("*.toml"))
+            for e in tomllib.loads(path.read_text()).get("finding", [])]
+
+
+def _finding_problems(e: dict, results) -> list[str]:
+    rows = [r for r in results if r.case == e["case"] and r.dtype == e.get("dtype", r.dtype)
+            and r.quantity == e.get("quantity", r.quantity)]
+    where = f"{e['file']}: case {e['case']!r} {e.get('dtype', '')} {e.get('quantity', '')}".rstrip()
+    if not rows:
+        return [f"{where}: no such row"]
+    out = []
+    for r in rows:
+        got = {k: getattr(r, k) for k in _CHECKED if k in e and getattr(r, k) != e[k]}
+        if got:
+            out.append(f"{where}: expected {({k: e[k] for k in got})}, got {got}: {r.detail}")
+        if "phrase" in e and e["phrase"] not in r.detail:
+            out.append(f"{where}: {e['phrase']!r} not in {r.detail!r}")
+        if "min_ulp" in e and not (r.max_ulp is not None and r.max_ulp >= e["min_ulp"]):
+            out.append(f"{where}: worst error {r.max_ulp} ULP, expected at least {e['min_ulp']}")
+    return out
+
+
 ENTRIES = _entries()
+FINDINGS = _findings()
 THIRD_PARTY = [i for i in catalog.implementations() if not i.ours]
 
 
@@ -44,7 +74,11 @@ def _expected(impl, dtype: str) -> dict | None:
 @pytest.mark.parametrize("impl", THIRD_PARTY, ids=[f"{i.loss}-{i.name}" for i in THIRD_PARTY])
 def test_third_party_verdicts_match_the_data(impl):
     problems = []
-    for cell in catalog.run(impl).summary():
+    report = catalog.run(impl)
+    for e in FINDINGS:
+        if (e["implementation"], e["loss"]) == (impl.name, impl.loss):
+            problems += _finding_problems(e, report.results)
+    for cell in report.summary():
         e = _expected(impl, cell["dtype"])
         found = "\n      ".join(cell["details"])
         if e is None:
@@ -61,5 +95,18 @@ def test_third_party_verdicts_match_the_data(impl):
 
 def test_every_entry_names_a_catalogued_implementation():
     known = {(i.name, i.loss) for i in THIRD_PARTY}
-    stale = sorted({(k[0], k[1], e["file"]) for k, e in ENTRIES.items() if (k[0], k[1]) not in known})
+    stale = sorted({(k[0], k[1], e["file"]) for k, e in ENTRIES.items() if (k[0], k[1]) not in known}
+                   | {(e["implementation"], e["loss"], e["file"]) for e in FINDINGS
+                      if (e["implementation"], e["loss"]) not in known})
     assert ENTRIES and not stale, f"stale entries (no such implementation): {stale}"
+
+
+def test_a_finding_entry_bites():
+    from lossoracle.report import Result
+
+    row = Result("l", "i", "cpu", "float32", "c", "value", "mean", 2e6, 1.0, 0, "deviates", None, "got=nan", finding="x")
+    entry = {"file": "t.toml", "implementation": "i", "loss": "l", "case": "c", "dtype": "float32"}
+    assert not _finding_problems({**entry, "verdict": "deviates", "phrase": "got=nan", "min_ulp": 1e6}, [row])
+    for wrong in ({"verdict": "conforms"}, {"finding": "shape"}, {"phrase": "got=inf"}, {"min_ulp": 1e7},
+                  {"case": "other"}, {"quantity": "grad:input"}):
+        assert _finding_problems({**entry, **wrong}, [row]), wrong

@@ -11,7 +11,6 @@ import pytest
 import torch
 from mpmath import mpf
 
-from lossoracle import catalog
 from lossoracle.ecosystem.multitask import CANDIDATE_FORMS, identify_form
 from lossoracle.floats import FORMATS, ulp_error
 from lossoracle.implementations import numpy_impl, torch_impl
@@ -416,42 +415,3 @@ def test_torch_backward_matches_finite_differences():
     kpis = torch.rand(5, generator=gen, dtype=torch.float64) * 0.9 + 0.05
     assert torch.autograd.gradcheck(lambda a: torch_impl.dynamic_task_priority(a, kpis, gamma=2.0, reduction="mean"),
                                     (L,))
-
-
-# ----------------------------------------------------------------------------------------------
-# Third parties
-
-
-def _rows(name, case, quantity=None, dtype=None):
-    impl = next(i for i in catalog.implementations(UW) if i.name == name)
-    rep = catalog.run(impl, devices=["cpu"], cases=[case])
-    return [r for r in rep.results if (quantity is None or r.quantity == quantity)
-            and (dtype is None or r.dtype == dtype)]
-
-
-def test_torchjd_overflows_exp_before_the_product():
-    pytest.importorskip("torchjd")
-    name = "torchjd.scalarization.UW"
-    for dtype in ("float16", "bfloat16", "float32", "float64"):  # L = 0 at s = −1000: inf·0
-        r = _rows(name, "kendall_zero_loss_overflow_sum", "value", dtype)[0]
-        assert r.verdict == "deviates" and r.finding == "nonfinite" and "got=nan  want=-499.408" in r.detail
-        assert "exp(−s) overflows before the product" in r.detail
-    r = _rows(name, "kendall_product_finite_float32_sum", "value", "float32")[0]
-    assert r.verdict == "deviates" and "got=inf  want=10602752609478.92" in r.detail
-    r = _rows(name, "kendall_half_range_sum", "value", "float16")[0]
-    assert r.verdict == "deviates" and "got=nan" in r.detail
-    ok = _rows(name, "kendall_basic_sum")
-    assert ok and all(r.verdict == "conforms" for r in ok)
-    assert all(r.verdict == "unsupported" for r in _rows(name, "liebel_basic_sum"))
-
-
-def test_libmtl_is_reported_not_installed():
-    try:
-        import LibMTL  # noqa: F401
-    except Exception:
-        pass
-    else:
-        pytest.skip("LibMTL imports here")
-    impl = next(i for i in catalog.implementations(UW) if i.name == "LibMTL.weighting.UW")
-    (row,) = catalog.run(impl).results
-    assert row.verdict == "not_installed" and "LibMTL" in row.detail

@@ -7,6 +7,7 @@ One ``[[cell]]`` per implementation × dtype (``dtype = "*"`` when every dtype a
 verdict and the key phrase of the cell's worst finding; ``tests/test_expected.py`` compares every
 run with these files, so a library upgrade that changes a verdict fails with a clear diff and
 updating the file is the whole fix. Our implementations are not listed: they must conform.
+The file's hand-written ``[[finding]]`` entries (one case's row each) are kept as they are.
 """
 
 from __future__ import annotations
@@ -64,6 +65,21 @@ def render(entries: list[tuple[str, str, str, str, str]]) -> str:
     return "\n".join(lines)
 
 
+def kept_findings(path: pathlib.Path) -> str:
+    """The ``[[finding]]`` entries of an existing file, rendered again (key order kept)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    if not path.exists():
+        return ""
+    out = []
+    for e in tomllib.loads(path.read_text()).get("finding", []):
+        out += ["[[finding]]", *(f"{k} = {json.dumps(v)}" for k, v in e.items()), ""]
+    return "\n".join(out)
+
+
 def main(path: str) -> None:
     data = json.loads(pathlib.Path(path).read_text())
     results = [Result(**{k: float(v) if k.startswith("max_") and isinstance(v, str) else v  # "inf" in JSON
@@ -78,7 +94,8 @@ def main(path: str) -> None:
             for dtype, (verdict, why) in per_dtype.items():
                 by_family[fam[loss]].append((impl, loss, dtype, verdict, why))
     for family, entries in by_family.items():
-        (HERE / f"{family}.toml").write_text(render(entries))
+        file = HERE / f"{family}.toml"
+        file.write_text(render(entries) + kept_findings(file))
         print(HERE / f"{family}.toml", len(entries), "entries")
 
 
