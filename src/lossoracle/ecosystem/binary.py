@@ -1,4 +1,5 @@
-"""The ecosystem's binary cross-entropies: PyTorch's, and a SciPy composition.
+"""The ecosystem's binary cross-entropies: PyTorch's, a SciPy composition, scikit-learn's
+``log_loss``, optax's, and the soft-BCE modules of segmentation_models_pytorch and pytorch-toolbelt.
 
 PyTorch's ``binary_cross_entropy`` is listed twice: under the convention it documents and
 implements (each log clamped at −100; backward ``w(p − y)/max(p(1 − p), 1e-12)`` and
@@ -38,6 +39,62 @@ def scipy_log_expit_bce_with_logits(input: Any, target: Any, weight: Any = None,
         return np.sum(loss) / (loss.size if reduction == "mean" else 1)
 
 
+def sklearn_log_loss(input: Any, target: Any, weight: Any = None, reduction: str = "mean") -> Any:
+    """``sklearn.metrics.log_loss(target, input, labels=[0, 1])``: the mean (``normalize=True``) or sum
+    of the binary cross-entropy of the flattened probabilities of the positive class."""
+    import inspect
+
+    from sklearn.metrics import log_loss
+
+    if weight is not None or reduction == "none":
+        raise NotImplementedError("log_loss has no per-element weights and always reduces")
+    proba = "y_proba" if "y_proba" in inspect.signature(log_loss).parameters else "y_pred"
+    return log_loss(target.reshape(-1), **{proba: input.reshape(-1)}, labels=[0, 1], normalize=reduction == "mean")
+
+
+def _sklearn_accepts(case: Case) -> str | None:
+    t = case.inputs.get("target")
+    if case.inputs.get("weight") is not None or case.params.get("reduction", "mean") == "none":
+        return "log_loss has no per-element weights (its sample_weight divides by Σw) and always reduces"
+    if t is not None and t.dtype.kind == "f" and not bool(((t == 0) | (t == 1)).all()):
+        return "log_loss takes class labels, not soft targets"
+    if case.raises is not None:
+        return "log_loss's input checks are for labels and probability rows, not the spec's arguments"
+    return None
+
+
+def optax_sigmoid_bce(input: Any, target: Any, weight: Any = None, reduction: str = "mean",
+                      pos_weight: Any = None) -> Any:
+    """``optax.losses.sigmoid_binary_cross_entropy`` (elementwise), reduced as PyTorch's."""
+    import optax
+
+    if weight is not None or pos_weight is not None:
+        raise NotImplementedError("optax's sigmoid_binary_cross_entropy has no weight or pos_weight")
+    loss = optax.losses.sigmoid_binary_cross_entropy(input, target)
+    return {"none": loss, "sum": loss.sum(), "mean": loss.mean()}[reduction]
+
+
+def _module_bce(cls: Any):
+    """A soft-BCE module (smooth_factor=None) called with the canonical signature."""
+    def call(input: Any, target: Any, weight: Any = None, reduction: str = "mean", pos_weight: Any = None) -> Any:
+        return cls(weight=weight, reduction=reduction, pos_weight=pos_weight)(input, target)
+    return call
+
+
+def smp_soft_bce(*args: Any, **kwargs: Any) -> Any:
+    """``segmentation_models_pytorch.losses.SoftBCEWithLogitsLoss`` (no smoothing)."""
+    from segmentation_models_pytorch.losses import SoftBCEWithLogitsLoss
+
+    return _module_bce(SoftBCEWithLogitsLoss)(*args, **kwargs)
+
+
+def toolbelt_soft_bce(*args: Any, **kwargs: Any) -> Any:
+    """``pytorch_toolbelt.losses.SoftBCEWithLogitsLoss`` (no smoothing)."""
+    from pytorch_toolbelt.losses import SoftBCEWithLogitsLoss
+
+    return _module_bce(SoftBCEWithLogitsLoss)(*args, **kwargs)
+
+
 def _torch_rejects_nan(case: Case) -> str | None:
     """PyTorch's range check on probabilities fails on NaN: it raises instead of propagating."""
     p = case.inputs.get("input")
@@ -48,6 +105,16 @@ def _torch_rejects_nan(case: Case) -> str | None:
 
 def _no_argument_checks(case: Case) -> str | None:
     return "an elementwise composition checks no argument" if case.raises is not None else None
+
+
+def _optax_accepts(case: Case) -> str | None:
+    if case.inputs.get("weight") is not None or case.inputs.get("pos_weight") is not None:
+        return "optax's sigmoid_binary_cross_entropy has no weight or pos_weight"
+    return "optax validates no values (jax cannot raise on data inside jit)" if case.raises is not None else None
+
+
+_SOFT_BCE_NOTE = ("F.binary_cross_entropy_with_logits times an ignore_index (−100) mask: PyTorch's formula, so "
+                  "PyTorch's findings (it cancels for confident predictions; x = ±inf gives NaN)")
 
 
 IMPLEMENTATIONS = [
@@ -68,4 +135,18 @@ IMPLEMENTATIONS = [
                    accepts=_no_argument_checks, upcast=True,
                    note="−w·[pw·y·log_expit(x) + (1 − y)·log_expit(−x)]: 0·log_expit(∓inf) is "
                         "0·(−inf) = NaN; float16 input: 1 − y rounds in float16, the rest is float64"),
+    Implementation(_BCE, "sklearn.metrics.log_loss", "numpy", "lossoracle.ecosystem.binary:sklearn_log_loss",
+                   requires=("sklearn",), accepts=_sklearn_accepts, upcast=True,
+                   note="clips p to [eps, 1 − eps] with eps the machine epsilon of p's dtype (the loss saturates at "
+                        "−log eps for p → 0); labels only, mean or sum; value only (no gradient)"),
+    Implementation(_BCEL, "optax.losses.sigmoid_binary_cross_entropy", "jax",
+                   "lossoracle.ecosystem.binary:optax_sigmoid_bce", requires=("jax", "optax"),
+                   accepts=_optax_accepts,
+                   note="−y·log_sigmoid(x) − (1 − y)·log_sigmoid(−x): accurate terms, 0·(−inf) = NaN at x = ±inf"),
+    Implementation(_BCEL, "segmentation_models_pytorch.losses.SoftBCEWithLogitsLoss", "torch",
+                   "lossoracle.ecosystem.binary:smp_soft_bce", requires=("segmentation_models_pytorch",),
+                   note=_SOFT_BCE_NOTE),
+    Implementation(_BCEL, "pytorch_toolbelt.losses.SoftBCEWithLogitsLoss", "torch",
+                   "lossoracle.ecosystem.binary:toolbelt_soft_bce", requires=("pytorch_toolbelt",),
+                   note=_SOFT_BCE_NOTE),
 ]

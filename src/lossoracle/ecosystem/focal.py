@@ -97,6 +97,21 @@ def optax_sigmoid_focal(inputs, targets, alpha=0.25, gamma=2.0, reduction="none"
 # softmax_focal_loss adapters
 
 
+def smp_focal(inputs, targets, alpha=0.25, gamma=2.0, reduction="none"):
+    """``segmentation_models_pytorch.losses.FocalLoss(mode="binary")`` (flattens; α = −1 → None)."""
+    from segmentation_models_pytorch.losses import FocalLoss
+
+    out = FocalLoss("binary", alpha=_alpha_or_none(alpha), gamma=gamma, reduction=reduction)(inputs, targets)
+    return _reduce_like(out, inputs, reduction)
+
+
+def toolbelt_binary_focal(inputs, targets, alpha=0.25, gamma=2.0, reduction="none"):
+    """``pytorch_toolbelt.losses.BinaryFocalLoss`` (α = −1 → None)."""
+    from pytorch_toolbelt.losses import BinaryFocalLoss
+
+    return BinaryFocalLoss(alpha=_alpha_or_none(alpha), gamma=gamma, reduction=reduction)(inputs, targets)
+
+
 def _is_vector(alpha) -> bool:
     return alpha is not None and np.ndim(alpha) > 0
 
@@ -180,6 +195,16 @@ IMPLEMENTATIONS: Sequence[Implementation] = [
                    requires=("jax", "optax"),
                    note="log(1 − p_t) = logsumexp(log σ(±x), b=[1 − y, y]): finite at saturation, but ∂/∂y is wrong "
                         "at y ∈ {0, 1} (jax's logsumexp drops the gradient of a zero weight b)"),
+    Implementation(_SIG, "segmentation_models_pytorch.losses.FocalLoss(mode='binary')", "torch",
+                   "lossoracle.ecosystem.focal:smp_focal", requires=("segmentation_models_pytorch",),
+                   conventions={"p_t": "exp_bce"},
+                   note="p_t = exp(−BCE) from F.binary_cross_entropy_with_logits (convention p_t='exp_bce'), then "
+                        "(1 − p_t)^γ·BCE: 1 − p_t cancels for confident predictions; targets not validated"),
+    Implementation(_SIG, "pytorch_toolbelt.losses.BinaryFocalLoss", "torch",
+                   "lossoracle.ecosystem.focal:toolbelt_binary_focal", requires=("pytorch_toolbelt",),
+                   conventions={"p_t": "exp_bce"},
+                   note="segmentation_models_pytorch's formula (shared ancestry: p_t = exp(−BCE)), computed and "
+                        "returned in float32 for every dtype"),
     Implementation(_SM, "kornia.losses.focal_loss", "torch", "lossoracle.ecosystem.focal:kornia_focal",
                    requires=("kornia",), conventions={"scalar_alpha": "background", "mean_over": "elements"},
                    note="1 − p = 1 − exp(log_softmax) and log p from a rounded log-sum-exp: both lose the confident "

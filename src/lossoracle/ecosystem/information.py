@@ -1,4 +1,4 @@
-"""The ecosystem's information-theory family: PyTorch's and SciPy's.
+"""The ecosystem's information-theory family: PyTorch's, SciPy's, torchmetrics' and optax's.
 
 SciPy's elementwise functions are summed over ``dim`` by the small adapters below (the
 canonical signature is a row reduction); ``scipy.stats.entropy`` defaults to ``axis=0``, so its
@@ -110,4 +110,47 @@ IMPLEMENTATIONS = [
                    requires=("scipy",), conventions={"normalize": True}, accepts=_SCIPY_STATS,
                    note="entropy(pk, qk, axis=dim): normalizes both rows (convention normalize=True); float16 "
                         "input is normalized in float16 but returned as float32"),
+]
+
+
+def torchmetrics_kl(p: Any, q: Any, dim: int = -1) -> Any:
+    """``torchmetrics.functional.kl_divergence(p, q, reduction='none')``: one divergence per row."""
+    from torchmetrics.functional import kl_divergence
+
+    return kl_divergence(p, q, log_prob=False, reduction="none")
+
+
+def _torchmetrics_accepts(case: Case) -> str | None:
+    p = case.inputs["p"]
+    if p.ndim != 2 or case.params.get("dim", -1) not in (-1, 1):
+        return "torchmetrics' kl_divergence takes (N, d) rows, the divergence over the last axis"
+    return "torchmetrics validates shapes only" if case.raises is not None else None
+
+
+def optax_kl(input: Any, target: Any, reduction: str = "mean", log_target: bool = False) -> Any:
+    """``optax.losses.kl_divergence(input, target)`` (per row, over the last axis), reduced as
+    PyTorch's ``kl_div``: sum, batchmean (÷ N rows) or mean (÷ elements)."""
+    import optax
+
+    if log_target or reduction == "none":
+        raise NotImplementedError("optax's kl_divergence takes probability targets and reduces each row")
+    rows = optax.losses.kl_divergence(input, target)
+    total = rows.sum()
+    return {"sum": total, "batchmean": total / max(input.shape[0], 1) if input.ndim else total,
+            "mean": total / input.size}[reduction]
+
+
+def _optax_kl_accepts(case: Case) -> str | None:
+    if case.params.get("log_target") or case.params.get("reduction", "mean") == "none":
+        return "optax's kl_divergence takes probability targets and reduces each row"
+    return "optax validates no values (jax cannot raise on data inside jit)" if case.raises is not None else None
+
+
+IMPLEMENTATIONS += [
+    Implementation("kl_divergence", "torchmetrics.functional.kl_divergence", "torch", f"{_HERE}:torchmetrics_kl",
+                   requires=("torchmetrics",), conventions={"normalize": True}, accepts=_torchmetrics_accepts,
+                   note="normalizes both rows (convention normalize=True), then Σ p·log(p/q) of the rounded ratio"),
+    Implementation("kl_div", "optax.losses.kl_divergence", "jax", f"{_HERE}:optax_kl", requires=("jax", "optax"),
+                   accepts=_optax_kl_accepts,
+                   note="Σ y·(log y − input) per row (0 where y = 0): log y − input cancels where they agree"),
 ]
