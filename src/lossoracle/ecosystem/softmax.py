@@ -96,7 +96,10 @@ def toolbelt_soft_ce(*args, **kwargs):
 
 
 def _soft_ce_accepts(case):
-    """Class-index targets without class weights (the modules take no weight, no probabilities)."""
+    """Batched class-index targets without class weights (the modules take no weight, no
+    probabilities, and their class axis is 1)."""
+    if np.ndim(case.inputs["input"]) < 2:
+        return "SoftCrossEntropyLoss takes batched (N, C, …) input (class axis 1)"
     if case.inputs.get("weight") is not None:
         return "SoftCrossEntropyLoss has no class weights"
     if case.inputs["target"].dtype.kind == "f":
