@@ -229,8 +229,10 @@ def tag_findings(rows: list[Result]) -> list[dict[str, Any]]:
     """The findings of a group of rows (one cell), by the tags of their cases.
 
     For every kind tag (``ordinary`` and the edges, :data:`lossoracle.tags.EDGE`; the descriptive
-    tags ``soft_targets``, ``hard_labels``, ``large_reduction`` stay on the rows only), the worst row of each slot — the value, then each gradient, then calls that
-    failed, then bad-input cases; tags whose worst rows are the same rows share one group. Groups
+    tags ``soft_targets``, ``hard_labels``, ``large_reduction`` stay on the rows only), the worst
+    row of each slot — the value, then each gradient, then calls that failed, then bad-input
+    cases; tags whose worst rows are the same rows share one group (rows without tags, from an
+    older journal, are ``untagged``). Groups
     come ``ordinary`` first (a finding on everyday inputs is never listed after an edge's), then
     by their worst finding. Each entry: ``tags`` (of the group), ``quantity``, ``slot``, ``case``,
     ``verdict``, ``grade``, ``finding``, ``max_ulp``, ``max_cond_err``, ``count`` (rows of the
@@ -371,12 +373,12 @@ class Report:
         rows = self.summary()
         cols = ["loss", "implementation", "device", "dtype", "verdict", "grade", "value_ulp", "value_uc",
                 "grad_ulp", "grad_uc", "cases", "unsupported"]
-        widths = {c: max([len(c)] + [len(str(r[c])) for r in rows]) for c in cols}
+        shown = [dict(r, verdict=_shown_verdict(r)) for r in rows]
+        widths = {c: max([len(c)] + [len(str(r[c])) for r in shown]) for c in cols}
         lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
         lines.append("  ".join("-" * widths[c] for c in cols))
-        for r in rows:
-            shown = dict(r, verdict=_shown_verdict(r))
-            lines.append("  ".join(str(shown[c]).ljust(widths[c]) for c in cols))
+        for r, row in zip(rows, shown):
+            lines.append("  ".join(str(row[c]).ljust(widths[c]) for c in cols))
             if r["xfail"]:
                 lines.append(f"    {_xfail_line(r)}")
             if verbose or r["verdict"] != "conforms":
