@@ -20,7 +20,7 @@ from .frameworks import backend
 from .report import Report, Result, environment
 from .compare import K
 from .spec import DTYPES
-from .tags import TAGS, check_tags
+from .tags import TAGS, case_tags, check_tags
 from .terminal import Progress, emit
 
 
@@ -73,7 +73,8 @@ def _cmd_describe(args) -> int:
     for case in spec.cases():
         expect = f"raises {case.raises.__name__}" if isinstance(case.raises, type) else "oracle"
         params = ", ".join(f"{k}={v!r}" for k, v in case.params.items())
-        print(f"    {case.id} ({expect}; {params}){' — ' + case.note if case.note else ''}")
+        tags = " ".join(case_tags(spec, case))
+        print(f"    {case.id} ({expect}; {params}) [{tags}]{' — ' + case.note if case.note else ''}")
     return 0
 
 

@@ -219,7 +219,7 @@ def _slot(r: Result) -> str | None:
     """Where a row's finding is listed: its quantity, ``failed`` (a call that did not return) or
     ``raises`` (a bad-input case); None for a row with nothing to report."""
     if r.quantity == "raises":
-        return "raises" if r.verdict in FAILING else None
+        return "raises" if r.verdict != "conforms" else None
     if r.verdict in ("error", "timeout", "crashed"):
         return "failed"
     return r.quantity if r.verdict in ("tail", "deviates") and r.detail else None
