@@ -115,6 +115,11 @@ def test_cli_quantity_and_tag_options(capsys):
 def test_cli_quantity_over_several_losses_skips_losses_without_it(capsys):
     rc = main(["check", "--loss", "softmax", "--loss", "nll_loss", "--quantity", "grad:target", "--dtype", "float64"])
     assert rc == 2 and "grad:target" in capsys.readouterr().err  # neither has a target gradient
+    rc = main(["check", "--loss", "softmax", "--loss", "binary_cross_entropy_with_logits", "--quantity",
+               "grad:target", "--dtype", "float64", "--case", "tiny_logits"])
+    captured = capsys.readouterr()
+    assert "not a quantity of softmax, left out" in captured.err and "softmax " not in captured.out
+    assert "grad:target only" in captured.out
 
 
 def _call(mark):

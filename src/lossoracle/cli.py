@@ -156,6 +156,9 @@ def _selection(args, losses: list[str]) -> dict[str, dict]:
     if not out:
         names = ", ".join(args.quantity)
         raise UsageError(f"--quantity {names}: no such quantity of {', '.join(losses)} (e.g. value, grad:input)")
+    if len(out) < len(losses):
+        print(f"lossoracle: note: --quantity {', '.join(args.quantity)}: not a quantity of "
+              f"{', '.join(n for n in losses if n not in out)}, left out", file=sys.stderr)
     return out
 
 
