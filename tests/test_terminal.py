@@ -33,6 +33,7 @@ def test_colour_on_a_tty_and_no_color_respected(monkeypatch):
     out = FakeTTY()
     emit(TEXT, out)
     assert "\x1b[" in out.getvalue() and "deviates" in out.getvalue()
+    assert out.getvalue().count("\x1b[0m") == 3  # the three verdict words, each once
     monkeypatch.setenv("NO_COLOR", "1")
     out = FakeTTY()
     emit(TEXT, out)

@@ -422,7 +422,7 @@ class Report:
             text.append("Worst: " + "; ".join(
                 f"{r['loss']} {r['implementation']} {r['dtype']} {r['verdict']} [{', '.join(f['tags'])}] "
                 f"{f['quantity']} (case {f['case']}, {_num(_num_of(f['max_ulp']))} ULP)" for f, r in worst[:3]) + ".")
-        text.append("(value_uc/grad_uc: worst error in units of u·c, stable ⟺ ≤ k = 8 + log2(terms).)")
+        text.append("(value_uc/grad_uc: the worst |err| in units of u·c, stable ⟺ ≤ k = 8 + log2(terms).)")
         return " ".join(text)
 
     def cell_lines(self) -> list[str]:

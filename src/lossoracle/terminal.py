@@ -36,7 +36,7 @@ def emit(text: str, stream: IO[str] | None = None) -> None:
 
     rich_text = Text(text)
     for word, style in STYLES.items():
-        rich_text.highlight_regex(rf"(?<![\w.]){re.escape(word)}(?![\w.])", style)
+        rich_text.highlight_regex(rf"(?<![\w.]){re.escape(word)}(?!\w|\.\w)", style)
     Console(file=stream, highlight=False, soft_wrap=True, force_terminal=True).print(rich_text)
 
 
