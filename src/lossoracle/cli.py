@@ -15,12 +15,12 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__, catalog, specs, xfails
-from .engine import check, selection
+from .engine import check
 from .frameworks import backend
 from .report import Report, Result, environment
 from .compare import K
 from .spec import DTYPES
-from .tags import TAGS, case_tags, check_tags
+from .tags import TAGS, case_tags, check_tags, selection
 from .terminal import Progress, emit
 
 

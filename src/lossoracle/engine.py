@@ -36,9 +36,9 @@ from .isolation import Failure, worker
 from .mpfuncs import stable
 from .report import Report, Result, fmt_float
 from .spec import DTYPES, Case, Spec
-from .tags import case_tags, check_tags
+from .tags import Selection, case_tags, selection
 
-__all__ = ["check", "Options", "Selection", "selection", "exact_outputs", "oracle_outputs", "case_conditioning"]
+__all__ = ["check", "Options", "exact_outputs", "oracle_outputs", "case_conditioning"]
 
 _ORACLE_CACHE: dict[tuple, tuple[Any, dict[str, np.ndarray]]] = {}
 _COND_CACHE: dict[tuple, Any] = {}
@@ -151,34 +151,6 @@ def _input_text(name: str, a: np.ndarray) -> str:
         vals = ", ".join(fmt_float(float(v)) for v in a.reshape(-1))
         return f"{name}=[{vals}] shape={a.shape}"
     return f"{name}={a.tolist()!r}"
-
-
-@dataclass(frozen=True)
-class Selection:
-    """What a run judges: quantities (``value``, ``grad:<arg>``; None: all) and cases by tag (a case
-    runs when it has one of ``only_tags`` (if given) and none of ``exclude_tags``)."""
-
-    quantities: tuple[str, ...] | None = None
-    only_tags: tuple[str, ...] = ()
-    exclude_tags: tuple[str, ...] = ()
-
-    def wants(self, tags: tuple[str, ...]) -> bool:
-        return (not self.only_tags or bool(set(tags) & set(self.only_tags))) and not set(tags) & set(self.exclude_tags)
-
-    def judges(self, quantity: str) -> bool:
-        return self.quantities is None or quantity in self.quantities
-
-
-def selection(spec: Spec, quantities: Iterable[str] | None = None, only_tags: Iterable[str] = (),
-              exclude_tags: Iterable[str] = ()) -> Selection:
-    """A checked :class:`Selection` for ``spec``: ValueError naming an unknown quantity or tag."""
-    if quantities is not None:
-        quantities = tuple(quantities)
-        known = ("value", *(f"grad:{a}" for a in spec.differentiable))
-        for q in quantities:
-            if q not in known:
-                raise ValueError(f"{spec.name} has no quantity {q!r}; its quantities: {', '.join(known)}")
-    return Selection(quantities, check_tags(only_tags), check_tags(exclude_tags))
 
 
 @dataclass
@@ -356,7 +328,7 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
     wanted = None if cases is None or given else set(cases)
     selected = [c for c in (given or spec.cases()) if wanted is None or c.id in wanted]
     unsupported_dtypes = dict(unsupported_dtypes or {})
-    report = Report(meta={"selection": _selection_meta(select)} if select != Selection() else {})
+    report = Report(meta={"selection": select.meta()} if select != Selection() else {})
     repro = _reproducer(target or impl_name, framework, spec.name, conventions)
     for device in devices:
         ctx = _Ctx(spec, impl_name, device, conventions, note, upcast, select)
@@ -374,11 +346,6 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
                 r.reproduce = f"{repro} --case {r.case} --dtype {r.dtype}"
         report.results.extend(rows)
     return report
-
-
-def _selection_meta(select: Selection) -> dict[str, Any]:
-    return {"quantities": list(select.quantities) if select.quantities is not None else None,
-            "only_tags": list(select.only_tags), "exclude_tags": list(select.exclude_tags)}
 
 
 def _check_cell(ctx: _Ctx, run, cases: list[Case], dtype: str, unsupported: str | None, accepts,

@@ -61,7 +61,8 @@ def parametrize_conformance(fn: Callable, loss: str, framework: str = "torch", *
     is judged, as in :func:`lossoracle.check` (checked here, at collection).
     """
     from . import specs
-    from .engine import check, selection
+    from .engine import check
+    from .tags import selection
 
     select = selection(specs.get(loss), quantities, only_tags, exclude_tags)
 

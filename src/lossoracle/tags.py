@@ -8,20 +8,23 @@ it holds in some dtype the case is valid in.
 
 ``ordinary`` marks a valid case with none of the :data:`EDGE` tags: a finding there is a finding
 on the inputs users have every day, and reports list it apart from the edges' findings
-(:func:`lossoracle.report.tag_findings`).
+(:func:`lossoracle.report.tag_findings`). A :class:`Selection` chooses the cases of a run by
+their tags, and the quantities judged.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .floats import FORMATS
 from .spec import TARGET_KINDS, Case, Spec
 
-__all__ = ["TAGS", "EDGE", "KINDS", "case_tags", "check_tags", "LARGE_REDUCTION"]
+__all__ = ["TAGS", "EDGE", "KINDS", "case_tags", "check_tags", "LARGE_REDUCTION", "Selection", "selection"]
 
 TAGS: dict[str, str] = {
     "ordinary": "none of the edge tags: finite, normal, unsaturated inputs",
@@ -146,3 +149,36 @@ def _unnormalised(spec: Spec, case: Case, name: str, kind: str, a: np.ndarray, d
     sums = np.array([math.fsum(r) for r in rows.tolist()])
     u = max(FORMATS[d].eps / 2 for d in dtypes)
     return bool(np.any(np.abs(sums - 1.0) > (a.shape[axis] + 1) * u))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a run judges: quantities (``value``, ``grad:<arg>``; None: all) and cases by tag (a case
+    runs when it has one of ``only_tags`` (if given) and none of ``exclude_tags``)."""
+
+    quantities: tuple[str, ...] | None = None
+    only_tags: tuple[str, ...] = ()
+    exclude_tags: tuple[str, ...] = ()
+
+    def wants(self, tags: tuple[str, ...]) -> bool:
+        return (not self.only_tags or bool(set(tags) & set(self.only_tags))) and not set(tags) & set(self.exclude_tags)
+
+    def judges(self, quantity: str) -> bool:
+        return self.quantities is None or quantity in self.quantities
+
+    def meta(self) -> dict[str, Any]:
+        """The selection as the report's ``meta["selection"]`` (JSON)."""
+        return {"quantities": list(self.quantities) if self.quantities is not None else None,
+                "only_tags": list(self.only_tags), "exclude_tags": list(self.exclude_tags)}
+
+
+def selection(spec: Spec, quantities: Iterable[str] | None = None, only_tags: Iterable[str] = (),
+              exclude_tags: Iterable[str] = ()) -> Selection:
+    """A checked :class:`Selection` for ``spec``: ValueError naming an unknown quantity or tag."""
+    if quantities is not None:
+        quantities = tuple(quantities)
+        known = ("value", *(f"grad:{a}" for a in spec.differentiable))
+        for q in quantities:
+            if q not in known:
+                raise ValueError(f"{spec.name} has no quantity {q!r}; its quantities: {', '.join(known)}")
+    return Selection(quantities, check_tags(only_tags), check_tags(exclude_tags))
