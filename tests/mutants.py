@@ -303,6 +303,12 @@ def weighted_mean_over_n(input, target, weight=None, ignore_index=-100, reductio
     return total / (target != ignore_index).sum().to(total.dtype)
 
 
+def doubled_bce_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+    """Twice PyTorch's value: grossly wrong on every ordinary input, and NaN at x = ±inf (as PyTorch)."""
+    return 2 * F.binary_cross_entropy_with_logits(input, target, weight=weight, reduction=reduction,
+                                                  pos_weight=pos_weight)
+
+
 def clipped_bce(input, target, weight=None, reduction="mean"):
     """Keras-style: probabilities clipped to [1e-7, 1 − 1e-7] before the logarithms."""
     return torch_impl.binary_cross_entropy(input.clamp(1e-7, 1 - 1e-7), target, weight, reduction)
@@ -399,6 +405,11 @@ MUTANTS: list[Mutant] = [
            why="the textbook form written with clamp(min=0) and abs: autograd's derivative at x = 0 is "
                "1·(1 − y) − y·1 instead of σ(0) − y (tiny_logits is not exact in float16: that cell "
                "runs basic_none only, and conforms)"),
+    Mutant("doubled_bce_with_logits", "binary_cross_entropy_with_logits", doubled_bce_with_logits,
+           dtypes=("float32", "float64"), cases=("tiny_logits", "scalar_none", "infinite_logits"),
+           expect=frozenset({"gross", "nonfinite"}), allow=NUMERIC | {"tail"},
+           why="2× the loss: gross on ordinary inputs, and NaN at x = ±inf (tests/test_findings.py: the gross "
+               "error is listed under its tag, not hidden behind the NaN)"),
     # ---- honest: must not be flagged.
     Mutant("honest_softmax_torch", "softmax", honest_softmax_torch, honest=True, cases=valid_only(),
            why="stable forward, cancellation-free VJP (torch.autograd.Function)"),

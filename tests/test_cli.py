@@ -17,6 +17,7 @@ def test_describe_shows_signature_budget_and_cases(capsys):
     assert main(["describe", "cross_entropy"]) == 0
     out = capsys.readouterr().out
     assert "label_smoothing=0.0" in out and "ignore_all_mean" in out and "componentwise condition" in out
+    assert "[saturated_logits huge_values all_ignored hard_labels]" in out  # each case's tags (any dtype)
 
 
 def test_check_writes_the_documented_json(tmp_path, capsys):

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import argparse
 import ast
+import itertools
 import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__, catalog, specs
+from . import __version__, catalog, specs, xfails
 from .engine import check
 from .frameworks import backend
 from .report import Report, Result, environment
 from .compare import K
 from .spec import DTYPES
+from .tags import TAGS, case_tags, check_tags, selection
+from .terminal import Progress, emit
 
 
 class UsageError(Exception):
@@ -70,7 +73,8 @@ def _cmd_describe(args) -> int:
     for case in spec.cases():
         expect = f"raises {case.raises.__name__}" if isinstance(case.raises, type) else "oracle"
         params = ", ".join(f"{k}={v!r}" for k, v in case.params.items())
-        print(f"    {case.id} ({expect}; {params}){' — ' + case.note if case.note else ''}")
+        tags = " ".join(case_tags(spec, case))
+        print(f"    {case.id} ({expect}; {params}) [{tags}]{' — ' + case.note if case.note else ''}")
     return 0
 
 
@@ -79,6 +83,13 @@ def _spec(name: str):
         return specs.get(name)
     except KeyError as e:
         raise UsageError(str(e.args[0])) from None
+
+
+def _load_xfails(path: str) -> list:
+    try:
+        return xfails.load(path)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--xfails {path!r}: {e}") from None
 
 
 class _Journaled:
@@ -120,41 +131,85 @@ class _Journaled:
             self.journal.close()
 
 
+def _selection(args, losses: list[str]) -> dict[str, dict]:
+    """Per loss, the check() keywords of --quantity/--only-tag/--exclude-tag; a loss none of whose
+    quantities was asked for is left out (a usage error when that leaves nothing)."""
+    try:
+        only, exclude = check_tags(args.only_tag, "--only-tag tag"), check_tags(args.exclude_tag, "--exclude-tag tag")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.quantity and len(losses) == 1:
+        try:
+            selection(specs.get(losses[0]), args.quantity)
+        except ValueError as e:
+            raise UsageError(f"--quantity: {e}") from None
+    out = {}
+    for loss in losses:
+        spec = specs.get(loss)
+        quantities = None
+        if args.quantity:
+            known = {"value", *(f"grad:{a}" for a in spec.differentiable)}
+            quantities = [q for q in args.quantity if q in known]
+            if not quantities:
+                continue
+        out[loss] = {"quantities": quantities, "only_tags": only, "exclude_tags": exclude}
+    if not out:
+        names = ", ".join(args.quantity)
+        raise UsageError(f"--quantity {names}: no such quantity of {', '.join(losses)} (e.g. value, grad:input)")
+    if len(out) < len(losses):
+        print(f"lossoracle: note: --quantity {', '.join(args.quantity)}: not a quantity of "
+              f"{', '.join(n for n in losses if n not in out)}, left out", file=sys.stderr)
+    return out
+
+
 def _cmd_check(args) -> int:
     options = {"timeout": args.timeout, "isolate": not args.no_isolation}
     if args.case:
         options["cases"] = args.case
     dtypes = args.dtype or list(DTYPES)
     report = Report(meta={"command": "check", "environment": environment()})
+    xfail_entries = _load_xfails(args.xfails) if args.xfails else None
+    if args.impl:
+        if not args.loss or len(args.loss) != 1:
+            raise UsageError("--impl needs exactly one --loss NAME")
+        spec = _spec(args.loss[0])
+        if "" not in sys.path and os.getcwd() not in sys.path:  # as python -m does: the user's own module
+            sys.path.insert(0, os.getcwd())
+        try:
+            fn = catalog.resolve(args.impl)
+        except (ImportError, AttributeError, ValueError) as e:
+            raise UsageError(f"--impl {args.impl!r} cannot be imported: {e}") from None
+        conventions = dict(_parse_param(p) for p in args.param)
+        select = _selection(args, [spec.name])
+        plan = [(spec.name, args.impl, args.framework,
+                 lambda todo, o: check(fn, spec.name, args.framework, name=args.impl, conventions=conventions,
+                                       dtypes=todo, **o))]
+    else:
+        if args.param:
+            raise UsageError("--param applies to --impl")
+        losses = [_spec(n).name for n in args.loss] if args.loss else specs.names()
+        select = _selection(args, losses)
+        plan = [(loss, impl.name, impl.framework, lambda todo, o, impl=impl: catalog.run(impl, dtypes=todo, **o))
+                for loss in select for impl in catalog.implementations(loss)]
+    if args.quantity or args.only_tag or args.exclude_tag:
+        report.meta["selection"] = {"quantities": args.quantity or None, "only_tags": args.only_tag,
+                                    "exclude_tags": args.exclude_tag}
     runs = _Journaled(args, report)
+    todos = [runs.todo(loss, name, framework, dtypes) for loss, name, framework, _ in plan]
+    sizes = [len(todo) * len(backend(framework).devices()) if todo else 0
+             for todo, (_, _, framework, _) in zip(todos, plan)]
     try:
-        if args.impl:
-            if not args.loss or len(args.loss) != 1:
-                raise UsageError("--impl needs exactly one --loss NAME")
-            spec = _spec(args.loss[0])
-            if "" not in sys.path and os.getcwd() not in sys.path:  # as python -m does: the user's own module
-                sys.path.insert(0, os.getcwd())
-            try:
-                fn = catalog.resolve(args.impl)
-            except (ImportError, AttributeError, ValueError) as e:
-                raise UsageError(f"--impl {args.impl!r} cannot be imported: {e}") from None
-            conventions = dict(_parse_param(p) for p in args.param)
-            todo = runs.todo(spec.name, args.impl, args.framework, dtypes)
-            if todo:
-                runs.add(check(fn, spec.name, args.framework, name=args.impl, conventions=conventions,
-                               dtypes=todo, **options))
-        else:
-            if args.param:
-                raise UsageError("--param applies to --impl")
-            losses = [_spec(n).name for n in args.loss] if args.loss else specs.names()
-            for loss in losses:
-                for impl in catalog.implementations(loss):
-                    todo = runs.todo(loss, impl.name, impl.framework, dtypes)
-                    if todo:
-                        runs.add(catalog.run(impl, dtypes=todo, **options))
+        with Progress(sum(sizes)) as progress:
+            for (loss, _, _, run), todo, n in zip(plan, todos, itertools.accumulate(sizes)):
+                if todo:
+                    runs.add(run(todo, {**options, **select[loss], "progress": progress}))
+                progress.advance_to(n)
     finally:
         runs.close()
-    print(report.to_text(verbose=args.verbose))
+    if xfail_entries is not None:
+        for w in xfails.apply(report, xfail_entries, args.require):
+            print(f"lossoracle: warning: {w}", file=sys.stderr)
+    emit(report.to_text(verbose=args.verbose))
     if args.json:
         report.write_json(args.json)
     if args.html:
@@ -184,6 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "or hang protection)")
     c.add_argument("--journal", help="append each result to this JSON-lines file as it is measured")
     c.add_argument("--resume", help="skip the cells this journal already holds, and go on appending to it")
+    c.add_argument("--quantity", action="append", default=[], metavar="value|grad:ARG",
+                   help="judge only this quantity (repeatable); the others are not claimed in the verdict")
+    c.add_argument("--only-tag", action="append", default=[], metavar="TAG",
+                   help=f"run only cases with this tag (repeatable): {', '.join(TAGS)}")
+    c.add_argument("--exclude-tag", action="append", default=[], metavar="TAG",
+                   help="leave out cases with this tag (repeatable), e.g. bad_input for an implementation that "
+                   "documents no input validation")
+    c.add_argument("--xfails", metavar="FILE", help="TOML or JSON of expected failures (loss, implementation, dtype, "
+                   "device patterns, verdict, reason): shown as xfail, not failing the exit status")
     c.add_argument("--json", help="write the JSON report here")
     c.add_argument("--html", help="write an HTML report here")
     c.add_argument("--require", default="tail", choices=["faithful", "stable", "tail"],

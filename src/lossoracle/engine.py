@@ -36,6 +36,7 @@ from .isolation import Failure, worker
 from .mpfuncs import stable
 from .report import Report, Result, fmt_float
 from .spec import DTYPES, Case, Spec
+from .tags import Selection, case_tags, selection
 
 __all__ = ["check", "Options", "exact_outputs", "oracle_outputs", "case_conditioning"]
 
@@ -162,6 +163,7 @@ class _Ctx:
     conventions: dict[str, Any]
     note: str
     upcast: bool
+    select: Selection = field(default_factory=Selection)
 
     def row(self, case: Case, dtype: str, quantity: str, verdict: str, detail: str, **kw) -> Result:
         return Result(loss=self.spec.name, implementation=self.impl_name, device=self.device, dtype=dtype,
@@ -219,9 +221,9 @@ def _failure_row(ctx: _Ctx, case: Case, dtype: str, quantity: str, f: Failure) -
 
 def _score(ctx: _Ctx, case: Case, dtype: str, out: Outcome) -> list[Result]:
     value, grads = oracle_outputs(ctx.spec, case, ctx.conventions)
-    rows = [_grade(ctx, case, dtype, "value", out.value, out.value_dtype, value)]
+    rows = [_grade(ctx, case, dtype, "value", out.value, out.value_dtype, value)] if ctx.select.judges("value") else []
     for name, (g, gdtype) in out.grads.items():
-        if name in grads:
+        if name in grads and ctx.select.judges(f"grad:{name}"):
             rows.append(_grade(ctx, case, dtype, f"grad:{name}", g, gdtype, grads[name]))
     return rows
 
@@ -276,7 +278,8 @@ class Options:
     line explaining a library's convention, shown beside its deviations; ``strict_errors``:
     require the exact exception type on bad-input cases (any exception otherwise);
     ``isolate``/``timeout``: run the implementation in a forked worker, ``timeout`` seconds per
-    call, so a crash or a hang becomes a verdict (``isolate=False`` calls it in this process).
+    call, so a crash or a hang becomes a verdict (``isolate=False`` calls it in this process);
+    ``progress(text)``: called as each cell (device × dtype) starts, with the cell's name.
     """
 
     name: str | None = None
@@ -289,11 +292,14 @@ class Options:
     strict_errors: bool = False
     timeout: float | None = 60.0
     isolate: bool = True
+    progress: Callable[[str], None] | None = None
 
 
 def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable | None = None,
           conventions: Mapping[str, Any] | None = None, dtypes: Iterable[str] | None = None,
-          cases: Iterable[str | Case] | None = None, options: Options | None = None, **more: Any) -> Report:
+          cases: Iterable[str | Case] | None = None, quantities: Iterable[str] | None = None,
+          only_tags: Iterable[str] = (), exclude_tags: Iterable[str] = (), options: Options | None = None,
+          **more: Any) -> Report:
     """Validate ``fn`` (canonical signature of ``loss``) against the oracle.
 
     Values and gradients (torch/jax autograd; ``grad`` — an explicit VJP
@@ -301,14 +307,18 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
     catalogue and generated cases, in every dtype the case is exact in, on every available device.
     ``conventions`` selects the oracle variant the implementation claims (e.g. PyTorch's BCE
     log clamp); ``dtypes`` restricts the dtypes; ``cases`` restricts the run to these case ids,
-    or supplies Case objects (e.g. hypothesis draws) to run instead of the catalogue. Everything
-    else is in ``options`` (:class:`Options`); keyword arguments named like its fields override it.
+    or supplies Case objects (e.g. hypothesis draws) to run instead of the catalogue;
+    ``quantities`` (``"value"``, ``"grad:<arg>"``) restricts what is judged — a quantity not judged
+    has no row, so the verdict claims nothing about it; ``only_tags`` / ``exclude_tags`` select
+    cases by what they exercise (:data:`lossoracle.tags.TAGS`). Everything else is in ``options``
+    (:class:`Options`); keyword arguments named like its fields override it.
     """
     opts = replace(options or Options(), **more)
     name, target, note, upcast = opts.name, opts.target, opts.note, opts.upcast
     devices, accepts, strict_errors = opts.devices, opts.accepts, opts.strict_errors
     unsupported_dtypes, timeout, isolate = opts.unsupported_dtypes, opts.timeout, opts.isolate
     spec = specs.get(loss)
+    select = selection(spec, quantities, only_tags, exclude_tags)
     bk = backend(framework)
     conventions = dict(conventions or {})
     impl_name = name or f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
@@ -318,14 +328,16 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
     wanted = None if cases is None or given else set(cases)
     selected = [c for c in (given or spec.cases()) if wanted is None or c.id in wanted]
     unsupported_dtypes = dict(unsupported_dtypes or {})
-    report = Report()
+    report = Report(meta={"selection": select.meta()} if select != Selection() else {})
     repro = _reproducer(target or impl_name, framework, spec.name, conventions)
     for device in devices:
-        ctx = _Ctx(spec, impl_name, device, conventions, note, upcast)
+        ctx = _Ctx(spec, impl_name, device, conventions, note, upcast, select)
         rows: list[Result] = []
         # the worker inherits ``selected`` at fork time: a task is the case's index, not the pickled case
         with worker(lambda i, dtype, dev: _call(bk, fn, grad, spec, selected[i], dtype, dev), timeout, isolate) as run:
             for dtype in dtypes:
+                if opts.progress is not None:
+                    opts.progress(f"{spec.name} {impl_name} {device or 'host'} {dtype}")
                 rows += _check_cell(ctx, run, selected, dtype, unsupported_dtypes.get(dtype), accepts,
                                     strict_errors)
         _credit_bad_input(rows)
@@ -344,10 +356,14 @@ def _check_cell(ctx: _Ctx, run, cases: list[Case], dtype: str, unsupported: str 
         case_dtypes = case.dtypes()
         if dtype not in case_dtypes or (case.raises is not None and dtype != case_dtypes[-1]):
             continue  # one dtype suffices for a bad-input case
+        tags = case_tags(ctx.spec, case, dtype)
+        if not ctx.select.wants(tags):
+            continue
+        first = len(rows)
         quantity = "raises" if case.raises is not None else "value"
         reason = unsupported or (accepts(case) if accepts else None)
         if reason:
-            rows.append(ctx.row(case, dtype, quantity, "unsupported", reason, finding="unsupported"))
+            rows.append(ctx.row(case, dtype, quantity, "unsupported", reason, finding="unsupported", tags=list(tags)))
             continue
         result = run.run(index, dtype, ctx.device)
         if case.raises is not None:
@@ -356,7 +372,9 @@ def _check_cell(ctx: _Ctx, run, cases: list[Case], dtype: str, unsupported: str 
             rows.append(_failure_row(ctx, case, dtype, "value", result))
         else:
             rows += _score(ctx, case, dtype, result)
-        if rows[-1].verdict in ("crashed", "timeout"):
+        for r in rows[first:]:
+            r.tags = list(tags)
+        if rows and rows[-1].verdict in ("crashed", "timeout"):
             break
     return rows
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import pytest
 
@@ -51,12 +51,20 @@ def _devices(framework: str) -> list[str | None]:
 
 def parametrize_conformance(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable | None = None,
                             conventions: Mapping | None = None, dtypes=DTYPES,
-                            expected_failures: Mapping[str, str] | None = None):
+                            expected_failures: Mapping[str, str] | None = None,
+                            quantities: Iterable[str] | None = None, only_tags: Iterable[str] = (),
+                            exclude_tags: Iterable[str] = ()):
     """Decorator: one test per device × dtype, each running :func:`lossoracle.check` on that cell.
 
-    ``expected_failures`` maps a dtype or an id (``loss[backend-device-dtype]``) to the reason.
+    ``expected_failures`` maps a dtype or an id (``loss[backend-device-dtype]``) to the reason;
+    ``quantities`` (``"value"``, ``"grad:<arg>"``), ``only_tags`` and ``exclude_tags`` choose what
+    is judged, as in :func:`lossoracle.check` (checked here, at collection).
     """
+    from . import specs
     from .engine import check
+    from .tags import selection
+
+    select = selection(specs.get(loss), quantities, only_tags, exclude_tags)
 
     expected = dict(expected_failures or {})
     params = []
@@ -67,11 +75,12 @@ def parametrize_conformance(fn: Callable, loss: str, framework: str = "torch", *
 
             def run(device=device, dtype=dtype, test_id=test_id, reason=reason):
                 report = check(fn, loss, framework, grad=grad, conventions=conventions, dtypes=[dtype],
-                               devices=[device])
+                               devices=[device], quantities=select.quantities, only_tags=select.only_tags,
+                               exclude_tags=select.exclude_tags)
                 if reason and report.conforms:
                     warnings.warn(f"{test_id} is listed as an expected failure ({reason}) but conforms: "
                                   "remove the stale entry", stacklevel=2)
-                assert report.conforms, "\n".join(report.cell_lines())
+                assert report.conforms, "\n".join(report.cell_lines() + [report.paragraph()])
                 return report
 
             marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []

@@ -1,8 +1,10 @@
 """Results, their aggregation into cells, and the one formatter behind text, JSON, HTML and pytest.
 
 A *row* is one case × quantity × dtype × device of one implementation (the JSON schema of
-API.md). A *cell* aggregates rows over cases: loss × implementation × device × dtype ×
-reduction × quantity, with max / RMS ULP, count, count over budget, worst input, grade.
+API.md), with the tags of its case (:mod:`lossoracle.tags`). A *cell* aggregates rows over cases:
+loss × implementation × device × dtype × reduction × quantity, with max / RMS ULP, count, count
+over budget, worst input, grade. :meth:`Report.summary` gives one entry per loss ×
+implementation × device × dtype with its findings grouped by tag (:func:`tag_findings`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from .compare import worst_grade
 
-__all__ = ["Result", "Cell", "Report", "SCHEMA", "environment"]
+__all__ = ["Result", "Cell", "Report", "SCHEMA", "environment", "tag_findings", "VERDICTS"]
 
 SCHEMA = 2
 # A cell is as bad as its worst row; unsupported and not_installed rows are never scored.
@@ -150,6 +152,27 @@ class Cell:
         return "  ".join(parts)
 
 
+def _num_of(v) -> float:
+    """A float from a JSON-safe number (``"inf"`` strings included); None counts as -1."""
+    return -1.0 if v is None else float(v)
+
+
+def _shown_verdict(cell: dict[str, Any]) -> str:
+    x = cell.get("xfail") or {}
+    if x.get("status") == "xfail":
+        return f"xfail:{cell['verdict']}"
+    if x.get("status") == "worse":
+        return f"{cell['verdict']}!"
+    return cell["verdict"]
+
+
+def _xfail_line(cell: dict[str, Any]) -> str:
+    x = cell["xfail"]
+    if x["status"] == "worse":
+        return f"WORSE than the xfail entry ({x['verdict']}: {x['reason']}): fails"
+    return f"xfail (expected {x['verdict']}): {x['reason']}"
+
+
 def _num(v: float | None) -> str:
     if v is None:
         return "-"
@@ -170,6 +193,17 @@ def cell_verdict(rows: list[Result]) -> str:
     return "not_installed" if any(r.verdict == "not_installed" for r in rows) else "unsupported"
 
 
+def cell_key(r: Result) -> tuple:
+    """The key of a row's cell in :meth:`Report.summary`: loss, implementation, device, dtype."""
+    return r.loss, r.implementation, r.device or "host", r.dtype
+
+
+def rows_pass(rows: list[Result], require: str = "tail") -> bool:
+    """No row failed and every scored row reaches ``require`` (faithful, stable or tail)."""
+    allowed = REQUIRE[require]
+    return not any(r.verdict in FAILING or (r.scored and r.grade not in allowed) for r in rows)
+
+
 def _severity(r: Result) -> tuple:
     ce = r.max_cond_err if r.max_cond_err is not None and math.isfinite(r.max_cond_err) else math.inf
     return _RANK.get(r.verdict, -1), ce if r.max_cond_err is not None else -1.0
@@ -181,46 +215,113 @@ def worst_row(rows: list[Result]) -> Result | None:
     return max(pool, key=_severity) if pool else (rows[0] if rows else None)
 
 
+def _slot(r: Result) -> str | None:
+    """Where a row's finding is listed: its quantity, ``failed`` (a call that did not return) or
+    ``raises`` (a bad-input case); None for a row with nothing to report."""
+    if r.quantity == "raises":
+        return "raises" if r.verdict != "conforms" else None
+    if r.verdict in ("error", "timeout", "crashed"):
+        return "failed"
+    return r.quantity if r.verdict in ("tail", "deviates") and r.detail else None
+
+
+def tag_findings(rows: list[Result]) -> list[dict[str, Any]]:
+    """The findings of a group of rows (one cell), by the tags of their cases.
+
+    For every kind tag (``ordinary`` and the edges, :data:`lossoracle.tags.EDGE`; the descriptive
+    tags ``soft_targets``, ``hard_labels``, ``large_reduction`` stay on the rows only), the worst
+    row of each slot — the value, then each gradient, then calls that failed, then bad-input
+    cases; tags whose worst rows are the same rows share one group (rows without tags, from an
+    older journal, are ``untagged``). Groups
+    come ``ordinary`` first (a finding on everyday inputs is never listed after an edge's), then
+    by their worst finding. Each entry: ``tags`` (of the group), ``quantity``, ``slot``, ``case``,
+    ``verdict``, ``grade``, ``finding``, ``max_ulp``, ``max_cond_err``, ``count`` (rows of the
+    group's tags in that slot with a finding), ``detail`` (the row's line), ``reproduce``.
+    """
+    from .tags import KINDS
+
+    def kinds(r: Result) -> list[str]:
+        return [t for t in r.tags if t in KINDS] or ["untagged"]
+
+    bad = [(s, r) for r in rows if (s := _slot(r))]
+    if not bad:
+        return []
+    slots = ["value", *sorted({s for s, _ in bad if s.startswith("grad:")}), "failed", "raises"]
+    tags = list(dict.fromkeys(t for _, r in bad for t in kinds(r)))
+    per_tag: dict[str, tuple] = {}
+    counts: dict[tuple[str, str], int] = {}
+    for t in tags:
+        worst = []
+        for sl in slots:
+            pool = [r for s, r in bad if s == sl and t in kinds(r)]
+            counts[t, sl] = len(pool)
+            worst.append(worst_row(pool) if pool else None)
+        if any(worst):
+            per_tag[t] = tuple(worst)
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    for t, worst in per_tag.items():
+        groups[tuple(id(w) for w in worst)].append(t)
+
+    def order(item):
+        ts = item[1]
+        worst = [w for w in per_tag[ts[0]] if w is not None]
+        return ("ordinary" not in ts, tuple(-x for x in max(_severity(w) for w in worst)))
+
+    out = []
+    for _, ts in sorted(groups.items(), key=order):
+        for sl, w in zip(slots, per_tag[ts[0]]):
+            if w is None:
+                continue
+            n = max(counts[t, sl] for t in ts)
+            out.append({"tags": ts, "slot": sl, "quantity": w.quantity, "case": w.case, "verdict": w.verdict,
+                        "grade": w.grade, "finding": w.finding, "max_ulp": _finite(w.max_ulp),
+                        "max_cond_err": _finite(w.max_cond_err), "count": n, "detail": w.detail,
+                        "reproduce": w.reproduce})
+    return out
+
+
+def _finite(v: float | None):
+    return str(v) if v is not None and not math.isfinite(v) else v
+
+
+def _finding_line(f: dict[str, Any]) -> str:
+    head = f"[{', '.join(f['tags'])}]"
+    if f["slot"] == "failed":
+        more = f" (and {f['count'] - 1} more cases)" if f["count"] > 1 else ""
+        return f"{head} {f['verdict']}: {f['detail']}{more}"
+    if f["slot"] == "raises":
+        return f"{head} bad input {f['case']}: {f['detail']}"
+    return f"{head} {f['detail']}"
+
+
 def findings(rows: list[Result]) -> list[str]:
-    """Detail lines of a group of rows, the worst thing first: the value's worst row, then each
-    gradient's, then calls that failed, then bad-input cases."""
-    lines = []
-    quantities = ["value"] + sorted({r.quantity for r in rows if r.quantity.startswith("grad:")})
-    for q in quantities:
-        bad = [r for r in rows if r.quantity == q and r.verdict in ("tail", "deviates") and r.detail]
-        if bad:
-            lines.append(worst_row(bad).detail)
-    failed = [r for r in rows if r.quantity != "raises" and r.verdict in ("error", "timeout", "crashed")]
-    if failed:
-        w = worst_row(failed)
-        more = f" (and {len(failed) - 1} more cases)" if len(failed) > 1 else ""
-        lines.append(f"{w.verdict}: {w.detail}{more}")
-    raises = [r for r in rows if r.quantity == "raises" and r.verdict != "conforms"]
-    if raises:
-        w = worst_row(raises)
-        lines.append(f"bad input {w.case}: {w.detail}")
-    return lines
+    """Detail lines of a group of rows (:func:`tag_findings`, one line each)."""
+    return [_finding_line(f) for f in tag_findings(rows)]
 
 
 @dataclass
 class Report:
+    """Rows, and what the run was: ``meta`` (command, environment, ``selection``, ``xfail_warnings``);
+    ``expected`` maps a cell key (loss, implementation, device or "host", dtype) to the xfail
+    entry it matched (:mod:`lossoracle.xfails`): an expected failure no worse than listed, which
+    :meth:`passes` does not count."""
+
     results: list[Result] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    expected: dict[tuple, dict[str, Any]] = field(default_factory=dict)
 
     def extend(self, other: Report) -> None:
         self.results.extend(other.results)
+        for k, v in other.meta.items():
+            self.meta.setdefault(k, v)
 
     def passes(self, require: str = "tail") -> bool:
-        """Every cell meets ``require`` (faithful, stable or tail) and something was scored."""
-        allowed = REQUIRE[require]
+        """Every cell meets ``require`` (faithful, stable or tail), or is an expected failure no
+        worse than listed, and something was scored."""
         if not any(r.scored for r in self.results):
             return False
-        for r in self.results:
-            if r.verdict in FAILING:
-                return False
-            if r.scored and r.grade not in allowed:
-                return False
-        return True
+        xfailed = {k for k, e in self.expected.items() if e.get("status") == "xfail"}
+        return rows_pass([r for r in self.results if cell_key(r) not in xfailed], require)
 
     @property
     def conforms(self) -> bool:
@@ -237,7 +338,7 @@ class Report:
         """One line per loss × implementation × device × dtype: verdict, grade, worst errors."""
         groups: dict[tuple, list[Result]] = defaultdict(list)
         for r in self.results:
-            groups[(r.loss, r.implementation, r.device, r.dtype)].append(r)
+            groups[cell_key(r)].append(r)
         out = []
         for (loss, impl, device, dtype), rows in groups.items():
             verdict = cell_verdict(rows)
@@ -248,39 +349,81 @@ class Report:
                         and getattr(r, field_) is not None]
                 return _num(max(vals)) if vals else "-"
 
-            lines = findings(rows)
+            found = tag_findings(rows)
+            lines = [_finding_line(f) for f in found]
             if not lines and verdict in ("unsupported", "not_installed"):
                 lines = [rows[0].detail]
-            out.append({"loss": loss, "implementation": impl, "device": device or "host", "dtype": dtype,
+            tags: dict[str, set] = defaultdict(set)
+            for r in rows:
+                for t in r.tags:
+                    tags[t].add(r.case)
+            out.append({"loss": loss, "implementation": impl, "device": device, "dtype": dtype,
                         "verdict": verdict, "grade": worst_grade(r.grade for r in scored) or "-",
                         "value_ulp": worst("value", "max_ulp"), "value_uc": worst("value", "max_cond_err"),
                         "grad_ulp": worst("grad", "max_ulp"), "grad_uc": worst("grad", "max_cond_err"),
                         "cases": len({r.case for r in scored}),
                         "unsupported": len({r.case for r in rows if r.verdict == "unsupported"}),
-                        "details": lines, "detail": lines[0] if lines else ""})
+                        "details": lines, "detail": lines[0] if lines else "",
+                        "quantities": sorted({r.quantity for r in scored}, key=lambda q: (q != "value", q)),
+                        "tags": {t: len(c) for t, c in sorted(tags.items())}, "findings": found,
+                        "xfail": self.expected.get((loss, impl, device, dtype))})
         return out
 
     def to_text(self, verbose: bool = False) -> str:
         rows = self.summary()
         cols = ["loss", "implementation", "device", "dtype", "verdict", "grade", "value_ulp", "value_uc",
                 "grad_ulp", "grad_uc", "cases", "unsupported"]
-        widths = {c: max([len(c)] + [len(str(r[c])) for r in rows]) for c in cols}
+        shown = [dict(r, verdict=_shown_verdict(r)) for r in rows]
+        widths = {c: max([len(c)] + [len(str(r[c])) for r in shown]) for c in cols}
         lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
         lines.append("  ".join("-" * widths[c] for c in cols))
-        for r in rows:
-            lines.append("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+        for r, row in zip(rows, shown):
+            lines.append("  ".join(str(row[c]).ljust(widths[c]) for c in cols))
+            if r["xfail"]:
+                lines.append(f"    {_xfail_line(r)}")
             if verbose or r["verdict"] != "conforms":
                 lines.extend(f"    {d}" for d in r["details"])
         if verbose:
             lines.append("")
             lines.extend(self.cell_lines())
-        counts = defaultdict(int)
+        lines.append("")
+        lines.append(self.paragraph(rows))
+        return "\n".join(lines)
+
+    def paragraph(self, rows: list[dict[str, Any]] | None = None) -> str:
+        """The run in one paragraph: cells per verdict, expected failures, what was judged, and
+        the worst findings (of cells not expected to fail)."""
+        rows = self.summary() if rows is None else rows
+        counts: dict[str, int] = defaultdict(int)
         for r in rows:
             counts[r["verdict"]] += 1
         tally = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts[v])
-        lines.append(f"\n{len(rows)} implementation × dtype combinations: {tally}"
-                     f"  (value_uc/grad_uc: worst error in units of u·c, stable ⟺ ≤ k = 8 + log2(terms))")
-        return "\n".join(lines)
+        text = [f"{len(rows)} implementation × dtype combinations: {tally}."]
+        xfail = sum(1 for r in rows if (r["xfail"] or {}).get("status") == "xfail")
+        if xfail:
+            text.append(f"{xfail} of them expected to fail (xfail), not counted against the exit status.")
+        sel = self.meta.get("selection")
+        if sel:
+            parts = []
+            if sel.get("quantities") is not None:
+                parts.append("quantities " + ", ".join(sel["quantities"]) + " only")
+            if sel.get("only_tags"):
+                parts.append("cases tagged " + " or ".join(sel["only_tags"]))
+            if sel.get("exclude_tags"):
+                parts.append("no case tagged " + " or ".join(sel["exclude_tags"]))
+            text.append("Judged: " + "; ".join(parts) + " (the verdicts claim nothing else).")
+        def severity(f: dict[str, Any]) -> tuple:
+            return _RANK.get(f["verdict"], -1), _num_of(f["max_cond_err"])
+
+        worst = sorted(((max(r["findings"], key=severity), r) for r in rows if r["findings"]
+                        and (r["xfail"] or {}).get("status") != "xfail" and r["verdict"] in FAILING + ("tail",)),
+                       key=lambda fr: tuple(-x for x in severity(fr[0])))
+        if worst:
+            text.append("Worst: " + "; ".join(
+                f"{r['loss']} {r['implementation']} {r['dtype']} {r['verdict']} [{', '.join(f['tags'])}] "
+                f"{f['quantity']} (case {f['case']}, {_num(_num_of(f['max_ulp']))} ULP)" for f, r in worst[:3]) + ".")
+        text.append("(value_uc/grad_uc: the worst |err| in units of u·c, stable ⟺ ≤ k = 8 + log2(terms).)")
+        return " ".join(text)
 
     def cell_lines(self) -> list[str]:
         """The DESIGN.md grammar: one line per cell, and the worst input below failures."""
@@ -298,6 +441,7 @@ class Report:
         from . import __version__
 
         return {"schema": SCHEMA, "lossoracle": __version__, **self.meta,
+                "cells": [{k: v for k, v in c.items() if k != "details"} for c in self.summary()],
                 "results": [r.to_json() for r in self.results]}
 
     def write_json(self, path: str) -> None:

@@ -44,7 +44,8 @@ class Case:
     """One input set: exact tensor values (float64 or int64 arrays), parameters, expectation.
 
     ``raises`` names the exception a conforming implementation raises on this (bad) input;
-    ``None`` means the oracle's value is the expectation.
+    ``None`` means the oracle's value is the expectation. ``tags`` adds to the tags derived from
+    the inputs (:mod:`lossoracle.tags`) what they cannot show.
     """
 
     id: str
@@ -52,6 +53,7 @@ class Case:
     params: Mapping[str, Any] = field(default_factory=dict)
     raises: type[Exception] | tuple[type[Exception], ...] | None = None
     note: str = ""
+    tags: tuple[str, ...] = ()
 
     def representable_in(self, fmt: FloatFormat) -> bool:
         """Every floating input is exactly a value of ``fmt`` (so the case is valid in that dtype)."""
