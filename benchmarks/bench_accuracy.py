@@ -1,38 +1,36 @@
-"""asv: accuracy tracked next to speed — the max ULP error of our implementations over every
-registered loss's cases, value and gradient, in float32 (the same engine as ``lossoracle check``).
-Generic over the registry: a new loss is tracked without touching this file."""
+"""asv: accuracy tracked next to speed — the max ULP error of every catalogued implementation
+(ours and the libraries'), value and gradient, against the oracle on one fixed small input per
+loss in float32 (the same engine as ``lossoracle check``, in this process). Generic over the
+registry: a new loss or library is tracked without touching this file."""
 
 try:
     from lossoracle import catalog, specs
 
-    LOSSES = specs.names()
-except ImportError:  # an old commit
-    catalog, LOSSES = None, []
+    from .fixed import fixed_case
 
-FRAMEWORKS = ["torch", "numpy"]
+    IMPLEMENTATIONS = [i.name for i in catalog.implementations()]
+except ImportError:  # an old commit
+    catalog = specs = None
+    IMPLEMENTATIONS = []
 
 
 class Accuracy:
-    params = (LOSSES, FRAMEWORKS)
-    param_names = ["loss", "framework"]
+    params = (IMPLEMENTATIONS, ["value", "gradient"])
+    param_names = ["implementation", "quantity"]
     timeout = 600
 
-    def setup(self, loss, framework):
-        entries = [] if catalog is None else [
-            i for i in catalog.implementations(loss) if i.ours and i.framework == framework]
-        if not entries:
+    def setup(self, implementation, quantity):
+        impl = next((i for i in ([] if catalog is None else catalog.implementations()) if i.name == implementation),
+                    None)
+        if impl is None or impl.installed() is not None:
             raise NotImplementedError
-        self.results = catalog.run(entries[0], dtypes=["float32"]).results
+        case = fixed_case(impl.loss)
+        self.results = [r for r in catalog.run(impl, dtypes=["float32"], cases=[case.id], isolate=False).results
+                        if r.max_ulp is not None and r.quantity.startswith("grad") == (quantity == "gradient")]
+        if not self.results:
+            raise NotImplementedError
 
-    def _max(self, gradient: bool) -> float:
-        return max((r.max_ulp for r in self.results if r.max_ulp is not None
-                    and r.quantity.startswith("grad") == gradient), default=0.0)
+    def track_max_ulp_float32(self, implementation, quantity):
+        return max(r.max_ulp for r in self.results)
 
-    def track_max_ulp_value_float32(self, loss, framework):
-        return self._max(False)
-
-    def track_max_ulp_gradient_float32(self, loss, framework):
-        return self._max(True)
-
-    track_max_ulp_value_float32.unit = "ULP"
-    track_max_ulp_gradient_float32.unit = "ULP"
+    track_max_ulp_float32.unit = "ULP"

@@ -9,6 +9,8 @@ and the malloc settings every timing run needs (thresholds high: page faults oth
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import subprocess
@@ -20,7 +22,7 @@ HIGH = "17179869184"  # 16 GiB: malloc keeps and reuses freed memory
 MEM_MMAP_THRESHOLD = "65536"  # the memory child: large buffers come from mmap and show in the RSS
 
 __all__ = ["HIGH", "forward_backward", "interleaved_times", "rss_rise", "child_peak_bytes", "report_child_peak",
-           "reexec_with_malloc_settings"]
+           "reexec_with_malloc_settings", "low_mmap_threshold", "peak_rise"]
 
 
 def forward_backward(fn: Callable, *inputs, **kwargs):
@@ -86,3 +88,32 @@ def reexec_with_malloc_settings(script: str) -> None:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=HIGH, MALLOC_TRIM_THRESHOLD_=HIGH)
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, os.path.abspath(script), *sys.argv[1:]], env)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc <malloc.h>
+
+
+@contextlib.contextmanager
+def low_mmap_threshold():
+    """Within the block, what the memory child gets from its environment, set at run time
+    (glibc ``mallopt``): every allocation of 64 KiB or more is its own mapping, returned on free,
+    and the free memory the process holds is released first (``malloc_trim``), so a step's
+    buffers show in the resident size even when they reuse freed memory. The timing settings
+    (thresholds high) are restored after."""
+    libc = ctypes.CDLL(None)
+    libc.mallopt(_M_MMAP_THRESHOLD, int(MEM_MMAP_THRESHOLD))
+    libc.mallopt(_M_TRIM_THRESHOLD, 0)
+    libc.malloc_trim(0)
+    try:
+        yield
+    finally:
+        for param, var in ((_M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_"),
+                           (_M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_")):
+            libc.mallopt(param, min(int(os.environ.get(var, HIGH)), 2**31 - 1))  # mallopt takes a C int
+
+
+def peak_rise(step: Callable[[], object]) -> int:
+    """Peak extra bytes of one (already warm) ``step()`` in this process: :func:`rss_rise` under
+    :func:`low_mmap_threshold`."""
+    with low_mmap_threshold():
+        return rss_rise(step)
