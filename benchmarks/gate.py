@@ -106,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["-b", b]
     cmd += [base, head]
     print("$", " ".join(cmd), flush=True)
-    asv_rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as p:
+        for line in p.stdout:  # the parameter tables' rows of benchmarks not selected are dropped
+            if not line.rstrip().endswith("n/a"):
+                print(line, end="", flush=True)
+    asv_rc = p.returncode
     conf = json.loads("\n".join(line for line in (ROOT / "asv.conf.json").read_text().splitlines()
                                 if not line.lstrip().startswith("//")))
     machines = [d for d in glob.glob(str(ROOT / conf["results_dir"] / "*")) if os.path.isdir(d)]
