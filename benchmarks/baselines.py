@@ -109,7 +109,7 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("binary_cross_entropy", (2**20,)),
     Workload("entropy", (1024, 1024), kinds=_DIST),
     Workload("kl_div", (1024, 1024), kinds={"target": "distribution"}),
-    Workload("kl_divergence", (1024, 1024), kinds=_DIST),
+    Workload("kl_divergence", (1024, 1024), kinds=_DIST, ratio_dtypes=("float32",)),
     Workload("sigmoid_focal_loss", (2**22,), {"reduction": "mean"}, kinds={"targets": "binary_target"}),
     Workload("softmax_focal_loss", (1024, 1000), ratio_dtypes=("float32",)),
     Workload("dice_loss", (8, 4, 256, 256), _DICE, _DICE_T, ratio_dtypes=("float32",)),
