@@ -172,8 +172,10 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(measure_row(w, dtype, args.device, args.min_time, args.max_repeat, not args.no_memory))
         print(f"  {w.key} {dtype}: {time.perf_counter() - t_start:.0f} s", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - t_start
+    cpu = time.process_time()
     header = (f"forward + backward, {args.device}, 1 thread, torch {torch.__version__}, {platform.machine()}, "
-              f"load average {os.getloadavg()[0]:.1f}; {elapsed:.0f} s (`python benchmarks/ratios.py`)")
+              f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; {elapsed:.0f} s wall, {cpu:.0f} s CPU "
+              f"(`python benchmarks/ratios.py`)")
     text = table(rows)
     print(header)
     print(text)
