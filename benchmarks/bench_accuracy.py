@@ -24,7 +24,7 @@ class Accuracy:
                     None)
         if impl is None or impl.installed() is not None:
             raise NotImplementedError
-        case = fixed_case(impl.loss)
+        case = fixed_case(impl.loss, impl.accepts)
         self.results = [r for r in catalog.run(impl, dtypes=["float32"], cases=[case.id], isolate=False).results
                         if r.max_ulp is not None and r.quantity.startswith("grad") == (quantity == "gradient")]
         if not self.results:
