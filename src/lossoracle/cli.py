@@ -164,6 +164,14 @@ def _selection(args, losses: list[str]) -> dict[str, dict]:
 
 def _cmd_check(args) -> int:
     options = {"timeout": args.timeout, "isolate": not args.no_isolation}
+    if args.html:  # the plots need matplotlib and the per-element errors, kept only for them
+        from .plots import PLOT_POINTS, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except ImportError as e:
+            raise UsageError(f"--html: {e}") from None
+        options["plot_points"] = PLOT_POINTS
     if args.case:
         options["cases"] = args.case
     dtypes = args.dtype or list(DTYPES)
@@ -213,8 +221,7 @@ def _cmd_check(args) -> int:
     if args.json:
         report.write_json(args.json)
     if args.html:
-        with open(args.html, "w") as f:
-            f.write(report.to_html())
+        report.write_html(args.html)
     return 0 if report.passes(args.require) else 1
 
 
@@ -249,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--xfails", metavar="FILE", help="TOML or JSON of expected failures (loss, implementation, dtype, "
                    "device patterns, verdict, reason): shown as xfail, not failing the exit status")
     c.add_argument("--json", help="write the JSON report here")
-    c.add_argument("--html", help="write an HTML report here")
+    c.add_argument("--html", help="write a self-contained HTML report here: the table with filters, and a plot of "
+                   "every element's error for each cell that does not conform (needs matplotlib)")
     c.add_argument("--require", default="tail", choices=["faithful", "stable", "tail"],
                    help="the grade every cell must reach for exit status 0 (default: tail)")
     c.add_argument("-v", "--verbose", action="store_true", help="print every cell with its worst input")

@@ -164,6 +164,7 @@ class _Ctx:
     note: str
     upcast: bool
     select: Selection = field(default_factory=Selection)
+    plot_points: int = 0
 
     def row(self, case: Case, dtype: str, quantity: str, verdict: str, detail: str, **kw) -> Result:
         return Result(loss=self.spec.name, implementation=self.impl_name, device=self.device, dtype=dtype,
@@ -187,6 +188,11 @@ def _grade(ctx: _Ctx, case: Case, dtype: str, quantity: str, got: np.ndarray, go
     s_max = scale_bound(case.inputs, params, None if quantity == "value" else cotangent(np.shape(exact)),
                         spec.unit_tail_scale)
     cmp = compare(got, exact, format_of(got_dtype), budget, cond, dtype, _terms(spec, case, ctx.conventions), s_max)
+    points = None
+    if ctx.plot_points:  # the HTML report's plots: bounded, and only when asked for
+        from .plots import keep_points
+
+        points = keep_points(spec.name, case.inputs, params, quantity, cmp, exact, ctx.plot_points)
     grade = cmp.cell_grade
     findings = [f for f in ("nonfinite", "sign", "gross", "inaccurate", "tail") if cmp.count(f)]
     verdict = "deviates" if grade == "deviates" else ("tail" if grade == "tail" else "conforms")
@@ -212,7 +218,7 @@ def _grade(ctx: _Ctx, case: Case, dtype: str, quantity: str, got: np.ndarray, go
                   over=int(np.sum(cmp.ulp > budget)),
                   sum_sq_ulp=float(np.sum(finite**2)) if finite.size == n else math.inf, budget=budget,
                   worst=worst_info, max_cond_err=float(np.max(cmp.cond_err)) if n else 0.0, k=cmp.k,
-                  finding=finding, well_conditioned_grade=cmp.well_conditioned_grade)
+                  finding=finding, well_conditioned_grade=cmp.well_conditioned_grade, points=points)
 
 
 def _failure_row(ctx: _Ctx, case: Case, dtype: str, quantity: str, f: Failure) -> Result:
@@ -279,7 +285,9 @@ class Options:
     require the exact exception type on bad-input cases (any exception otherwise);
     ``isolate``/``timeout``: run the implementation in a forked worker, ``timeout`` seconds per
     call, so a crash or a hang becomes a verdict (``isolate=False`` calls it in this process);
-    ``progress(text)``: called as each cell (device × dtype) starts, with the cell's name.
+    ``progress(text)``: called as each cell (device × dtype) starts, with the cell's name;
+    ``plot_points``: keep up to this many per-element errors per row for the HTML report's plots
+    (:mod:`lossoracle.plots`; 0 keeps none).
     """
 
     name: str | None = None
@@ -293,6 +301,7 @@ class Options:
     timeout: float | None = 60.0
     isolate: bool = True
     progress: Callable[[str], None] | None = None
+    plot_points: int = 0
 
 
 def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable | None = None,
@@ -331,7 +340,7 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
     report = Report(meta={"selection": select.meta()} if select != Selection() else {})
     repro = _reproducer(target or impl_name, framework, spec.name, conventions)
     for device in devices:
-        ctx = _Ctx(spec, impl_name, device, conventions, note, upcast, select)
+        ctx = _Ctx(spec, impl_name, device, conventions, note, upcast, select, opts.plot_points)
         rows: list[Result] = []
         # the worker inherits ``selected`` at fork time: a task is the case's index, not the pickled case
         with worker(lambda i, dtype, dev: _call(bk, fn, grad, spec, selected[i], dtype, dev), timeout, isolate) as run:

@@ -9,7 +9,6 @@ implementation × device × dtype with its findings grouped by tag (:func:`tag_f
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from collections import defaultdict
@@ -88,6 +87,7 @@ class Result:
     well_conditioned_grade: str | None = None  # worst grade where c ≤ 4·|f|
     tags: list[str] = field(default_factory=list)
     convention: str | None = None
+    points: dict[str, Any] | None = None  # per-element errors kept for the HTML plots (lossoracle.plots)
 
     @property
     def scored(self) -> bool:
@@ -97,6 +97,7 @@ class Result:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("sum_sq_ulp")
+        d.pop("points")
         for k in ("max_ulp", "max_rel_err", "max_cond_err"):
             if d[k] is not None and not math.isfinite(d[k]):
                 d[k] = str(d[k])
@@ -449,13 +450,12 @@ class Report:
             json.dump(self.to_json(), f, indent=1)
 
     def to_html(self) -> str:
-        rows = [{k: v for k, v in r.items() if k != "details"} for r in self.summary()]
-        cols = list(rows[0]) if rows else []
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-        body = "".join(
-            f'<tr class="{html.escape(r["verdict"])}">' + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in cols)
-            + "</tr>" for r in rows)
-        style = (".deviates,.error,.crashed,.timeout{background:#fdd}.conforms{background:#dfd}.tail{background:#ffd}"
-                 ".unsupported,.not_installed{background:#eee}td,th{padding:2px 6px;font-family:monospace}")
-        return (f"<!doctype html><meta charset='utf-8'><title>lossoracle report</title><style>{style}</style>"
-                f"<table><tr>{head}</tr>{body}</table><pre>{html.escape(chr(10).join(self.cell_lines()))}</pre>")
+        """The self-contained HTML page (:mod:`lossoracle.htmlreport`): the table with filters, and a plot of
+        every element's error for each cell that does not conform (needs matplotlib, the ``report`` extra)."""
+        from .htmlreport import render
+
+        return render(self)
+
+    def write_html(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_html())
