@@ -70,7 +70,7 @@ def test_check_impl_with_convention_param(capsys, tmp_path):
     html = tmp_path / "r.html"
     rc = main(["check", "--impl", "lossoracle.implementations.numpy_impl:nll_loss", "--framework", "numpy",
                "--loss", "nll_loss", "--dtype", "float32", "--html", str(html)])
-    assert rc == 0 and "<table>" in html.read_text()
+    assert rc == 0 and "<table id=\"cells\">" in html.read_text()
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -50,6 +50,8 @@ SCRIPT = """
   var form = document.getElementById("filters");
   form.hidden = false;
   var selects = form.querySelectorAll("select");
+  var preset = new URLSearchParams(window.location.search);  // r.html?verdict=deviates&dtype=float16
+  selects.forEach(function (s) { if (preset.has(s.dataset.filter)) s.value = preset.get(s.dataset.filter); });
   function apply() {
     var shown = 0, total = 0;
     document.querySelectorAll("[data-cell]").forEach(function (el) {
