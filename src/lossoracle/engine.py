@@ -192,7 +192,7 @@ def _grade(ctx: _Ctx, case: Case, dtype: str, quantity: str, got: np.ndarray, go
     if ctx.plot_points:  # the HTML report's plots: bounded, and only when asked for
         from .plots import keep_points
 
-        points = keep_points(spec.name, case.inputs, params, quantity, cmp, exact, ctx.plot_points)
+        points = keep_points(spec, case.inputs, params, quantity, cmp, exact, ctx.plot_points)
     grade = cmp.cell_grade
     findings = [f for f in ("nonfinite", "sign", "gross", "inaccurate", "tail") if cmp.count(f)]
     verdict = "deviates" if grade == "deviates" else ("tail" if grade == "tail" else "conforms")

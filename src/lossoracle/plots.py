@@ -1,9 +1,10 @@
 """Per-element errors kept for the HTML report's plots, and the plots themselves.
 
-**Abscissa** — what each plot puts on its x axis, one rule per spec in :data:`RULES` (the one place
-where the choice is made; ``reference/*.py`` is left alone so as not to touch the condition-number
-cache). A rule gives a *field*, one float per entry of the spec's main input, and the generic
-fitting of :func:`abscissa` maps it onto the elements of each quantity:
+**Abscissa** — what each plot puts on its x axis: a rule per kind of the spec's first argument
+(:data:`KIND_RULES`: logits, probabilities, log-probabilities), overridden per spec in
+:data:`RULES` — the one place where the choice is made (``reference/*.py`` is left alone so as not
+to touch the condition-number cache). A rule gives a *field*, one float per entry of the spec's
+main input, and the generic fitting of :func:`abscissa` maps it onto the elements of each quantity:
 
 - an element whose quantity has the field's shape (elementwise values, every gradient of an input
   shaped like the main one) takes its entry's field;
@@ -13,8 +14,8 @@ fitting of :func:`abscissa` maps it onto the elements of each quantity:
   they reduce (largest ``|field|``), so a mean is placed where its hardest input is;
 - a rule may name the exact result instead (``value="exact"``): Dice-type ratios and the
   information losses, whose row values have no single input that places them;
-- whatever fits none of these (a spec without a rule, an unexpected shape) is placed at its exact
-  result, labelled so.
+- whatever fits none of these (a spec with no rule of either kind, an unexpected shape) is placed
+  at its exact result, labelled so.
 
 Per family: binary and sigmoid focal — the logit ``x``, or ``logit(p) = log(p/(1 − p))`` for
 probability inputs (so ``p → 0`` and ``p → 1`` both spread out); softmax, cross-entropy and
@@ -44,9 +45,10 @@ from typing import Any
 import numpy as np
 
 from .compare import GRADES, Comparison
+from .spec import Spec
 
-__all__ = ["PLOT_POINTS", "RULES", "Rule", "abscissa", "keep_points", "merge_points", "subsample",
-           "require_matplotlib", "figure_png"]
+__all__ = ["PLOT_POINTS", "RULES", "KIND_RULES", "Rule", "rule_for", "abscissa", "keep_points", "merge_points",
+           "subsample", "require_matplotlib", "Panel", "cell_panels", "figure_png"]
 
 PLOT_POINTS = 2000  # points kept per row and per cell quantity when --html asks for plots
 EXACT_LABEL = "exact result f"
@@ -174,21 +176,24 @@ def _boxes(pairwise: bool) -> Rule:
 
 
 LOGIT, LOGIT_P = "logit x", "logit(p) = log(p/(1−p))"
-MARGIN = "margin x_j − max_{i≠j} x_i (target's for a row)"
+MARGIN = "margin x_j − max_{i≠j} x_i (at the target for a row)"
 _softmax = Rule(lambda i, p: _margin(i["input"], _dim(i, p)), "margin x_j − max_{i≠j} x_i", axis=_dim)
 _ce = Rule(_softmax_margin, MARGIN, axis=_class_axis, pick=_target_pick)
 _dice = Rule(_dice_field, _dice_label, value="exact")
 
-# One rule per spec (module docstring); tests/test_html.py checks that every spec has one.
+# By the kind of the spec's first argument (binary, sigmoid focal, and any new elementwise loss) ...
+KIND_RULES: dict[str, Callable[[str], Rule]] = {
+    "logits": lambda name: Rule(_arg(name), LOGIT),
+    "probabilities": lambda name: Rule(_arg(name, _logit_p), LOGIT_P),
+    "log_probabilities": lambda name: Rule(_arg(name), "log-probability"),
+}
+# ... and per spec where the elements need another abscissa (module docstring).
 RULES: dict[str, Rule] = {
-    "binary_cross_entropy": Rule(_arg("input", _logit_p), LOGIT_P),
-    "binary_cross_entropy_with_logits": Rule(_arg("input"), LOGIT),
-    "sigmoid_focal_loss": Rule(_arg("inputs"), LOGIT),
     "log_softmax": _softmax,
     "softmax": _softmax,
     "cross_entropy": _ce,
     "softmax_focal_loss": _ce,
-    "nll_loss": Rule(_arg("input"), "log-probability (target's for a row)", axis=_class_axis, pick=_target_pick),
+    "nll_loss": Rule(_arg("input"), "log-probability (at the target for a row)", axis=_class_axis, pick=_target_pick),
     "kl_div": Rule(_kl_div_field, "log(p/q) (target p, input log q)"),
     "kl_divergence": Rule(lambda i, p: _log_ratio(i["p"], i["q"]), "log(p/q)", axis=_dim, value="exact"),
     "entropy": Rule(_arg("p", _logit_p), LOGIT_P, axis=_dim, value="exact"),
@@ -245,11 +250,19 @@ def _fit(f: np.ndarray, shape: tuple, axis: int | None, pick: np.ndarray | None)
     return None
 
 
-def abscissa(spec_name: str, inputs: Mapping[str, Any], params: Mapping[str, Any], quantity: str,
+def rule_for(spec: Spec) -> Rule | None:
+    """The spec's own rule, else its first argument's kind's (None: placed at the exact result)."""
+    if spec.name in RULES:
+        return RULES[spec.name]
+    first = spec.args[0] if spec.args else None
+    return KIND_RULES[first.kind](first.name) if first is not None and first.kind in KIND_RULES else None
+
+
+def abscissa(spec: Spec, inputs: Mapping[str, Any], params: Mapping[str, Any], quantity: str,
              exact) -> tuple[np.ndarray, str]:
     """The x of every element of ``quantity`` (flat float64, NaN: not placed) and its axis label."""
     shape = tuple(np.shape(exact))
-    rule = RULES.get(spec_name)
+    rule = rule_for(spec)
     x = None
     label = EXACT_LABEL
     if rule is not None and not (quantity == "value" and rule.value == "exact"):
@@ -298,11 +311,11 @@ def subsample(grade: Sequence[int], uc: Sequence[float], ulp: Sequence[float], l
     return np.union1d(worst, spread)
 
 
-def keep_points(spec_name: str, inputs: Mapping[str, Any], params: Mapping[str, Any], quantity: str,
+def keep_points(spec: Spec, inputs: Mapping[str, Any], params: Mapping[str, Any], quantity: str,
                 cmp: Comparison, exact, limit: int) -> dict[str, Any]:
     """The plot's points of one row: ``{"label", "x", "ulp", "uc", "grade"}`` (plain lists, ≤ ``limit``;
     ``grade`` indexes :data:`~lossoracle.compare.GRADES`)."""
-    x, label = abscissa(spec_name, inputs, params, quantity, exact)
+    x, label = abscissa(spec, inputs, params, quantity, exact)
     grade = [GRADES.index(g) for g in cmp.grade.reshape(-1).tolist()]
     ulp, uc = cmp.ulp.reshape(-1), cmp.cond_err.reshape(-1)
     i = subsample(grade, uc, ulp, limit)
@@ -399,7 +412,7 @@ def figure_png(panels: Sequence[Panel], title: str) -> bytes:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import LogLocator, NullLocator
 
-    height = 0.9 + 2.7 * len(panels)
+    height = 1.0 + 2.8 * len(panels)
     fig = Figure(figsize=(10, height), dpi=72)  # fixed margins: a layout engine measures every label many times
     fig.subplots_adjust(left=0.07, right=0.985, bottom=0.55 / height, top=1 - 0.75 / height, wspace=0.16,
                         hspace=0.6 * 2.7 / 2.2)
@@ -438,7 +451,7 @@ def figure_png(panels: Sequence[Panel], title: str) -> bytes:
             notes = ["±inf at the ends"] * bool(inf_x.any()) + [f"≤ {FLOORS[key]:g} at the bottom"] * bool(low.any())
             if (~keep).any():
                 notes.append(f"{int((~keep).sum())} not placed")
-            ax.set_xlabel(p.label + (f"   ({'; '.join(notes)})" if notes else ""), fontsize=8)
+            ax.set_xlabel(p.label + (f"\n({'; '.join(notes)})" if notes else ""), fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(True, which="major", alpha=0.3)
             ax.legend(fontsize=6, loc="lower left", framealpha=0.7)
