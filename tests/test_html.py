@@ -306,3 +306,29 @@ def test_the_page_in_a_headless_browser(tmp_path):
     filtered = dom("?verdict=deviates")
     assert f"{len(deviating)} of {n} cells shown" in filtered.text
     assert {r["id"] for r in filtered.rows if "hidden" not in r} == {r["id"] for r in deviating}
+
+
+def test_convention_and_fields_the_page_does_not_know_are_shown(monkeypatch):
+    """The convention a fingerprint finds (the summary's field, else the rows'), and any further summary
+    field (e.g. findings per tag) reach the cell's section."""
+    report = _report()
+    summary = report.summary
+
+    def more():
+        out = summary()
+        for s in out:
+            if s["implementation"] == "mutants.clipped_bce":
+                s["convention"] = "clip_eps=1e-07 (conforms, max 0.5 ULP)"
+                s["findings_by_tag"] = {"saturated": "value: non-finite mismatch", "subnormals": "grad: gross"}
+        return out
+
+    monkeypatch.setattr(report, "summary", more)
+    text = report.to_html()
+    section = text[text.index('<section class="cell'):]
+    assert "<b>Convention found:</b> clip_eps=1e-07 (conforms, max 0.5 ULP)" in section
+    assert "<dt>findings_by_tag</dt>" in section and "saturated: <code>value: non-finite mismatch</code>" in section
+    monkeypatch.setattr(report, "summary", summary)
+    rows = [r for r in report.results if r.implementation == "mutants.clipped_bce"]
+    for r in rows:
+        monkeypatch.setattr(r, "convention", "log_floor=-100")
+    assert "<b>Convention found:</b> log_floor=-100" in report.to_html()

@@ -78,13 +78,38 @@ def _key(r: Result) -> tuple:
     return r.loss, r.implementation, r.device or "host", r.dtype
 
 
+def _text(v: Any) -> str:
+    """A summary field as one line: mappings as ``key: value`` pairs, sequences joined."""
+    if isinstance(v, dict):
+        return "; ".join(f"{k}: {_text(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(_text, v))
+    return "" if v is None else str(v)
+
+
 def _convention(summary: dict[str, Any], rows: list[Result]) -> str | None:
     """The convention found for a cell: the summary's field if the report gives one, else the rows'."""
     found = summary.get("convention")
     if found:
-        return str(found)
+        return _text(found)
     names = list(dict.fromkeys(r.convention for r in rows if r.convention))
     return "; ".join(names) if names else None
+
+
+def _more(s: dict[str, Any]) -> str:
+    """Summary fields this page does not lay out itself (e.g. findings per tag), as a definition list."""
+    known = set(COLUMNS) | {"details", "detail", "convention"}
+    items = [(k, v) for k, v in s.items() if k not in known and v not in (None, "", [], {}, ())]
+    if not items:
+        return ""
+    body = []
+    for k, v in items:
+        if isinstance(v, dict):
+            v = "".join(f"<li>{_e(a)}: <code>{_e(_text(b))}</code></li>" for a, b in v.items())
+            body.append(f"<dt>{_e(k)}</dt><dd><ul>{v}</ul></dd>")
+        else:
+            body.append(f"<dt>{_e(k)}</dt><dd><code>{_e(_text(v))}</code></dd>")
+    return f"<dl>{''.join(body)}</dl>"
 
 
 def _cell_attrs(s: dict[str, Any]) -> str:
@@ -101,10 +126,7 @@ def _table(summaries: list[dict[str, Any]], conventions: list[str | None], secti
     for i, (s, conv) in enumerate(zip(summaries, conventions)):
         cells = []
         for c in cols:
-            v = conv if c == "convention" else s.get("detail") if c == "finding" else s.get(c)
-            if isinstance(v, (list, tuple)):
-                v = ", ".join(map(str, v))
-            v = "" if v is None else str(v)
+            v = _text(conv if c == "convention" else s.get("detail") if c == "finding" else s.get(c))
             if c == "finding" and len(v) > FINDING_CHARS:  # the whole line is in the cell's section
                 v = v[:FINDING_CHARS] + " …"
             text = _e(v)
@@ -156,6 +178,7 @@ def _section(i: int, s: dict[str, Any], rows: list[Result], conv: str | None) ->
     if s.get("details"):
         parts.append("<p><b>Findings</b> (the value's worst first, then each gradient's):</p><ul>"
                      + "".join(f"<li><code>{_e(d)}</code></li>" for d in s["details"]) + "</ul>")
+    parts.append(_more(s))
     if w is not None:
         parts.append(f"<p><b>Worst input</b> (case <code>{_e(w.case)}</code>, {_e(w.quantity)}):</p>"
                      f"<pre>{_e(w.detail)}</pre>")
