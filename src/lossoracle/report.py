@@ -87,7 +87,7 @@ class Result:
     well_conditioned_grade: str | None = None  # worst grade where c ≤ 4·|f|
     tags: list[str] = field(default_factory=list)
     convention: str | None = None
-    points: dict[str, Any] | None = None  # per-element errors kept for the HTML plots (lossoracle.plots)
+    points: dict[str, Any] | None = field(default=None, repr=False)  # kept for the HTML plots (lossoracle.plots)
 
     @property
     def scored(self) -> bool:
