@@ -17,20 +17,23 @@ import html
 from collections import defaultdict
 from typing import Any
 
-from .report import VERDICTS, Report, Result, worst_row
+from .report import VERDICTS, Report, Result, _shown_verdict, _xfail_line, worst_row
 
 __all__ = ["render", "FILTERS", "PLOTTED"]
 
 FILTERS = ("loss", "implementation", "dtype", "verdict")
 PLOTTED = ("tail", "deviates", "error", "timeout", "crashed")  # the non-conforming verdicts that get a section
-FINDING_CHARS = 160  # the table shows the start of a cell's first finding
+FINDING_CHARS = 110  # the table shows the start of a cell's first finding
 COLUMNS = ("loss", "implementation", "device", "dtype", "verdict", "grade", "value_ulp", "value_uc", "grad_ulp",
            "grad_uc", "cases", "unsupported")
+
+KNOWN = set(COLUMNS) | {"details", "detail", "convention", "findings", "xfail"}  # fields laid out by name
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1em 2em;color:#222}
 table{border-collapse:collapse;font-size:13px}
-td,th{padding:2px 6px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
+td,th{padding:2px 6px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top;white-space:nowrap}
+div.scroll{overflow-x:auto}
 td.num{font-family:monospace;text-align:right}
 th{position:sticky;top:0;background:#f4f4f4}
 .v-conforms{background:#e4f5e4}.v-tail{background:#fff6d6}
@@ -40,7 +43,7 @@ section.cell{border:1px solid #ccc;border-radius:4px;margin:1.2em 0;padding:.3em
 section.cell h3{margin:.4em 0}
 code,pre{font-family:monospace;font-size:12px}
 pre{white-space:pre-wrap;background:#f6f6f6;padding:.4em;border-radius:3px}
-.detail{min-width:28em;max-width:50em;font-size:12px}
+td.detail{min-width:36em;max-width:50em;font-size:12px;white-space:normal}
 form#filters{margin:.5em 0}form#filters label{margin-right:1em}
 img.plot{max-width:100%;height:auto}
 """
@@ -97,9 +100,9 @@ def _convention(summary: dict[str, Any], rows: list[Result]) -> str | None:
 
 
 def _more(s: dict[str, Any]) -> str:
-    """Summary fields this page does not lay out itself (e.g. findings per tag), as a definition list."""
-    known = set(COLUMNS) | {"details", "detail", "convention"}
-    items = [(k, v) for k, v in s.items() if k not in known and v not in (None, "", [], {}, ())]
+    """Summary fields this page does not lay out itself (the tags of the cell's cases, and whatever a
+    later report adds), as a definition list."""
+    items = [(k, v) for k, v in s.items() if k not in KNOWN and v not in (None, "", [], {}, ())]
     if not items:
         return ""
     body = []
@@ -112,21 +115,47 @@ def _more(s: dict[str, Any]) -> str:
     return f"<dl>{''.join(body)}</dl>"
 
 
+def _flat(v: Any) -> bool:
+    """A value for a table cell: a scalar, or a list of scalars."""
+    scalar = (str, int, float, type(None))
+    return isinstance(v, scalar) or (isinstance(v, (list, tuple)) and all(isinstance(x, scalar) for x in v))
+
+
+def _findings(s: dict[str, Any]) -> str:
+    """The cell's findings by the tags of their cases (ordinary inputs first), each with its reproducer."""
+    found = s.get("findings")
+    if not found:
+        lines = s.get("details") or []
+        return ("<p><b>Findings:</b></p><ul>" + "".join(f"<li><code>{_e(d)}</code></li>" for d in lines)
+                + "</ul>") if lines else ""
+    items = []
+    for f in found:
+        tags = ", ".join(f.get("tags") or ())
+        line = f.get("detail", "")
+        if f.get("slot") == "failed":
+            line = f"{f.get('verdict')}: {line}"
+        elif f.get("slot") == "raises":
+            line = f"bad input {f.get('case')}: {line}"
+        repro = f"<br>reproduce: <code>{_e(f['reproduce'])}</code>" if f.get("reproduce") else ""
+        items.append(f"<li><b>[{_e(tags)}]</b> <code>{_e(line)}</code>{repro}</li>")
+    return ("<p><b>Findings</b> by the tags of their cases (ordinary inputs first; in each, the value's worst, "
+            "then each gradient's):</p><ul>" + "".join(items) + "</ul>")
+
+
 def _cell_attrs(s: dict[str, Any]) -> str:
     return " ".join(f'data-{k}="{_e(s[k])}"' for k in FILTERS) + " data-cell"
 
 
 def _table(summaries: list[dict[str, Any]], conventions: list[str | None], sections: dict[int, bool]) -> str:
-    extra = [k for k in summaries[0] if k not in COLUMNS and k not in ("details", "detail", "convention")
-             and all(isinstance(s.get(k), (str, int, float, list, tuple, type(None))) for s in summaries)] \
-        if summaries else []
+    extra = [k for k in summaries[0] if k not in KNOWN and all(_flat(s.get(k)) for s in summaries)] if summaries else []
     cols = list(COLUMNS) + extra + ["convention", "finding"]
     head = "".join(f"<th>{_e(c)}</th>" for c in cols)
     body = []
     for i, (s, conv) in enumerate(zip(summaries, conventions)):
         cells = []
         for c in cols:
-            v = _text(conv if c == "convention" else s.get("detail") if c == "finding" else s.get(c))
+            v = _text(conv if c == "convention" else s.get("detail") if c == "finding" else
+                      _shown_verdict(s) if c == "verdict" else s.get(c))
             if c == "finding" and len(v) > FINDING_CHARS:  # the whole line is in the cell's section
                 v = v[:FINDING_CHARS] + " …"
             text = _e(v)
@@ -136,8 +165,8 @@ def _table(summaries: list[dict[str, Any]], conventions: list[str | None], secti
                 ' class="detail"' if c == "finding" else ""
             cells.append(f"<td{cls}>{text}</td>")
         body.append(f'<tr id="row-{i}" class="v-{_e(s["verdict"])}" {_cell_attrs(s)}>{"".join(cells)}</tr>')
-    return (f'<table id="cells"><thead><tr>{head}</tr></thead><tbody>\n' + "\n".join(body)
-            + "\n</tbody></table>")
+    return (f'<div class="scroll"><table id="cells"><thead><tr>{head}</tr></thead><tbody>\n' + "\n".join(body)
+            + "\n</tbody></table></div>")
 
 
 def _filters(summaries: list[dict[str, Any]]) -> str:
@@ -175,9 +204,9 @@ def _section(i: int, s: dict[str, Any], rows: list[Result], conv: str | None) ->
              f"<h3>{_e(s['loss'])} · <code>{_e(s['implementation'])}</code> · {_e(s['device'])} · "
              f"{_e(s['dtype'])} — {_e(s['verdict'])} ({_e(s['grade'])})</h3>",
              f"<p><b>Convention found:</b> {_e(conv) if conv else 'none reported'}</p>"]
-    if s.get("details"):
-        parts.append("<p><b>Findings</b> (the value's worst first, then each gradient's):</p><ul>"
-                     + "".join(f"<li><code>{_e(d)}</code></li>" for d in s["details"]) + "</ul>")
+    if s.get("xfail"):
+        parts.append(f"<p><b>Expected failure:</b> {_e(_xfail_line(s))}</p>")
+    parts.append(_findings(s))
     parts.append(_more(s))
     if w is not None:
         parts.append(f"<p><b>Worst input</b> (case <code>{_e(w.case)}</code>, {_e(w.quantity)}):</p>"
