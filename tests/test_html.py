@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -332,3 +333,19 @@ def test_convention_and_fields_the_page_does_not_know_are_shown(monkeypatch):
     for r in rows:
         monkeypatch.setattr(r, "convention", "log_floor=-100")
     assert "<b>Convention found:</b> log_floor=-100" in report.to_html()
+
+
+def test_findings_by_tag_and_an_expected_failure_are_shown():
+    from lossoracle.report import Report
+
+    report = _report()
+    key = next(s for s in report.summary() if s["implementation"] == "mutants.clipped_bce")
+    key = (key["loss"], key["implementation"], key["device"], key["dtype"])
+    entry = {"status": "xfail", "verdict": "deviates", "reason": "clipped on purpose"}
+    text = Report(report.results, report.meta, {key: entry}).to_html()
+    section = text[text.index(f'data-dtype="{key[3]}" data-verdict="deviates" data-cell>\n<h3>'):]
+    section = section[:section.index("</section>")]
+    assert "<b>Expected failure:</b> xfail (expected deviates): clipped on purpose" in section
+    assert re.search(r"<li><b>\[[a-z_, ]+\]</b> <code>(value|grad:)", section)  # findings grouped by tag
+    assert "reproduce: <code>lossoracle check --impl " in section
+    assert ">xfail:deviates<" in text  # the table shows the verdict as the terminal does
