@@ -438,22 +438,27 @@ def figure_png(panels: Sequence[Panel], title: str) -> bytes:
         seen.update(np.unique(grades).tolist())
         order = np.lexsort((np.nan_to_num(pts["ulp"][keep], posinf=1e308),
                             np.nan_to_num(pts["uc"][keep], nan=np.inf, posinf=1e308), grades))
-        for ax, key, bound, name in ((row[0], "ulp", p.budget, "ULP budget"), (row[1], "uc", p.k, "k")):
+        for ax, key, bound, name in ((row[0], "ulp", p.budget, "error in ULP; budget"),
+                                     (row[1], "uc", p.k, "error / (u·c); k =")):
             x, inf_x = _x_axis(ax, pts["x"][keep])
             y, hi, bad, low = _y_axis(pts[key][keep], FLOORS[key])
             colours = [COLOURS[GRADES[g]] for g in grades]
             ax.scatter(x[~bad], y[~bad], s=12, c=[c for c, b in zip(colours, bad) if not b], edgecolors="none")
             if bad.any():
-                ax.scatter(x[bad], y[bad], s=36, c=[c for c, b in zip(colours, bad) if b], marker="x",
-                           label="NaN/inf mismatch")
-            ax.axhline(bound[0], color="k", ls="--", lw=1, label=f"{name} {bound[0]:.3g}")
+                ax.scatter(x[bad], y[bad], s=36, c=[c for c, b in zip(colours, bad) if b], marker="x")
+            ax.axhline(bound[0], color="k", ls="--", lw=1)
+            with_n = ""
             if bound[1] > bound[0]:
-                ax.axhline(bound[1], color="k", ls=":", lw=1, label=f"{name} + log2 n: {bound[1]:.3g}")
+                ax.axhline(bound[1], color="k", ls=":", lw=1)
+                with_n = f" (+ log2 n: ≤ {bound[1]:.3g})"
             if order.size:
                 w = order[-1]
+                ax.scatter([x[w]], [y[w]], s=110, facecolors="none", edgecolors="k", lw=1.4)
                 case = p.cases[pts["row"][keep][w]] if len(p.cases) else ""
-                ax.scatter([x[w]], [y[w]], s=110, facecolors="none", edgecolors="k", lw=1.4,
-                           label=f"worst ({case})" if case else "worst")
+                if case:  # named on the side with more room
+                    right = x[w] > np.median(x)
+                    ax.annotate(case, (x[w], y[w]), xytext=(-10 if right else 10, -3), textcoords="offset points",
+                                fontsize=7, ha="right" if right else "left", va="top")
             ax.set_yscale("log")
             ax.yaxis.set_major_locator(LogLocator(numticks=7))
             ax.yaxis.set_minor_locator(NullLocator())  # minor ticks over hundreds of decades cost seconds
@@ -461,18 +466,21 @@ def figure_png(panels: Sequence[Panel], title: str) -> bytes:
             ax.xaxis.set_major_formatter(FuncFormatter(_tick))
             ax.yaxis.set_major_formatter(FuncFormatter(_tick))
             ax.set_ylim(FLOORS[key] / 3, max(hi, bound[1] * 10) * 3)
-            ax.set_title(f"{p.quantity}: {'error in ULP' if key == 'ulp' else 'error / (u·c)'}", fontsize=9)
+            # an explicit y: matplotlib otherwise measures every tick label to place the title
+            ax.set_title(f"{p.quantity}: {name} {bound[0]:.3g}{with_n}", fontsize=9, y=1.0, pad=4)
             notes = ["±inf at the ends"] * bool(inf_x.any()) + [f"≤ {FLOORS[key]:g} at the bottom"] * bool(low.any())
             if (~keep).any():
                 notes.append(f"{int((~keep).sum())} not placed")
             ax.set_xlabel(p.label + (f"\n({'; '.join(notes)})" if notes else ""), fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(True, which="major", alpha=0.3)
-            ax.legend(fontsize=6, loc="lower left", framealpha=0.7)
     handles = [Line2D([], [], ls="", marker="o", color=COLOURS[GRADES[g]], label=GRADES[g]) for g in sorted(seen)]
-    if handles:
-        fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.32 / height), ncol=len(handles),
-                   fontsize=7, frameon=False)
+    handles += [Line2D([], [], ls="", marker="x", color="k", label="NaN/inf mismatch"),
+                Line2D([], [], ls="", marker="o", mfc="none", mec="k", ms=9, label="worst (its case)"),
+                Line2D([], [], ls="--", color="k", lw=1, label="ULP budget / k"),
+                Line2D([], [], ls=":", color="k", lw=1, label="with log2 n of a sum")]
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.32 / height), ncol=len(handles),
+               fontsize=7, frameon=False)
     return _png(fig)
 
 
