@@ -229,18 +229,14 @@ def render(report: Report) -> str:
     cell_rows = [groups[(s["loss"], s["implementation"], s["device"], s["dtype"])] for s in summaries]
     conventions = [_convention(s, rows) for s, rows in zip(summaries, cell_rows)]
     sections = {i: True for i, s in enumerate(summaries) if s["verdict"] in PLOTTED}
-    counts: dict[str, int] = defaultdict(int)
-    for s in summaries:
-        counts[s["verdict"]] += 1
-    tally = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts[v])
     env = report.meta.get("environment") or {}
     env_text = ", ".join(f"{k} {v}" for k, v in env.items())
     body = [f"<h1>lossoracle conformance report</h1><p>lossoracle {_e(__version__)}"
             + (f" · {_e(env_text)}" if env_text else "") + "</p>",
-            f"<p><b>{len(summaries)} cells</b> (loss × implementation × device × dtype): {_e(tally or 'none')}. "
-            "value_uc / grad_uc: the worst error in units of the conditioning bound u·c (stable ⟺ ≤ k = 8 + "
-            "log2 n). Each cell that does not conform has a section below, with a plot of every element's "
-            "error against the input.</p>",
+            f'<p class="paragraph">{_e(report.paragraph(summaries))}</p>',
+            "<p>One row per loss × implementation × device × dtype. value_uc / grad_uc: the worst error in units "
+            "of the conditioning bound u·c (stable ⟺ ≤ k = 8 + log2 n). Each cell that does not conform has a "
+            "section below, with a plot of every element's error against the input.</p>",
             _filters(summaries), _table(summaries, conventions, sections)]
     if sections:
         body.append(f"<h2>Cells that do not conform ({len(sections)})</h2>")
