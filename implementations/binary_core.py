@@ -126,21 +126,24 @@ def bce(p: Array, y: Array, w: Array | None = None, *, dd: bool = False) -> Arra
     return xp.where(inside, _dd_bce(ps, ys, w), plain)
 
 
-def bce_grads(g: Array, w: Array | None, p: Array, y: Array, *, dd: bool = False) -> tuple[Array, Array]:
-    """``g·w·∂ℓ/∂p`` and ``g·w·∂ℓ/∂y`` (``g``: each element's cotangent)."""
+def bce_grads(g: Array, w: Array | None, p: Array, y: Array, *, dd: bool = False,
+              want_y: bool = True) -> tuple[Array, Array | None]:
+    """``g·w·∂ℓ/∂p`` and ``g·w·∂ℓ/∂y`` (``g``: each element's cotangent; None without ``want_y``)."""
     xp = _xp(p)
     interior = (p > 0) & (p < 1)
     # the ratio before the cotangent: a·(p − y) could underflow for subnormal p and y
     dp = xp.where(interior, (p - y) / (p * (1 - p)), _div0(1 - y, 1 - p) - _div0(y, p))
-    neg_logit = xp.where(abs(p - 0.5) <= 0.25, xp.log1p((1 - 2 * p) / p), log1m(p) - xp.log(p))
     # the weight last: g·(∂ℓ) is in the normal range, so a tiny weight rounds once, not twice
-    gp, gy = _weighted(w, mul0(g, dp)), _weighted(w, mul0(g, _nan_like(y, neg_logit)))
+    gp, gy = _weighted(w, mul0(g, dp)), None
+    if want_y:
+        neg_logit = xp.where(abs(p - 0.5) <= 0.25, xp.log1p((1 - 2 * p) / p), log1m(p) - xp.log(p))
+        gy = _weighted(w, mul0(g, _nan_like(y, neg_logit)))
     lanes = _bce_double(dd, p, y, _DD_TINY)
     if lanes is None:
         return gp, gy
     inside, ps, ys = lanes
     dgp, dgy = _dd_bce_grads(g, w, ps, ys)
-    return xp.where(inside, dgp, gp), xp.where(inside, dgy, gy)
+    return xp.where(inside, dgp, gp), (xp.where(inside, dgy, gy) if want_y else None)
 
 
 def _exp_neg_abs(x: Array) -> Array:
@@ -177,7 +180,7 @@ def bce_logits(x: Array, y: Array, w: Array | None = None, pw: Array | None = No
 
 
 def bce_logits_grads(g: Array, w: Array | None, x: Array, y: Array, pw: Array | None, *,
-                     dd: bool = False) -> tuple[Array, Array]:
+                     dd: bool = False, want_y: bool = True) -> tuple[Array, Array | None]:
     """``g·w·[(1 − y)σ(x) − pw·y·σ(−x)]`` and ``g·w·[pw·softplus(−x) − softplus(x)]`` (``−g·w·x``
     where ``pw = 1``)."""
     xp = _xp(x)
@@ -191,6 +194,12 @@ def bce_logits_grads(g: Array, w: Array | None, x: Array, y: Array, pw: Array | 
     # the weight last: g·(∂ℓ) is in the normal range, so a tiny weight rounds once, not twice
     pos = mul0(y, sm) if pw is None else mul0(pw, mul0(y, sm))  # pw last: pw·y may be subnormal
     gx = _weighted(w, mul0(g, xp.where(abs(x) < 0.25, near0, mul0(c, s) - pos)))
+    if not want_y:
+        lanes = _double(dd, x, y)
+        if lanes is None:
+            return gx, None
+        ok, (xs, ys) = lanes
+        return xp.where(ok, _dd_bce_logits_grads(g, w, xs, ys, pw)[0], gx), None
     if pw is None:
         dy = -x
     else:  # softplus(|x|) = |x| + softplus(−|x|) split off: exactly −x at pw = 1, |x| never cancels itself
