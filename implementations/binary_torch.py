@@ -46,17 +46,26 @@ def _lean_bce_grads(a: Tensor, p: Tensor, y: Tensor, _pw: None, want_y: bool) ->
     return a * ((p - y) / (p * (1 - p))), (a * (torch.log1p(-p) - torch.log(p)) if want_y else None)
 
 
+def _log1p_exp_neg_abs(x: Tensor) -> Tensor:
+    return x.abs().neg_().exp_().log1p_()
+
+
 def _softplus_pair(x: Tensor) -> tuple[Tensor, Tensor]:
-    """``(softplus(x), softplus(−x))`` as :func:`binary_core.softplus_pair` (``relu``: no scalar ``where``)."""
-    lg = torch.log1p(torch.exp(-x.abs()))
-    return lg + torch.relu(x), lg + torch.relu(-x)
+    """``(softplus(x), softplus(−x))`` as :func:`binary_core.softplus_pair` (``relu``: no ``where``)."""
+    lg = _log1p_exp_neg_abs(x)
+    return lg + torch.relu(x), lg.add_(torch.relu(-x))
 
 
 def _lean_bce_logits(x: Tensor, y: Tensor, w: Tensor | None, pw: Tensor | None) -> Tensor:
-    """``w·[pw·y·softplus(−x) + (1 − y)·softplus(x)]``."""
-    sp, sn = _softplus_pair(x)
-    v = (y * sn if pw is None else pw * (y * sn)) + (1 - y) * sp
-    return v if w is None else w * v
+    """``w·[pw·y·softplus(−x) + (1 − y)·softplus(x)]``; without ``pw``, ``(max(x, 0) − y·x) +
+    log1p(e^{−|x|})``, two non-negative terms (the first exact where y ∈ {0, 1}; where it cancels,
+    ``|y·x|`` is bounded by the condition number)."""
+    if pw is None:
+        v = torch.relu(x).sub_(y * x).add_(_log1p_exp_neg_abs(x))
+    else:
+        sp, sn = _softplus_pair(x)
+        v = (pw * (y * sn)).add_((1 - y) * sp)
+    return v if w is None else v.mul_(w)
 
 
 def _lean_bce_logits_grads(a: Tensor, x: Tensor, y: Tensor, pw: Tensor | None,
@@ -64,7 +73,7 @@ def _lean_bce_logits_grads(a: Tensor, x: Tensor, y: Tensor, pw: Tensor | None,
     """``a·[(1 − y)σ(x) − pw·y·σ(−x)]`` (not ``σ(x) − y``, which cancels for hard targets) and
     ``−a·x`` (``a·[pw·softplus(−x) − softplus(x)]``), ``a`` the cotangent times the weight."""
     d = y if pw is None else pw * y
-    gx = a * ((1 - y) * torch.sigmoid(x) - d * torch.sigmoid(-x))
+    gx = ((1 - y) * torch.sigmoid(x)).sub_(d * torch.sigmoid(-x)).mul_(a)
     if pw is None or not want_y:
         return gx, (-a * x if want_y else None)
     sp, sn = _softplus_pair(x)
