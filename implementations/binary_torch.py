@@ -71,9 +71,18 @@ def _lean_bce_logits(x: Tensor, y: Tensor, w: Tensor | None, pw: Tensor | None) 
 def _lean_bce_logits_grads(a: Tensor, x: Tensor, y: Tensor, pw: Tensor | None,
                           want_y: bool) -> tuple[Tensor, Tensor | None]:
     """``a·[(1 − y)σ(x) − pw·y·σ(−x)]`` (not ``σ(x) − y``, which cancels for hard targets) and
-    ``−a·x`` (``a·[pw·softplus(−x) − softplus(x)]``), ``a`` the cotangent times the weight."""
-    d = y if pw is None else pw * y
-    gx = ((1 - y) * torch.sigmoid(x)).sub_(d * torch.sigmoid(-x)).mul_(a)
+    ``−a·x`` (``a·[pw·softplus(−x) − softplus(x)]``), ``a`` the cotangent times the weight.
+    For ``|x| < 1/4`` the sigmoids cancel against each other (soft targets): there, as in
+    :func:`binary_core.bce_logits_grads`, ``((c − d) + m·s)/(2 + m)`` with ``m = expm1(−|x|)``,
+    ``s = −d`` (x ≥ 0) or ``c`` (x < 0), selected arithmetically (both forms are finite; cheaper
+    than ``where``)."""
+    c, d = 1 - y, (y if pw is None else pw * y)
+    far = (c * torch.sigmoid(x)).sub_(d * torch.sigmoid(-x))
+    m = torch.expm1(-x.abs())
+    s = (x < 0).to(x.dtype).mul_(c + d).sub_(d)
+    near = (c - d).addcmul_(m, s).div_(m.add_(2))
+    k = (x.abs() < 0.25).to(x.dtype)
+    gx = far.mul_(1 - k).addcmul_(near, k).mul_(a)  # exactly near or far: a product with 0 or 1, a sum with 0
     if pw is None or not want_y:
         return gx, (-a * x if want_y else None)
     sp, sn = _softplus_pair(x)

@@ -73,7 +73,9 @@ class _EntropyFn(torch.autograd.Function):
         ctx.save_for_backward(p)
         ctx.dim = dim
         precise = _precise(p)
-        (h,) = _row_map(lambda r: core.entropy(r, precise), (p.dtype,), _rows(p, dim), reduce=True)
+        # narrow dtypes: entr is core.entropy's plain formula (0 at p = 0) in one pass
+        row_entropy = (lambda r: core.entropy(r, True)) if precise else (lambda r: torch.special.entr(r).sum(-1))
+        (h,) = _row_map(row_entropy, (p.dtype,), _rows(p, dim), reduce=True)
         return _unrows(h, p, dim, True)
 
     @staticmethod
@@ -100,6 +102,16 @@ def _divisor(reduction: str, shape: tuple[int, ...]) -> float | None:
     return None
 
 
+def _kl_div_sum(x: torch.Tensor, t: torch.Tensor, log_target: bool) -> torch.Tensor:
+    """The float64 sum of the plain terms (narrow dtypes): ``xlogy(t, t) − t·x`` where that is
+    finite, else (an edge: ``t = 0`` against ``x = −∞``, infinities, NaN) :func:`information_core.kl_div`."""
+    if not log_target:
+        total = (torch.xlogy(t, t) - t * x).sum()
+        if torch.isfinite(total):
+            return total
+    return core.kl_div(x, t, log_target, None, True, False)
+
+
 class _KLDivFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, t: torch.Tensor, reduction: str, log_target: bool) -> torch.Tensor:
@@ -118,7 +130,7 @@ class _KLDivFn(torch.autograd.Function):
             return core.kl_div(xf.to(_F64), tf.to(_F64), log_target, divisor, True, True).to(dtype)
         total = torch.zeros((), dtype=_F64, device=x.device)
         for sl in _blocks(xf.numel(), 1, x.device):
-            total += core.kl_div(xf[sl].to(_F64), tf[sl].to(_F64), log_target, None, True, False)
+            total += _kl_div_sum(xf[sl].to(_F64), tf[sl].to(_F64), log_target)
         if divisor is not None:
             total = total / divisor if divisor else total * float("nan")  # an empty mean: 0/0
         return total.to(dtype)
