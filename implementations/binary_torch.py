@@ -85,8 +85,13 @@ def _lean_bce_logits_grads(a: Tensor, x: Tensor, y: Tensor, pw: Tensor | None,
     gx = far.mul_(1 - k).addcmul_(near, k).mul_(a)  # exactly near or far: a product with 0 or 1, a sum with 0
     if pw is None or not want_y:
         return gx, (-a * x if want_y else None)
+    # as binary_core: (pw − 1)·softplus(−x) − x (x ≥ 0) or (pw − 1)·softplus(x) − pw·x, |x| never
+    # cancelling against itself (exactly −x at pw = 1); the branches selected arithmetically
     sp, sn = _softplus_pair(x)
-    return gx, a * (pw * sn - sp)
+    pos = (x >= 0).to(x.dtype)
+    q = sn.mul_(pos).addcmul_(sp, 1 - pos)
+    r = (1 - pos).mul_(pw).add_(pos).mul_(-x)
+    return gx, q.mul_(pw - 1).add_(r).mul_(a)
 
 
 def _kernel(fn, guard: bool, *args: Tensor | None, **kw):
