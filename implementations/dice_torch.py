@@ -31,7 +31,7 @@ from . import dice_core as core
 _F64 = torch.float64
 _COMPILE_MIN_NUMEL = 1 << 20
 _COMPILE_MAX_CLASSES = 16  # the classes are unrolled in the fused loop
-_COMPILE_MAX_VARIANTS = 8  # (activation, labels, gradients wanted, dtype): each a recompile; beyond, eager
+_COMPILE_MAX_VARIANTS = 8  # (classes, activation, labels, gradients wanted, dtypes): each a recompile; beyond, eager
 _COMPILE = {"on": os.environ.get("LOSSORACLE_COMPILE", "1") != "0"}
 # Inductor otherwise stores the per-class exponentials of a position as full-size float64 buffers (they have
 # many readers); recomputing them inside the one loop is far cheaper than the memory traffic.
@@ -230,7 +230,8 @@ def _compiled_call(fn: Callable, variant: tuple, *args):
 def _fused_stats(x: torch.Tensor, t: torch.Tensor, prm: core.Params, soft: bool) -> dict | None:
     if not _fusable(x, prm):
         return None
-    out = _compiled_call(_sums_kernel, (_sums_kernel, prm.activation, soft, prm.pooled, x.dtype, t.dtype),
+    out = _compiled_call(_sums_kernel, (_sums_kernel, x.shape[1], prm.activation, soft, prm.pooled, x.dtype,
+                                         t.dtype),
                          x, t, prm.activation, soft, prm.ignore_index, prm.pooled)
     return None if out is None else core.finish(out, prm)
 
@@ -242,7 +243,8 @@ def _fused_grads(x, t, w, stats: dict, prm: core.Params, grad: torch.Tensor, sof
     a = core.cotangent(grad.to(_F64), r, None if w is None else w.to(_F64), prm)
     cI, cFP, cFN, _ = core.coefficients(r, a, prm)
     coef = torch.stack([cI - cFN, cFP, cI - cFP, cFN]).expand(4, x.shape[0], x.shape[1])
-    return _compiled_call(_grads_kernel, (_grads_kernel, prm.activation, soft, want_target, x.dtype, t.dtype),
+    return _compiled_call(_grads_kernel, (_grads_kernel, x.shape[1], prm.activation, soft, want_target, x.dtype,
+                                          t.dtype),
                           x, t, coef, prm.activation, soft, prm.ignore_index, want_target)
 
 
