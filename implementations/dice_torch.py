@@ -252,7 +252,7 @@ class _DiceFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, t, w, prm, soft):
         op = _Operands(x, t, w, soft)
-        stats = _fused_stats(op.x, op.t, prm, soft)
+        stats = None if op.ld else _fused_stats(op.x, op.t, prm, soft)
         if stats is None:
             stats = _stats(op, prm)
         ctx.save_for_backward(x, t, w)
