@@ -242,10 +242,12 @@ def _fused_grads(x, t, w, stats: dict, prm: core.Params, grad: torch.Tensor, sof
     r = core.ratios(stats, prm)
     a = core.cotangent(grad.to(_F64), r, None if w is None else w.to(_F64), prm)
     cI, cFP, cFN, _ = core.coefficients(r, a, prm)
-    coef = torch.stack([cI - cFN, cFP, cI - cFP, cFN]).expand(4, x.shape[0], x.shape[1])
-    return _compiled_call(_grads_kernel, (_grads_kernel, x.shape[1], prm.activation, soft, want_target, x.dtype,
-                                          t.dtype),
-                          x, t, coef, prm.activation, soft, prm.ignore_index, want_target)
+    N, C = x.shape[:2]
+    coef = torch.stack([cI - cFN, cFP, cI - cFP, cFN]).expand(4, N, C)
+    x3, t3 = x.reshape(N, C, -1), (t.reshape(N, C, -1) if soft else t.reshape(N, -1))  # one rank: one kernel
+    out = _compiled_call(_grads_kernel, (_grads_kernel, C, prm.activation, soft, want_target, x.dtype, t.dtype),
+                         x3, t3, coef, prm.activation, soft, prm.ignore_index, want_target)
+    return None if out is None else (out[0].reshape(x.shape), None if out[1] is None else out[1].reshape(t.shape))
 
 
 class _DiceFn(torch.autograd.Function):
