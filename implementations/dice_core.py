@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .doubledouble import xp as namespace
 from .validation import REDUCTIONS, is_floating, require_floating, require_range, require_reduction
 
 Array = Any  # numpy.ndarray or torch.Tensor
@@ -50,44 +51,6 @@ class Params:
     @property
     def pooled(self) -> bool:
         return self.kind == "generalized_dice"
-
-
-class Ops:
-    """The few array operations that differ between NumPy and torch."""
-
-    def __init__(self, like: Array) -> None:
-        self.np = isinstance(like, np.ndarray)
-        if not self.np:
-            import torch
-
-            self.torch = torch
-
-    def where(self, c, a, b):
-        return np.where(c, a, b) if self.np else self.torch.where(c, a, b)
-
-    def exp(self, a):
-        return np.exp(a) if self.np else self.torch.exp(a)
-
-    def amax(self, a, dim):
-        return a.max(axis=dim, keepdims=True) if self.np else a.amax(dim, keepdim=True)
-
-    def arange(self, n, like):
-        return np.arange(n) if self.np else self.torch.arange(n, device=like.device)
-
-    def cast(self, a, like):
-        return a.astype(like.dtype) if self.np else a.to(like.dtype)
-
-    def zeros(self, shape, like):
-        return np.zeros(shape, dtype=like.dtype) if self.np else self.torch.zeros(shape, dtype=like.dtype,
-                                                                                    device=like.device)
-
-    def isinf(self, a):
-        return np.isinf(a) if self.np else self.torch.isinf(a)
-
-    def scalar(self, v, like):
-        """A 0-d array of ``like``'s dtype holding the Python number ``v``."""
-        return np.asarray(v, dtype=like.dtype) if self.np else self.torch.tensor(v, dtype=like.dtype,
-                                                                                 device=like.device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -172,28 +135,37 @@ class Prepared:
     live: Array | None = None  # class indices with ignored positions: 1 at the live ones (N, 1, S)
 
 
-def _mask(b: Array, like: Array, ops: Ops) -> Array:
-    return ops.cast(b, like)
+def _mask(b: Array, like: Array) -> Array:
+    """A boolean array as exact 0/1 values of ``like``'s dtype."""
+    return b.astype(like.dtype) if isinstance(b, np.ndarray) else b.to(like.dtype)
+
+
+def _amax(a: Array, axis: int) -> Array:
+    return a.max(axis, keepdims=True) if isinstance(a, np.ndarray) else a.amax(axis, keepdim=True)
+
+
+def _arange(n: int, like: Array) -> Array:
+    return np.arange(n) if isinstance(like, np.ndarray) else namespace(like).arange(n, device=like.device)
 
 
 def prepare(x: Array, target: Array, soft: bool, prm: Params) -> Prepared:
     """Activation and labels. ``x`` (N, C, S) in the compute dtype; ``target`` (N, C, S) of that dtype
     or class indices (N, S)."""
-    ops = Ops(x)
+    xp = namespace(x)
     top = k = None
     if prm.activation == "none":
         p, q = x, 1 - x
     elif prm.activation == "sigmoid":
-        e = ops.exp(-abs(x))
+        e = xp.exp(-abs(x))
         big = 1 / (1 + e)
         small = e * big
-        pos = _mask(x >= 0, x, ops)
+        pos = _mask(x >= 0, x)
         p, q = pos * big + (1 - pos) * small, pos * small + (1 - pos) * big
     else:
-        m = ops.amax(x, 1)
-        top = _mask(x == m, x, ops)  # the class(es) at the maximum: e = 1 exactly there
+        m = _amax(x, 1)
+        top = _mask(x == m, x)  # the class(es) at the maximum: e = 1 exactly there
         k = top.sum(1)[:, None, :]
-        e = ops.exp(x - m)
+        e = xp.exp(x - m)
         rest = (e - e * top).sum(1)[:, None, :]  # Σ of the other classes: ≥ 0, no cancellation
         s = rest + k
         p = e / s
@@ -201,34 +173,39 @@ def prepare(x: Array, target: Array, soft: bool, prm: Params) -> Prepared:
     if soft:
         return Prepared(p, q, target, 1 - target, top, k)
     C = x.shape[1]
-    y = _mask(target[:, None, :] == ops.arange(C, x)[None, :, None], x, ops)
+    y = _mask(target[:, None, :] == _arange(C, x)[None, :, None], x)
     ny = 1 - y
     live = None
     if prm.ignore_index is not None:
         alive = target != prm.ignore_index
         if not bool(alive.all()):
-            live = _mask(alive[:, None, :], x, ops)
+            live = _mask(alive[:, None, :], x)
             y, ny = y * live, ny * live
     return Prepared(p, q, y, ny, top, k, live)
 
 
-def _diff(pr: Prepared, ops: Ops) -> Array:
+def _diff(pr: Prepared) -> Array:
     """``p − y``, as ``(1 − y) − (1 − p)`` where ``y ≥ ½`` (``−(1 − p)`` for a one-hot 1; 0 off the live
     positions of class-index targets)."""
-    hi = _mask(pr.y >= 0.5, pr.p, ops)
+    hi = _mask(pr.y >= 0.5, pr.p)
     d = hi * (pr.ny - pr.q) + (1 - hi) * (pr.p - pr.y)
     return d if pr.live is None else d * pr.live
 
 
 def stats(pr: Prepared, prm: Params) -> dict[str, Array]:
-    """Sums over the positions of every (sample, class), then over the batch with ``batch``: shape (G, C)."""
-    ops = Ops(pr.p)
+    """Sums over the positions of every (sample, class): shape (N, C) (see :func:`finish`)."""
     out = {"I": (pr.p * pr.y).sum(-1), "FP": (pr.p * pr.ny).sum(-1), "FN": (pr.q * pr.y).sum(-1)}
     if prm.pooled:
         out["G"] = pr.y.sum(-1)
     if prm.squared:
-        d = _diff(pr, ops)
+        d = _diff(pr)
         out["M"] = (d * d).sum(-1)
+    return out
+
+
+def finish(out: dict[str, Array], prm: Params) -> dict[str, Array]:
+    """The (N, C) sums of :func:`stats` summed over the batch with ``batch``, ``M = FP + FN`` unless
+    squared, the background class dropped unless included: shape (G, C′)."""
     if prm.batch:
         out = {k: v.sum(0)[None] for k, v in out.items()}
     if not prm.squared:
@@ -246,14 +223,14 @@ def add_stats(a: dict[str, Array] | None, b: dict[str, Array]) -> dict[str, Arra
 def gdl_weights(G: Array, w_type: str) -> Array:
     """``1/G²`` (``1/G``, 1) per (group, class); an absent class takes its group's largest finite weight
     (0 if none) — MONAI's rule."""
-    ops = Ops(G)
+    xp = namespace(G)
     if w_type == "uniform":
         return G * 0 + 1
     w = 1 / (G * G) if w_type == "square" else 1 / G
-    inf = ops.isinf(w)
-    w = ops.where(inf, 0, w)
-    top = ops.amax(w, 1) if w.shape[1] else w
-    return ops.where(inf, top, w)
+    inf = xp.isinf(w)
+    w = xp.where(inf, 0, w)
+    top = _amax(w, 1) if w.shape[1] else w
+    return xp.where(inf, top, w)
 
 
 @dataclass
@@ -267,9 +244,15 @@ class Ratios:
     w: Array | None  # generalized Dice class weights (G, C′)
 
 
+def _scalar(v: float, like: Array) -> Array:
+    """A 0-d array of ``like``'s dtype holding the Python number ``v``."""
+    if isinstance(like, np.ndarray):
+        return np.asarray(v, dtype=like.dtype)
+    return namespace(like).tensor(v, dtype=like.dtype, device=like.device)
+
+
 def ratios(s: dict[str, Array], prm: Params) -> Ratios:
-    ops = Ops(s["I"])
-    snr, sdr = ops.scalar(prm.smooth_nr, s["I"]), ops.scalar(prm.smooth_dr, s["I"])
+    snr, sdr = _scalar(prm.smooth_nr, s["I"]), _scalar(prm.smooth_dr, s["I"])
     ds = sdr - snr
     w = None
     I, FP, FN, M = s["I"], s["FP"], s["FN"], s["M"]
@@ -328,9 +311,9 @@ def cotangent(grad_output: Array, r: Ratios, weight: Array | None, prm: Params) 
     return a
 
 
-def backward(pr: Prepared, s: dict[str, Array], r: Ratios, a: Array, prm: Params, want_target: bool):
-    """``(∂/∂x, ∂/∂y)`` of ``Σ a·ℓ`` (``∂/∂y`` None unless ``want_target``)."""
-    ops = Ops(pr.p)
+def coefficients(r: Ratios, a: Array, prm: Params) -> tuple[Array, Array, Array, Array]:
+    """``(∂/∂I, ∂/∂FP, ∂/∂FN, ∂/∂M)`` of ``Σ a·ℓ`` per (group, class), shape (G, C) (0 for a dropped
+    background class)."""
     D2 = r.D * r.D
     two = 1 if prm.kind in ("jaccard", "tversky") else 2
     cI = -two * a * r.num / D2
@@ -340,12 +323,17 @@ def backward(pr: Prepared, s: dict[str, Array], r: Ratios, a: Array, prm: Params
     cFP, cFN = (prm.alpha * g, prm.beta * g) if prm.kind == "tversky" else (g, g)
     if not prm.include_background:
         zero = cI[:, :1] * 0
-        cI, cFP, cFN, g = (ops.torch.cat([zero, c], 1) if not ops.np else np.concatenate([zero, c], 1)
-                           for c in (cI, cFP, cFN, g))
-    cI, cFP, cFN, g = (c[..., None] for c in (cI, cFP, cFN, g))  # (G, C, 1) broadcast over positions (and batch)
+        cat = np.concatenate if isinstance(zero, np.ndarray) else namespace(zero).cat
+        cI, cFP, cFN, g = (cat([zero, c], 1) for c in (cI, cFP, cFN, g))
+    return cI, cFP, cFN, g
+
+
+def backward(pr: Prepared, r: Ratios, a: Array, prm: Params, want_target: bool):
+    """``(∂/∂x, ∂/∂y)`` of ``Σ a·ℓ`` (``∂/∂y`` None unless ``want_target``)."""
+    cI, cFP, cFN, g = (c[..., None] for c in coefficients(r, a, prm))  # (G, C, 1): over positions (and batch)
     gy = None
     if prm.squared:
-        d2 = 2 * _diff(pr, ops)
+        d2 = 2 * _diff(pr)
         gp = cI * pr.y + g * d2
         gy = cI * pr.p - g * d2 if want_target else None
     else:
@@ -361,5 +349,5 @@ def backward(pr: Prepared, s: dict[str, Array], r: Ratios, a: Array, prm: Params
     return gp, gy
 
 
-__all__ = ["Params", "ACTIVATIONS", "W_TYPES", "LONG_DOUBLE", "REDUCTIONS", "check", "prepare", "stats", "ratios",
-           "reduce", "elementwise", "cotangent", "backward", "output_shape"]
+__all__ = ["Params", "ACTIVATIONS", "W_TYPES", "LONG_DOUBLE", "REDUCTIONS", "check", "prepare", "stats", "finish",
+           "add_stats", "ratios", "reduce", "elementwise", "cotangent", "coefficients", "backward", "output_shape"]

@@ -30,7 +30,7 @@ class _Call:
         self.w = None if weight is None else weight.astype(ct)
         with np.errstate(all="ignore"):  # 0/0 and inf edges are intended
             self.pr = core.prepare(x, t, self.soft, prm)
-            self.s = core.stats(self.pr, prm)
+            self.s = core.finish(core.stats(self.pr, prm), prm)
             self.r = core.ratios(self.s, prm)
 
     def value(self) -> np.ndarray:
@@ -44,7 +44,7 @@ class _Call:
         g = np.asarray(grad_output).astype(self.r.value.dtype)
         with np.errstate(all="ignore"):
             a = core.cotangent(g, self.r, self.w, prm)
-            gx, gy = core.backward(self.pr, self.s, self.r, a, prm, self.soft and prm.kind != "generalized_dice")
+            gx, gy = core.backward(self.pr, self.r, a, prm, self.soft and prm.kind != "generalized_dice")
         out = {"input": gx.reshape(self.shape).astype(self.dtype)}
         if gy is not None:
             out["target"] = gy.reshape(self.shape).astype(self.dtype)

@@ -4,17 +4,42 @@ One ``torch.autograd.Function`` per call whose backward is the analytic VJP of
 :mod:`.dice_core` (autograd through ``1 − ratio`` would differentiate the cancelling form).
 float16, bfloat16 and float32 are computed in float64 and rounded once to the input's dtype;
 float64 on the CPU in NumPy's long double (64-bit significand, via zero-copy views), float64
-on CUDA in float64. The forward keeps only the inputs; the backward recomputes the activation
-(one more pass over the input instead of two saved full-size float64 maps). Definitions and
-parameters: ``lossoracle.reference.dice``.
+on CUDA in float64. The forward keeps only the inputs and the (N, C) sums; the backward
+recomputes the activation (one more pass over the input instead of saved full-size maps).
+Definitions and parameters: ``lossoracle.reference.dice``.
+
+Speed (CPU): the eager kernels run in L2-sized blocks. Large float16/bfloat16/float32 inputs
+(at least ``_COMPILE_MIN_NUMEL`` elements, at most ``_COMPILE_MAX_CLASSES`` classes, not
+``squared``) run the same arithmetic — float64 per element, the classes unrolled, the sums
+accumulated in float64 — through ``torch.compile`` as one fused loop for the forward sums and
+one for the gradient, falling back to the eager blocks if compilation fails;
+``LOSSORACLE_COMPILE=0`` never compiles.
 """
 
 from __future__ import annotations
+
+import functools
+import os
+import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from . import dice_core as core
+
+_F64 = torch.float64
+_COMPILE_MIN_NUMEL = 1 << 20
+_COMPILE_MAX_CLASSES = 16  # the classes are unrolled in the fused loop
+_COMPILE_MAX_VARIANTS = 8  # (classes, activation, labels, gradients wanted, dtypes): each a recompile; beyond, eager
+_COMPILE = {"on": os.environ.get("LOSSORACLE_COMPILE", "1") != "0"}
+# Inductor otherwise stores the per-class exponentials of a position as full-size float64 buffers (they have
+# many readers); recomputing them inside the one loop is far cheaper than the memory traffic.
+_INDUCTOR = {"realize_reads_threshold": 1000, "realize_opcount_threshold": 10000,
+             "realize_cpu_opcount_threshold": 10000, "realize_acc_reads_threshold": 1000,
+             "realize_cpu_acc_reads_threshold": 1000, "realize_opusers_threshold": 1000, "aggressive_fusion": True}
+_COMPILED: dict[Callable, Callable] = {}
+_VARIANTS: set[tuple] = set()
 
 
 def _long_double(x: torch.Tensor) -> bool:
@@ -72,7 +97,7 @@ def _stats(op: _Operands, prm: core.Params) -> dict:
     with np.errstate(all="ignore"):
         for sl in op.slices:
             total = core.add_stats(total, core.stats(core.prepare(*op.block(sl), op.soft, prm), prm))
-    return total
+    return core.finish(total, prm)
 
 
 def _value(op: _Operands, stats: dict, prm: core.Params) -> torch.Tensor:
@@ -92,18 +117,146 @@ def _grads(op: _Operands, stats: dict, prm: core.Params, grad: torch.Tensor, wan
         gy = torch.empty_like(gx) if want_target else None
         for sl in op.slices:
             pr = core.prepare(*op.block(sl), op.soft, prm)
-            bx, by = core.backward(pr, stats, r, a, prm, want_target)
+            bx, by = core.backward(pr, r, a, prm, want_target)
             gx[:, :, sl] = op.tensor(bx)
             if gy is not None:
                 gy[:, :, sl] = op.tensor(by)
     return gx.reshape(op.shape), (None if gy is None else gy.reshape(op.shape))
 
 
+# ----------------------------------------------------------------------------------------------
+# Fused kernels (torch.compile): the arithmetic of :mod:`.dice_core` with the classes unrolled, so that
+# every per-position quantity is a (N, S) expression of the inputs and the sums over S are reductions of
+# one loop. Masks are products with exact 0/1 values, as in :func:`.dice_core.prepare`.
+
+
+def _activation(xs: list[torch.Tensor], activation: str):
+    """``p``, ``q = 1 − p`` per class (float64), and for the softmax the arg-max masks and their count."""
+    if activation == "none":
+        return xs, [1 - v for v in xs], None
+    if activation == "sigmoid":
+        ps, qs = [], []
+        for v in xs:
+            e = torch.exp(-v.abs())
+            big = 1 / (1 + e)
+            small = e * big
+            pos = (v >= 0).to(_F64)
+            ps.append(pos * big + (1 - pos) * small)
+            qs.append(pos * small + (1 - pos) * big)
+        return ps, qs, None
+    m = functools.reduce(torch.maximum, xs)
+    es = [torch.exp(v - m) for v in xs]
+    tops = [(v == m).to(_F64) for v in xs]
+    k = sum(tops)
+    rest = sum(e - e * top for e, top in zip(es, tops))  # Σ of the other classes: ≥ 0, no cancellation
+    inv = 1 / (rest + k)  # one division per position; e·(1/s) is within 2^-52 of e/s, far below the output's ULP
+    ps = [e * inv for e in es]
+    q_top = (rest + (k - 1)) * inv
+    return ps, [top * q_top + (1 - top) * (1 - p) for top, p in zip(tops, ps)], (tops, k)
+
+
+def _labels(t: torch.Tensor, C: int, soft: bool, ignore_index: int):
+    """``y`` and ``1 − y`` per class (float64; 0 in both at ignored class-index positions)."""
+    if soft:
+        ys = [t[:, c].to(_F64) for c in range(C)]
+        return ys, [1 - y for y in ys]
+    live = (t != ignore_index).to(_F64)
+    ys = [(t == c).to(_F64) * live for c in range(C)]
+    return ys, [live - y for y in ys]
+
+
+def _unrolled(x: torch.Tensor, t: torch.Tensor, activation: str, soft: bool, ignore_index: int):
+    N, C = x.shape[:2]
+    x = x.reshape(N, C, -1)
+    t = t.reshape(N, C, -1) if soft else t.reshape(N, -1)
+    ps, qs, top = _activation([x[:, c].to(_F64) for c in range(C)], activation)
+    return ps, qs, top, *_labels(t, C, soft, ignore_index)
+
+
+def _sums_kernel(x, t, activation: str, soft: bool, ignore_index: int, pooled: bool) -> dict:
+    """The (N, C) sums of :func:`.dice_core.stats` (not squared)."""
+    ps, qs, _, ys, nys = _unrolled(x, t, activation, soft, ignore_index)
+    out = {"I": torch.stack([(p * y).sum(-1) for p, y in zip(ps, ys)], 1),
+           "FP": torch.stack([(p * ny).sum(-1) for p, ny in zip(ps, nys)], 1),
+           "FN": torch.stack([(q * y).sum(-1) for q, y in zip(qs, ys)], 1)}
+    if pooled:
+        out["G"] = torch.stack([y.sum(-1) for y in ys], 1)
+    return out
+
+
+def _grads_kernel(x, t, coef, activation: str, soft: bool, ignore_index: int, want_target: bool):
+    """:func:`.dice_core.backward` (not squared) for ``coef`` = (∂I − ∂FN, ∂FP, ∂I − ∂FP, ∂FN), each (N, C),
+    rounded to the dtypes of ``x`` and ``t``."""
+    ps, qs, top, ys, nys = _unrolled(x, t, activation, soft, ignore_index)
+    C = len(ps)
+    col = [[c[:, j, None] for j in range(C)] for c in coef]
+    gp = [y * a + ny * b for y, ny, a, b in zip(ys, nys, col[0], col[1])]
+    if activation == "sigmoid":
+        gp = [g * p * q for g, p, q in zip(gp, ps, qs)]
+    elif activation == "softmax":  # pivot on the arg-max class(es): the large term never cancels
+        tops, k = top
+        pivot = sum(g * tp for g, tp in zip(gp, tops)) / k
+        h = [g - pivot for g in gp]
+        s = sum(p * hj for p, hj in zip(ps, h))
+        gp = [p * (hj - s) for p, hj in zip(ps, h)]
+    gx = torch.stack([g.to(x.dtype) for g in gp], 1).reshape(x.shape)  # rounded before the stack: no float64 copy
+    if not want_target:
+        return gx, None
+    gy = [p * a + q * b for p, q, a, b in zip(ps, qs, col[2], col[3])]
+    return gx, torch.stack([g.to(t.dtype) for g in gy], 1).reshape(t.shape)
+
+
+def _fusable(x: torch.Tensor, prm: core.Params) -> bool:
+    return (_COMPILE["on"] and x.device.type == "cpu" and x.dtype != _F64 and x.numel() >= _COMPILE_MIN_NUMEL
+            and x.shape[1] <= _COMPILE_MAX_CLASSES and not prm.squared and not torch.compiler.is_compiling())
+
+
+def _compiled_call(fn: Callable, variant: tuple, *args):
+    """``torch.compile(fn)(*args)``; None when the variant budget is spent or compilation fails."""
+    if variant not in _VARIANTS:
+        if len(_VARIANTS) >= _COMPILE_MAX_VARIANTS:
+            return None
+        _VARIANTS.add(variant)
+    try:
+        if fn not in _COMPILED:
+            _COMPILED[fn] = torch.compile(fn, dynamic=True, options=_INDUCTOR)
+        return _COMPILED[fn](*args)
+    except Exception as err:  # no C++ compiler, unsupported platform, ...: the eager kernels are exact too
+        _COMPILE["on"] = False
+        warnings.warn(f"dice losses: torch.compile failed, using eager kernels ({err!r})", RuntimeWarning)
+        return None
+
+
+def _fused_stats(x: torch.Tensor, t: torch.Tensor, prm: core.Params, soft: bool) -> dict | None:
+    if not _fusable(x, prm):
+        return None
+    out = _compiled_call(_sums_kernel, (_sums_kernel, x.shape[1], prm.activation, soft, prm.pooled, x.dtype,
+                                         t.dtype),
+                         x, t, prm.activation, soft, prm.ignore_index, prm.pooled)
+    return None if out is None else core.finish(out, prm)
+
+
+def _fused_grads(x, t, w, stats: dict, prm: core.Params, grad: torch.Tensor, soft: bool, want_target: bool):
+    if not _fusable(x, prm):
+        return None
+    r = core.ratios(stats, prm)
+    a = core.cotangent(grad.to(_F64), r, None if w is None else w.to(_F64), prm)
+    cI, cFP, cFN, _ = core.coefficients(r, a, prm)
+    N, C = x.shape[:2]
+    coef = torch.stack([cI - cFN, cFP, cI - cFP, cFN]).expand(4, N, C)
+    x3, t3 = x.reshape(N, C, -1), (t.reshape(N, C, -1) if soft else t.reshape(N, -1))  # one rank: one kernel
+    out = _compiled_call(_grads_kernel, (_grads_kernel, C, prm.activation, soft, want_target, x.dtype, t.dtype),
+                         x3, t3, coef, prm.activation, soft, prm.ignore_index, want_target)
+    return None if out is None else (out[0].reshape(x.shape), None if out[1] is None else out[1].reshape(t.shape))
+
+
 class _DiceFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, t, w, prm, soft):
         op = _Operands(x, t, w, soft)
-        stats = _stats(op, prm)
+        stats = None if op.ld else _fused_stats(op.x, op.t, prm, soft)
+        if stats is None:
+            stats = _stats(op, prm)
         ctx.save_for_backward(x, t, w)
         ctx.prm, ctx.soft, ctx.stats = prm, soft, stats  # (G, C) sums: small
         return _value(op, stats, prm).to(x.device)
@@ -113,8 +266,11 @@ class _DiceFn(torch.autograd.Function):
         x, t, w = ctx.saved_tensors
         need = ctx.needs_input_grad
         want_target = bool(need[1]) and ctx.soft and ctx.prm.kind != "generalized_dice"
-        op = _Operands(x, t, w, ctx.soft)
-        gx, gy = _grads(op, ctx.stats, ctx.prm, grad, want_target, x.dtype)
+        out = _fused_grads(x.detach(), t.detach(), None if w is None else w.detach(), ctx.stats, ctx.prm, grad,
+                           ctx.soft, want_target)
+        if out is None:
+            out = _grads(_Operands(x, t, w, ctx.soft), ctx.stats, ctx.prm, grad, want_target, x.dtype)
+        gx, gy = out
         return (gx if need[0] else None, gy.to(t.dtype) if gy is not None else None, None, None, None)
 
 

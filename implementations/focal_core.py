@@ -5,12 +5,15 @@ into ``γ·δ``, so with γ = 5 a ``u`` good to 1 ULP already costs 5 ULP — be
 (value) and 4-ULP (gradient) float64 budgets. Every quantity is therefore computed in a wider
 arithmetic and rounded once:
 
-- :class:`Plain` — ordinary arrays of a wider dtype: float64 for float32 data, float32 for
-  float16/bfloat16 data (a few ULP of the wide type are far below one ULP of the narrow one);
-- :class:`DoubleDouble` — for float64 data, the double-double arithmetic of :mod:`.doubledouble`
+- :mod:`.plain_arithmetic` — ordinary arrays of a wider dtype: float64 for float32 data, float32
+  for float16/bfloat16 data (a few ULP of the wide type are far below one ULP of the narrow one);
+- :mod:`.dd_arithmetic` — for float64 data, the double-double arithmetic of :mod:`.doubledouble`
   (unevaluated sums ``hi + lo`` of two doubles, elementary functions to about 2^-100 relative),
   ample for a final rounding to 53 bits. Every operation is an ordinary array operation: no fused
   multiply-add is assumed, so it runs unchanged on CPU and CUDA.
+
+A kernel takes the arithmetic ``A`` (one of those two modules, the same function names) and the
+array namespace ``xp = doubledouble.xp(x)`` (NumPy or torch).
 
 The kernels take class-last rows (softmax) or matching arrays (sigmoid) already validated by the
 caller, and return per-element values and derivative factors in the chosen arithmetic.
@@ -23,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from . import dd_arithmetic, plain_arithmetic
 from . import doubledouble as dd
 
 Array = Any  # numpy.ndarray or torch.Tensor
@@ -30,224 +34,11 @@ Array = Any  # numpy.ndarray or torch.Tensor
 _INV3 = dd.constant(Fraction(1, 3))
 
 
-class Backend:
-    """The few array operations that differ between NumPy and torch."""
-
-    def __init__(self, like: Array) -> None:
-        self.np = isinstance(like, np.ndarray)
-        if not self.np:
-            import torch
-
-            self.torch = torch
-
-    def where(self, c, a, b):
-        if self.np:
-            return np.where(c, a, b)
-        return self.torch.where(c, a, b)
-
-    def full_like(self, a, v):
-        return np.full_like(a, v) if self.np else self.torch.full_like(a, v)
-
-    def isfinite(self, a):
-        return np.isfinite(a) if self.np else self.torch.isfinite(a)
-
-    def isnan(self, a):
-        return np.isnan(a) if self.np else self.torch.isnan(a)
-
-    def abs(self, a):
-        return np.abs(a) if self.np else a.abs()
-
-    def exp(self, a):
-        return np.exp(a) if self.np else a.exp()
-
-    def expm1(self, a):
-        return np.expm1(a) if self.np else a.expm1()
-
-    def log(self, a):
-        return np.log(a) if self.np else a.log()
-
-    def log1p(self, a):
-        return np.log1p(a) if self.np else a.log1p()
-
-    def clip(self, a, lo, hi):
-        return np.clip(a, lo, hi) if self.np else a.clamp(lo, hi)
-
-    def exp2(self, k):
-        return np.exp2(k) if self.np else self.torch.exp2(k)
-
-
-# ----------------------------------------------------------------------------------------------
-# Plain arithmetic: one array per number
-
-
-class Plain:
-    """Ordinary floating-point arithmetic in the compute dtype (numbers are arrays)."""
-
-    def __init__(self, bk: Backend) -> None:
-        self.bk = bk
-
-    def lift(self, a):
-        return a
-
-    def const(self, v: float | tuple[float, float], like):
-        return self.bk.full_like(like, v[0] if isinstance(v, tuple) else float(v))
-
-    def hi(self, a):
-        return a
-
-    def round(self, a):
-        return a
-
-    def add(self, a, b):
-        return a + b
-
-    def sub(self, a, b):
-        return a - b
-
-    def mul(self, a, b):
-        return a * b
-
-    def div(self, a, b):
-        return a / b
-
-    def scale(self, a, s: float):
-        """``a·s`` for a power of two ``s`` (exact)."""
-        return a * s
-
-    def ldexp(self, a, k):
-        """``a·2^k`` element-wise (integer-valued ``k``)."""
-        return a * self.bk.exp2(k)
-
-    def neg(self, a):
-        return -a
-
-    def exp(self, a):
-        return self.bk.exp(a)
-
-    def expm1(self, a):
-        return self.bk.expm1(a)
-
-    def log(self, a):
-        return self.bk.log(a)
-
-    def log1p(self, a):
-        return self.bk.log1p(a)
-
-    def where(self, c, a, b):
-        return self.bk.where(c, a, b)
-
-    def sum_last(self, a):
-        return a.sum(-1)
-
-
-# ----------------------------------------------------------------------------------------------
-# Double-double arithmetic: (hi, lo) pairs of float64 arrays
-
-
-class DoubleDouble:
-    """The :mod:`.doubledouble` arithmetic behind the :class:`Plain` interface; a number is a pair
-    ``(hi, lo)``. Unlike those functions (finite operands only) it lets non-finite values through:
-    ``hi`` is then what float64 gives (a product its plain product, NaN where an infinity meets a
-    sum) and ``lo`` is 0, which :meth:`round` ignores."""
-
-    def __init__(self, bk: Backend) -> None:
-        self.bk = bk
-
-    def lift(self, a):
-        return dd.lift(a)
-
-    def const(self, v: float | tuple[float, float], like):
-        hi, lo = v if isinstance(v, tuple) else (float(v), 0.0)
-        return self.bk.full_like(like, hi), self.bk.full_like(like, lo)
-
-    def hi(self, a):
-        return a[0]
-
-    def round(self, a):
-        hi, lo = a
-        return self.bk.where(self.bk.isfinite(hi), hi + lo, hi)
-
-    def _finite(self, a, plain=None):
-        """``a`` with ``lo = 0`` (and ``hi = plain`` if given) where ``hi`` is not finite."""
-        ok = self.bk.isfinite(a[0])
-        return a[0] if plain is None else self.bk.where(ok, a[0], plain), self.bk.where(ok, a[1], 0.0)
-
-    def add(self, a, b):
-        return self._finite(dd.add(a, b))
-
-    def sub(self, a, b):
-        return self._finite(dd.sub(a, b))
-
-    def mul(self, a, b):
-        return self._finite(dd.mul(a, b), a[0] * b[0])
-
-    def div(self, a, b):
-        return self._finite(dd.div(a, b))
-
-    def scale(self, a, s: float):
-        """``a·s`` for a power of two ``s`` (exact)."""
-        return a[0] * s, a[1] * s
-
-    def ldexp(self, a, k):
-        return dd.ldexp(a, k)
-
-    def neg(self, a):
-        return dd.neg(a)
-
-    def where(self, c, a, b):
-        return dd.where(c, a, b)
-
-    def _clamped(self, a):
-        """``a`` clipped to [−1100, 709] and NaN set to 0: finite arguments for :mod:`.doubledouble`."""
-        h = self.bk.clip(a[0], -1100.0, 709.0)
-        h = self.bk.where(self.bk.isnan(h), 0.0, h)
-        return h, self.bk.where(h == a[0], a[1], 0.0)
-
-    def exp(self, a):
-        """``e^a``: 0 below −1100, inf above 709, NaN for NaN."""
-        bk = self.bk
-        E, k = dd.exp(self._clamped(a))
-        out = self.ldexp(E, k)
-        hi = bk.where(a[0] < -1100.0, 0.0, out[0])
-        hi = bk.where(a[0] > 709.0, hi + float("inf"), hi)
-        hi = bk.where(bk.isnan(a[0]), a[0], hi)
-        return hi, bk.where(hi == out[0], out[1], 0.0)
-
-    def expm1(self, a):
-        """``e^a − 1``: −1 below −1100, NaN for NaN."""
-        bk = self.bk
-        out = dd.expm1(self._clamped(a))
-        hi = bk.where(a[0] < -1100.0, -1.0, out[0])
-        hi = bk.where(bk.isnan(a[0]), a[0], hi)
-        return hi, bk.where(hi == out[0], out[1], 0.0)
-
-    def log1p(self, z):
-        """``log(1 + z)``; the float64 ``log1p`` of ``hi`` where ``hi`` is not finite or not above −1."""
-        bk = self.bk
-        ok = bk.isfinite(z[0]) & (z[0] > -1.0)
-        y = dd.log1p(dd.where(ok, z, self.const(0.0, z[0])))
-        return bk.where(ok, y[0], bk.log1p(z[0])), bk.where(ok, y[1], 0.0)
-
-    def log(self, a):
-        """``log a``; the float64 ``log`` of ``hi`` where ``hi`` is not finite or not positive."""
-        bk = self.bk
-        ok = bk.isfinite(a[0]) & (a[0] > 0)
-        y = dd.log(dd.where(ok, a, self.const(1.0, a[0])))
-        return bk.where(ok, y[0], bk.log(a[0])), bk.where(ok, y[1], 0.0)
-
-    def sum_last(self, a):
-        """Pairwise double-double sum over the last axis."""
-        return self._finite(dd.sum_last(a))
-
-
-def arithmetic(data_dtype: str, like: Array):
-    """The arithmetic for data of ``data_dtype`` and the compute dtype name it works in."""
-    bk = Backend(like)
+def arithmetic(data_dtype: str):
+    """The arithmetic (a module) for data of ``data_dtype`` and the compute dtype name it works in."""
     if data_dtype == "float64":
-        return DoubleDouble(bk), "float64"
-    if data_dtype == "float32":
-        return Plain(bk), "float64"
-    return Plain(bk), "float32"
+        return dd_arithmetic, "float64"
+    return plain_arithmetic, ("float64" if data_dtype == "float32" else "float32")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,9 +57,9 @@ def sigmoid_focal_terms(A, x, y, alpha: float | None, gamma: float, grads: bool)
     ``B/c = λ/e = 1 − e/2 + e²/3 − …`` — so saturated logits give the finite limit, never 0·∞.
     Returns ``(value, d_x, d_y)`` (derivatives None unless ``grads``).
     """
-    bk = A.bk
+    xp = dd.xp(x)
     X = A.lift(x)
-    ax = bk.abs(x)
+    ax = xp.abs(x)
     AX = A.lift(ax)
     pos = x >= 0
     e = A.exp(A.lift(-ax))
@@ -283,14 +74,14 @@ def sigmoid_focal_terms(A, x, y, alpha: float | None, gamma: float, grads: bool)
     c = A.add(w, A.mul(v, e))
     # q^γ = exp(γ·log q); where it is below 2^-866 it is carried as q^γ·2^600 and scaled back after
     # the last product, so a subnormal q^γ is never multiplied by the large factors of ∂ℓ/∂y.
-    shift = bk.full_like(x, 0.0)
+    shift = xp.full_like(x, 0.0)
     if gamma == 0:
         qg_s = one
     else:
         c_safe = A.where(hard, one, c)
         log_c = A.where(hard, A.neg(AX), A.log(c_safe))
         arg = A.mul(A.const(gamma, x), A.sub(log_c, lam))
-        shift = bk.where(A.hi(arg) < -600.0, shift + 600.0, shift)
+        shift = xp.where(A.hi(arg) < -600.0, shift + 600.0, shift)
         qg_s = A.exp(A.add(arg, A.mul(A.const(dd.LN2, x), A.lift(shift))))
     qg = A.ldexp(qg_s, -shift)
     if alpha is None:
@@ -358,10 +149,10 @@ def softmax_focal_terms(A, x, target, alpha_y, gamma: float, grads: bool):
     Full-size work: one exponential per logit, one sum, and for the gradient one division and
     one product per logit; everything else is per row. Returns ``(value, grad)``.
     """
-    bk = A.bk
-    wide = isinstance(A, DoubleDouble)
+    xp = dd.xp(x)
+    wide = A is dd_arithmetic
     ti = target[..., None]
-    if bk.np:
+    if xp is np:
         k = np.argmax(x, -1)[..., None]
         m = np.take_along_axis(x, k, -1)
         xm = x.copy()
@@ -372,8 +163,8 @@ def softmax_focal_terms(A, x, target, alpha_y, gamma: float, grads: bool):
         xm = x.scatter(-1, k, float("-inf"))
         x_y = x.gather(-1, ti)[..., 0]
     y_is_k = target == k[..., 0]
-    bad = ~bk.isfinite(m[..., 0])  # NaN or +inf in the row, or every logit −inf: NaN
-    m_fin = bk.where(bk.isfinite(m), m, 0.0)
+    bad = ~xp.isfinite(m[..., 0])  # NaN or +inf in the row, or every logit −inf: NaN
+    m_fin = xp.where(xp.isfinite(m), m, 0.0)
     e = A.exp(dd.two_sum(xm, -m_fin) if wide else xm - m_fin)  # e_k = exp(−∞) = 0
     r = A.sum_last(e)
     mr = m_fin[..., 0]
@@ -402,27 +193,18 @@ def softmax_focal_terms(A, x, target, alpha_y, gamma: float, grads: bool):
     W = A.add(A.mul(A.const(gamma, row), A.mul(A.div(A.where(y_is_k, one, e_y), s), nlp)), A.div(S, s))
     F = A.where(bad, nan, A.mul(ug, W))
     S_safe = A.where(S_zero, one, S)
-    q = A.div(e, _col(A, S_safe))  # e_j/S; column k still holds 0 here
+    q = A.div(e, A.col(S_safe))  # e_j/S; column k still holds 0 here
     q = _scatter(A, q, k, A.div(one, S_safe))
-    g = A.mul(q, _col(A, F))
+    g = A.mul(q, A.col(F))
     return value, _scatter(A, g, ti, A.neg(F))
-
-
-def _col(A, a):
-    """A per-row number as a column, broadcastable against the row's classes."""
-    if isinstance(A, DoubleDouble):
-        return a[0][..., None], a[1][..., None]
-    return a[..., None]
 
 
 def _scatter(A, a, idx, v):
     """``a`` with column ``idx`` of each row replaced by the per-row number ``v``."""
     def one(arr, val):
-        if A.bk.np:
+        if isinstance(arr, np.ndarray):
             out = arr.copy()
             np.put_along_axis(out, idx, val[..., None], -1)
             return out
         return arr.scatter(-1, idx, val[..., None])
-    if isinstance(A, DoubleDouble):
-        return one(a[0], v[0]), one(a[1], v[1])
-    return one(a, v)
+    return A.apply2(one, a, v)

@@ -81,7 +81,7 @@ def _sigmoid_setup(inputs, targets, alpha, gamma, reduction, mean_over):
         raise ValueError(f"mean_over must be one of {MEAN_OVER}, got {mean_over!r}")
     a, g = check_alpha(alpha), check_gamma(gamma)
     dtype = _dtype(inputs, targets)
-    A, cdt = arithmetic(dtype.name, inputs.astype(np.float64))
+    A, cdt = arithmetic(dtype.name)
     return A, inputs.astype(cdt), targets.astype(cdt), a, g, dtype
 
 
@@ -149,7 +149,7 @@ def _softmax_setup(input, target, alpha, gamma, ignore_index, reduction):
         raise ValueError(f"target class indices must lie in [0, {C - 1}] (or equal ignore_index={ignore_index})")
     require_reduction(reduction)
     a, g = check_alpha(alpha, C), check_gamma(gamma)
-    A, cdt = arithmetic(input.dtype.name, input.astype(np.float64))
+    A, cdt = arithmetic(input.dtype.name)
     x = np.moveaxis(input, 1, -1).reshape(-1, C).astype(cdt)
     tt = np.where(valid, t, 0)
     alpha_y = None if a is None else (np.full(t.shape, a, dtype=cdt) if np.ndim(a) == 0 else a[tt].astype(cdt))

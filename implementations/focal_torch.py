@@ -474,7 +474,7 @@ class _SoftmaxFocal(torch.autograd.Function):
     def forward(ctx, input, target, alpha, gamma, ignore_index, reduction):
         C = input.shape[1]
         dtype = input.dtype
-        A, cname = arithmetic(str(dtype).replace("torch.", ""), input)
+        A, cname = arithmetic(str(dtype).replace("torch.", ""))
         cdt = getattr(torch, cname)
         lead = (input.shape[0], *input.shape[2:])
         x = input.detach().movedim(1, -1).reshape(-1, C).to(cdt)
