@@ -66,14 +66,14 @@ def _ours(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _ours_eager(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    from lossoracle.implementations import focal_torch
+    from lossoracle.implementations import compiled, focal_torch
 
-    on = focal_torch._COMPILE["on"]
-    focal_torch._COMPILE["on"] = False
+    on = compiled.ENABLED["on"]
+    compiled.ENABLED["on"] = False
     try:
         return focal_torch.sigmoid_focal_loss(x, y, ALPHA, GAMMA, REDUCTION)
     finally:
-        focal_torch._COMPILE["on"] = on
+        compiled.ENABLED["on"] = on
 
 
 def _composition(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -14,19 +14,16 @@ falling back to eager if compilation fails; ``LOSSORACLE_COMPILE=0`` never compi
 
 from __future__ import annotations
 
-import os
-import warnings
 
 import numpy as np
 import torch
 
 from . import box_core as core
+from .compiled import Kernel
 
 _WIDE = np.longdouble if np.finfo(np.longdouble).nmant >= 63 else None
 _COMPILE_MIN_PAIRS = 1 << 16
-_COMPILE_MAX_VARIANTS = 8  # (kind, α, iou_eps, ε, value/grad): each a recompile; beyond, eager
-_COMPILE = {"on": os.environ.get("LOSSORACLE_COMPILE", "1") != "0"}
-_COMPILED: dict[tuple, object] = {}
+_COMPILE_MAX_VARIANTS = 8  # per kernel (kind, α, iou_eps, ε, dtype): each a recompile; beyond, eager
 
 
 def _value_kernel(p, q, kind, eps, alpha, iou_eps):
@@ -41,25 +38,20 @@ def _grad_kernel(p, q, kind, eps, alpha, iou_eps, cot):
     return g1.to(p.dtype), g2.to(q.dtype)
 
 
+_VALUE = Kernel(_value_kernel, "box losses", _COMPILE_MAX_VARIANTS)
+_GRAD = Kernel(_grad_kernel, "box losses", _COMPILE_MAX_VARIANTS)
+
+
 def _compiled(p, q, kind, eps, alpha, iou_eps, cot):
     """The kernel through ``torch.compile`` for large CPU batches of narrow boxes (computed in float64 inside);
     None when not used or on failure."""
-    if not (_COMPILE["on"] and p.device.type == "cpu" and p.dtype != torch.float64 and p.dim() == 2
-            and p.shape[0] >= _COMPILE_MIN_PAIRS
-            and not torch.compiler.is_compiling()):
+    if not (p.device.type == "cpu" and p.dtype != torch.float64 and p.dim() == 2 and p.shape[0] >= _COMPILE_MIN_PAIRS):
         return None
-    key = (kind, alpha, iou_eps, float(eps), cot is None, p.dtype)
-    if key not in _COMPILED and len(_COMPILED) >= _COMPILE_MAX_VARIANTS:
-        return None
-    try:
-        if key not in _COMPILED:
-            _COMPILED[key] = torch.compile(_value_kernel if cot is None else _grad_kernel, dynamic=True)
-        fn = _COMPILED[key]
-        return fn(p, q, kind, eps, alpha, iou_eps) if cot is None else (None, fn(p, q, kind, eps, alpha, iou_eps, cot))
-    except Exception as err:  # no C++ compiler, unsupported platform, ...: the eager kernel is exact too
-        _COMPILE["on"] = False
-        warnings.warn(f"box losses: torch.compile failed, using the eager kernel ({err!r})", RuntimeWarning)
-        return None
+    variant = (kind, alpha, iou_eps, float(eps), p.dtype)
+    if cot is None:
+        return _VALUE(variant, p, q, kind, eps, alpha, iou_eps)
+    g = _GRAD(variant, p, q, kind, eps, alpha, iou_eps, cot)
+    return None if g is None else (None, g)
 
 
 def _run(b1: torch.Tensor, b2: torch.Tensor, kind: str, eps: float, alpha: str, iou_eps, cot, pairwise: bool):

@@ -19,27 +19,22 @@ one for the gradient, falling back to the eager blocks if compilation fails;
 from __future__ import annotations
 
 import functools
-import os
-import warnings
-from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from . import dice_core as core
+from .compiled import Kernel
 
 _F64 = torch.float64
 _COMPILE_MIN_NUMEL = 1 << 20
 _COMPILE_MAX_CLASSES = 16  # the classes are unrolled in the fused loop
 _COMPILE_MAX_VARIANTS = 8  # (classes, activation, labels, gradients wanted, dtypes): each a recompile; beyond, eager
-_COMPILE = {"on": os.environ.get("LOSSORACLE_COMPILE", "1") != "0"}
 # Inductor otherwise stores the per-class exponentials of a position as full-size float64 buffers (they have
 # many readers); recomputing them inside the one loop is far cheaper than the memory traffic.
 _INDUCTOR = {"realize_reads_threshold": 1000, "realize_opcount_threshold": 10000,
              "realize_cpu_opcount_threshold": 10000, "realize_acc_reads_threshold": 1000,
              "realize_cpu_acc_reads_threshold": 1000, "realize_opusers_threshold": 1000, "aggressive_fusion": True}
-_COMPILED: dict[Callable, Callable] = {}
-_VARIANTS: set[tuple] = set()
 
 
 def _long_double(x: torch.Tensor) -> bool:
@@ -206,33 +201,20 @@ def _grads_kernel(x, t, coef, activation: str, soft: bool, ignore_index: int, wa
     return gx, torch.stack([g.to(t.dtype) for g in gy], 1).reshape(t.shape)
 
 
+_SUMS = Kernel(_sums_kernel, "dice losses", _COMPILE_MAX_VARIANTS, _INDUCTOR)
+_GRADS = Kernel(_grads_kernel, "dice losses", _COMPILE_MAX_VARIANTS, _INDUCTOR)
+
+
 def _fusable(x: torch.Tensor, prm: core.Params) -> bool:
-    return (_COMPILE["on"] and x.device.type == "cpu" and x.dtype != _F64 and x.numel() >= _COMPILE_MIN_NUMEL
-            and x.shape[1] <= _COMPILE_MAX_CLASSES and not prm.squared and not torch.compiler.is_compiling())
-
-
-def _compiled_call(fn: Callable, variant: tuple, *args):
-    """``torch.compile(fn)(*args)``; None when the variant budget is spent or compilation fails."""
-    if variant not in _VARIANTS:
-        if len(_VARIANTS) >= _COMPILE_MAX_VARIANTS:
-            return None
-        _VARIANTS.add(variant)
-    try:
-        if fn not in _COMPILED:
-            _COMPILED[fn] = torch.compile(fn, dynamic=True, options=_INDUCTOR)
-        return _COMPILED[fn](*args)
-    except Exception as err:  # no C++ compiler, unsupported platform, ...: the eager kernels are exact too
-        _COMPILE["on"] = False
-        warnings.warn(f"dice losses: torch.compile failed, using eager kernels ({err!r})", RuntimeWarning)
-        return None
+    return (x.device.type == "cpu" and x.dtype != _F64 and x.numel() >= _COMPILE_MIN_NUMEL
+            and x.shape[1] <= _COMPILE_MAX_CLASSES and not prm.squared)
 
 
 def _fused_stats(x: torch.Tensor, t: torch.Tensor, prm: core.Params, soft: bool) -> dict | None:
     if not _fusable(x, prm):
         return None
-    out = _compiled_call(_sums_kernel, (_sums_kernel, x.shape[1], prm.activation, soft, prm.pooled, x.dtype,
-                                         t.dtype),
-                         x, t, prm.activation, soft, prm.ignore_index, prm.pooled)
+    out = _SUMS((x.shape[1], prm.activation, soft, prm.pooled, x.dtype, t.dtype),
+                x, t, prm.activation, soft, prm.ignore_index, prm.pooled)
     return None if out is None else core.finish(out, prm)
 
 
@@ -245,8 +227,8 @@ def _fused_grads(x, t, w, stats: dict, prm: core.Params, grad: torch.Tensor, sof
     N, C = x.shape[:2]
     coef = torch.stack([cI - cFN, cFP, cI - cFP, cFN]).expand(4, N, C)
     x3, t3 = x.reshape(N, C, -1), (t.reshape(N, C, -1) if soft else t.reshape(N, -1))  # one rank: one kernel
-    out = _compiled_call(_grads_kernel, (_grads_kernel, C, prm.activation, soft, want_target, x.dtype, t.dtype),
-                         x3, t3, coef, prm.activation, soft, prm.ignore_index, want_target)
+    out = _GRADS((C, prm.activation, soft, want_target, x.dtype, t.dtype),
+                 x3, t3, coef, prm.activation, soft, prm.ignore_index, want_target)
     return None if out is None else (out[0].reshape(x.shape), None if out[1] is None else out[1].reshape(t.shape))
 
 

@@ -30,8 +30,6 @@ the eager blocks if compilation fails; set ``LOSSORACLE_COMPILE=0`` to never com
 from __future__ import annotations
 
 import math
-import os
-import warnings
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from typing import NamedTuple
@@ -41,6 +39,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from . import doubledouble as dd
+from .compiled import Kernel
 from .doubledouble import DD
 from .focal_core import arithmetic, softmax_focal_terms
 from .focal_numpy import check_alpha, check_gamma
@@ -58,9 +57,6 @@ _LOG_SIGMOID_GRAD = torch.ops.aten.log_sigmoid_backward
 _BLOCK = {False: 1 << 15, True: 1 << 14}  # CPU elements per block: float64 tier / double-double tier
 _COMPILE_MIN_NUMEL = 1 << 20
 _COMPILE_MAX_VARIANTS = 4  # per kernel (γ, flags, dtypes: each a recompile); beyond, the eager blocks
-_COMPILE = {"on": os.environ.get("LOSSORACLE_COMPILE", "1") != "0"}
-_COMPILED: dict[Callable, Callable] = {}
-_VARIANTS: set[tuple] = set()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -309,25 +305,16 @@ def _slices(n: int, device: torch.device, dd_tier: bool) -> Iterator[slice]:
     return (slice(i, min(i + step, n)) for i in range(0, n, step))
 
 
+_KERNELS = {fn: Kernel(fn, "sigmoid_focal_loss", _COMPILE_MAX_VARIANTS)
+            for fn in (_fast_loss, _fast_loss_sum, _fast_grad)}
+
+
 def _compiled_call(fn: Callable, variant: tuple, x: Tensor, y: Tensor, *args):
-    """``torch.compile(fn)(x, y, *args)`` for large CPU inputs; None when not used or when it fails.
+    """``fn(x, y, *args)`` compiled for large CPU inputs; None when not used or when it fails.
     ``variant`` lists the arguments that recompile (γ and the flags; the dtypes are added here)."""
-    if not (_COMPILE["on"] and x.device.type == "cpu" and x.numel() >= _COMPILE_MIN_NUMEL
-            and not torch.compiler.is_compiling()):
+    if x.device.type != "cpu" or x.numel() < _COMPILE_MIN_NUMEL:
         return None
-    variant = (fn, x.dtype, y.dtype, *variant)
-    if variant not in _VARIANTS:
-        if sum(v[0] is fn for v in _VARIANTS) >= _COMPILE_MAX_VARIANTS:
-            return None
-        _VARIANTS.add(variant)
-    try:
-        if fn not in _COMPILED:
-            _COMPILED[fn] = torch.compile(fn, dynamic=True)
-        return _COMPILED[fn](x, y, *args)
-    except Exception as err:  # no C++ compiler, unsupported platform, ...: the eager kernels are exact too
-        _COMPILE["on"] = False
-        warnings.warn(f"sigmoid_focal_loss: torch.compile failed, using eager kernels ({err!r})", RuntimeWarning)
-        return None
+    return _KERNELS[fn]((x.dtype, y.dtype, *variant), x, y, *args)
 
 
 def _forward(x: Tensor, y: Tensor, alpha: float, gamma: float, reduction: str, hard: bool,

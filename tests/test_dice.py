@@ -376,7 +376,7 @@ def test_fused_torch_path_matches_the_eager_kernels(monkeypatch, activation, sof
     float64 arithmetic per element, sums in another order (≤ 1 float32 ULP apart in the gradient)."""
     import torch
 
-    from lossoracle.implementations import dice_torch
+    from lossoracle.implementations import compiled, dice_torch
 
     monkeypatch.setattr(dice_torch, "_COMPILE_MIN_NUMEL", 1 << 12)
     g = torch.Generator().manual_seed(3)
@@ -389,12 +389,12 @@ def test_fused_torch_path_matches_the_eager_kernels(monkeypatch, activation, sof
     kw = dict(activation=activation, include_background=False, reduction="none")
     out = {}
     for on in (False, True):
-        monkeypatch.setitem(dice_torch._COMPILE, "on", on)
+        monkeypatch.setitem(compiled.ENABLED, "on", on)
         xi, ti = x.clone().requires_grad_(), t.clone().requires_grad_() if soft else t
         v = dice_torch.dice_loss(xi, ti, **kw)
         (v * torch.tensor([[1.0, -2.0], [0.5, 3.0]])).sum().backward()
         out[on] = (v.detach(), xi.grad, ti.grad if soft else None)
-    assert dice_torch._COMPILED, "the fused kernels were not used"
+    assert dice_torch._SUMS.compiled and dice_torch._GRADS.compiled, "the fused kernels were not used"
     (v0, gx0, gy0), (v1, gx1, gy1) = out[False], out[True]
     assert torch.equal(v0, v1)
     for a, b in ((gx0, gx1), (gy0, gy1)):

@@ -104,7 +104,8 @@ def test_every_entry_names_a_catalogued_implementation():
 def test_a_finding_entry_bites():
     from lossoracle.report import Result
 
-    row = Result("l", "i", "cpu", "float32", "c", "value", "mean", 2e6, 1.0, 0, "deviates", None, "got=nan", finding="x")
+    row = Result("l", "i", "cpu", "float32", "c", "value", "mean", 2e6, 1.0, 0, "deviates", None, "got=nan",
+                 finding="x")
     entry = {"file": "t.toml", "implementation": "i", "loss": "l", "case": "c", "dtype": "float32"}
     assert not _finding_problems({**entry, "verdict": "deviates", "phrase": "got=nan", "min_ulp": 1e6}, [row])
     for wrong in ({"verdict": "conforms"}, {"finding": "shape"}, {"phrase": "got=inf"}, {"min_ulp": 1e7},
