@@ -20,7 +20,7 @@ def _rows(report):
 def test_jobs_give_the_sequential_report_in_the_sequential_order():
     impls = [i for i in catalog.implementations("entropy") if i.framework != "jax"][:3]
     impls += [i for i in catalog.implementations("kl_divergence") if not i.ours][:1]
-    tasks = [(impl, {"dtypes": ["float32", "float64"]}) for impl in impls]
+    tasks = [lambda impl=impl: catalog.run(impl, dtypes=["float32", "float64"]) for impl in impls]
     sequential = [_rows(r) for r in parallel.run_all(tasks, 1)]
     side_by_side = [_rows(r) for r in parallel.run_all(tasks, 2)]
     assert [f"'implementation': {i.name!r}" in rows[0] for rows, i in zip(side_by_side, impls)] == [True] * 4
