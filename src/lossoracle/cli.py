@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__, catalog, specs, xfails
+from . import __version__, catalog, parallel, specs, xfails
 from .engine import check
 from .frameworks import backend
 from .report import Report, Result, environment
@@ -197,8 +197,11 @@ def _cmd_check(args) -> int:
             raise UsageError("--param applies to --impl")
         losses = [_spec(n).name for n in args.loss] if args.loss else specs.names()
         select = _selection(args, losses)
-        plan = [(loss, impl.name, impl.framework, lambda todo, o, impl=impl: catalog.run(impl, dtypes=todo, **o))
-                for loss in select for impl in catalog.implementations(loss)]
+        impls = [impl for loss in select for impl in catalog.implementations(loss)]
+        for impl in impls:  # every library imported here, once, before --jobs forks
+            impl.installed()
+        plan = [(impl.loss, impl.name, impl.framework,
+                 lambda todo, o, impl=impl: catalog.run(impl, dtypes=todo, **o)) for impl in impls]
     if args.quantity or args.only_tag or args.exclude_tag:
         report.meta["selection"] = {"quantities": args.quantity or None, "only_tags": args.only_tag,
                                     "exclude_tags": args.exclude_tag}
@@ -207,10 +210,19 @@ def _cmd_check(args) -> int:
     sizes = [len(todo) * len(backend(framework).devices()) if todo else 0
              for todo, (_, _, framework, _) in zip(todos, plan)]
     try:
+        jobs = 1 if args.no_isolation else args.jobs
         with Progress(sum(sizes)) as progress:
-            for (loss, _, _, run), todo, n in zip(plan, todos, itertools.accumulate(sizes)):
-                if todo:
-                    runs.add(run(todo, {**options, **select[loss], "progress": progress}))
+            work = [(entry, todo, n) for entry, todo, n in zip(plan, todos, itertools.accumulate(sizes)) if todo]
+
+            def task(loss, run, todo):  # side by side, a cell's progress is shown as its report comes
+                return lambda: run(todo, {**options, **select[loss], "progress": progress if jobs <= 1 else None})
+
+            parts = parallel.run_all([task(loss, run, todo) for (loss, _, _, run), todo, _ in work], jobs,
+                                     first=[framework == "jax" for (_, _, framework, _), _, _ in work])
+            for ((loss, name, _, _), _, n), part in zip(work, parts):
+                runs.add(part)
+                if jobs > 1:
+                    progress(f"{loss} {name}")
                 progress.advance_to(n)
     finally:
         runs.close()
@@ -242,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--case", action="append", help="restrict to case ids (repeatable), e.g. to reproduce")
     c.add_argument("--timeout", type=float, default=60.0, help="seconds per call before a hang is a verdict "
                    "(default 60)")
+    c.add_argument("--jobs", "-j", type=int, default=parallel.default_jobs(),
+                   help="implementations checked side by side, each in its own process (default: the cores, at "
+                        "most 4; 1 runs them one after the other)")
     c.add_argument("--no-isolation", action="store_true", help="call implementations in this process (no crash "
                    "or hang protection)")
     c.add_argument("--journal", help="append each result to this JSON-lines file as it is measured")

@@ -100,15 +100,15 @@ class Comparison:
 
 
 def _grade_one(got: float, exact: mpf, fmt: FloatFormat, budget: float, cond: float, scale: float,
-               u_c: float, k: float):
-    """(ulp, rel, cond_err, grade, finding) of one element."""
+               u_c: float, k: float, u: float | None):
+    """(ulp, rel, cond_err, grade, finding) of one element; ``u`` is its ULP error, computed once
+    by :func:`_ulp_errors` (None when ``got`` or ``exact`` is not finite)."""
     rounded = round_exact(exact, fmt)
     if not mpmath.isfinite(rounded) or not math.isfinite(got):
         ok = (math.isnan(got) and mpmath.isnan(rounded)) or (not math.isnan(got) and mpf(got) == rounded)
         return (0.0, 0.0, 0.0, "correctly_rounded", None) if ok else (math.inf, math.inf, math.inf, "deviates",
                                                                       "nonfinite")
     u_t, eta = unit_roundoff(fmt), math.ldexp(1.0, fmt.emin - fmt.p + 1)
-    u = ulp_error(got, exact, fmt)
     err = float(abs(mpf(got) - exact))
     f = abs(float(exact))
     rel = err / f if f else (0.0 if got == 0 else math.inf)
@@ -130,17 +130,22 @@ def _grade_one(got: float, exact: mpf, fmt: FloatFormat, budget: float, cond: fl
     return u, rel, cond_err, "deviates", "inaccurate"
 
 
-def _needs_condition(got: list, exact: list, fmt: FloatFormat, budget: float, gross_above: float) -> bool:
+def _ulp_errors(got: list, exact: list, fmt: FloatFormat) -> list[float | None]:
+    """Each element's ULP error where ``got`` and ``exact`` are both finite (None elsewhere):
+    computed once, for the condition test and for the grade."""
+    return [ulp_error(g, e, fmt) if math.isfinite(g) and mpmath.isfinite(e) else None for g, e in zip(got, exact)]
+
+
+def _needs_condition(got: list, exact: list, ulps: list, budget: float, gross_above: float) -> bool:
     """Some element's grade depends on its condition: a wrong sign, or beyond the ULP budget
     without being gross whatever the condition (relative error > 0.5 on ``|f|`` above
     ``gross_above``, an upper bound of the tail bound)."""
-    for g, e in zip(got, exact):
-        e = e if isinstance(e, mpf) else mpf(e)
-        if not (math.isfinite(g) and mpmath.isfinite(e)):
+    for g, e, u in zip(got, exact, ulps):
+        if u is None:
             continue
         if g != 0 and e != 0 and (g > 0) != (e > 0):
             return True
-        if ulp_error(g, e, fmt) > budget:
+        if u > budget:
             f = abs(float(e))
             if not (f > gross_above and float(abs(mpf(g) - e)) > 0.5 * f):
                 return True
@@ -167,21 +172,23 @@ def compare(got: np.ndarray, exact, fmt: FloatFormat, budget: float, conditionin
     wide = input_dtype in ("float16", "bfloat16")
     u_c = unit_roundoff(FORMATS["float32"]) if wide else unit_roundoff(fmt)
     k = K + reduction_allowance(n_terms)
-    flat_got, flat_exact = got_arr.reshape(-1).tolist(), exact_arr.reshape(-1).tolist()
-    if _needs_condition(flat_got, flat_exact, fmt, budget, k * unit_roundoff(fmt) * scale_max):
+    flat_got = got_arr.reshape(-1).tolist()
+    # mpf(an_mpf) would round the oracle to 53 bits: only plain numbers are converted
+    flat_exact = [e if isinstance(e, mpf) else mpf(e) for e in exact_arr.reshape(-1).tolist()]
+    ulps = _ulp_errors(flat_got, flat_exact, fmt)
+    if _needs_condition(flat_got, flat_exact, ulps, budget, k * unit_roundoff(fmt) * scale_max):
         cond, scale = conditioning()
         conds = np.broadcast_to(np.asarray(cond, dtype=np.float64), shape).reshape(-1)
         scales = np.broadcast_to(np.asarray(scale, dtype=np.float64), shape).reshape(-1)
     else:  # the least the condition can be; a gross element stays gross against the largest scale
         conds = np.array([abs(float(e)) if mpmath.isfinite(e) else np.inf for e in flat_exact], dtype=np.float64)
         scales = np.full(n, scale_max if math.isfinite(scale_max) else 1.0)
-    ulps, rels, cerr = np.empty(n), np.empty(n), np.empty(n)
+    ulp_arr, rels, cerr = np.empty(n), np.empty(n), np.empty(n)
     grades, findings = np.empty(n, dtype=object), np.empty(n, dtype=object)
     well = np.zeros(n, dtype=bool)
     for i, (g, e) in enumerate(zip(flat_got, flat_exact)):
-        e = e if isinstance(e, mpf) else mpf(e)  # mpf(an_mpf) would round the oracle to 53 bits
-        ulps[i], rels[i], cerr[i], grades[i], findings[i] = _grade_one(
-            g, e, fmt, budget, float(conds[i]), float(scales[i]), u_c, k)
+        ulp_arr[i], rels[i], cerr[i], grades[i], findings[i] = _grade_one(
+            g, e, fmt, budget, float(conds[i]), float(scales[i]), u_c, k, ulps[i])
         well[i] = bool(mpmath.isfinite(e)) and conds[i] <= 4 * abs(float(e))
-    return Comparison(ulps.reshape(shape), rels.reshape(shape), cerr.reshape(shape), grades.reshape(shape),
+    return Comparison(ulp_arr.reshape(shape), rels.reshape(shape), cerr.reshape(shape), grades.reshape(shape),
                       findings.reshape(shape), well.reshape(shape), k)

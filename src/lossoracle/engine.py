@@ -74,14 +74,22 @@ def exact_outputs(spec: Spec, case: Case, conventions: Mapping[str, Any] | None 
 
 def oracle_outputs(spec: Spec, case: Case, conventions: Mapping[str, Any] | None = None):
     """:func:`exact_outputs`, cached per process, and read from the frozen reference data when it
-    holds the case (with the spec's own conventions) instead of running mpmath."""
+    holds the case (with the spec's own conventions), else from the user cache of earlier runs
+    (:mod:`lossoracle.oraclecache`), instead of running mpmath."""
     conventions = dict(conventions or {})
     key = _key(spec, case, conventions)
     if key not in _ORACLE_CACHE:
+        from . import oraclecache
         from .refdata import frozen
 
         hit = frozen(spec, case) if not conventions else None
-        _ORACLE_CACHE[key] = hit if hit is not None else exact_outputs(spec, case, conventions)
+        if hit is None:
+            stored = oraclecache.key(spec, case, conventions)
+            hit = oraclecache.get(spec.name, stored)
+            if hit is None:
+                hit = exact_outputs(spec, case, conventions)
+                oraclecache.put(spec.name, stored, *hit)
+        _ORACLE_CACHE[key] = hit
     return _ORACLE_CACHE[key]
 
 

@@ -116,11 +116,15 @@ class NumpyBackend:
 
 
 def _jax_setup(jax) -> None:
-    """float64 on, and XLA's compilations kept on disk (``LOSSORACLE_CACHE``, default
-    ``~/.cache/lossoracle``): eager JAX compiles every primitive per shape and dtype, and a
-    forked worker would otherwise start from nothing on every run."""
+    """float64 on; XLA's compilations kept on disk (``LOSSORACLE_CACHE``, default
+    ``~/.cache/lossoracle``) so a forked worker does not start from nothing on every run; and
+    :data:`XLA_FLAGS` for the backend this process starts (a worker starts its own)."""
     import os
 
+    flags = os.environ.get("XLA_FLAGS", "")
+    missing = [f for f in XLA_FLAGS if f.split("=")[0] not in flags]
+    if missing:
+        os.environ["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
     jax.config.update("jax_enable_x64", True)
     if jax.config.jax_compilation_cache_dir is None and os.environ.get("LOSSORACLE_JAX_CACHE", "1") != "0":
         root = os.environ.get("LOSSORACLE_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "lossoracle"))
@@ -129,7 +133,19 @@ def _jax_setup(jax) -> None:
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+# A jitted call should round where the library's operations round, as they do one by one: no
+# float16/bfloat16 intermediate kept in float32 across a fusion (excess precision), no a·b + c
+# contracted into one FMA by LLVM (optimisation level 0; it also compiles faster).
+XLA_FLAGS = ("--xla_allow_excess_precision=false", "--xla_backend_optimization_level=0")
+
+
 class JaxBackend:
+    """The value and VJP of one call as one jitted XLA computation per case shape, dtype and
+    parameters (eager JAX lowers and compiles every primitive on its own, op by op: ~90 % of a
+    run). Every array is an argument of the computation — none is folded as a constant at
+    compile time — and a callable that cannot be traced (Python control flow on values) runs
+    eagerly, as before."""
+
     name = "jax"
 
     @staticmethod
@@ -144,29 +160,38 @@ class JaxBackend:
         import jax.numpy as jnp
 
         _jax_setup(jax)
-        diff: dict[str, Any] = {}
+        arrays: dict[str, Any] = {}
 
         def make(name: str, a: np.ndarray):
-            if a.dtype.kind != "f":
-                return jnp.asarray(a)
-            t = jnp.asarray(a, dtype=jnp.float64).astype(getattr(jnp, dtype))
-            if spec.arg(name).differentiable:
-                diff[name] = t
-            return t
+            # exact: the case is valid in ``dtype`` only where its values are representable there
+            arrays[name] = jnp.asarray(a if a.dtype.kind != "f" else a.astype(jnp.dtype(dtype)))
+            return name  # a placeholder, filled in from the computation's arguments
 
         pos, kw = _split(spec, case, make)
-        names = list(diff)
+        diff = [n for n in arrays if spec.arg(n).differentiable and jnp.issubdtype(arrays[n].dtype, jnp.floating)]
+        fixed = [n for n in arrays if n not in diff]
+        positional = [a for a in spec.args if a.positional]
 
-        def call(*leaves):
-            env = dict(zip(names, leaves))
-            p = [env.get(a.name, x) if a.positional else x for a, x in zip([a for a in spec.args if a.positional], pos)]
-            k = {key: env.get(key, v) for key, v in kw.items()}
-            return fn(*p, **k)
+        def value_and_vjp(leaves, others):
+            env = dict(zip(fixed, others))
 
-        out, vjp = jax.vjp(call, *diff.values())
+            def call(*leaves):
+                env.update(zip(diff, leaves))
+                p = [env[x] if a.name in arrays else x for a, x in zip(positional, pos)]
+                k = {key: env[v] if key in arrays else v for key, v in kw.items()}
+                return fn(*p, **k)
+
+            out, vjp = jax.vjp(call, *leaves)
+            return out, vjp(jnp.asarray(cotangent(tuple(out.shape)), dtype=out.dtype))
+
+        leaves, others = [arrays[n] for n in diff], [arrays[n] for n in fixed]
+        try:
+            out, grads = jax.jit(value_and_vjp)(leaves, others)
+        except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
+                jax.errors.TracerIntegerConversionError, jax.errors.TracerBoolConversionError):
+            out, grads = value_and_vjp(leaves, others)
         result = Outcome(np.asarray(out, dtype=np.float64), str(out.dtype))
-        grads = vjp(jnp.asarray(cotangent(tuple(out.shape)), dtype=out.dtype))
-        for name, gr in zip(names, grads):
+        for name, gr in zip(diff, grads):
             result.grads[name] = (np.asarray(gr, dtype=np.float64), str(gr.dtype))
         return result
 

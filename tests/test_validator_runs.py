@@ -1,0 +1,97 @@
+"""How the checker runs: implementations side by side (``--jobs``), exact oracle outputs kept
+across runs, JAX calls jitted with an eager fallback — none of which may change a result."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from lossoracle import catalog, oraclecache, parallel, specs
+from lossoracle.engine import _ORACLE_CACHE, exact_outputs, oracle_outputs
+from lossoracle.refdata import encode_mp
+
+
+def _rows(report):
+    return [repr(dataclasses.asdict(r)) for r in report.results]  # repr: NaN equals NaN
+
+
+def test_jobs_give_the_sequential_report_in_the_sequential_order():
+    impls = [i for i in catalog.implementations("entropy") if i.framework != "jax"][:3]
+    impls += [i for i in catalog.implementations("kl_divergence") if not i.ours][:1]
+    tasks = [lambda impl=impl: catalog.run(impl, dtypes=["float32", "float64"]) for impl in impls]
+    sequential = [_rows(r) for r in parallel.run_all(tasks, 1)]
+    side_by_side = [_rows(r) for r in parallel.run_all(tasks, 2)]
+    assert [f"'implementation': {i.name!r}" in rows[0] for rows, i in zip(side_by_side, impls)] == [True] * 4
+    assert side_by_side == sequential
+    assert sum(len(rows) for rows in sequential) > 20
+
+
+def test_jobs_is_an_option_of_check(capsys):
+    from lossoracle.cli import main
+
+    assert main(["check", "--loss", "entropy", "--dtype", "float64", "--jobs", "2"]) in (0, 1)
+    two = capsys.readouterr().out
+    assert main(["check", "--loss", "entropy", "--dtype", "float64", "--jobs", "1"]) in (0, 1)
+    assert capsys.readouterr().out == two and "torch.special.entr" in two
+
+
+def _first_case(loss):
+    spec = specs.get(loss)
+    return spec, next(c for c in spec.cases() if c.raises is None)
+
+
+def test_oracle_outputs_are_kept_exactly_and_keyed_by_what_they_depend_on(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSORACLE_CACHE", str(tmp_path))
+    monkeypatch.setattr(oraclecache, "_LOADED", {})
+    spec, case = _first_case("sigmoid_focal_loss")
+    conventions = {"p_t": "per_term"}  # a library's convention: not in the frozen reference data
+    memo = (spec.name, case.id, (("p_t", "per_term"),))
+    _ORACLE_CACHE.pop(memo, None)
+    first = oracle_outputs(spec, case, conventions)
+    stored = tmp_path / "oracle" / f"{spec.name}.jsonl"
+    k = oraclecache.key(spec, case, conventions)
+    assert stored.exists() and k in stored.read_text()
+    oraclecache._LOADED.clear()
+    again = oraclecache.get(spec.name, k)
+    assert again is not None
+    flat = lambda v: [encode_mp(x) for x in np.asarray(v, dtype=object).reshape(-1)]  # noqa: E731
+    assert flat(again[0]) == flat(first[0]) == flat(exact_outputs(spec, case, conventions)[0])  # the same bits
+    assert {n: flat(g) for n, g in again[1].items()} == {n: flat(g) for n, g in first[1].items()}
+    assert oraclecache.get(spec.name, k) is None  # read once: the engine keeps it
+    other = dataclasses.replace(case, params={**case.params, "reduction": "sum"})
+    assert oraclecache.key(spec, other, conventions) != k
+    assert oraclecache.key(spec, case, {"p_t": "sign"}) != k
+    monkeypatch.setattr(oraclecache, "_source_hash", lambda path: "edited")  # an oracle edited since
+    assert oraclecache.key(spec, case, conventions) != k
+    _ORACLE_CACHE.pop(memo, None)
+
+
+def test_the_oracle_cache_can_be_turned_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSORACLE_CACHE", "off")
+    monkeypatch.setattr(oraclecache, "_LOADED", {})
+    spec, case = _first_case("entropy")
+    oraclecache.put(spec.name, "k", *exact_outputs(spec, case))
+    assert oraclecache.get(spec.name, "k") is None
+
+
+def _value_dependent(input, dim=-1):
+    """Python control flow on a value (as a library validating its input does): not traceable by
+    jax.jit, fine eagerly."""
+    import jax
+    import jax.numpy as jnp
+
+    if bool(jnp.isnan(input).any()):
+        raise ValueError("input has NaN")
+    return jax.nn.log_softmax(input, axis=dim)
+
+
+def test_a_jax_callable_that_cannot_be_traced_runs_eagerly():
+    pytest.importorskip("jax")
+    from lossoracle import check
+
+    report = check(_value_dependent, "log_softmax", "jax", dtypes=["float64"], cases=["random_float64_0"])
+    rows = [r for r in report.results if r.quantity in ("value", "grad:input")]
+    assert {r.quantity for r in rows} == {"value", "grad:input"}
+    assert all(r.verdict in ("conforms", "tail") for r in rows), [r.detail for r in rows]
