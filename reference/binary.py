@@ -47,7 +47,7 @@ import numpy as np
 from mpmath import mpf
 
 from lossoracle.mpfuncs import exact_sub, log1pexp, mp_array, sigmoid, to_mp, workprec
-from lossoracle.spec import Arg, Case, Convention, Spec
+from lossoracle.spec import DTYPE_EPS, Arg, Case, Convention, InDtype, Spec
 from lossoracle.strategies import GRIDS, logits, probabilities, rng_for, to_grid
 
 from .common import REDUCTIONS, reduce
@@ -71,15 +71,24 @@ class _Elements:
     def rows(self):
         return zip(self.x, self.y, self.w, self.pw)
 
-    def cotangents(self, grad_output, reduction: str) -> list:
-        """What each element's loss receives: ``a_i`` (none), ``a`` (sum), ``a/numel`` (mean)."""
+    def denominator(self, mean_over: str) -> mpf:
+        """A mean's denominator: ``numel`` (``elements``) or ``Σ w`` (``weights``)."""
+        if mean_over not in MEAN_OVER:
+            raise ValueError(f"mean_over must be one of {MEAN_OVER}, got {mean_over!r}")
+        return mpf(len(self.x)) if mean_over == "elements" else mpmath.fsum(self.w)
+
+    def cotangents(self, grad_output, reduction: str, mean_over: str = "elements") -> list:
+        """What each element's loss receives: ``a_i`` (none), ``a`` (sum), ``a/den`` (mean)."""
         n = len(self.x)
         if n == 0:
             return []
         if reduction == "none":
             return to_mp(np.broadcast_to(np.asarray(grad_output, dtype=np.float64), self.shape)).reshape(-1).tolist()
         a = mpf(float(np.asarray(grad_output, dtype=np.float64).reshape(-1)[0]))
-        return [a / n if reduction == "mean" else a] * n
+        if reduction == "mean":
+            den = self.denominator(mean_over)
+            a = a / den if den != 0 else mpmath.nan
+        return [a] * n
 
     def array(self, values: list) -> np.ndarray:
         return mp_array(values, self.shape)
@@ -111,6 +120,23 @@ def _logs(p: mpf) -> tuple[mpf, mpf]:
     return mpmath.log(p), mpmath.log(exact_sub(mpf(1), p))
 
 
+MEAN_OVER = ("elements", "weights")
+
+
+def _clip(p: mpf, clip, high) -> mpf:
+    """``p`` clipped to ``[c, high]``, ``high = 1 − c`` by default (unchanged without a clip, and
+    NaN stays NaN)."""
+    if not clip or mpmath.isnan(p):
+        return p
+    c = mpf(clip)
+    return min(max(p, c), exact_sub(mpf(1), c) if high is None else mpf(high))
+
+
+def _at_or_beyond(p: mpf, clip, high) -> bool:
+    """``p`` on or outside the clip interval ``[c, high]``."""
+    return not mpf(clip) < p < (exact_sub(mpf(1), mpf(clip)) if high is None else mpf(high))
+
+
 def _clamp(v: mpf, log_floor) -> mpf:
     """``max(v, log_floor)``, or ``v`` without a floor."""
     return v if log_floor is None else max(v, mpf(log_floor))
@@ -125,13 +151,15 @@ def _bce_element(p: mpf, y: mpf, log_floor) -> mpf:
     return -(_xmul(y, _clamp(lp, log_floor)) + _xmul(exact_sub(mpf(1), y), _clamp(lq, log_floor)))
 
 
-def binary_cross_entropy(input, target, weight=None, reduction: str = "mean", log_floor=None, grad_floor=None):
+def binary_cross_entropy(input, target, weight=None, reduction: str = "mean", log_floor=None, grad_floor=None, *,
+                         probability_clip: float = 0.0, clip_high: float | None = None, mean_over: str = "elements"):
     """Exact ``−w·[y log p + (1 − y) log(1 − p)]`` reduced (``grad_floor`` only affects the gradient)."""
     with workprec():
         e = _Elements(input, target, weight)
-        vals = [mpmath.nan if _has_nan(p, y, w) else _weighted(w, _bce_element(p, y, log_floor))
+        vals = [mpmath.nan if _has_nan(p, y, w) else _weighted(w, _bce_element(_clip(p, probability_clip, clip_high),
+                                                                                 y, log_floor))
                 for p, y, w, _ in e.rows()]
-        return reduce(e.array(vals), reduction)
+        return reduce(e.array(vals), reduction, e.denominator(mean_over))
 
 
 def _bce_partials(p: mpf, y: mpf, log_floor, grad_floor) -> tuple[mpf, mpf]:
@@ -150,17 +178,24 @@ def _bce_partials(p: mpf, y: mpf, log_floor, grad_floor) -> tuple[mpf, mpf]:
 
 
 def binary_cross_entropy_grad(grad_output, input, target, weight=None, reduction: str = "mean", log_floor=None,
-                              grad_floor=None) -> dict[str, np.ndarray]:
-    """VJP of :func:`binary_cross_entropy` w.r.t. ``input`` and ``target``."""
+                              grad_floor=None, *, probability_clip: float = 0.0, clip_high: float | None = None,
+                              mean_over: str = "elements") -> dict[str, np.ndarray]:
+    """VJP of :func:`binary_cross_entropy` w.r.t. ``input`` and ``target``. Under a clip the
+    gradient passes to ``p`` only where ``c < p < high``, and is 0 elsewhere (at the bounds and at
+    NaN too, whatever the cotangent: torch.clamp's backward)."""
     with workprec():
         e = _Elements(input, target, weight)
         gp, gy = [], []
-        for (p, y, w, _), a in zip(e.rows(), e.cotangents(grad_output, reduction)):
+        for (p, y, w, _), a in zip(e.rows(), e.cotangents(grad_output, reduction, mean_over)):
+            pc = _clip(p, probability_clip, clip_high)
+            clipped = bool(probability_clip) and (mpmath.isnan(p) or _at_or_beyond(p, probability_clip, clip_high))
             if _has_nan(p, y, w, a):
-                gp.append(mpmath.nan)
+                gp.append(mpf(0) if clipped else mpmath.nan)
                 gy.append(mpmath.nan)
                 continue
-            dp, dy = _bce_partials(p, y, log_floor, grad_floor)
+            dp, dy = _bce_partials(pc, y, log_floor, grad_floor)
+            if clipped:
+                dp = mpf(0)
             gp.append(_weighted(w, _xmul(a, dp)))
             gy.append(_weighted(w, _xmul(a, dy)))
         return {"input": e.array(gp), "target": e.array(gy)}
@@ -174,13 +209,14 @@ def _bcel_element(x: mpf, y: mpf, pw: mpf) -> mpf:
     return _xmul(pw * y, log1pexp(-x)) + _xmul(exact_sub(mpf(1), y), log1pexp(x))
 
 
-def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str = "mean", pos_weight=None):
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str = "mean", pos_weight=None, *,
+                                     mean_over: str = "elements"):
     """Exact ``w·[pw·y·softplus(−x) + (1 − y)·softplus(x)]`` reduced."""
     with workprec():
         e = _Elements(input, target, weight, pos_weight)
         vals = [mpmath.nan if _has_nan(x, y, w, pw) else _weighted(w, _bcel_element(x, y, pw))
                 for x, y, w, pw in e.rows()]
-        return reduce(e.array(vals), reduction)
+        return reduce(e.array(vals), reduction, e.denominator(mean_over))
 
 
 def _bcel_dx(x: mpf, c: mpf, d: mpf) -> mpf:
@@ -206,13 +242,13 @@ def _bcel_dy(x: mpf, pw: mpf) -> mpf:
 
 
 def binary_cross_entropy_with_logits_grad(grad_output, input, target, weight=None, reduction: str = "mean",
-                                          pos_weight=None) -> dict[str, np.ndarray]:
+                                          pos_weight=None, *, mean_over: str = "elements") -> dict[str, np.ndarray]:
     """VJP w.r.t. ``input`` (``(1 − y)σ(x) − pw·y·σ(−x)``) and ``target``
     (``pw·softplus(−x) − softplus(x)``)."""
     with workprec():
         e = _Elements(input, target, weight, pos_weight)
         gx, gy = [], []
-        for (x, y, w, pw), a in zip(e.rows(), e.cotangents(grad_output, reduction)):
+        for (x, y, w, pw), a in zip(e.rows(), e.cotangents(grad_output, reduction, mean_over)):
             if _has_nan(x, y, w, pw, a):
                 gx.append(mpmath.nan)
                 gy.append(mpmath.nan)
@@ -400,6 +436,9 @@ def _bcel_cases() -> list[Case]:
     return cases
 
 
+_MEAN_OVER = Convention("mean_over", "elements", "mean denominator: elements (numel, PyTorch) | weights (Σ w: a "
+                                                "weighted average)", values=("weights",))
+
 SPECS = (
     Spec(
         name="binary_cross_entropy",
@@ -415,10 +454,21 @@ SPECS = (
         cases=_bce_cases,
         conventions=(
             Convention("log_floor", None, "clamp each logarithm below at this value (PyTorch: −100, so one "
-                                          "element's loss is at most 100·w); None: exact logarithms"),
+                                          "element's loss is at most 100·w); None: exact logarithms",
+                       values=(-100.0,)),
             Convention("grad_floor", None, "PyTorch's backward: the derivatives of the unclamped loss, "
                                            "w(p − y)/max(p(1 − p), grad_floor) and w·log((1 − p)/p) (PyTorch: "
-                                           "1e-12); None: the derivative of the forward as specified"),
+                                           "1e-12); None: the derivative of the forward as specified",
+                       values=(1e-12,)),
+            Convention("probability_clip", 0.0, "p clipped to [c, 1 − c] before the logarithms (Keras: 1e-7, "
+                                                "scikit-learn log_loss: the dtype's eps); the gradient passes only "
+                                                "where c < p < 1 − c (not at the bounds, nor at NaN: torch.clamp's "
+                                                "backward)",
+                       values=(*({"probability_clip": InDtype(c), "clip_high": InDtype(1.0 - c)}
+                                 for c in (1e-7, 1e-8, 1e-12, 1e-15)), DTYPE_EPS)),
+            Convention("clip_high", None, "the upper clip bound if not exactly 1 − c: an implementation's 1 − c "
+                                          "rounded to its dtype (1 − 1e-7 is 1 − 2^-23 in float32, 1 in float16)"),
+            _MEAN_OVER,
         ),
         reduced_terms=_reduced_terms,
         edge_notes=("p = 0 with y > 0, or p = 1 with y < 1: +inf (PyTorch: 100); gradient ±inf (PyTorch: ±1e12)",
@@ -440,6 +490,7 @@ SPECS = (
         oracle=binary_cross_entropy_with_logits,
         gradient=binary_cross_entropy_with_logits_grad,
         cases=_bcel_cases,
+        conventions=(_MEAN_OVER,),
         reduced_terms=_reduced_terms,
         edge_notes=("x = ±inf: the limits (0 or +inf; gradient 0 or ±1); PyTorch gives NaN (pytorch#102894)",
                     "an empty mean is NaN; NaN input gives NaN",

@@ -66,7 +66,7 @@ import numpy as np
 from mpmath import mpf
 
 from lossoracle.mpfuncs import mp_array, mp_sum, to_mp, workprec
-from lossoracle.spec import Arg, Case, Convention, Spec
+from lossoracle.spec import DTYPE_EPS, Arg, Case, Convention, Spec
 from lossoracle.strategies import GRIDS, rng_for, to_grid
 
 from .common import REDUCTIONS
@@ -630,7 +630,8 @@ _SRC_GIOU = "Rezatofighi et al., Generalized Intersection over Union, CVPR 2019 
 _SRC_DIOU = ("Zheng et al., Distance-IoU Loss, AAAI 2020 (arXiv:1911.08287), eqs. 6 (DIoU) and 9–11 (CIoU); "
              "torchvision.ops (0.29) signatures and ε placement")
 _PAIRWISE_EPS = Convention("eps", 0.0, "added to the union (and to the enclosing area for GIoU): MONAI's box_utils "
-                                       "uses float32's machine epsilon 2^-23; torchvision none")
+                                       "uses float32's machine epsilon 2^-23; torchvision none",
+                           values=(2.0**-23, 1e-7, DTYPE_EPS))
 _TIES = ("at a kink (touching edges, equal coordinates) each partial derivative is the mean of its two one-sided "
          "derivatives (the feasible one where a zero width or height would turn negative); torchvision's strict "
          "test takes the disjoint side at touching edges")
@@ -710,9 +711,10 @@ SPECS = (
         gradient=complete_box_iou_loss_grad, cases=lambda: _paired_cases("complete_box_iou_loss"),
         conventions=(
             Convention("alpha", "exact", "'exact': α is differentiated (the derivative of the loss as defined); "
-                                         "'constant': α is a constant in the gradient (torchvision: torch.no_grad)"),
+                                         "'constant': α is a constant in the gradient (torchvision: torch.no_grad)",
+                       values=("constant",)),
             Convention("iou_eps", None, "ε of the IoU and distance terms if not eps (torchvision: always 1e-7, "
-                                        "only α's denominator uses eps)"),
+                                        "only α's denominator uses eps)", values=(1e-7,)),
         ),
         reduced_terms=_reduced_terms, tolerance=_pair_tolerance, unit_tail_scale=True,
         edge_notes=(_ZERO, "a point box (w = h = 0): aspect angle undefined, NaN", "v = 0: α·v = 0", _EMPTY, _TIES),

@@ -744,15 +744,15 @@ def _gdl_cases() -> list[Case]:
 _COMMON_CONV = (
     Convention("pool_classes", False, "one ratio per sample over all classes and positions, class weights inside "
                                       "the sums: 1 − (2Σ_c w_c I_c + s_nr)/(Σ_c w_c (P_c + G_c) + s_dr) (kornia "
-                                      "average='micro'; Keras axis=None with batch=True)"),
+                                      "average='micro'; Keras axis=None with batch=True)", values=(True,)),
     Convention("empty_target_loss", None, "the loss of a (sample, class) whose target sum is 0, whatever is "
-                                          "predicted (SMP, pytorch-toolbelt: 0); None: the ratio"),
+                                          "predicted (SMP, pytorch-toolbelt: 0); None: the ratio", values=(0.0, 1.0)),
     Convention("denominator_floor", None, "D = max(D, floor) (SMP, pytorch-toolbelt: clamp_min(eps = 1e-7)); "
-                                          "None: no floor"),
+                                          "None: no floor", values=(1e-7,)),
     Convention("intersection", "product", "'min': I = Σ min(p, y) = (ΣP + ΣG − ‖p − y‖₁)/2, FP = Σ max(p − y, 0), "
                                           "FN = Σ max(y − p, 0) — the soft-label Dice/Jaccard semimetric (Wang & "
                                           "Blaschko 2023; SMP ≥ 0.5, MONAI soft_label=True); equal to the product "
-                                          "form for hard labels"),
+                                          "form for hard labels", values=("min",)),
 )
 
 MAPPING = """library settings (the adapter's translation; conventions in brackets):

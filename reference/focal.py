@@ -63,7 +63,7 @@ import numpy as np
 from mpmath import mpf
 
 from lossoracle.mpfuncs import SoftmaxRow, log1pexp, mp_array, mp_sum, sigmoid, to_mp, workprec
-from lossoracle.spec import Arg, Case, Convention, Spec
+from lossoracle.spec import DTYPE_EPS, Arg, Case, Convention, Spec
 from lossoracle.strategies import GRIDS, LADDERS, class_indices, logits, probabilities, rng_for
 
 from .common import class_last
@@ -489,22 +489,29 @@ def _softmax_cases() -> list[Case]:
     return cases
 
 
+_CLIPS = (1e-7, 1e-8, 1e-12, 1e-15, DTYPE_EPS)  # Keras 1e-7, kornia 1e-8, sklearn the dtype's eps
 _SIG_CONVENTIONS = (
     Convention("p_t", "linear", "soft-target p_t: linear (torchvision, Keras, optax) | per_term (kornia) | "
-                                "sign (MONAI: σ(−x(2y−1))) | exp_bce (SMP: e^{−BCE})"),
+                                "sign (MONAI: σ(−x(2y−1))) | exp_bce (SMP: e^{−BCE})",
+               values=("per_term", "sign", "exp_bce")),
     Convention("probability_clip", 0.0, "BCE term from σ(x) clipped to [c, 1 − c] (Keras: 1e-7); no gradient "
-                                        "through a clipped probability"),
-    Convention("mean_over", "elements", "mean denominator: elements | positives (RetinaNet: max(1, #{y = 1}))"),
-    Convention("sum_rule", "plain", "sum: plain | spatial_mean (MONAI: Σ over N, C of the mean over H, W, …)"),
+                                        "through a clipped probability", values=_CLIPS),
+    Convention("mean_over", "elements", "mean denominator: elements | positives (RetinaNet: max(1, #{y = 1}))",
+               values=("positives",)),
+    Convention("sum_rule", "plain", "sum: plain | spatial_mean (MONAI: Σ over N, C of the mean over H, W, …)",
+               values=("spatial_mean",)),
 )
 _SM_CONVENTIONS = (
     Convention("scalar_alpha", "all", "a scalar α weights: all classes | background (class 0 gets 1 − α: kornia, "
-                                      "MONAI)"),
+                                      "MONAI)", values=("background",)),
     Convention("mean_over", "targets", "mean denominator: targets (counted) | alpha (Σ α_y) | elements "
-                                       "(N·C·d1⋯, ignored included: kornia, MONAI without a mask)"),
-    Convention("empty_mean", "nan", "a mean over nothing: nan (0/0) | zero (kornia, MONAI)"),
-    Convention("sum_rule", "plain", "sum: plain | spatial_mean (MONAI: Σ over N of the mean over counted d1⋯)"),
-    Convention("probability_clip", 0.0, "p clipped to [c, 1 − c] in log p and (1 − p)^γ (Keras: 1e-7)"),
+                                       "(N·C·d1⋯, ignored included: kornia, MONAI without a mask)",
+               values=("alpha", "elements")),
+    Convention("empty_mean", "nan", "a mean over nothing: nan (0/0) | zero (kornia, MONAI)", values=("zero",)),
+    Convention("sum_rule", "plain", "sum: plain | spatial_mean (MONAI: Σ over N of the mean over counted d1⋯)",
+               values=("spatial_mean",)),
+    Convention("probability_clip", 0.0, "p clipped to [c, 1 − c] in log p and (1 − p)^γ (Keras: 1e-7)",
+               values=_CLIPS),
 )
 
 SPECS = (

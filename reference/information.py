@@ -531,7 +531,7 @@ SPECS = (
         gradient=entropy_grad,
         cases=_entropy_cases,
         conventions=(Convention("normalize", False, "divide each row by its sum first (scipy.stats.entropy); "
-                                                    "an all-zero row gives NaN"),),
+                                                    "an all-zero row gives NaN", values=(True,)),),
         reduced_terms=_row_terms("p"),
         edge_notes=("p = 0 contributes 0; its gradient is +inf (the one-sided derivative of −p log p)",
                     "rows need not sum to 1; entries > 1 give negative terms",
@@ -552,7 +552,7 @@ SPECS = (
         cases=_kl_div_cases,
         conventions=(Convention("zero_target_grad", "limit",
                                 "target gradient at p = 0: 'limit' (−inf, the one-sided derivative) or 'nan' "
-                                "(PyTorch's xlogy backward)"),),
+                                "(PyTorch's xlogy backward)", values=("nan",)),),
         reduced_terms=_kl_div_terms,
         edge_notes=("p = 0 contributes 0, also where input = −inf (PyTorch gives NaN there)",
                     "p > 0 with input = −inf (q = 0) gives +inf",
@@ -570,8 +570,10 @@ SPECS = (
         gradient=kl_divergence_grad,
         cases=_kl_divergence_cases,
         conventions=(
-            Convention("generalized", False, "add q − p per term: x log(x/y) − x + y (scipy.special.kl_div)"),
-            Convention("normalize", False, "divide p and q by their row sums first (scipy.stats.entropy(pk, qk))"),
+            Convention("generalized", False, "add q − p per term: x log(x/y) − x + y (scipy.special.kl_div)",
+                       values=(True,)),
+            Convention("normalize", False, "divide p and q by their row sums first (scipy.stats.entropy(pk, qk))",
+                       values=(True,)),
         ),
         reduced_terms=_row_terms("p"),
         edge_notes=("p = 0 contributes 0 for every q ≥ 0 (also q = 0)",

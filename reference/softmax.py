@@ -43,7 +43,7 @@ import numpy as np
 from mpmath import mpf
 
 from lossoracle.mpfuncs import SoftmaxRow, mp_array, mp_sum, to_mp, workprec
-from lossoracle.spec import Arg, Case, Spec
+from lossoracle.spec import Arg, Case, Convention, Spec
 from lossoracle.strategies import GRIDS, class_indices, logits, probabilities, rng_for
 
 from .common import class_last, is_floating, reduce, rows
@@ -161,15 +161,35 @@ def _weights(weight, C: int) -> list[mpf]:
     return [mpf(1)] * C if weight is None else to_mp(weight).tolist()
 
 
-class _Layout:
-    """Rows of logits (M, C), per-row coefficients β (None for ignored rows), normaliser."""
+SMOOTHING_FORMS = ("eps_over_c", "eps_over_c_minus_1")
+MEAN_OVER = ("weights", "targets", "rows", "elements")
+EMPTY_MEANS = ("nan", "zero")
 
-    def __init__(self, input, target, weight, ignore_index, label_smoothing):
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+class _Layout:
+    """Rows of logits (M, C), per-row coefficients β (None for ignored rows), normaliser.
+
+    Conventions: ``smoothing_form`` spreads ε as ``ε/C`` over every class (PyTorch) or as
+    ``ε/(C − 1)`` over the other classes (the true class keeps ``1 − ε``); ``mean_over`` divides a
+    mean by ``Σ w_y`` (PyTorch; ``N·d1⋯`` for probability targets), the count of non-ignored
+    targets, every row (ignored ones included) or every entry ``N·C·d1⋯``; ``empty_mean`` makes a
+    mean over nothing NaN (0/0) or 0."""
+
+    def __init__(self, input, target, weight, ignore_index, label_smoothing, smoothing_form="eps_over_c",
+                 mean_over="weights", empty_mean="nan"):
         self.dim = _class_dim(input)
         self.x, self.lead = rows(input, self.dim)
         C = self.x.shape[-1]
         w = _weights(weight, C)
         eps = mpf(label_smoothing)
+        other = _choice("smoothing_form", smoothing_form, SMOOTHING_FORMS) == "eps_over_c_minus_1"
+        self.empty_zero = _choice("empty_mean", empty_mean, EMPTY_MEANS) == "zero"
         self.prob = _is_probability_target(input, target)
         self.t = rows(target, self.dim)[0] if self.prob else np.asarray(target).reshape(-1)
         self.betas: list[list[mpf] | None] = []
@@ -179,15 +199,30 @@ class _Layout:
                 self.betas.append([w[c] * ((1 - eps) * t[c] + eps / C) for c in range(C)])
             elif int(t) == ignore_index:
                 self.betas.append(None)
+            elif other:
+                y = int(t)
+                self.betas.append([w[c] * ((1 - eps) if c == y else eps / (C - 1)) for c in range(C)])
+                den.append(w[y])
             else:
                 y = int(t)
                 self.betas.append([(1 - eps) * w[c] * (c == y) + eps / C * w[c] for c in range(C)])
                 den.append(w[y])
-        self.denominator = mpf(len(self.t)) if self.prob else mp_sum(den)
+        mean_over = _choice("mean_over", mean_over, MEAN_OVER)
+        if mean_over == "rows" or (self.prob and mean_over != "elements"):
+            self.denominator = mpf(len(self.t))
+        elif mean_over == "elements":
+            self.denominator = mpf(len(self.t) * C)
+        else:
+            self.denominator = mp_sum(den) if mean_over == "weights" else mpf(len(den))
         self.w, self.eps = w, eps
 
     def unflatten(self, values: list) -> np.ndarray:
         return mp_array(values, self.lead)
+
+    def reduce(self, losses: np.ndarray, reduction: str):
+        if reduction == "mean" and self.denominator == 0 and self.empty_zero:
+            return mpf(0)
+        return reduce(losses, reduction, self.denominator)
 
     def cotangent(self, grad_output, reduction: str) -> list:
         """What each row's loss receives: ``g_i`` (none), ``g`` (sum), ``g/den`` (mean)."""
@@ -195,7 +230,7 @@ class _Layout:
             return np.broadcast_to(to_mp(grad_output), self.lead).reshape(-1).tolist()
         g = mpf(np.asarray(grad_output, dtype=np.float64).reshape(-1)[0])
         if reduction == "mean":
-            g = g / self.denominator if self.denominator != 0 else mpmath.nan
+            g = g / self.denominator if self.denominator != 0 else (mpf(0) if self.empty_zero else mpmath.nan)
         return [g] * len(self.t)
 
 
@@ -206,19 +241,21 @@ def _row_loss(sr: SoftmaxRow, beta) -> mpf:
 
 
 def cross_entropy(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean",
-                  label_smoothing: float = 0.0):
+                  label_smoothing: float = 0.0, *, smoothing_form: str = "eps_over_c", mean_over: str = "weights",
+                  empty_mean: str = "nan"):
     """Exact cross-entropy of logits ``input`` against class indices or probabilities ``target``."""
     with workprec():
-        lay = _Layout(input, target, weight, ignore_index, label_smoothing)
+        lay = _Layout(input, target, weight, ignore_index, label_smoothing, smoothing_form, mean_over, empty_mean)
         losses = lay.unflatten([_row_loss(SoftmaxRow(r), b) for r, b in zip(lay.x, lay.betas)])
-        return reduce(losses, reduction, lay.denominator)
+        return lay.reduce(losses, reduction)
 
 
 def cross_entropy_grad(grad_output, input, target, weight=None, ignore_index: int = -100,
-                       reduction: str = "mean", label_smoothing: float = 0.0) -> dict[str, np.ndarray]:
+                       reduction: str = "mean", label_smoothing: float = 0.0, *, smoothing_form: str = "eps_over_c",
+                       mean_over: str = "weights", empty_mean: str = "nan") -> dict[str, np.ndarray]:
     """VJP of :func:`cross_entropy` w.r.t. ``input`` (and ``target`` for probability targets)."""
     with workprec():
-        lay = _Layout(input, target, weight, ignore_index, label_smoothing)
+        lay = _Layout(input, target, weight, ignore_index, label_smoothing, smoothing_form, mean_over, empty_mean)
         C = lay.x.shape[-1]
         gx, gt = [], []
         for r, beta, a in zip(lay.x, lay.betas, lay.cotangent(grad_output, reduction)):
@@ -238,21 +275,23 @@ def cross_entropy_grad(grad_output, input, target, weight=None, ignore_index: in
         return out
 
 
-def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean"):
+def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean", *,
+             mean_over: str = "weights", empty_mean: str = "nan"):
     """Exact negative log-likelihood ``−w_y·input_y`` of log-probabilities ``input``."""
     with workprec():
-        lay = _Layout(input, target, weight, ignore_index, 0.0)
+        lay = _Layout(input, target, weight, ignore_index, 0.0, mean_over=mean_over, empty_mean=empty_mean)
         losses = lay.unflatten([mpf(0) if b is None else -mp_sum(bc * xc for bc, xc in zip(b, r) if bc != 0)
                                 for r, b in zip(lay.x, lay.betas)])
-        return reduce(losses, reduction, lay.denominator)
+        return lay.reduce(losses, reduction)
 
 
 def nll_loss_grad(grad_output, input, target, weight=None, ignore_index: int = -100,
-                  reduction: str = "mean") -> dict[str, np.ndarray]:
+                  reduction: str = "mean", *, mean_over: str = "weights",
+                  empty_mean: str = "nan") -> dict[str, np.ndarray]:
     """VJP of :func:`nll_loss`: ``−a_i·w_{y_i}`` at the target entry; every other entry (and every
     ignored row) does not enter the loss and gets exactly 0."""
     with workprec():
-        lay = _Layout(input, target, weight, ignore_index, 0.0)
+        lay = _Layout(input, target, weight, ignore_index, 0.0, mean_over=mean_over, empty_mean=empty_mean)
         C = lay.x.shape[-1]
         g = []
         for t, beta, a in zip(lay.t, lay.betas, lay.cotangent(grad_output, reduction)):
@@ -389,6 +428,17 @@ def _nll_cases() -> list[Case]:
     return _shared_cases("nll_loss", with_smoothing=False)
 
 
+_SMOOTHING_FORM = Convention(
+    "smoothing_form", "eps_over_c", "index targets: eps_over_c ((1 − ε)·onehot + ε/C, PyTorch, Keras) | "
+    "eps_over_c_minus_1 (1 − ε on the true class, ε/(C − 1) on each other one)", values=("eps_over_c_minus_1",))
+_MEAN_OVER = Convention(
+    "mean_over", "weights", "mean denominator: weights (Σ w_y of the counted targets, PyTorch; N·d1⋯ for probability "
+    "targets) | targets (their count, weights not normalised) | rows (N·d1⋯, ignored rows counted: Keras, "
+    "kornia-style masks) | elements (N·C·d1⋯: the mean over every entry of −q·log p)",
+    values=("targets", "rows", "elements"))
+_EMPTY_MEAN = Convention("empty_mean", "nan", "a mean over nothing (all ignored, empty batch, every weight 0): "
+                                              "nan (0/0, PyTorch) | zero (Keras ignore_class)", values=("zero",))
+
 _LOSS_SPECS = (
     Spec(
         name="cross_entropy",
@@ -404,6 +454,7 @@ _LOSS_SPECS = (
         oracle=cross_entropy,
         gradient=cross_entropy_grad,
         cases=_ce_cases,
+        conventions=(_SMOOTHING_FORM, _MEAN_OVER, _EMPTY_MEAN),
         reduced_terms=_reduced_terms,
         edge_notes=("all targets ignored or an empty batch under mean: NaN (0/0); ignored rows receive no "
                     "cotangent, so the gradient is 0",
@@ -423,6 +474,7 @@ _LOSS_SPECS = (
         oracle=nll_loss,
         gradient=nll_loss_grad,
         cases=_nll_cases,
+        conventions=(_MEAN_OVER, _EMPTY_MEAN),
         reduced_terms=_reduced_terms,
         edge_notes=("all targets ignored or an empty batch under mean: NaN (0/0)",),
     ),

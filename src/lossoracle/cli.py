@@ -163,7 +163,7 @@ def _selection(args, losses: list[str]) -> dict[str, dict]:
 
 
 def _cmd_check(args) -> int:
-    options = {"timeout": args.timeout, "isolate": not args.no_isolation}
+    options = {"timeout": args.timeout, "isolate": not args.no_isolation, "fingerprint": not args.no_fingerprint}
     if args.html:  # the plots need matplotlib and the per-element errors, kept only for them
         from .plots import PLOT_POINTS, require_matplotlib
 
@@ -259,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "most 4; 1 runs them one after the other)")
     c.add_argument("--no-isolation", action="store_true", help="call implementations in this process (no crash "
                    "or hang protection)")
+    c.add_argument("--no-fingerprint", action="store_true", help="do not search a non-conforming cell for the "
+                   "convention it follows (--param pins a convention: it is not searched)")
     c.add_argument("--journal", help="append each result to this JSON-lines file as it is measured")
     c.add_argument("--resume", help="skip the cells this journal already holds, and go on appending to it")
     c.add_argument("--quantity", action="append", default=[], metavar="value|grad:ARG",

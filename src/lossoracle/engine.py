@@ -295,7 +295,9 @@ class Options:
     call, so a crash or a hang becomes a verdict (``isolate=False`` calls it in this process);
     ``progress(text)``: called as each cell (device × dtype) starts, with the cell's name;
     ``plot_points``: keep up to this many per-element errors per row for the HTML report's plots
-    (:mod:`lossoracle.plots`; 0 keeps none).
+    (:mod:`lossoracle.plots`; 0 keeps none);
+    ``fingerprint``: search a non-conforming cell for the convention it follows
+    (:mod:`lossoracle.fingerprint`; the ``conventions`` passed to :func:`check` are pinned).
     """
 
     name: str | None = None
@@ -310,6 +312,7 @@ class Options:
     isolate: bool = True
     progress: Callable[[str], None] | None = None
     plot_points: int = 0
+    fingerprint: bool = True
 
 
 def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable | None = None,
@@ -350,14 +353,19 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
     for device in devices:
         ctx = _Ctx(spec, impl_name, device, conventions, note, upcast, select, opts.plot_points)
         rows: list[Result] = []
+        outcomes: dict[tuple[str, int], Outcome] = {}
         # the worker inherits ``selected`` at fork time: a task is the case's index, not the pickled case
         with worker(lambda i, dtype, dev: _call(bk, fn, grad, spec, selected[i], dtype, dev), timeout, isolate) as run:
             for dtype in dtypes:
                 if opts.progress is not None:
                     opts.progress(f"{spec.name} {impl_name} {device or 'host'} {dtype}")
                 rows += _check_cell(ctx, run, selected, dtype, unsupported_dtypes.get(dtype), accepts,
-                                    strict_errors)
+                                    strict_errors, outcomes)
         _credit_bad_input(rows)
+        if opts.fingerprint:
+            from .fingerprint import explain
+
+            explain(ctx, selected, outcomes, rows, conventions, None if timeout is None else 10 * timeout, isolate)
         for r in rows:
             if r.verdict not in ("conforms", "unsupported"):
                 r.reproduce = f"{repro} --case {r.case} --dtype {r.dtype}"
@@ -366,8 +374,9 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
 
 
 def _check_cell(ctx: _Ctx, run, cases: list[Case], dtype: str, unsupported: str | None, accepts,
-                strict: bool) -> list[Result]:
-    """Every case valid in ``dtype``; a crash or a timeout ends the cell."""
+                strict: bool, outcomes: dict[tuple[str, int], Outcome]) -> list[Result]:
+    """Every case valid in ``dtype`` (the results kept in ``outcomes`` by dtype and case index);
+    a crash or a timeout ends the cell."""
     rows: list[Result] = []
     for index, case in enumerate(cases):
         case_dtypes = case.dtypes()
@@ -388,6 +397,7 @@ def _check_cell(ctx: _Ctx, run, cases: list[Case], dtype: str, unsupported: str 
         elif isinstance(result, Failure):
             rows.append(_failure_row(ctx, case, dtype, "value", result))
         else:
+            outcomes[dtype, index] = result
             rows += _score(ctx, case, dtype, result)
         for r in rows[first:]:
             r.tags = list(tags)

@@ -86,7 +86,8 @@ class Result:
     finding: str | None = None  # compare.FINDINGS key, or error/crashed/timeout/unsupported/shape/dtype/…
     well_conditioned_grade: str | None = None  # worst grade where c ≤ 4·|f|
     tags: list[str] = field(default_factory=list)
-    convention: str | None = None
+    convention: str | None = None  # the convention search's one line (lossoracle.fingerprint)
+    fingerprint: dict[str, Any] | None = None  # its whole result, the cell's "convention" in summary()
     points: dict[str, Any] | None = field(default=None, repr=False)  # kept for the HTML plots (lossoracle.plots)
 
     @property
@@ -354,6 +355,9 @@ class Report:
             lines = [_finding_line(f) for f in found]
             if not lines and verdict in ("unsupported", "not_installed"):
                 lines = [rows[0].detail]
+            fp = next((r.fingerprint for r in rows if r.fingerprint), None)
+            if fp:
+                lines.append(f"convention: {fp['text']}")
             tags: dict[str, set] = defaultdict(set)
             for r in rows:
                 for t in r.tags:
@@ -367,7 +371,7 @@ class Report:
                         "details": lines, "detail": lines[0] if lines else "",
                         "quantities": sorted({r.quantity for r in scored}, key=lambda q: (q != "value", q)),
                         "tags": {t: len(c) for t, c in sorted(tags.items())}, "findings": found,
-                        "xfail": self.expected.get((loss, impl, device, dtype))})
+                        "xfail": self.expected.get((loss, impl, device, dtype)), "convention": fp})
         return out
 
     def to_text(self, verbose: bool = False) -> str:

@@ -15,9 +15,18 @@ import numpy as np
 
 from .floats import FORMATS, FloatFormat, is_representable
 
-__all__ = ["Arg", "Case", "Budget", "Convention", "Spec", "DTYPES"]
+__all__ = ["Arg", "Case", "Budget", "Convention", "InDtype", "Spec", "DTYPES", "DTYPE_EPS"]
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")
+DTYPE_EPS = "eps"  # a Convention value standing for the machine epsilon of the dtype being checked
+
+
+@dataclass(frozen=True)
+class InDtype:
+    """A Convention value rounded to the dtype being checked, as an implementation's constant
+    (``1 − 1e-7`` is ``1 − 2^-23`` in float32 and 1 in float16)."""
+
+    value: float
 TARGET_KINDS = ("binary_target", "probability_target", "class_index_or_probability_target")
 
 
@@ -108,11 +117,19 @@ class Budget:
 
 @dataclass(frozen=True)
 class Convention:
-    """An oracle parameter beyond the canonical signature, which some library's behaviour needs."""
+    """An oracle parameter beyond the canonical signature, which some library's behaviour needs.
+
+    ``values``: the other settings real libraries use, which the convention search
+    (:mod:`lossoracle.fingerprint`) tries on a non-conforming cell; :data:`DTYPE_EPS` stands for
+    the machine epsilon of the cell's dtype, :class:`InDtype` a constant rounded to it, and a
+    mapping sets several parameters together (this one and its companions, e.g. a clip bound and
+    its complement).
+    """
 
     name: str
     default: Any
     doc: str
+    values: tuple[Any, ...] = ()
 
 
 OracleFn = Callable[..., Any]
