@@ -15,6 +15,7 @@ a defect does not reach, the same cell must still conform.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -325,6 +326,92 @@ def jax_log_of_softmax(input, dim):
     import jax
 
     return jax.numpy.log(jax.nn.softmax(input, axis=dim))
+
+
+def clipped_bce_at(c: float | None) -> Callable:
+    """BCE of p clipped to [c, 1 − c] (``None``: the dtype's machine epsilon, as scikit-learn)."""
+
+    def bce(input, target, weight=None, reduction="mean"):
+        eps = torch.finfo(input.dtype).eps if c is None else c
+        return torch_impl.binary_cross_entropy(input.clamp(eps, 1 - eps), target, weight, reduction)
+
+    bce.__qualname__ = f"clipped_bce_at_{'eps' if c is None else format(c, 'g')}"
+    return bce
+
+
+def bce_log_clamp_100(input, target, weight=None, reduction="mean"):
+    """−w·[y·max(log p, −100) + (1 − y)·max(log(1 − p), −100)] in float64 (as PyTorch's forward),
+    differentiated through the clamp (no gradient where a logarithm is clamped)."""
+    p, y = input.double(), target.double()
+    floor = math.exp(-100.0)
+
+    def clamped(log, q, live):  # the unclamped branch never sees a clamped q: no 0·inf in the backward
+        return torch.where(live, log(torch.where(live, q, torch.full_like(q, 0.5))), torch.full_like(q, -100.0))
+
+    loss = -(y * clamped(torch.log, p, p > floor) + (1 - y) * clamped(lambda q: torch.log1p(-q), p, 1 - p > floor))
+    if weight is not None:
+        loss = loss * weight.double()
+    loss = loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
+    return loss.to(input.dtype)
+
+
+def mean_over_n_times_c(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """A mean over every entry N·C·d1⋯ (the mean of the per-class map −q·log p), not over the targets."""
+    if reduction != "mean":
+        return torch_impl.cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing)
+    total = torch_impl.cross_entropy(input, target, weight, ignore_index, "sum", label_smoothing)
+    return total / input.numel()
+
+
+def normalised_entropy(p, dim=-1):
+    """Rows divided by their sums first (scipy.stats.entropy)."""
+    return torch_impl.entropy(p / p.sum(dim, keepdim=True), dim)
+
+
+@dataclass(frozen=True)
+class Planted:
+    """An implementation following another documented convention than the spec's default, and the
+    setting the convention search must report as matching in every dtype run."""
+
+    name: str
+    loss: str
+    fn: Callable
+    convention: str  # Setting.shown of the expected match
+    dtypes: tuple[str, ...] = ALL_DTYPES
+    cases: Callable | tuple[str, ...] | None = None
+    verdict: str = "conforms"  # the cell's verdict under the matching setting
+    why: str = ""
+
+    def case_ids(self) -> list[str] | None:
+        return Mutant.case_ids(self)  # type: ignore[arg-type]
+
+
+_NO_NAN = valid_only("nan_propagates", "nan_mean")
+PLANTED: list[Planted] = [
+    Planted("smoothing_eps_over_c_minus_1", "cross_entropy", smoothing_over_c_minus_1,
+            "smoothing_form='eps_over_c_minus_1'",
+            cases=("smoothing_0.1", "smoothing_0.1_none", "smoothing_1.0_none", "smoothing_0.1_weight_ignore",
+                   "random_half_0", "random_float64_0", "basic_mean")),
+    Planted("weighted_mean_over_n", "cross_entropy", weighted_mean_over_n, "mean_over='targets'",
+            cases=("basic_mean", "weights_with_zeros", "weight_and_ignore", "smoothing_0.1_weight_ignore",
+                   "random_float64_3")),
+    Planted("mean_over_n_times_c", "cross_entropy", mean_over_n_times_c, "mean_over='elements'",
+            cases=("basic_mean", "ignore_some_mean", "spatial_mean", "weight_and_ignore", "random_float32_0",
+                   "prob_soft_mean")),
+    *(Planted(f"clipped_bce_{c:g}", "binary_cross_entropy", clipped_bce_at(c), f"probability_clip={c!r}",
+              dtypes=("float32", "float64") if c == 1e-7 else ("float64",), cases=valid_only())
+      for c in (1e-7, 1e-8, 1e-12, 1e-15)),
+    Planted("clipped_bce_eps", "binary_cross_entropy", clipped_bce_at(None), "probability_clip=eps (",
+            dtypes=("float32", "float64"), cases=valid_only()),
+    Planted("bce_log_clamp_100", "binary_cross_entropy", bce_log_clamp_100, "log_floor=-100.0", cases=_NO_NAN),
+    Planted("normalised_entropy", "entropy", normalised_entropy, "normalize=True", dtypes=("float32", "float64"),
+            cases=lambda c: c.raises is None and np.size(c.inputs["p"]) > 0 and bool(np.all(c.inputs["p"] > 0))
+            and bool(np.all(np.isfinite(c.inputs["p"]))), verdict="tail",
+            why="autograd through p/Σp: 0·inf = NaN at p = 0 (so no zeros), and tiny gradients lose their relative "
+                "accuracy (−1.0e-6 for −9.9e-7 beside p = 1 − 2^-24): tail under the matching setting"),
+    Planted("float64_computed_in_float32", "log_softmax", float64_in_float32, "compute_dtype='float32'",
+            dtypes=("float64",), cases=valid_only()),
+]
 
 
 # The BCE-with-logits cases the textbook formula cannot do: an infinite logit or a zero weight

@@ -16,9 +16,11 @@ Pruning, so each case is graded at most once per setting: every setting is first
 computed where an element is non-finite against a finite exact value or grossly wrong (relative
 error > 0.5 above every tail bound); a setting that leaves both probes failing is dropped. The
 others are graded on every case of the cell. A setting *matches* when every scored case then
-conforms (or is at worst ``tail``, where the claimed setting deviates); otherwise the closest
-setting is the one leaving the fewest failing cases (the smallest worst error breaking ties),
-reported only when it fails fewer cases than the claimed setting.
+conforms (or is at worst ``tail``, where the claimed setting deviates); otherwise, on a cell that
+deviates, the closest setting is the one leaving the fewest failing cases (the smallest worst
+error breaking ties), reported only when it fails fewer cases than the claimed setting and never
+``compute_dtype`` (a looser grading passes more cases of any implementation; it explains a cell
+only as a whole). A ``tail`` cell is explained only by a match.
 
 The search of a device's cells runs in a forked worker (:mod:`lossoracle.isolation`), like the
 implementation's calls: a crash or a hang in it becomes the cell's explanation ("convention search
@@ -173,20 +175,20 @@ def _passes(rows: list[Result] | None, ok: tuple[str, ...]) -> bool:
     return rows is not None and all(r.verdict in ok for r in rows)
 
 
-def _summary(setting: Setting | None, graded: dict[int, list[Result] | None], total: int) -> dict[str, Any]:
+def _summary(setting: Setting, graded: dict[int, list[Result] | None], ok: tuple[str, ...]) -> dict[str, Any]:
+    """A setting's grading: ``failing_cases`` counts the cases with a row outside ``ok``."""
     rows = [r for rs in graded.values() if rs for r in rs]
-    failing = sum(1 for rs in graded.values() if rs is None or any(r.verdict in _FAILING for r in rs))
+    failing = sum(1 for rs in graded.values() if not _passes(rs, ok))
     worst = worst_row(rows)
     scored = [r for r in rows if r.scored]
-    out = {"setting": ({setting.name: setting.value} | dict(setting.params)) if setting else {},
-           "shown": setting.shown if setting else "",
+    out = {"setting": {setting.name: setting.value} | dict(setting.params), "shown": setting.shown,
            "verdict": cell_verdict(rows) if rows else "deviates",
            "grade": _worst_grade(scored),
            "max_ulp": max((r.max_ulp for r in scored if r.max_ulp is not None), default=None),
            "max_cond_err": max((r.max_cond_err for r in scored if r.max_cond_err is not None), default=None),
-           "failing_cases": failing, "cases": total,
+           "failing_cases": failing, "cases": len(graded),
            "worst": f"{worst.case}: {worst.detail}" if worst is not None and worst.verdict in _FAILING else ""}
-    if setting is not None and setting.name != COMPUTE_DTYPE:
+    if setting.name != COMPUTE_DTYPE:
         out["param"] = " ".join(f"--param {k}={v!r}" for k, v in setting.params.items())
     return out
 
@@ -253,7 +255,7 @@ def search(ctx, cases: list[Case], outcomes: Mapping[int, Outcome], rows: list[R
         results.append((s, graded, misses))
     summaries = []
     for s, graded, misses in results:
-        summary = _summary(s, graded, len(by_case))
+        summary = _summary(s, graded, ok)
         summary["misses"] = misses
         summaries.append((summary, s, graded))
     matches = sorted((r for r, _, _ in summaries if r["misses"] == 0),
@@ -264,12 +266,13 @@ def search(ctx, cases: list[Case], outcomes: Mapping[int, Outcome], rows: list[R
         names = " or ".join(r["shown"] for r in matches)
         text = f"matches {names} ({best['verdict']}, max {_num(best['max_ulp'])} ULP)"
         status, chosen = "matches", matches
-    elif summaries:
-        _, s, graded = min(summaries, key=lambda t: (t[0]["misses"], _finite(t[0]["max_cond_err"])))
+    elif base_verdict == "deviates" and any(s.name != COMPUTE_DTYPE for _, s, _ in summaries):
+        _, s, graded = min(((r, s, g) for r, s, g in summaries if s.name != COMPUTE_DTYPE),
+                           key=lambda t: (t[0]["misses"], _finite(t[0]["max_cond_err"])))
         for i, rs in graded.items():  # how far: the cases that failed whatever their condition, graded in full
             if rs is None:
                 graded[i] = grader.grade(i, outcomes[i], s, quick=False)
-        closest = _summary(s, graded, len(by_case))
+        closest = _summary(s, graded, ok)
         text = (f"closest: {closest['shown']} — {closest['failing_cases']} of {closest['cases']} cases still "
                 f"fail (max {_num(closest['max_ulp'])} ULP, {_num(closest['max_cond_err'])} u·c; worst "
                 f"{closest['worst']})")
@@ -303,7 +306,9 @@ def explain(ctx, cases: list[Case], outcomes: Mapping[tuple[str, int], Outcome],
         for dtype in todo:
             result = run.run(dtype)
             if isinstance(result, Failure):
-                result = {"status": "failed", "text": f"convention search {result.kind}: {result.message}",
+                message = result.message if result.message.startswith(result.kind) else \
+                    f"{result.kind}: {result.message}"
+                result = {"status": "failed", "text": f"convention search {message}",
                           "settings": [], "worst": ""}
             for r in cells[dtype]:
                 r.convention, r.fingerprint = result["text"], result
