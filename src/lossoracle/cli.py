@@ -19,7 +19,7 @@ from .engine import check
 from .frameworks import backend
 from .report import Report, Result, environment
 from .compare import K
-from .spec import DTYPES
+from .spec import DTYPE_EPS, DTYPES, InDtype
 from .tags import TAGS, case_tags, check_tags, selection
 from .terminal import Progress, emit
 
@@ -49,13 +49,22 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def _value_text(v) -> str:
+    """A Convention value as ``describe`` lists it (DTYPE_EPS, InDtype: rounded to the dtype checked)."""
+    if isinstance(v, InDtype):
+        return f"{v.value!r} (in the dtype)"
+    return "the dtype's eps" if v == DTYPE_EPS else repr(v)
+
+
 def _cmd_describe(args) -> int:
     spec = _spec(args.name)
     print(f"{spec.name}\n  signature: {spec.signature}\n  definition: {spec.definition}\n  source: {spec.source}")
     if spec.conventions:
         print("  conventions (oracle parameters for library variants):")
         for c in spec.conventions:
-            print(f"    {c.name} = {c.default!r}: {c.doc}")
+            shown = [_value_text(v[c.name] if isinstance(v, dict) else v) for v in c.values]
+            searched = f" [searched: {', '.join(shown)}]" if shown else ""
+            print(f"    {c.name} = {c.default!r}: {c.doc}{searched}")
     b = spec.budget
     print("  accuracy budget (ULP, value / gradient): "
           + ", ".join(f"{d} {b.ulp_budget('value', d):g}/{b.ulp_budget('grad', d):g}" for d in DTYPES)
