@@ -29,6 +29,10 @@ backward, which differentiates the *unclamped* loss and floors the denominator:
 forward (pytorch#103316). Without ``grad_floor`` the gradient is the derivative of the forward
 as specified (zero where a log is clamped).
 
+``probability_clip = c`` clips ``p`` to ``[c, 1 − c]`` first (``clip_high``: the upper bound as an
+implementation rounds ``1 − c``; the gradient reaches ``p`` only strictly inside, as
+``torch.clamp``'s backward); ``mean_over="weights"`` divides a mean by ``Σ w`` (both losses).
+
 Hazards and remedies: ``log(1 − p)`` and ``σ(x) − y`` lose everything when formed by rounding
 ``1 − p`` or ``σ(x)`` — the oracle forms ``1 − p``, ``1 − y`` and ``(1 − y) − pw·y`` exactly,
 uses ``softplus(±x)`` (no log of a sigmoid), ``−σ(−x)`` for ``σ(x) − 1``, ``expm1`` where the two

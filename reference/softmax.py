@@ -32,6 +32,12 @@ logit outside the target support contributes nothing), the gradient is
 both products are free of cancellation (``1 − p`` from :class:`SoftmaxRow`).
 For probability targets ``∂l_i/∂t_ic = −(1−ε)·w_c·ℓ_ic``.
 
+Conventions (keyword-only oracle parameters, for libraries that differ): ``smoothing_form``
+``"eps_over_c_minus_1"`` gives the true class ``1 − ε`` and every other class ``ε/(C − 1)``;
+``mean_over`` divides a mean by the count of non-ignored targets (``"targets"``), by every row,
+ignored ones included (``"rows"``), or by every entry ``N·C·d1⋯`` (``"elements"``) instead of
+``Σ w_y``; ``empty_mean="zero"`` makes a mean over nothing 0 (gradient 0) instead of NaN.
+
 Hazard: ``LSE(x) − x_y`` cancels for a confident correct prediction (the loss is ~e^{−margin});
 the oracle evaluates ``log1p(Σ_{j≠y} e^{x_j − x_y})`` with exact differences instead.
 """
