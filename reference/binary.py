@@ -125,6 +125,7 @@ def _logs(p: mpf) -> tuple[mpf, mpf]:
 
 
 MEAN_OVER = ("elements", "weights")
+_TORCH_GRAD_FLOOR = 9.999999960041972e-13  # PyTorch's BCE backward floor: 1e-12 as a float32 constant
 
 
 def _clip(p: mpf, clip, high) -> mpf:
@@ -459,7 +460,7 @@ SPECS = (
         conventions=(
             Convention("log_floor", None, "clamp each logarithm below at this value (PyTorch: −100, so one "
                                           "element's loss is at most 100·w); None: exact logarithms",
-                       values=(-100.0,)),
+                       values=(-100.0, {"log_floor": -100.0, "grad_floor": _TORCH_GRAD_FLOOR})),
             Convention("grad_floor", None, "PyTorch's backward: the derivatives of the unclamped loss, "
                                            "w(p − y)/max(p(1 − p), grad_floor) and w·log((1 − p)/p) (PyTorch: "
                                            "1e-12); None: the derivative of the forward as specified",

@@ -13,14 +13,16 @@ the oracle under other settings, one parameter changed at a time:
 
 Pruning, so each case is graded at most once per setting: every setting is first graded on the
 *probe* cases — the cell's smallest failing case and its worst one — with no condition number
-computed where an element is non-finite against a finite exact value or grossly wrong (relative
-error > 0.5 above every tail bound); a setting that leaves both probes failing is dropped. The
-others are graded on every case of the cell. A setting *matches* when every scored case then
-conforms (or is at worst ``tail``, where the claimed setting deviates); otherwise, on a cell that
-deviates, the closest setting is the one leaving the fewest failing cases (the smallest worst
+computed for a quantity (value, a gradient) with an element non-finite against a finite exact
+value or grossly wrong (relative error > 0.5 above every tail bound); a setting that fails as
+many quantities of each probe as the claimed conventions do is dropped. The others are graded
+on every case of the cell (stopping once a setting fails more cases than the best so far). A
+setting *matches* when every scored case then conforms (or is at worst ``tail``, where the
+claimed setting deviates); otherwise, on a cell that deviates, the closest setting is the one leaving the fewest failing cases (the smallest worst
 error breaking ties), reported only when it fails fewer cases than the claimed setting and never
 ``compute_dtype`` (a looser grading passes more cases of any implementation; it explains a cell
-only as a whole). A ``tail`` cell is explained only by a match.
+only as a whole). A ``tail`` cell is explained only by a match (its finding says the rest), and a
+cell with no setting to try is not searched.
 
 The search of a device's cells runs in a forked worker (:mod:`lossoracle.isolation`), like the
 implementation's calls: a crash or a hang in it becomes the cell's explanation ("convention search
@@ -92,7 +94,8 @@ def _setting(name: str, v: Any, dtype: str) -> Setting:
     own, nominal = params[name], given[name]
     shown = (f"{name}=eps ({dtype}: {own:.9g})" if isinstance(nominal, str) and nominal == DTYPE_EPS else
              f"{name}={nominal.value!r}" if isinstance(nominal, InDtype) else f"{name}={own!r}")
-    return Setting(name, own, params, shown)
+    companions = [f"{k}={x!r}" for k, x in given.items() if k != name and not isinstance(x, InDtype)]
+    return Setting(name, own, params, ", ".join([shown, *companions]))
 
 
 def candidates(spec: Spec, pinned: Mapping[str, Any], dtype: str, outcomes: list[Outcome] = ()) -> list[Setting]:
@@ -139,9 +142,9 @@ class _Grader:
     def __init__(self, ctx, cases: list[Case], dtype: str):
         self.ctx, self.cases, self.dtype = ctx, cases, dtype
 
-    def grade(self, index: int, out: Outcome, setting: Setting, quick: bool = True) -> list[Result] | None:
-        """The case's rows under ``setting``; None (when ``quick``) when some element fails whatever
-        its condition (then no condition number is computed)."""
+    def grade(self, index: int, out: Outcome, setting: Setting, quick: bool = True) -> list[Result | None]:
+        """The case's rows (value, then each gradient) under ``setting``; with ``quick``, None for a
+        quantity with an element that fails whatever its condition (no condition number computed)."""
         from . import engine
 
         case = self.cases[index]
@@ -149,35 +152,34 @@ class _Grader:
         dtype = self.dtype
         if setting.name == COMPUTE_DTYPE:
             dtype, out = "float32", _as_float32(out)
-        if quick and self._hopeless(ctx, case, out, dtype):
-            return None
-        return engine._score(ctx, case, dtype, out)
-
-    @staticmethod
-    def _hopeless(ctx, case: Case, out: Outcome, dtype: str) -> bool:
-        from . import engine
-
         value, grads = engine.oracle_outputs(ctx.spec, case, ctx.conventions)
         params = engine._kwargs(ctx.spec, case, ctx.conventions)
         k = K + reduction_allowance(engine._terms(ctx.spec, case, ctx.conventions))
-        parts = [(out.value, out.value_dtype, value, None)]
-        parts += [(g, gd, grads[n], cotangent(np.shape(value))) for n, (g, gd) in out.grads.items() if n in grads]
-        for got, gdtype, exact, cot in parts:
-            if np.shape(got) != np.shape(exact):
-                return True
-            s_max = scale_bound(case.inputs, params, cot, ctx.spec.unit_tail_scale)
-            if _gross_or_nonfinite(got, exact, format_of(gdtype), k, s_max):
-                return True
-        return False
+        parts = [("value", out.value, out.value_dtype, value, None)]
+        parts += [(f"grad:{n}", g, gd, grads[n], cotangent(np.shape(value)))
+                  for n, (g, gd) in out.grads.items() if n in grads]
+        rows: list[Result | None] = []
+        for quantity, got, gdtype, exact, cot in parts:
+            if quick and (np.shape(got) != np.shape(exact) or _gross_or_nonfinite(
+                    got, exact, format_of(gdtype), k, scale_bound(case.inputs, params, cot, ctx.spec.unit_tail_scale))):
+                rows.append(None)
+            else:
+                rows.append(engine._grade(ctx, case, dtype, quantity, got, gdtype, exact))
+        return rows
 
 
-def _passes(rows: list[Result] | None, ok: tuple[str, ...]) -> bool:
-    return rows is not None and all(r.verdict in ok for r in rows)
+def _misses(rows: list[Result | None], ok: tuple[str, ...]) -> int:
+    """Rows outside ``ok`` (None: failed whatever its condition)."""
+    return sum(r is None or r.verdict not in ok for r in rows)
 
 
-def _summary(setting: Setting, graded: dict[int, list[Result] | None], ok: tuple[str, ...]) -> dict[str, Any]:
+def _passes(rows: list[Result | None], ok: tuple[str, ...]) -> bool:
+    return not _misses(rows, ok)
+
+
+def _summary(setting: Setting, graded: dict[int, list[Result | None]], ok: tuple[str, ...]) -> dict[str, Any]:
     """A setting's grading: ``failing_cases`` counts the cases with a row outside ``ok``."""
-    rows = [r for rs in graded.values() if rs for r in rs]
+    rows = [r for rs in graded.values() for r in rs if r is not None]
     failing = sum(1 for rs in graded.values() if not _passes(rs, ok))
     worst = worst_row(rows)
     scored = [r for r in rows if r.scored]
@@ -233,13 +235,15 @@ def search(ctx, cases: list[Case], outcomes: Mapping[int, Outcome], rows: list[R
     graded_count = 0
     results = []
     best_failing = len(failing)  # a setting failing as many cases as the claimed one explains nothing
+    base_misses = {i: _misses(by_case[i], ok) for i in probes}
     for s in settings:
         try:
             graded = {i: grader.grade(i, outcomes[i], s) for i in probes}
-            if not any(rs is not None and all(r.verdict in ok for r in rs) for rs in graded.values()):
+            # a setting goes on if it makes a probe pass, or fail fewer of its quantities
+            if not any(_misses(rs, ok) < base_misses[i] for i, rs in graded.items()):
                 continue
             graded_count += 1
-            misses = sum(1 for rs in graded.values() if not _passes(rs, ok))
+            misses = sum(not _passes(rs, ok) for rs in graded.values())
             for i in by_case:  # each case once; stop once this setting can be neither a match nor the closest
                 if i in graded:
                     continue
@@ -269,8 +273,8 @@ def search(ctx, cases: list[Case], outcomes: Mapping[int, Outcome], rows: list[R
     elif base_verdict == "deviates" and any(s.name != COMPUTE_DTYPE for _, s, _ in summaries):
         _, s, graded = min(((r, s, g) for r, s, g in summaries if s.name != COMPUTE_DTYPE),
                            key=lambda t: (t[0]["misses"], _finite(t[0]["max_cond_err"])))
-        for i, rs in graded.items():  # how far: the cases that failed whatever their condition, graded in full
-            if rs is None:
+        for i, rs in graded.items():  # how far: the quantities that failed whatever their condition, in full
+            if None in rs:
                 graded[i] = grader.grade(i, outcomes[i], s, quick=False)
         closest = _summary(s, graded, ok)
         text = (f"closest: {closest['shown']} — {closest['failing_cases']} of {closest['cases']} cases still "
@@ -294,7 +298,8 @@ def explain(ctx, cases: list[Case], outcomes: Mapping[tuple[str, int], Outcome],
     cells: dict[str, list[Result]] = {}
     for r in rows:
         cells.setdefault(r.dtype, []).append(r)
-    todo = [d for d, rs in cells.items() if any(r.scored and r.verdict in _FAILING for r in rs)]
+    todo = [d for d, rs in cells.items() if any(r.scored and r.verdict in _FAILING for r in rs)
+            and candidates(ctx.spec, pinned, d, [o for (dd, _), o in outcomes.items() if dd == d])]
     if not todo:
         return
 
@@ -310,5 +315,7 @@ def explain(ctx, cases: list[Case], outcomes: Mapping[tuple[str, int], Outcome],
                     f"{result.kind}: {result.message}"
                 result = {"status": "failed", "text": f"convention search {message}",
                           "settings": [], "worst": ""}
+            if result["status"] == "none" and cell_verdict(cells[dtype]) == "tail":
+                continue  # a tail cell is explained by its finding, unless a convention makes it conform
             for r in cells[dtype]:
                 r.convention, r.fingerprint = result["text"], result
