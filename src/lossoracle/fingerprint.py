@@ -18,8 +18,9 @@ value or grossly wrong (relative error > 0.5 above every tail bound); a setting 
 many quantities of each probe as the claimed conventions do is dropped. The others are graded
 on every case of the cell (stopping once a setting fails more cases than the best so far). A
 setting *matches* when every scored case then conforms (or is at worst ``tail``, where the
-claimed setting deviates); otherwise, on a cell that deviates, the closest setting is the one leaving the fewest failing cases (the smallest worst
-error breaking ties), reported only when it fails fewer cases than the claimed setting and never
+claimed setting deviates); otherwise, on a cell that deviates, the closest setting is the one
+leaving the fewest failing cases (the smallest worst error breaking ties), reported only when it
+fails fewer cases than the claimed setting and never
 ``compute_dtype`` (a looser grading passes more cases of any implementation; it explains a cell
 only as a whole). A ``tail`` cell is explained only by a match (its finding says the rest), and a
 cell with no setting to try is not searched.
@@ -160,6 +161,8 @@ class _Grader:
                   for n, (g, gd) in out.grads.items() if n in grads]
         rows: list[Result | None] = []
         for quantity, got, gdtype, exact, cot in parts:
+            if not ctx.select.judges(quantity):  # as the engine: a quantity left out has no row
+                continue
             if quick and (np.shape(got) != np.shape(exact) or _gross_or_nonfinite(
                     got, exact, format_of(gdtype), k, scale_bound(case.inputs, params, cot, ctx.spec.unit_tail_scale))):
                 rows.append(None)
