@@ -54,7 +54,7 @@ import mpmath
 import numpy as np
 from mpmath import mpf
 
-from .compare import K, reduction_allowance, unit_roundoff
+from .compare import K, reduction_allowance, unit_roundoff, worst_grade
 from .conditioning import scale_bound
 from .floats import FORMATS, format_of, round_exact
 from .frameworks import Outcome, cotangent
@@ -188,7 +188,7 @@ def _summary(setting: Setting, graded: dict[int, list[Result | None]], ok: tuple
     scored = [r for r in rows if r.scored]
     out = {"setting": {setting.name: setting.value} | dict(setting.params), "shown": setting.shown,
            "verdict": cell_verdict(rows) if rows else "deviates",
-           "grade": _worst_grade(scored),
+           "grade": worst_grade(r.grade for r in scored),
            "max_ulp": max((r.max_ulp for r in scored if r.max_ulp is not None), default=None),
            "max_cond_err": max((r.max_cond_err for r in scored if r.max_cond_err is not None), default=None),
            "failing_cases": failing, "cases": len(graded),
@@ -196,12 +196,6 @@ def _summary(setting: Setting, graded: dict[int, list[Result | None]], ok: tuple
     if setting.name != COMPUTE_DTYPE:
         out["param"] = " ".join(f"--param {k}={v!r}" for k, v in setting.params.items())
     return out
-
-
-def _worst_grade(rows: list[Result]) -> str | None:
-    from .compare import worst_grade
-
-    return worst_grade(r.grade for r in rows)
 
 
 def _finite(v: float | None) -> float:
