@@ -8,8 +8,9 @@ the oracle under other settings, one parameter changed at a time:
   libraries use; :data:`~lossoracle.spec.DTYPE_EPS` is the machine epsilon of the cell's dtype),
   except on a *pinned* parameter — one the caller's ``conventions`` set (``--param``, or the
   convention an adapter documents);
-- ``compute_dtype='float32'`` on a float64 cell: the results graded as float32 results (float32's
-  unit roundoff, budget and conditioning bound), i.e. evaluated in float32 internally.
+- ``compute_dtype='float32'`` on a float64 cell whose every value is a float32 number (the trace
+  of float32 arithmetic cast back): the results graded as float32 results (float32's unit
+  roundoff, budget and conditioning bound).
 
 Pruning, so each case is graded at most once per setting: every setting is first graded on the
 *probe* cases — the cell's smallest failing case and its worst one — with no condition number
@@ -101,8 +102,8 @@ def _setting(name: str, v: Any, dtype: str) -> Setting:
 
 def candidates(spec: Spec, pinned: Mapping[str, Any], dtype: str, outcomes: list[Outcome] = ()) -> list[Setting]:
     """The settings tried on a cell of ``spec`` in ``dtype``: each listed value of each unpinned
-    convention that differs from its default, then float32-internal evaluation for float64
-    results (when every result came back in the input's dtype)."""
+    convention that differs from its default, then float32-internal evaluation when every value
+    of a float64 cell is a float32 number."""
     out = []
     for conv in spec.conventions:
         if conv.name in pinned:
@@ -111,9 +112,17 @@ def candidates(spec: Spec, pinned: Mapping[str, Any], dtype: str, outcomes: list
             s = _setting(conv.name, v, dtype)
             if s.value != conv.default and not set(s.params) & set(pinned):
                 out.append(s)
-    if dtype == "float64" and COMPUTE_DTYPE not in pinned and all(o.value_dtype == dtype for o in outcomes):
+    if dtype == "float64" and COMPUTE_DTYPE not in pinned and outcomes and all(_float32_values(o) for o in outcomes):
         out.append(Setting(COMPUTE_DTYPE, "float32", {}, "compute_dtype='float32'"))
     return out
+
+
+def _float32_values(out: Outcome) -> bool:
+    """Every finite value came back float64 but is a float32 number: the trace of float32
+    arithmetic cast back (a float64 computation hits a float32 number only by chance)."""
+    v = np.asarray(out.value, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return out.value_dtype == "float64" and bool(np.all(v.astype(np.float32).astype(np.float64) == v))
 
 
 def _as_float32(out: Outcome) -> Outcome:
