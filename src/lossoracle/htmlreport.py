@@ -93,8 +93,8 @@ def _text(v: Any) -> str:
 def _convention(summary: dict[str, Any], rows: list[Result]) -> str | None:
     """The convention found for a cell: the summary's field if the report gives one, else the rows'."""
     found = summary.get("convention")
-    if found:
-        return _text(found)
+    if found:  # lossoracle.fingerprint's result: its one line says it all
+        return found["text"] if isinstance(found, dict) and "text" in found else _text(found)
     names = list(dict.fromkeys(r.convention for r in rows if r.convention))
     return "; ".join(names) if names else None
 
