@@ -328,7 +328,13 @@ def test_convention_and_fields_the_page_does_not_know_are_shown(monkeypatch):
     section = text[text.index('<section class="cell'):]
     assert "<b>Convention found:</b> clip_eps=1e-07 (conforms, max 0.5 ULP)" in section
     assert "<dt>findings_by_tag</dt>" in section and "saturated: <code>value: non-finite mismatch</code>" in section
-    monkeypatch.setattr(report, "summary", summary)
+    monkeypatch.setattr(report, "summary", summary)  # the real search (lossoracle.fingerprint) found the clip
+    assert "<b>Convention found:</b> matches probability_clip=1e-07" in report.to_html()
+
+    def without():  # a summary without the field: the rows' convention is shown
+        return [{**s, "convention": None} for s in summary()]
+
+    monkeypatch.setattr(report, "summary", without)
     rows = [r for r in report.results if r.implementation == "mutants.clipped_bce"]
     for r in rows:
         monkeypatch.setattr(r, "convention", "log_floor=-100")
