@@ -40,14 +40,17 @@ def forward_backward(fn: Callable, *inputs, **kwargs):
     return loss.detach()
 
 
-def interleaved_times(steps: Mapping[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
-    """``repeat`` rounds, each timing every step once (interleaved, so drifts hit all alike)."""
+def interleaved_times(steps: Mapping[str, Callable[[], object]], repeat: int,
+                      clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """``repeat`` rounds, each timing every step once (interleaved, so drifts hit all alike).
+    ``clock``: wall time by default; ``time.thread_time`` (CPU time of this thread) is less
+    disturbed by other processes on a shared machine (on one thread, CPU steps only)."""
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeat):
         for name, step in steps.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             step()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     return times
 
 

@@ -200,10 +200,58 @@ def ce_rows_grad(sh: Shifted, co: Coefficients, a: Array) -> Array:
 # Bulk: every row from ℓ = log p, the tail rows flagged for the kernels above
 
 
+class Bulk:
+    """``log p`` of every row (in place of ``d = x − m``), ``e = e^d`` and ``s = Σ e`` (``(R, 1)``): the
+    passes of a fused ``log_softmax``, as array operations."""
+
+    def __init__(self, x2: Array) -> None:
+        xp = namespace(x2)
+        m = xp.amax(x2, -1, keepdims=True) if x2.shape[-1] else xp.zeros_like(x2[:, :1])
+        self.lsm = x2 - m
+        self.e = xp.exp(self.lsm)
+        self.s = self.e.sum(-1, keepdims=True)
+        self.lsm -= xp.log(self.s)
+
+    def p(self) -> Array:
+        """``e/s``, in place of ``e``."""
+        self.e /= self.s
+        return self.e
+
+
 def tail_rows(ok: Array) -> Array:
     """Indices of the rows where ``ok`` (shape ``(R,)``) does not hold (NaN never holds)."""
     xp = namespace(ok)
     return xp.nonzero(~ok)[0] if xp is np else (~ok).nonzero()[:, 0]
+
+
+class TopTail:
+    """The tail rows ``ℓ`` (``(T, C)``, bulk ``log p``, the largest above ``−log 2``): the arg-max ``k``
+    and ``r = Σ_{j≠k} e^{ℓ_j − ℓ_k}`` (``ℓ_j − ℓ_k = x_j − m`` to a rounding: the bulk's error in ``L``
+    is common to both and cancels). Only the arg-max column is inexact in the bulk (``1 − p_k``
+    cancels): ``log p_k = −log1p(r)``, ``1 − p_k = r/(1 + r)``, ``p_k = 1/(1 + r)``."""
+
+    def __init__(self, lsm: Array) -> None:
+        xp = namespace(lsm)
+        self.k = lsm.argmax(-1, keepdims=True)
+        e = xp.exp(lsm - take(lsm, self.k))
+        put(e, self.k, xp.zeros_like(self.k, dtype=e.dtype))
+        self.r = e.sum(-1, keepdims=True)
+
+    def lsm_k(self) -> Array:
+        return -namespace(self.r).log1p(self.r)
+
+    def log_softmax_vjp_k(self, g: Array) -> Array:
+        """``g_k (1 − p_k) − p_k Σ_{i≠k} g_i`` (``g`` the rows' cotangents ``(T, C)``, overwritten)."""
+        xp = namespace(g)
+        gk = take(g, self.k)
+        put(g, self.k, xp.zeros_like(gk))
+        return (gk * self.r - g.sum(-1, keepdims=True)) / (1 + self.r)
+
+
+def softmax_vjp_k(g: Array, p: Array, k: Array) -> Array:
+    """``p_k Σ_{i≠k} p_i (g_k − g_i)`` at the arg-max ``k`` of rows where ``p_k > 1/2`` (``1 − p_k`` would
+    cancel in ``p_k (g_k − Σ_i g_i p_i)``)."""
+    return take(p, k) * (p * (take(g, k) - g)).sum(-1, keepdims=True)
 
 
 class IndexRows:

@@ -30,25 +30,9 @@ def _unrows(a: np.ndarray, shape, dim: int, dtype) -> np.ndarray:
     return np.moveaxis(a.reshape(shape), -1, dim).astype(dtype, copy=False)
 
 
-class _Bulk:
-    """``log p`` of every row (in place of ``d = x − m``), ``e = e^d`` and ``s = Σ e`` (``(R, 1)``)."""
-
-    def __init__(self, x2: np.ndarray) -> None:
-        m = x2.max(-1, keepdims=True) if x2.size else np.zeros_like(x2[:, :1])
-        self.lsm = x2 - m
-        self.e = np.exp(self.lsm)
-        self.s = self.e.sum(-1, keepdims=True)
-        self.lsm -= np.log(self.s)
-
-    def p(self) -> np.ndarray:
-        """``e/s``, in place of ``e``."""
-        self.e /= self.s
-        return self.e
-
-
-def _stats(x2: np.ndarray) -> tuple[_Bulk, np.ndarray, core.RowStats | None]:
+def _stats(x2: np.ndarray) -> tuple[core.Bulk, np.ndarray, core.RowStats | None]:
     """The bulk, the tail rows (the largest ``p = 1/s`` above 1/2, or not finite) and their exact stats."""
-    b = _Bulk(x2)
+    b = core.Bulk(x2)
     idx = core.tail_rows(b.s[:, 0] >= 2)
     return b, idx, (core.row_stats(x2[idx]) if idx.size else None)
 
@@ -145,7 +129,7 @@ class _Plan:
 
 def _index_rows(plan: _Plan):
     """Bulk rows of a class-index call, and the tail rows' exact kernels."""
-    b = _Bulk(plan.x)
+    b = core.Bulk(plan.x)
     ir = core.IndexRows(b.lsm, plan.t, plan.w, plan.ignore_index, plan.eps)
     idx = ir.tail
     xs = plan.x[idx]

@@ -37,32 +37,82 @@ def _unrows(a: torch.Tensor, shape: torch.Size, dim: int, dtype: torch.dtype) ->
     return a.reshape(shape).movedim(-1, dim).to(dtype)
 
 
+_FUSED_MIN_C = {torch.float32: 32, torch.float64: 128}  # fewer classes: array passes beat the fused kernels
+
+
+def _fused(x2: torch.Tensor, ct: torch.dtype) -> bool:
+    return x2.shape[-1] >= _FUSED_MIN_C[ct] or x2.device.type != "cpu"
+
+
+def _log_softmax(x2: torch.Tensor, ct: torch.dtype) -> torch.Tensor:
+    return torch.log_softmax(x2, -1, dtype=ct) if _fused(x2, ct) else core.Bulk(x2.to(ct)).lsm
+
+
+def _log_softmax_grad(g: torch.Tensor, lsm: torch.Tensor) -> torch.Tensor:
+    """``g − e^ℓ Σ g``."""
+    if _fused(lsm, lsm.dtype):
+        return _LSM_GRAD(g, lsm, -1, lsm.dtype)
+    return g - torch.exp(lsm) * g.sum(-1, keepdim=True)
+
+
+def _softmax_grad(g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``p (g − Σ g p)``."""
+    if _fused(p, p.dtype):
+        return _SM_GRAD(g, p, -1, p.dtype)
+    return p * (g - (g * p).sum(-1, keepdim=True))
+
+
+def _softmax64(x: torch.Tensor) -> torch.Tensor:
+    """float64 ``e^{x − m}(1 + δ) / Σ``, ``δ = (x − m) − fl(x − m)`` by TwoSum: the rounding of ``x − m``
+    costs ``|x − m|·u/2`` relative (a few ULP at moderate logits, beyond the 2 ULP float64 budget)."""
+    m = x.amax(-1, keepdim=True) if x.numel() else x[:, :1]
+    m = torch.where(m.isfinite(), m, 0)  # an all −inf row stays nan
+    d = x - m
+    bp = d - x
+    res = torch.sub(x, d - bp)
+    bp += m
+    res -= bp
+    res.nan_to_num_(0.0, 0.0, 0.0).add_(1)
+    e = torch.exp(d, out=bp).mul_(res)
+    return e.div_(e.sum(-1, keepdim=True))
+
+
 class _SoftmaxFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
         ct = _ct(x)
         x2, shape = _rows(x, dim)
-        out = torch.log_softmax(x2, -1, dtype=ct) if log else torch.softmax(x2, -1, dtype=ct)
-        st, idx = None, None
+        if log:
+            out = _log_softmax(x2, ct)
+        elif ct == torch.float64:
+            out = _softmax64(x2)
+        else:
+            out = torch.softmax(x2, -1, dtype=ct) if _fused(x2, ct) else core.Bulk(x2.to(ct)).p()
+        tail = None
         if out.numel():
             top = out.amax(-1)  # the row's largest log p (or p): the tail rows have one above 1/2
             idx = core.tail_rows(top <= -core.LN2 if log else top <= 0.5)
             if idx.numel():
-                st = core.row_stats(x2[idx].to(ct))
-                out.index_copy_(0, idx, -st.nlp if log else st.p)
+                rows = out[idx]
+                tail = (idx, core.TopTail(rows) if log else rows.argmax(-1, keepdim=True))
+                if log:
+                    out[idx, tail[1].k[:, 0]] = tail[1].lsm_k()[:, 0]
         ctx.save_for_backward(out)
-        ctx.dim, ctx.log, ctx.shape, ctx.dtype, ctx.tail = dim, log, shape, x.dtype, (idx, st)
+        ctx.dim, ctx.log, ctx.shape, ctx.dtype, ctx.tail = dim, log, shape, x.dtype, tail
         return _unrows(out, shape, dim, x.dtype)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         (out,) = ctx.saved_tensors
         g2 = g.movedim(ctx.dim, -1).reshape(out.shape).to(out.dtype)
-        gx = (_LSM_GRAD if ctx.log else _SM_GRAD)(g2, out, -1, out.dtype)
-        idx, st = ctx.tail
-        if st is not None:
+        gx = _log_softmax_grad(g2, out) if ctx.log else _softmax_grad(g2, out)
+        if ctx.tail is not None:
+            idx, top = ctx.tail
             gs = g2[idx]
-            gx.index_copy_(0, idx, core.log_softmax_vjp(gs, st) if ctx.log else core.softmax_vjp(gs, st))
+            if ctx.log:
+                gx[idx, top.k[:, 0]] = top.log_softmax_vjp_k(gs)[:, 0]
+            else:
+                gx[idx, top[:, 0]] = core.softmax_vjp_k(gs, out[idx], top)[:, 0]
         return _unrows(gx, ctx.shape, ctx.dim, ctx.dtype), None, None
 
 
@@ -106,7 +156,7 @@ class _IndexCrossEntropyFn(torch.autograd.Function):
         x2, shape = _rows(input, dim)
         t = target.reshape(-1)
         w = None if weight is None else weight.to(ct)
-        lsm = torch.log_softmax(x2, -1, dtype=ct)
+        lsm = _log_softmax(x2, ct)
         ir = core.IndexRows(lsm, t, w, ignore_index, eps)
         rows, idx, gsub = ir.rows, ir.tail, None
         if idx.numel():
