@@ -225,14 +225,14 @@ def tail_rows(ok: Array) -> Array:
 
 
 class TopTail:
-    """The tail rows ``ℓ`` (``(T, C)``, bulk ``log p``, the largest above ``−log 2``): the arg-max ``k``
-    and ``r = Σ_{j≠k} e^{ℓ_j − ℓ_k}`` (``ℓ_j − ℓ_k = x_j − m`` to a rounding: the bulk's error in ``L``
+    """The tail rows ``ℓ`` (``(T, C)``, bulk ``log p``, the largest above ``−log 2``) and their arg-max ``k``
+    (``(T, 1)``): ``r = Σ_{j≠k} e^{ℓ_j − ℓ_k}`` (``ℓ_j − ℓ_k = x_j − m`` to a rounding: the bulk's error in ``L``
     is common to both and cancels). Only the arg-max column is inexact in the bulk (``1 − p_k``
     cancels): ``log p_k = −log1p(r)``, ``1 − p_k = r/(1 + r)``, ``p_k = 1/(1 + r)``."""
 
-    def __init__(self, lsm: Array) -> None:
+    def __init__(self, lsm: Array, k: Array) -> None:
         xp = namespace(lsm)
-        self.k = lsm.argmax(-1, keepdims=True)
+        self.k = k
         e = xp.exp(lsm - take(lsm, self.k))
         put(e, self.k, xp.zeros_like(self.k, dtype=e.dtype))
         self.r = e.sum(-1, keepdims=True)

@@ -34,7 +34,13 @@ def _rows(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Size]:
 
 
 def _unrows(a: torch.Tensor, shape: torch.Size, dim: int, dtype: torch.dtype) -> torch.Tensor:
-    return a.reshape(shape).movedim(-1, dim).to(dtype)
+    """Rows back to the caller's layout; ``a`` itself where nothing moves (autograd then keeps it as
+    the gradient instead of copying a view)."""
+    if a.shape != shape:
+        a = a.reshape(shape)
+    if dim % a.dim() != a.dim() - 1:
+        a = a.movedim(-1, dim)
+    return a.to(dtype)
 
 
 _FUSED_MIN_C = {torch.float32: 32, torch.float64: 128}  # fewer classes: array passes beat the fused kernels
@@ -94,7 +100,8 @@ class _SoftmaxFn(torch.autograd.Function):
             idx = core.tail_rows(top <= -core.LN2 if log else top <= 0.5)
             if idx.numel():
                 rows = out[idx]
-                tail = (idx, core.TopTail(rows) if log else rows.argmax(-1, keepdim=True))
+                k = rows.max(-1, keepdim=True).indices  # (torch's argmax is three times slower)
+                tail = (idx, core.TopTail(rows, k) if log else k)
                 if log:
                     out[idx, tail[1].k[:, 0]] = tail[1].lsm_k()[:, 0]
         ctx.save_for_backward(out)
