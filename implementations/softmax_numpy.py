@@ -30,20 +30,24 @@ def _unrows(a: np.ndarray, shape, dim: int, dtype) -> np.ndarray:
     return np.moveaxis(a.reshape(shape), -1, dim).astype(dtype, copy=False)
 
 
-def _stats(x2: np.ndarray) -> tuple[core.Bulk, np.ndarray, core.RowStats | None]:
-    """The bulk, the tail rows (the largest ``p = 1/s`` above 1/2, or not finite) and their exact stats."""
+def _stats(x2: np.ndarray) -> tuple[core.Bulk, np.ndarray, core.TopTail | None]:
+    """The bulk and its tail rows (the largest ``p = 1/s`` above 1/2; a NaN row stays NaN) with their
+    arg-max column's exact values."""
     b = core.Bulk(x2)
-    idx = core.tail_rows(b.s[:, 0] >= 2)
-    return b, idx, (core.row_stats(x2[idx]) if idx.size else None)
+    idx = core.tail_rows((b.s[:, 0] >= 2) | np.isnan(b.s[:, 0]))
+    if not idx.size:
+        return b, idx, None
+    rows = b.lsm[idx]
+    return b, idx, core.TopTail(rows, rows.argmax(-1)[:, None])
 
 
 @np.errstate(all="ignore")  # inf/NaN edge values are handled on purpose
 def log_softmax(input: np.ndarray, dim: int = -1) -> np.ndarray:
     """``x_c − log Σ_j e^{x_j}`` along ``dim``."""
     x2, shape = _rows(input, dim)
-    b, idx, st = _stats(x2)
-    if st is not None:
-        b.lsm[idx] = -st.nlp
+    b, idx, top = _stats(x2)
+    if top is not None:
+        b.lsm[idx, top.k[:, 0]] = top.lsm_k()[:, 0]
     return _unrows(b.lsm, shape, dim, input.dtype)
 
 
@@ -51,11 +55,7 @@ def log_softmax(input: np.ndarray, dim: int = -1) -> np.ndarray:
 def softmax(input: np.ndarray, dim: int = -1) -> np.ndarray:
     """``e^{x_c} / Σ_j e^{x_j}`` along ``dim``."""
     x2, shape = _rows(input, dim)
-    b, idx, st = _stats(x2)
-    p = b.p()
-    if st is not None:
-        p[idx] = st.p
-    return _unrows(p, shape, dim, input.dtype)
+    return _unrows(core.Bulk(x2).p(), shape, dim, input.dtype)
 
 
 def _grad_rows(grad_output, x2: np.ndarray, dim: int) -> np.ndarray:
@@ -64,27 +64,27 @@ def _grad_rows(grad_output, x2: np.ndarray, dim: int) -> np.ndarray:
 
 @np.errstate(all="ignore")  # inf/NaN edge values are handled on purpose
 def log_softmax_grad(grad_output: np.ndarray, input: np.ndarray, dim: int = -1) -> dict[str, np.ndarray]:
-    """VJP ``g_j − p_j Σ_k g_k``."""
+    """VJP ``g_j − p_j Σ_k g_k`` (at a tail row's arg-max ``g_k (1 − p_k) − p_k Σ_{i≠k} g_i``)."""
     x2, shape = _rows(input, dim)
     g = _grad_rows(grad_output, x2, dim)
-    b, idx, st = _stats(x2)
+    b, idx, top = _stats(x2)
     gx = g - b.p() * g.sum(-1, keepdims=True)
-    if st is not None:
-        gx[idx] = core.log_softmax_vjp(g[idx], st)
+    if top is not None:
+        gx[idx, top.k[:, 0]] = top.log_softmax_vjp_k(g[idx])[:, 0]
     return {"input": _unrows(gx, shape, dim, input.dtype)}
 
 
 @np.errstate(all="ignore")  # inf/NaN edge values are handled on purpose
 def softmax_grad(grad_output: np.ndarray, input: np.ndarray, dim: int = -1) -> dict[str, np.ndarray]:
-    """VJP ``p_j (g_j − Σ_k g_k p_k)``."""
+    """VJP ``p_j (g_j − Σ_k g_k p_k)`` (at a tail row's arg-max ``p_k Σ_{i≠k} p_i (g_k − g_i)``)."""
     x2, shape = _rows(input, dim)
     g = _grad_rows(grad_output, x2, dim)
-    b, idx, st = _stats(x2)
+    b, idx, top = _stats(x2)
     p = b.p()
     gx = g - (g * p).sum(-1, keepdims=True)
     gx *= p
-    if st is not None:
-        gx[idx] = core.softmax_vjp(g[idx], st)
+    if top is not None:
+        gx[idx, top.k[:, 0]] = core.softmax_vjp_k(g[idx], p[idx], top.k)[:, 0]
     return {"input": _unrows(gx, shape, dim, input.dtype)}
 
 
