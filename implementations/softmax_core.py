@@ -202,15 +202,27 @@ def ce_rows_grad(sh: Shifted, co: Coefficients, a: Array) -> Array:
 
 class Bulk:
     """``log p`` of every row (in place of ``d = x − m``), ``e = e^d`` and ``s = Σ e`` (``(R, 1)``): the
-    passes of a fused ``log_softmax``, as array operations."""
+    passes of a fused ``log_softmax``, as array operations. float64 adds the TwoSum residual
+    ``δ = (x − m) − d`` (``e^d (1 + δ)``, ``d − log s + δ``): the rounding of ``x − m`` alone costs
+    ``|x − m|·u/2`` relative, a few ULP at moderate logits, beyond float64's 2 ULP budget."""
 
     def __init__(self, x2: Array) -> None:
         xp = namespace(x2)
         m = xp.amax(x2, -1, keepdims=True) if x2.shape[-1] else xp.zeros_like(x2[:, :1])
+        m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))  # a row with no finite maximum stays NaN
         self.lsm = x2 - m
+        res = None
+        if x2.itemsize == 8:
+            bp = self.lsm - x2
+            res = (x2 - (self.lsm - bp)) - (m + bp)
+            res = xp.where(xp.isfinite(res), res, xp.zeros_like(res))
         self.e = xp.exp(self.lsm)
+        if res is not None:
+            self.e *= 1 + res
         self.s = self.e.sum(-1, keepdims=True)
         self.lsm -= xp.log(self.s)
+        if res is not None:
+            self.lsm += res
 
     def p(self) -> Array:
         """``e/s``, in place of ``e``."""
@@ -225,15 +237,16 @@ def tail_rows(ok: Array) -> Array:
 
 
 class TopTail:
-    """The tail rows ``ℓ`` (``(T, C)``, bulk ``log p``, the largest above ``−log 2``) and their arg-max ``k``
-    (``(T, 1)``): ``r = Σ_{j≠k} e^{ℓ_j − ℓ_k}`` (``ℓ_j − ℓ_k = x_j − m`` to a rounding: the bulk's error in ``L``
-    is common to both and cancels). Only the arg-max column is inexact in the bulk (``1 − p_k``
-    cancels): ``log p_k = −log1p(r)``, ``1 − p_k = r/(1 + r)``, ``p_k = 1/(1 + r)``."""
+    """The tail rows ``ℓ`` (``(T, C)``, bulk ``log p``, the largest above ``−log 2``) and their arg-max
+    ``k`` (``(T, 1)``): ``r = Σ_{j≠k} e^{ℓ_j − ℓ_k}`` (``ℓ_j − ℓ_k = x_j − m`` to a rounding: the bulk's
+    error in ``L`` is common to both and cancels), or ``Σ_{j≠k} e_j`` of the rows' ``e = e^{x − m}``
+    when at hand. Only the arg-max column is inexact in the bulk (``1 − p_k`` cancels):
+    ``log p_k = −log1p(r)``, ``1 − p_k = r/(1 + r)``, ``p_k = 1/(1 + r)``."""
 
-    def __init__(self, lsm: Array, k: Array) -> None:
+    def __init__(self, lsm: Array, k: Array, e: Array | None = None) -> None:
         xp = namespace(lsm)
         self.k = k
-        e = xp.exp(lsm - take(lsm, self.k))
+        e = xp.exp(lsm - take(lsm, self.k)) if e is None else e  # or the rows' e^{x − m}, if at hand
         put(e, self.k, xp.zeros_like(self.k, dtype=e.dtype))
         self.r = e.sum(-1, keepdims=True)
 

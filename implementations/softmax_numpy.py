@@ -38,7 +38,7 @@ def _stats(x2: np.ndarray) -> tuple[core.Bulk, np.ndarray, core.TopTail | None]:
     if not idx.size:
         return b, idx, None
     rows = b.lsm[idx]
-    return b, idx, core.TopTail(rows, rows.argmax(-1)[:, None])
+    return b, idx, core.TopTail(rows, rows.argmax(-1)[:, None], b.e[idx])  # e[idx]: a copy
 
 
 @np.errstate(all="ignore")  # inf/NaN edge values are handled on purpose

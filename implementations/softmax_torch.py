@@ -68,21 +68,6 @@ def _softmax_grad(g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return p * (g - (g * p).sum(-1, keepdim=True))
 
 
-def _softmax64(x: torch.Tensor) -> torch.Tensor:
-    """float64 ``e^{x − m}(1 + δ) / Σ``, ``δ = (x − m) − fl(x − m)`` by TwoSum: the rounding of ``x − m``
-    costs ``|x − m|·u/2`` relative (a few ULP at moderate logits, beyond the 2 ULP float64 budget)."""
-    m = x.amax(-1, keepdim=True) if x.numel() else x[:, :1]
-    m = torch.where(m.isfinite(), m, 0)  # an all −inf row stays nan
-    d = x - m
-    bp = d - x
-    res = torch.sub(x, d - bp)
-    bp += m
-    res -= bp
-    res.nan_to_num_(0.0, 0.0, 0.0).add_(1)
-    e = torch.exp(d, out=bp).mul_(res)
-    return e.div_(e.sum(-1, keepdim=True))
-
-
 class _SoftmaxFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
@@ -90,10 +75,10 @@ class _SoftmaxFn(torch.autograd.Function):
         x2, shape = _rows(x, dim)
         if log:
             out = _log_softmax(x2, ct)
-        elif ct == torch.float64:
-            out = _softmax64(x2)
+        elif ct == torch.float64 or not _fused(x2, ct):  # float64: the TwoSum residual (:class:`core.Bulk`)
+            out = core.Bulk(x2.to(ct)).p()
         else:
-            out = torch.softmax(x2, -1, dtype=ct) if _fused(x2, ct) else core.Bulk(x2.to(ct)).p()
+            out = torch.softmax(x2, -1, dtype=ct)
         tail = None
         if out.numel():
             top = out.amax(-1)  # the row's largest log p (or p): the tail rows have one above 1/2
