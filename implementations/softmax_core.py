@@ -200,29 +200,45 @@ def ce_rows_grad(sh: Shifted, co: Coefficients, a: Array) -> Array:
 # Bulk: every row from ℓ = log p, the tail rows flagged for the kernels above
 
 
+def _finite_or_zero(a: Array) -> None:
+    """In place: non-finite entries of ``a`` set to 0."""
+    if isinstance(a, np.ndarray):
+        np.nan_to_num(a, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    else:
+        a.nan_to_num_(0.0, 0.0, 0.0)
+
+
 class Bulk:
-    """``log p`` of every row (in place of ``d = x − m``), ``e = e^d`` and ``s = Σ e`` (``(R, 1)``): the
+    """``log p`` of every row (unless ``log`` is false), ``e = e^d`` and ``s = Σ e`` (``(R, 1)``): the
     passes of a fused ``log_softmax``, as array operations. float64 adds the TwoSum residual
     ``δ = (x − m) − d`` (``e^d (1 + δ)``, ``d − log s + δ``): the rounding of ``x − m`` alone costs
     ``|x − m|·u/2`` relative, a few ULP at moderate logits, beyond float64's 2 ULP budget."""
 
-    def __init__(self, x2: Array) -> None:
+    def __init__(self, x2: Array, log: bool = True) -> None:
         xp = namespace(x2)
         m = xp.amax(x2, -1, keepdims=True) if x2.shape[-1] else xp.zeros_like(x2[:, :1])
         m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))  # a row with no finite maximum stays NaN
-        self.lsm = x2 - m
+        d = x2 - m
         res = None
-        if x2.itemsize == 8:
-            bp = self.lsm - x2
-            res = (x2 - (self.lsm - bp)) - (m + bp)
-            res = xp.where(xp.isfinite(res), res, xp.zeros_like(res))
-        self.e = xp.exp(self.lsm)
+        if x2.itemsize == 8:  # TwoSum in place: res = (x − (d − bp)) − (m + bp), bp = d − x
+            bp = d - x2
+            res = d - bp
+            xp.subtract(x2, res, out=res)
+            bp += m
+            res -= bp
+            _finite_or_zero(res)
+        self.e = xp.exp(d) if res is None else xp.exp(d, out=bp)
         if res is not None:
-            self.e *= 1 + res
+            res += 1
+            self.e *= res
+            res -= 1
         self.s = self.e.sum(-1, keepdims=True)
-        self.lsm -= xp.log(self.s)
-        if res is not None:
-            self.lsm += res
+        self.lsm = None
+        if log:
+            d -= xp.log(self.s)
+            if res is not None:
+                d += res
+            self.lsm = d
 
     def p(self) -> Array:
         """``e/s``, in place of ``e``."""

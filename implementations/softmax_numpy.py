@@ -55,7 +55,7 @@ def log_softmax(input: np.ndarray, dim: int = -1) -> np.ndarray:
 def softmax(input: np.ndarray, dim: int = -1) -> np.ndarray:
     """``e^{x_c} / Σ_j e^{x_j}`` along ``dim``."""
     x2, shape = _rows(input, dim)
-    return _unrows(core.Bulk(x2).p(), shape, dim, input.dtype)
+    return _unrows(core.Bulk(x2, log=False).p(), shape, dim, input.dtype)
 
 
 def _grad_rows(grad_output, x2: np.ndarray, dim: int) -> np.ndarray:

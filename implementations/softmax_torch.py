@@ -76,7 +76,7 @@ class _SoftmaxFn(torch.autograd.Function):
         if log:
             out = _log_softmax(x2, ct)
         elif ct == torch.float64 or not _fused(x2, ct):  # float64: the TwoSum residual (:class:`core.Bulk`)
-            out = core.Bulk(x2.to(ct)).p()
+            out = core.Bulk(x2.to(ct), log=False).p()
         else:
             out = torch.softmax(x2, -1, dtype=ct)
         tail = None
