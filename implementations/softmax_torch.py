@@ -1,11 +1,14 @@
 """PyTorch softmax, log-softmax, NLL and cross-entropy with analytic, cancellation-free backward.
 
 Every row goes through PyTorch's fused ``log_softmax`` / ``softmax`` kernels and their backward
-kernels (the bulk tier of :mod:`.softmax_core`); the rows where a probability above 1/2 would
-cancel (or a value is not finite) are recomputed from the logits by the cancellation-free
-kernels, in forward, and kept for backward — nothing is recomputed over the whole input. Forward
-saves what backward reads: ``log p`` (or ``p``) and the tail rows' results. float16/bfloat16 are
-computed in float32 and rounded once to the input dtype; CPU and CUDA alike. Semantics are PyTorch's.
+kernels (the bulk tier of :mod:`.softmax_core`; below ``_FUSED_MIN_C`` classes, where those kernels
+are slow, the same passes as array operations; float64 softmax with the TwoSum residual of
+``x − m``). Where a probability above 1/2 would cancel, log-softmax and softmax correct only the
+arg-max column of those rows (:class:`.softmax_core.TopTail`); cross-entropy recomputes those rows
+(and non-finite ones) by the cancellation-free kernels, in forward, keeping their gradient for
+backward. Forward saves what backward reads (``log p`` or ``p``): nothing is recomputed over the
+whole input. float16/bfloat16 are computed in float32 and rounded once to the input dtype; CPU
+and CUDA alike. Semantics are PyTorch's.
 """
 
 from __future__ import annotations
