@@ -205,6 +205,15 @@ def ce_rows_grad(sh: Shifted, co: Coefficients, a: Array) -> Array:
 # Bulk: every row from ℓ = log p, the tail rows flagged for the kernels above
 
 
+def _max_arg(x: Array) -> tuple[Array, Array]:
+    """The row maxima and their indices, ``(R, 1)`` each."""
+    if isinstance(x, np.ndarray):
+        k = np.argmax(x, -1)[:, None]
+        return np.take_along_axis(x, k, -1), k
+    m, k = x.max(-1, keepdim=True)  # torch's argmax alone is slower
+    return m, k
+
+
 def _finite_or_zero(a: Array) -> None:
     """In place: non-finite entries of ``a`` set to 0."""
     if isinstance(a, np.ndarray):
@@ -217,15 +226,20 @@ class Bulk:
     """``log p`` of every row (unless ``log`` is false), ``e = e^d`` and ``s = Σ e`` (``(R, 1)``): the
     passes of a fused ``log_softmax``, as array operations. float64 adds the TwoSum residual
     ``δ = (x − m) − d`` (``e^d (1 + δ)``, ``d − log s + δ``): the rounding of ``x − m`` alone costs
-    ``|x − m|·u/2`` relative, a few ULP at moderate logits, beyond float64's 2 ULP budget."""
+    ``|x − m|·u/2`` relative, a few ULP at moderate logits, beyond float64's 2 ULP budget; and sums
+    ``s`` without the arg-max term first."""
 
     def __init__(self, x2: Array, log: bool = True) -> None:
         xp = namespace(x2)
-        m = xp.amax(x2, -1, keepdims=True) if x2.shape[-1] else xp.zeros_like(x2[:, :1])
+        wide = x2.itemsize == 8 and x2.shape[-1] > 0
+        if wide:
+            m, k = _max_arg(x2)
+        else:
+            m = xp.amax(x2, -1, keepdims=True) if x2.shape[-1] else xp.zeros_like(x2[:, :1])
         m = xp.where(finite(m), m, xp.zeros_like(m))  # a row with no finite maximum stays NaN
         d = x2 - m
         res = None
-        if x2.itemsize == 8:  # TwoSum in place: res = (x − (d − bp)) − (m + bp), bp = d − x
+        if wide:  # TwoSum in place: res = (x − (d − bp)) − (m + bp), bp = d − x
             bp = d - x2
             res = d - bp
             xp.subtract(x2, res, out=res)
@@ -237,7 +251,14 @@ class Bulk:
             res += 1
             self.e *= res
             res -= 1
-        self.s = self.e.sum(-1, keepdims=True)
+        if wide:  # s = e_k + Σ_{j≠k} e_j: the small terms summed first (float64's 2 ULP budget)
+            one = take(self.e, k)
+            put(self.e, k, xp.zeros_like(one))
+            self.s = self.e.sum(-1, keepdims=True)
+            put(self.e, k, one)
+            self.s += one
+        else:
+            self.s = self.e.sum(-1, keepdims=True)
         self.lsm = None
         if log:
             d -= xp.log(self.s)
