@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping
 HIGH = "17179869184"  # 16 GiB: malloc keeps and reuses freed memory
 MEM_MMAP_THRESHOLD = "65536"  # the memory child: large buffers come from mmap and show in the RSS
 
-__all__ = ["HIGH", "forward_backward", "interleaved_times", "rss_rise", "child_peak_bytes", "report_child_peak",
-           "reexec_with_malloc_settings", "low_mmap_threshold", "peak_rise"]
+__all__ = ["HIGH", "forward_backward", "interleaved_times", "rss_rise", "child_peak_bytes", "child_peaks",
+           "report_child_peak", "reexec_with_malloc_settings", "low_mmap_threshold", "peak_rise"]
 
 
 def forward_backward(fn: Callable, *inputs, **kwargs):
@@ -40,14 +40,17 @@ def forward_backward(fn: Callable, *inputs, **kwargs):
     return loss.detach()
 
 
-def interleaved_times(steps: Mapping[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
-    """``repeat`` rounds, each timing every step once (interleaved, so drifts hit all alike)."""
+def interleaved_times(steps: Mapping[str, Callable[[], object]], repeat: int,
+                      clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """``repeat`` rounds, each timing every step once (interleaved, so drifts hit all alike).
+    ``clock``: wall time by default; ``time.thread_time`` (CPU time of this thread) is less
+    disturbed by other processes on a shared machine (on one thread, CPU steps only)."""
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeat):
         for name, step in steps.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             step()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     return times
 
 
@@ -71,10 +74,16 @@ def rss_rise(step: Callable[[], object]) -> int:
 def child_peak_bytes(script: str, args: list[str]) -> int:
     """Run ``script --memory-child ARGS`` with mmap thresholds low; it prints
     ``{"peak_extra_bytes": N}`` last (:func:`report_child_peak`)."""
+    return int(child_peaks(script, args))
+
+
+def child_peaks(script: str, args: list[str]):
+    """:func:`child_peak_bytes` for a child that reports several peaks: the ``peak_extra_bytes`` it
+    printed, as it printed it (a number or a list)."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=MEM_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD_="0")
     out = subprocess.run([sys.executable, os.path.abspath(script), "--memory-child", *args], env=env, check=True,
                          capture_output=True, text=True).stdout
-    return int(json.loads(out.strip().splitlines()[-1])["peak_extra_bytes"])
+    return json.loads(out.strip().splitlines()[-1])["peak_extra_bytes"]
 
 
 def report_child_peak(nbytes: int) -> None:

@@ -65,7 +65,6 @@ def check_class_targets(input: Any, target: Any, weight: Any, ignore_index: int,
     want = class_target_shape(shape)
     if tuple(target.shape) != want:
         raise ValueError(f"target shape {tuple(target.shape)} does not match the expected {want} for input {shape}")
-    valid = target != ignore_index
-    if bool(((target[valid] < 0) | (target[valid] >= C)).any()):
+    if bool((((target < 0) | (target >= C)) & (target != ignore_index)).any()):
         raise ValueError(f"target class indices must lie in [0, {C - 1}] (or equal ignore_index={ignore_index})")
     return False

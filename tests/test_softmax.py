@@ -1,4 +1,5 @@
-"""Softmax cross-entropy family: PyTorch's own functions judged by the spec, bad input, properties."""
+"""Softmax cross-entropy family: the cancellation-free form, bad input, the check API on a user callable
+(the ecosystem's verdicts are data: ``tests/expected/softmax.toml``)."""
 
 import numpy as np
 import pytest
@@ -8,38 +9,6 @@ import torch.nn.functional as F
 from lossoracle import catalog, check
 from lossoracle.implementations import numpy_impl, torch_impl
 from lossoracle import reference
-
-
-def _builtin(loss):
-    return next(i for i in catalog.implementations(loss) if i.name == f"torch.nn.functional.{loss}")
-
-
-@pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss", "log_softmax"])
-def test_torch_functional_conforms_to_the_spec(loss):
-    """The spec's conventions are PyTorch's: its functions conform on every case, or lose only
-    relative accuracy on tiny results (``tail``: x − logsumexp(x) returns 0 for a confident
-    prediction; float16 evaluated in float16, not float32) — never a deviation."""
-    report = catalog.run(_builtin(loss))
-    bad = [r for r in report.results if r.verdict not in ("conforms", "tail") or r.finding not in (None, "tail")]
-    assert not bad, "\n".join(f"{r.case} {r.dtype}: {r.detail}" for r in bad[:5])
-    assert report.passes("tail") and any(r.scored for r in report.results)
-
-
-def test_torch_cross_entropy_is_reported_as_tail_on_confident_predictions():
-    report = catalog.run(_builtin("cross_entropy"))
-    rows = [r for r in report.results if r.case == "tail_margin_20" and r.dtype == "float32" and r.quantity == "value"]
-    assert rows and rows[0].grade == "tail" and rows[0].verdict == "tail"
-    assert "accurate only to the tail bound" in rows[0].detail
-
-
-def test_torch_softmax_backward_cancellation_is_reported():
-    """F.softmax's backward p·(g − Σ g·p) loses everything when one probability dominates: the
-    wrong sign or a gross error in float16/bfloat16, tail-only accuracy in float32/float64."""
-    report = catalog.run(_builtin("softmax"))
-    bad = [r for r in report.results if r.verdict == "deviates"]
-    assert bad and all(r.quantity == "grad:input" for r in bad)
-    assert {r.finding for r in bad} & {"sign", "gross"}
-    assert {r.dtype for r in report.results if r.verdict == "tail"} >= {"float32", "float64"}
 
 
 @pytest.mark.parametrize("impl", [numpy_impl, torch_impl])
@@ -92,11 +61,10 @@ def test_check_accepts_any_callable_and_reports_errors_per_dtype():
     assert any("RuntimeError: only float64" in r.detail for r in report.results if r.verdict == "error")
 
 
-def test_optax_cross_entropy_through_the_jax_backend():
+def test_jax_backend_compares_gradients():
+    """optax's cross-entropy goes through the JAX backend: its ``jax.vjp`` gradients are scored (its
+    verdicts are data, ``tests/expected/softmax.toml``)."""
     pytest.importorskip("optax")
     impl = next(i for i in catalog.implementations("cross_entropy") if i.framework == "jax")
-    report = catalog.run(impl, dtypes=["float32"])  # jax traces every shape × dtype: keep it to one dtype
-    measured = [r for r in report.results if r.scored]
-    assert measured and all(r.verdict in ("conforms", "tail") for r in measured), [
-        r.detail for r in measured if r.verdict not in ("conforms", "tail")][:3]
-    assert any(r.quantity == "grad:input" for r in measured)  # jax.vjp gradients were compared
+    report = catalog.run(impl, dtypes=["float32"], cases=["basic_mean", "huge_1e4_none"])
+    assert any(r.quantity == "grad:input" and r.scored for r in report.results)
