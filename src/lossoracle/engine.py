@@ -219,12 +219,14 @@ def _grade(ctx: _Ctx, case: Case, dtype: str, quantity: str, got: np.ndarray, go
             f"; also {detail}" if detail else "")
     finite = cmp.ulp[np.isfinite(cmp.ulp)]
     n = cmp.n
+    with np.errstate(over="ignore"):  # errors beyond 1e154 ULP square to inf: the sum is then inf, as it should be
+        sum_sq = float(np.sum(finite**2)) if finite.size == n else math.inf
     return Result(loss=spec.name, implementation=ctx.impl_name, device=ctx.device, dtype=dtype, case=case.id,
                   quantity=quantity, reduction=case.reduction(),
                   max_ulp=float(cmp.ulp.max()) if n else 0.0, max_rel_err=float(np.max(cmp.rel)) if n else 0.0,
                   nonfinite_mismatch=cmp.count("nonfinite"), verdict=verdict, grade=grade, detail=detail, n=n,
                   over=int(np.sum(cmp.ulp > budget)),
-                  sum_sq_ulp=float(np.sum(finite**2)) if finite.size == n else math.inf, budget=budget,
+                  sum_sq_ulp=sum_sq, budget=budget,
                   worst=worst_info, max_cond_err=float(np.max(cmp.cond_err)) if n else 0.0, k=cmp.k,
                   finding=finding, well_conditioned_grade=cmp.well_conditioned_grade, points=points)
 
