@@ -355,3 +355,17 @@ def test_findings_by_tag_and_an_expected_failure_are_shown():
     assert re.search(r"<li><b>\[[a-z_, ]+\]</b> <code>(value|grad:)", section)  # findings grouped by tag
     assert "reproduce: <code>lossoracle check --impl " in section
     assert ">xfail:deviates<" in text  # the table shows the verdict as the terminal does
+
+
+def test_a_figure_with_errors_and_inputs_near_the_float64_limit_draws():
+    """The full catalogue has errors of 1e308 ULP at inputs of ±1e308: the axis ends must stay finite."""
+    pytest.importorskip("matplotlib")
+    import numpy as np
+
+    from lossoracle import plots
+
+    pts = {"x": np.array([1e308, -1e308, np.inf, 0.5, 3.0]), "ulp": np.array([1e308, 2.0, np.inf, 0.1, 1e300]),
+           "uc": np.array([1e306, 0.5, np.inf, 0.01, 1e299]), "grade": np.array([4, 0, 4, 0, 3]),
+           "row": np.zeros(5, int)}
+    png = plots.figure_png([plots.Panel("value", "x", pts, (2.0, 4.0), (8.0, 8.0), ("c",))], "t")
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")

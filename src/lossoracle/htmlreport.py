@@ -192,7 +192,10 @@ def _plot(s: dict[str, Any], rows: list[Result]) -> str:
                "check(..., plot_points=N))")
         return f'<p class="noplot">No plot: {_e(why)}.</p>'
     title = f"{s['loss']} — {s['implementation']} — {s['device']} — {s['dtype']}: {s['verdict']}"
-    png = base64.b64encode(figure_png(panels, title)).decode("ascii")
+    try:
+        png = base64.b64encode(figure_png(panels, title)).decode("ascii")
+    except Exception as err:  # a plot that cannot be drawn must not cost the page: say so in its place
+        return f'<p class="noplot">No plot: drawing failed ({_e(type(err).__name__)}: {_e(str(err))}).</p>'
     alt = "; ".join(f"{p.quantity}: error in ULP and in units of u·c against {p.label}, {p.points['x'].size} "
                     f"elements, budget {p.budget[0]:.3g} ULP, k = {p.k[0]:.3g}" for p in panels)
     return f'<img class="plot" alt="{_e(alt)}" src="data:image/png;base64,{png}">'

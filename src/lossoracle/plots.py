@@ -363,13 +363,15 @@ class Panel:
 
 
 FLOORS = {"ulp": 1e-3, "uc": 1e-4}  # errors below these (exact ones too) are drawn at the floor
+_LARGEST = 1e300  # coordinates are clipped here: the axis ends (a few times beyond) must stay finite
 
 
 def _y_axis(v: np.ndarray, floor: float) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
     """Errors for a log axis: those below ``floor`` (0 included) drawn at it, ∞/NaN at a ceiling
     above the finite maximum; returns (y, ceiling, non-finite mask, at-floor mask)."""
+    v = np.minimum(v, _LARGEST)
     finite = v[np.isfinite(v)]
-    hi = max(float(finite.max()) if finite.size else 1.0, floor) * 30
+    hi = min(max(float(finite.max()) if finite.size else 1.0, floor) * 30, _LARGEST)
     bad = ~np.isfinite(v)
     low = ~bad & (v < floor)
     return np.where(bad, hi, np.maximum(v, floor)), hi, bad, low
@@ -377,6 +379,7 @@ def _y_axis(v: np.ndarray, floor: float) -> tuple[np.ndarray, float, np.ndarray,
 
 def _x_axis(ax, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """x with ±inf drawn at the axis ends; a log or symlog scale where the values span decades."""
+    x = np.where(np.isfinite(x), np.clip(x, -_LARGEST, _LARGEST), x)
     finite = x[np.isfinite(x)]
     big = float(np.max(np.abs(finite))) if finite.size else 1.0
     inf = np.isinf(x)
@@ -393,8 +396,8 @@ def _x_axis(ax, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _tick(v: float, _pos=None) -> str:
     """Plain tick labels (1e-3, 0.1, 10, 1e6): matplotlib's default for log axes is mathtext,
     whose parser is most of a figure's drawing time."""
-    if v == 0:
-        return "0"
+    if v == 0 or not math.isfinite(v):
+        return f"{v:g}"
     e = math.floor(math.log10(abs(v)) + 1e-9)
     if -1 <= e <= 3:
         return f"{v:g}"
@@ -465,7 +468,7 @@ def figure_png(panels: Sequence[Panel], title: str) -> bytes:
             ax.xaxis.set_minor_locator(NullLocator())
             ax.xaxis.set_major_formatter(FuncFormatter(_tick))
             ax.yaxis.set_major_formatter(FuncFormatter(_tick))
-            ax.set_ylim(FLOORS[key] / 3, max(hi, bound[1] * 10) * 3)
+            ax.set_ylim(FLOORS[key] / 3, min(max(hi, bound[1] * 10), _LARGEST) * 3)
             # an explicit y: matplotlib otherwise measures every tick label to place the title
             ax.set_title(f"{p.quantity}: {name} {bound[0]:.3g}{with_n}", fontsize=9, y=1.0, pad=4)
             notes = ["±inf at the ends"] * bool(inf_x.any()) + [f"≤ {FLOORS[key]:g} at the bottom"] * bool(low.any())
