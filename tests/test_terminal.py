@@ -79,3 +79,15 @@ def test_console_script_imports_the_users_module_from_the_working_directory(tmp_
                          capture_output=True, text=True, timeout=300)
     assert "No module named" not in res.stderr, res.stderr
     assert res.returncode == 0 and "mylosses:focal" in res.stdout and "conforms" in res.stdout, res.stdout + res.stderr
+
+
+def test_the_summary_names_a_failed_call_by_its_exception_not_by_an_error_size():
+    from lossoracle.report import Report
+
+    finding = {"tags": ["empty_input"], "slot": "failed", "quantity": "value", "case": "empty_mean",
+               "verdict": "error", "grade": None, "finding": "error", "max_ulp": None, "max_cond_err": None,
+               "count": 1, "detail": "ValueError: Found array with 0 sample(s) (validation.py:1113)", "reproduce": ""}
+    cell = {"loss": "binary_cross_entropy", "implementation": "lib.bce", "dtype": "float32", "verdict": "error",
+            "findings": [finding], "xfail": None}
+    text = Report([]).paragraph([cell])
+    assert "(case empty_mean, ValueError: Found array with 0 sample(s))" in text and "-1 ULP" not in text

@@ -423,10 +423,15 @@ class Report:
         worst = sorted(((max(r["findings"], key=severity), r) for r in rows if r["findings"]
                         and (r["xfail"] or {}).get("status") != "xfail" and r["verdict"] in FAILING + ("tail",)),
                        key=lambda fr: tuple(-x for x in severity(fr[0])))
+        def measure(f: dict[str, Any]) -> str:  # a failed call has no error to measure: its exception instead
+            if f["max_ulp"] is None:
+                return f["detail"].split(" (")[0][:80]
+            return f"{_num(_num_of(f['max_ulp']))} ULP"
+
         if worst:
             text.append("Worst: " + "; ".join(
                 f"{r['loss']} {r['implementation']} {r['dtype']} {r['verdict']} [{', '.join(f['tags'])}] "
-                f"{f['quantity']} (case {f['case']}, {_num(_num_of(f['max_ulp']))} ULP)" for f, r in worst[:3]) + ".")
+                f"{f['quantity']} (case {f['case']}, {measure(f)})" for f, r in worst[:3]) + ".")
         text.append("(value_uc/grad_uc: the worst |err| in units of u·c, stable ⟺ ≤ k = 8 + log2(terms).)")
         return " ".join(text)
 
