@@ -78,19 +78,37 @@ def _folders() -> list[pathlib.Path]:
     return [shipped_dir()] + ([d] if (d := user_dir()) is not None else [])
 
 
+def read_rows(path: pathlib.Path) -> dict[str, dict]:
+    """The rows of a JSON-lines store by key (a later row wins; none if the file is missing)."""
+    out: dict[str, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:  # a line cut short by an interrupted run
+                continue
+            out[row["key"]] = row
+    return out
+
+
+def append_row(folder: pathlib.Path | None, spec_name: str, row: dict) -> None:
+    """Append ``row`` to ``folder/<spec_name>.jsonl`` (best effort: a cache never fails a run)."""
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{spec_name}.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+    except OSError:
+        pass
+
+
 def _entries(spec_name: str) -> dict[str, dict]:
     if spec_name not in _LOADED:
-        out: dict[str, dict] = {}
-        for folder in _folders():
-            path = folder / f"{spec_name}.jsonl"
-            if path.exists():
-                for line in path.read_text().splitlines():
-                    try:
-                        row = json.loads(line)
-                    except ValueError:  # a line cut short by an interrupted run
-                        continue
-                    out[row["key"]] = row
-        _LOADED[spec_name] = out
+        rows: dict[str, dict] = {}
+        for folder in _folders():  # the user cache after the shipped store: its rows win
+            rows.update(read_rows(folder / f"{spec_name}.jsonl"))
+        _LOADED[spec_name] = rows
     return _LOADED[spec_name]
 
 
@@ -107,15 +125,7 @@ def put(spec_name: str, k: str, result: Conditioning) -> None:
     row = {"key": k, "cond": {q: np.asarray(v).reshape(-1).tolist() for q, v in result.cond.items()},
            "scale": {q: np.asarray(v).reshape(-1).tolist() for q, v in result.scale.items()}}
     _entries(spec_name)[k] = row
-    folder = user_dir()
-    if folder is None:
-        return
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / f"{spec_name}.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-    except OSError:
-        pass
+    append_row(user_dir(), spec_name, row)
 
 
 def catalogue_keys() -> dict[str, set[str]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import pathlib
 from typing import Any
 
@@ -23,7 +22,7 @@ import mpmath
 import numpy as np
 
 from . import floats, mpfuncs
-from .condcache import _digest, _source_hash, user_dir
+from .condcache import _digest, _source_hash, append_row, read_rows, user_dir
 
 __all__ = ["key", "get", "put"]
 
@@ -48,17 +47,8 @@ def key(spec, case, conventions: dict) -> str:
 
 def _entries(spec_name: str) -> dict[str, dict]:
     if spec_name not in _LOADED:
-        out: dict[str, dict] = {}
         folder = _folder()
-        path = None if folder is None else folder / f"{spec_name}.jsonl"
-        if path is not None and path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except ValueError:  # a line cut short by an interrupted run
-                    continue
-                out[row["key"]] = row
-        _LOADED[spec_name] = out
+        _LOADED[spec_name] = {} if folder is None else read_rows(folder / f"{spec_name}.jsonl")
     return _LOADED[spec_name]
 
 
@@ -78,15 +68,7 @@ def put(spec_name: str, k: str, value, grads: dict[str, Any]) -> None:
     """Append the exact outputs to the user cache (best effort)."""
     from .refdata import _exact
 
-    folder = _folder()
-    if folder is None:
-        return
     row = {"key": k, "shape": list(np.shape(value)), "value": _exact(value),
            "grads": {name: _exact(v) for name, v in grads.items()},
            "grad_shapes": {name: list(np.shape(v)) for name, v in grads.items()}}
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / f"{spec_name}.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-    except OSError:
-        pass
+    append_row(_folder(), spec_name, row)
