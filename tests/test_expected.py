@@ -8,7 +8,8 @@ library upgrade that changes a verdict fails here with the difference; updating 
 ``[[finding]]`` entries pin one case's row (a finding the README cites, say): ``implementation``,
 ``loss``, ``case`` and optionally ``dtype``, ``quantity``, then what must hold of every matching
 row: ``verdict``, ``finding`` (the compare.FINDINGS key), ``grade``, ``phrase`` (a substring of the
-detail), ``min_ulp`` (the worst error in ULP is at least this). ``update.py`` keeps them.
+detail), ``min_ulp``/``max_ulp`` (the worst error in ULP is at least / at most this). ``update.py``
+keeps them.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def _finding_problems(e: dict, results) -> list[str]:
             out.append(f"{where}: {e['phrase']!r} not in {r.detail!r}")
         if "min_ulp" in e and not (r.max_ulp is not None and r.max_ulp >= e["min_ulp"]):
             out.append(f"{where}: worst error {r.max_ulp} ULP, expected at least {e['min_ulp']}")
+        if "max_ulp" in e and not (r.max_ulp is not None and r.max_ulp <= e["max_ulp"]):
+            out.append(f"{where}: worst error {r.max_ulp} ULP, expected at most {e['max_ulp']}")
     return out
 
 
@@ -109,5 +112,5 @@ def test_a_finding_entry_bites():
     entry = {"file": "t.toml", "implementation": "i", "loss": "l", "case": "c", "dtype": "float32"}
     assert not _finding_problems({**entry, "verdict": "deviates", "phrase": "got=nan", "min_ulp": 1e6}, [row])
     for wrong in ({"verdict": "conforms"}, {"finding": "shape"}, {"phrase": "got=inf"}, {"min_ulp": 1e7},
-                  {"case": "other"}, {"quantity": "grad:input"}):
+                  {"max_ulp": 1e5}, {"case": "other"}, {"quantity": "grad:input"}):
         assert _finding_problems({**entry, **wrong}, [row]), wrong
