@@ -67,6 +67,14 @@ def _is_integer(a) -> bool:
     return not a.is_floating_point() and not a.is_complex() and a.dtype.__str__() != "torch.bool"
 
 
+def _index_range(target: Array, C: int) -> bool:
+    """Every class index lies in ``[0, C)`` (True for an empty target)."""
+    if 0 in _shape(target):
+        return True
+    lo, hi = (target.min(), target.max()) if isinstance(target, np.ndarray) else namespace(target).aminmax(target)
+    return 0 <= int(lo) and int(hi) < C
+
+
 def check(input: Array, target: Array, weight: Array | None, prm: Params) -> bool:
     """Validate a call; returns True for floating (one-hot / soft) targets."""
     require_floating("input", input)
@@ -109,6 +117,8 @@ def check(input: Array, target: Array, weight: Array | None, prm: Params) -> boo
     if _shape(target) != want:
         raise ValueError(f"class-index target shape {_shape(target)} does not match the expected {want} for input "
                          f"{shape}")
+    if _index_range(target, C):  # one reduction; the masks below only when some index lies outside [0, C)
+        return False
     live = target != prm.ignore_index
     if bool((((target < 0) | (target >= C)) & live).any()):
         raise ValueError(f"target class indices must lie in [0, {C - 1}] (or equal ignore_index={prm.ignore_index})")

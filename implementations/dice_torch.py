@@ -122,11 +122,13 @@ def _grads(op: _Operands, stats: dict, prm: core.Params, grad: torch.Tensor, wan
 # ----------------------------------------------------------------------------------------------
 # Fused kernels (torch.compile): the arithmetic of :mod:`.dice_core` with the classes unrolled, so that
 # every per-position quantity is a (N, S) expression of the inputs and the sums over S are reductions of
-# one loop. Masks are products with exact 0/1 values, as in :func:`.dice_core.prepare`.
+# one loop. Masks are products with exact 0/1 values, as in :func:`.dice_core.prepare`, or ``torch.where``
+# on a comparison of float64 values (a blend in the generated code; combining boolean masks is not: Inductor
+# converts them lane by lane).
 
 
 def _activation(xs: list[torch.Tensor], activation: str):
-    """``p``, ``q = 1 − p`` per class (float64), and for the softmax the arg-max masks and their count."""
+    """``p`` and ``q = 1 − p`` per class (float64), and for the softmax ``exp(x − max x)`` per class (else None)."""
     if activation == "none":
         return xs, [1 - v for v in xs], None
     if activation == "sigmoid":
@@ -135,19 +137,25 @@ def _activation(xs: list[torch.Tensor], activation: str):
             e = torch.exp(-v.abs())
             big = 1 / (1 + e)
             small = e * big
-            pos = (v >= 0).to(_F64)
-            ps.append(pos * big + (1 - pos) * small)
-            qs.append(pos * small + (1 - pos) * big)
+            pos = v >= 0
+            ps.append(torch.where(pos, big, small))
+            qs.append(torch.where(pos, small, big))
         return ps, qs, None
     m = functools.reduce(torch.maximum, xs)
     es = [torch.exp(v - m) for v in xs]
-    tops = [(v == m).to(_F64) for v in xs]
+    return *_softmax(es)[:2], es
+
+
+def _softmax(es: list[torch.Tensor]):
+    """``p`` and ``q = 1 − p`` per class from ``e = exp(x − max x)`` (float64), 1 exactly at the class(es) of the
+    maximum (and where ``x`` is within 2^-53 of it: those count as tied, their ``p`` is the same)."""
+    tops = [(e == 1).to(_F64) for e in es]
     k = sum(tops)
     rest = sum(e - e * top for e, top in zip(es, tops))  # Σ of the other classes: ≥ 0, no cancellation
     inv = 1 / (rest + k)  # one division per position; e·(1/s) is within 2^-52 of e/s, far below the output's ULP
     ps = [e * inv for e in es]
     q_top = (rest + (k - 1)) * inv
-    return ps, [top * q_top + (1 - top) * (1 - p) for top, p in zip(tops, ps)], (tops, k)
+    return ps, [torch.where(e == 1, q_top, 1 - p) for e, p in zip(es, ps)], inv  # elsewhere p ≤ ½: 1 − p is exact
 
 
 def _labels(t: torch.Tensor, C: int, soft: bool, ignore_index: int):
@@ -160,17 +168,13 @@ def _labels(t: torch.Tensor, C: int, soft: bool, ignore_index: int):
     return ys, [live - y for y in ys]
 
 
-def _unrolled(x: torch.Tensor, t: torch.Tensor, activation: str, soft: bool, ignore_index: int):
+def _split(x: torch.Tensor, t: torch.Tensor, soft: bool):
     N, C = x.shape[:2]
     x = x.reshape(N, C, -1)
-    t = t.reshape(N, C, -1) if soft else t.reshape(N, -1)
-    ps, qs, top = _activation([x[:, c].to(_F64) for c in range(C)], activation)
-    return ps, qs, top, *_labels(t, C, soft, ignore_index)
+    return [x[:, c].to(_F64) for c in range(C)], (t.reshape(N, C, -1) if soft else t.reshape(N, -1))
 
 
-def _sums_kernel(x, t, activation: str, soft: bool, ignore_index: int, pooled: bool) -> dict:
-    """The (N, C) sums of :func:`.dice_core.stats` (not squared)."""
-    ps, qs, _, ys, nys = _unrolled(x, t, activation, soft, ignore_index)
+def _sums(ps, qs, ys, nys, pooled: bool) -> dict:
     out = {"I": torch.stack([(p * y).sum(-1) for p, y in zip(ps, ys)], 1),
            "FP": torch.stack([(p * ny).sum(-1) for p, ny in zip(ps, nys)], 1),
            "FN": torch.stack([(q * y).sum(-1) for q, y in zip(qs, ys)], 1)}
@@ -179,21 +183,47 @@ def _sums_kernel(x, t, activation: str, soft: bool, ignore_index: int, pooled: b
     return out
 
 
+def _sums_kernel(x, t, activation: str, soft: bool, ignore_index: int, pooled: bool) -> dict:
+    """The (N, C) sums of :func:`.dice_core.stats` (not squared)."""
+    xs, t = _split(x, t, soft)
+    ps, qs, _ = _activation(xs, activation)
+    return _sums(ps, qs, *_labels(t, len(xs), soft, ignore_index), pooled)
+
+
+def _sums_e_kernel(x, t, soft: bool, ignore_index: int, pooled: bool):
+    """:func:`_sums_kernel` for the softmax, and what :func:`_grads_e_kernel` needs: ``E = exp(x − max x)``
+    (N, C, S) and ``1/Σ_c E`` (N, S), float64."""
+    xs, t = _split(x, t, soft)
+    m = functools.reduce(torch.maximum, xs)
+    es = [torch.exp(v - m) for v in xs]
+    ps, qs, inv = _softmax(es)
+    return _sums(ps, qs, *_labels(t, len(xs), soft, ignore_index), pooled), torch.stack(es, 1), inv
+
+
+def _softmax_vjp(ps: list[torch.Tensor], gp: list[torch.Tensor], es: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``p_c·(h_c − Σ_j p_j h_j)`` with ``h = g − g_pivot``, the pivot the first class where ``e = exp(x − max x)``
+    is 1 (the largest ``p``): its term is the large one, and it never cancels."""
+    pivot = gp[-1]
+    for e, g in zip(es[-2::-1], gp[-2::-1]):
+        pivot = torch.where(e == 1, g, pivot)
+    h = [g - pivot for g in gp]
+    s = sum(p * hj for p, hj in zip(ps, h))
+    return [p * (hj - s) for p, hj in zip(ps, h)]
+
+
 def _grads_kernel(x, t, coef, activation: str, soft: bool, ignore_index: int, want_target: bool):
     """:func:`.dice_core.backward` (not squared) for ``coef`` = (∂I − ∂FN, ∂FP, ∂I − ∂FP, ∂FN), each (N, C),
     rounded to the dtypes of ``x`` and ``t``."""
-    ps, qs, top, ys, nys = _unrolled(x, t, activation, soft, ignore_index)
+    xs, t3 = _split(x, t, soft)
+    ps, qs, es = _activation(xs, activation)
     C = len(ps)
+    ys, nys = _labels(t3, C, soft, ignore_index)
     col = [[c[:, j, None] for j in range(C)] for c in coef]
     gp = [y * a + ny * b for y, ny, a, b in zip(ys, nys, col[0], col[1])]
     if activation == "sigmoid":
         gp = [g * p * q for g, p, q in zip(gp, ps, qs)]
-    elif activation == "softmax":  # pivot on the arg-max class(es): the large term never cancels
-        tops, k = top
-        pivot = sum(g * tp for g, tp in zip(gp, tops)) / k
-        h = [g - pivot for g in gp]
-        s = sum(p * hj for p, hj in zip(ps, h))
-        gp = [p * (hj - s) for p, hj in zip(ps, h)]
+    elif activation == "softmax":
+        gp = _softmax_vjp(ps, gp, es)
     gx = torch.stack([g.to(x.dtype) for g in gp], 1).reshape(x.shape)  # rounded before the stack: no float64 copy
     if not want_target:
         return gx, None
@@ -201,8 +231,20 @@ def _grads_kernel(x, t, coef, activation: str, soft: bool, ignore_index: int, wa
     return gx, torch.stack([g.to(t.dtype) for g in gy], 1).reshape(t.shape)
 
 
+def _grads_e_kernel(E, inv, t, coef, soft: bool, ignore_index: int, dtype: torch.dtype):
+    """The softmax gradient of :func:`_grads_kernel` from the forward's ``E = exp(x − max x)`` and ``1/Σ E``."""
+    C = E.shape[1]
+    es = [E[:, c] for c in range(C)]
+    ys, nys = _labels(t, C, soft, ignore_index)
+    col = [[c[:, j, None] for j in range(C)] for c in coef]
+    gp = [y * a + ny * b for y, ny, a, b in zip(ys, nys, col[0], col[1])]
+    return torch.stack([g.to(dtype) for g in _softmax_vjp([e * inv for e in es], gp, es)], 1)
+
+
 _SUMS = Kernel(_sums_kernel, "dice losses", _COMPILE_MAX_VARIANTS, _INDUCTOR)
 _GRADS = Kernel(_grads_kernel, "dice losses", _COMPILE_MAX_VARIANTS, _INDUCTOR)
+_SUMS_E = Kernel(_sums_e_kernel, "dice losses", _COMPILE_MAX_VARIANTS, _INDUCTOR)
+_GRADS_E = Kernel(_grads_e_kernel, "dice losses", _COMPILE_MAX_VARIANTS, _INDUCTOR)
 
 
 def _fusable(x: torch.Tensor, prm: core.Params) -> bool:
@@ -210,23 +252,35 @@ def _fusable(x: torch.Tensor, prm: core.Params) -> bool:
             and x.shape[1] <= _COMPILE_MAX_CLASSES and not prm.squared)
 
 
-def _fused_stats(x: torch.Tensor, t: torch.Tensor, prm: core.Params, soft: bool) -> dict | None:
+def _fused_stats(x: torch.Tensor, t: torch.Tensor, prm: core.Params, soft: bool, keep: bool):
+    """``(stats, kept)``: the finished sums (None: not fused) and, for the softmax with ``keep``, ``(E, 1/Σ E)``
+    for :func:`_fused_grads` (else None)."""
     if not _fusable(x, prm):
-        return None
+        return None, None
+    if keep and prm.activation == "softmax":
+        out = _SUMS_E((x.shape[1], soft, prm.pooled, x.dtype, t.dtype), x, t, soft, prm.ignore_index, prm.pooled)
+        if out is not None:
+            return core.finish(out[0], prm), out[1:]
     out = _SUMS((x.shape[1], prm.activation, soft, prm.pooled, x.dtype, t.dtype),
                 x, t, prm.activation, soft, prm.ignore_index, prm.pooled)
-    return None if out is None else core.finish(out, prm)
+    return (None if out is None else core.finish(out, prm)), None
 
 
-def _fused_grads(x, t, w, stats: dict, prm: core.Params, grad: torch.Tensor, soft: bool, want_target: bool):
+def _fused_grads(x, t, w, stats: dict, prm: core.Params, grad: torch.Tensor, soft: bool, want_target: bool,
+                 kept: tuple | None):
     if not _fusable(x, prm):
         return None
     r = core.ratios(stats, prm)
     a = core.cotangent(grad.to(_F64), r, None if w is None else w.to(_F64), prm)
     cI, cFP, cFN, _ = core.coefficients(r, a, prm)
     N, C = x.shape[:2]
-    coef = torch.stack([cI - cFN, cFP, cI - cFP, cFN]).expand(4, N, C)
     x3, t3 = x.reshape(N, C, -1), (t.reshape(N, C, -1) if soft else t.reshape(N, -1))  # one rank: one kernel
+    if kept is not None and not want_target:
+        coef = torch.stack([cI - cFN, cFP]).expand(2, N, C)
+        gx = _GRADS_E((C, soft, x.dtype, t.dtype), *kept, t3, coef, soft, prm.ignore_index, x.dtype)
+        if gx is not None:
+            return gx.reshape(x.shape), None
+    coef = torch.stack([cI - cFN, cFP, cI - cFP, cFN]).expand(4, N, C)
     out = _GRADS((C, prm.activation, soft, want_target, x.dtype, t.dtype),
                  x3, t3, coef, prm.activation, soft, prm.ignore_index, want_target)
     return None if out is None else (out[0].reshape(x.shape), None if out[1] is None else out[1].reshape(t.shape))
@@ -236,11 +290,13 @@ class _DiceFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, t, w, prm, soft):
         op = _Operands(x, t, w, soft)
-        stats = None if op.ld else _fused_stats(op.x, op.t, prm, soft)
+        # the softmax's exponentials (float64, N·C·S) and 1/Σ are kept when only the input's gradient can be asked for
+        keep = x.requires_grad and not (t.requires_grad and soft and prm.kind != "generalized_dice")
+        stats, kept = (None, None) if op.ld else _fused_stats(op.x, op.t, prm, soft, keep)
         if stats is None:
             stats = _stats(op, prm)
         ctx.save_for_backward(x, t, w)
-        ctx.prm, ctx.soft, ctx.stats = prm, soft, stats  # (G, C) sums: small
+        ctx.prm, ctx.soft, ctx.stats, ctx.kept = prm, soft, stats, kept  # (G, C) sums: small
         return _value(op, stats, prm).to(x.device)
 
     @staticmethod
@@ -249,7 +305,8 @@ class _DiceFn(torch.autograd.Function):
         need = ctx.needs_input_grad
         want_target = bool(need[1]) and ctx.soft and ctx.prm.kind != "generalized_dice"
         out = _fused_grads(x.detach(), t.detach(), None if w is None else w.detach(), ctx.stats, ctx.prm, grad,
-                           ctx.soft, want_target)
+                           ctx.soft, want_target, ctx.kept)
+        ctx.kept = None
         if out is None:
             out = _grads(_Operands(x, t, w, ctx.soft), ctx.stats, ctx.prm, grad, want_target, x.dtype)
         gx, gy = out
@@ -294,3 +351,4 @@ def generalized_dice_loss(input, target, *, w_type="square", activation="none", 
     return _call("generalized_dice", input, target, None, w_type=w_type, activation=activation,
                  include_background=include_background, batch=batch, smooth_nr=smooth_nr, smooth_dr=smooth_dr,
                  ignore_index=ignore_index, reduction=reduction)
+
