@@ -4,16 +4,20 @@ One ``torch.autograd.Function`` per call whose backward is the analytic VJP of
 :mod:`.dice_core` (autograd through ``1 − ratio`` would differentiate the cancelling form).
 float16, bfloat16 and float32 are computed in float64 and rounded once to the input's dtype;
 float64 on the CPU in NumPy's long double (64-bit significand, via zero-copy views), float64
-on CUDA in float64. The forward keeps only the inputs and the (N, C) sums; the backward
-recomputes the activation (one more pass over the input instead of saved full-size maps).
-Definitions and parameters: ``lossoracle.reference.dice``.
+on CUDA in float64. The forward keeps the inputs and the (N, C) sums; the backward recomputes
+the activation (one more pass over the input instead of saved full-size maps) — except on the
+compiled softmax path below. Definitions and parameters: ``lossoracle.reference.dice``.
 
 Speed (CPU): the eager kernels run in L2-sized blocks. Large float16/bfloat16/float32 inputs
 (at least ``_COMPILE_MIN_NUMEL`` elements, at most ``_COMPILE_MAX_CLASSES`` classes, not
 ``squared``) run the same arithmetic — float64 per element, the classes unrolled, the sums
 accumulated in float64 — through ``torch.compile`` as one fused loop for the forward sums and
 one for the gradient, falling back to the eager blocks if compilation fails;
-``LOSSORACLE_COMPILE=0`` never compiles.
+``LOSSORACLE_COMPILE=0`` never compiles. With the softmax, when only the input's gradient can
+be asked for, the forward loop also stores ``exp(x − max x)`` (N, C, S) and ``1/Σ`` (N, S) in
+float64 — the very values the sums used, 2.5× the float32 input's bytes — and the backward loop
+reads them instead of recomputing the exponentials: the float64 ``exp`` the compiled loop calls
+(SLEEF's) costs ~2 ns an element here, more than everything else in both loops together.
 """
 
 from __future__ import annotations
