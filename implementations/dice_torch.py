@@ -14,9 +14,9 @@ Speed (CPU): the eager kernels run in L2-sized blocks. Large float16/bfloat16/fl
 accumulated in float64 — through ``torch.compile`` as one fused loop for the forward sums and
 one for the gradient, falling back to the eager blocks if compilation fails;
 ``LOSSORACLE_COMPILE=0`` never compiles. With the softmax, when only the input's gradient can
-be asked for, the forward loop also stores ``exp(x − max x)`` (N, C, S) and ``1/Σ`` (N, S) in
-float64 — the very values the sums used, 2.5× the float32 input's bytes — and the backward loop
-reads them instead of recomputing the exponentials: the float64 ``exp`` the compiled loop calls
+be asked for, the forward loop also stores the probabilities (N, C, S) in float64 — the very values
+the sums used, twice the float32 input's bytes — and the backward loop reads them instead of
+recomputing the exponentials: the float64 ``exp`` the compiled loop calls
 (SLEEF's) costs ~2 ns an element here, more than everything else in both loops together.
 """
 
@@ -132,9 +132,9 @@ def _grads(op: _Operands, stats: dict, prm: core.Params, grad: torch.Tensor, wan
 
 
 def _activation(xs: list[torch.Tensor], activation: str):
-    """``p`` and ``q = 1 − p`` per class (float64), and for the softmax ``exp(x − max x)`` per class (else None)."""
+    """``p`` and ``q = 1 − p`` per class (float64)."""
     if activation == "none":
-        return xs, [1 - v for v in xs], None
+        return xs, [1 - v for v in xs]
     if activation == "sigmoid":
         ps, qs = [], []
         for v in xs:
@@ -144,22 +144,16 @@ def _activation(xs: list[torch.Tensor], activation: str):
             pos = v >= 0
             ps.append(torch.where(pos, big, small))
             qs.append(torch.where(pos, small, big))
-        return ps, qs, None
+        return ps, qs
     m = functools.reduce(torch.maximum, xs)
-    es = [torch.exp(v - m) for v in xs]
-    return *_softmax(es)[:2], es
-
-
-def _softmax(es: list[torch.Tensor]):
-    """``p`` and ``q = 1 − p`` per class from ``e = exp(x − max x)`` (float64), 1 exactly at the class(es) of the
-    maximum (and where ``x`` is within 2^-53 of it: those count as tied, their ``p`` is the same)."""
-    tops = [(e == 1).to(_F64) for e in es]
+    es = [torch.exp(v - m) for v in xs]  # 1 exactly at the class(es) of the maximum, and where x is within 2^-53
+    tops = [(e == 1).to(_F64) for e in es]  # of it: those count as tied (their p is the same)
     k = sum(tops)
     rest = sum(e - e * top for e, top in zip(es, tops))  # Σ of the other classes: ≥ 0, no cancellation
     inv = 1 / (rest + k)  # one division per position; e·(1/s) is within 2^-52 of e/s, far below the output's ULP
     ps = [e * inv for e in es]
     q_top = (rest + (k - 1)) * inv
-    return ps, [torch.where(e == 1, q_top, 1 - p) for e, p in zip(es, ps)], inv  # elsewhere p ≤ ½: 1 − p is exact
+    return ps, [torch.where(e == 1, q_top, 1 - p) for e, p in zip(es, ps)]  # elsewhere p ≤ ½: 1 − p is accurate
 
 
 def _labels(t: torch.Tensor, C: int, soft: bool, ignore_index: int):
@@ -190,26 +184,26 @@ def _sums(ps, qs, ys, nys, pooled: bool) -> dict:
 def _sums_kernel(x, t, activation: str, soft: bool, ignore_index: int, pooled: bool) -> dict:
     """The (N, C) sums of :func:`.dice_core.stats` (not squared)."""
     xs, t = _split(x, t, soft)
-    ps, qs, _ = _activation(xs, activation)
+    ps, qs = _activation(xs, activation)
     return _sums(ps, qs, *_labels(t, len(xs), soft, ignore_index), pooled)
 
 
-def _sums_e_kernel(x, t, soft: bool, ignore_index: int, pooled: bool):
-    """:func:`_sums_kernel` for the softmax, and what :func:`_grads_e_kernel` needs: ``E = exp(x − max x)``
-    (N, C, S) and ``1/Σ_c E`` (N, S), float64."""
+def _sums_p_kernel(x, t, soft: bool, ignore_index: int, pooled: bool):
+    """:func:`_sums_kernel` for the softmax, and the float64 probabilities ``P`` (N, C, S) it summed, for
+    :func:`_grads_p_kernel`."""
     xs, t = _split(x, t, soft)
-    m = functools.reduce(torch.maximum, xs)
-    es = [torch.exp(v - m) for v in xs]
-    ps, qs, inv = _softmax(es)
-    return _sums(ps, qs, *_labels(t, len(xs), soft, ignore_index), pooled), torch.stack(es, 1), inv
+    ps, qs = _activation(xs, "softmax")
+    return _sums(ps, qs, *_labels(t, len(xs), soft, ignore_index), pooled), torch.stack(ps, 1)
 
 
-def _softmax_vjp(ps: list[torch.Tensor], gp: list[torch.Tensor], es: list[torch.Tensor]) -> list[torch.Tensor]:
-    """``p_c·(h_c − Σ_j p_j h_j)`` with ``h = g − g_pivot``, the pivot the first class where ``e = exp(x − max x)``
-    is 1 (the largest ``p``): its term is the large one, and it never cancels."""
+def _softmax_vjp(ps: list[torch.Tensor], gp: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``p_c·(h_c − Σ_j p_j h_j)`` with ``h = g − g_pivot``, the pivot the first class of the largest ``p`` (the
+    arg-max of the logits, or a class whose ``p`` rounds to the same value — any pivot gives the same exact
+    value): its term is the large one, and it never cancels."""
+    pm = functools.reduce(torch.maximum, ps)
     pivot = gp[-1]
-    for e, g in zip(es[-2::-1], gp[-2::-1]):
-        pivot = torch.where(e == 1, g, pivot)
+    for p, g in zip(ps[-2::-1], gp[-2::-1]):
+        pivot = torch.where(p == pm, g, pivot)
     h = [g - pivot for g in gp]
     s = sum(p * hj for p, hj in zip(ps, h))
     return [p * (hj - s) for p, hj in zip(ps, h)]
@@ -219,7 +213,7 @@ def _grads_kernel(x, t, coef, activation: str, soft: bool, ignore_index: int, wa
     """:func:`.dice_core.backward` (not squared) for ``coef`` = (∂I − ∂FN, ∂FP, ∂I − ∂FP, ∂FN), each (N, C),
     rounded to the dtypes of ``x`` and ``t``."""
     xs, t3 = _split(x, t, soft)
-    ps, qs, es = _activation(xs, activation)
+    ps, qs = _activation(xs, activation)
     C = len(ps)
     ys, nys = _labels(t3, C, soft, ignore_index)
     col = [[c[:, j, None] for j in range(C)] for c in coef]
@@ -227,7 +221,7 @@ def _grads_kernel(x, t, coef, activation: str, soft: bool, ignore_index: int, wa
     if activation == "sigmoid":
         gp = [g * p * q for g, p, q in zip(gp, ps, qs)]
     elif activation == "softmax":
-        gp = _softmax_vjp(ps, gp, es)
+        gp = _softmax_vjp(ps, gp)
     gx = torch.stack([g.to(x.dtype) for g in gp], 1).reshape(x.shape)  # rounded before the stack: no float64 copy
     if not want_target:
         return gx, None
@@ -235,20 +229,20 @@ def _grads_kernel(x, t, coef, activation: str, soft: bool, ignore_index: int, wa
     return gx, torch.stack([g.to(t.dtype) for g in gy], 1).reshape(t.shape)
 
 
-def _grads_e_kernel(E, inv, t, coef, soft: bool, ignore_index: int, dtype: torch.dtype):
-    """The softmax gradient of :func:`_grads_kernel` from the forward's ``E = exp(x − max x)`` and ``1/Σ E``."""
-    C = E.shape[1]
-    es = [E[:, c] for c in range(C)]
+def _grads_p_kernel(P, t, coef, soft: bool, ignore_index: int, dtype: torch.dtype):
+    """The softmax gradient of :func:`_grads_kernel` from the forward's float64 probabilities ``P`` (N, C, S): no
+    exponential."""
+    C = P.shape[1]
     ys, nys = _labels(t, C, soft, ignore_index)
     col = [[c[:, j, None] for j in range(C)] for c in coef]
     gp = [y * a + ny * b for y, ny, a, b in zip(ys, nys, col[0], col[1])]
-    return torch.stack([g.to(dtype) for g in _softmax_vjp([e * inv for e in es], gp, es)], 1)
+    return torch.stack([g.to(dtype) for g in _softmax_vjp([P[:, c] for c in range(C)], gp)], 1)
 
 
 _SUMS = Kernel(_sums_kernel, "dice losses", _COMPILE_MAX_VARIANTS, _INDUCTOR)
 _GRADS = Kernel(_grads_kernel, "dice losses", _COMPILE_MAX_VARIANTS, _INDUCTOR)
-_SUMS_E = Kernel(_sums_e_kernel, "dice losses", _COMPILE_MAX_VARIANTS, _INDUCTOR)
-_GRADS_E = Kernel(_grads_e_kernel, "dice losses", _COMPILE_MAX_VARIANTS, _INDUCTOR)
+_SUMS_P = Kernel(_sums_p_kernel, "dice losses", _COMPILE_MAX_VARIANTS, _INDUCTOR)
+_GRADS_P = Kernel(_grads_p_kernel, "dice losses", _COMPILE_MAX_VARIANTS, _INDUCTOR)
 
 
 def _fusable(x: torch.Tensor, prm: core.Params) -> bool:
@@ -257,21 +251,21 @@ def _fusable(x: torch.Tensor, prm: core.Params) -> bool:
 
 
 def _fused_stats(x: torch.Tensor, t: torch.Tensor, prm: core.Params, soft: bool, keep: bool):
-    """``(stats, kept)``: the finished sums (None: not fused) and, for the softmax with ``keep``, ``(E, 1/Σ E)``
-    for :func:`_fused_grads` (else None)."""
+    """``(stats, P)``: the finished sums (None: not fused) and, for the softmax with ``keep``, its float64
+    probabilities for :func:`_fused_grads` (else None)."""
     if not _fusable(x, prm):
         return None, None
     if keep and prm.activation == "softmax":
-        out = _SUMS_E((x.shape[1], soft, prm.pooled, x.dtype, t.dtype), x, t, soft, prm.ignore_index, prm.pooled)
+        out = _SUMS_P((x.shape[1], soft, prm.pooled, x.dtype, t.dtype), x, t, soft, prm.ignore_index, prm.pooled)
         if out is not None:
-            return core.finish(out[0], prm), out[1:]
+            return core.finish(out[0], prm), out[1]
     out = _SUMS((x.shape[1], prm.activation, soft, prm.pooled, x.dtype, t.dtype),
                 x, t, prm.activation, soft, prm.ignore_index, prm.pooled)
     return (None if out is None else core.finish(out, prm)), None
 
 
 def _fused_grads(x, t, w, stats: dict, prm: core.Params, grad: torch.Tensor, soft: bool, want_target: bool,
-                 kept: tuple | None):
+                 P: torch.Tensor | None):
     if not _fusable(x, prm):
         return None
     r = core.ratios(stats, prm)
@@ -279,9 +273,9 @@ def _fused_grads(x, t, w, stats: dict, prm: core.Params, grad: torch.Tensor, sof
     cI, cFP, cFN, _ = core.coefficients(r, a, prm)
     N, C = x.shape[:2]
     x3, t3 = x.reshape(N, C, -1), (t.reshape(N, C, -1) if soft else t.reshape(N, -1))  # one rank: one kernel
-    if kept is not None and not want_target:
+    if P is not None and not want_target:
         coef = torch.stack([cI - cFN, cFP]).expand(2, N, C)
-        gx = _GRADS_E((C, soft, x.dtype, t.dtype), *kept, t3, coef, soft, prm.ignore_index, x.dtype)
+        gx = _GRADS_P((C, soft, x.dtype, t.dtype), P, t3, coef, soft, prm.ignore_index, x.dtype)
         if gx is not None:
             return gx.reshape(x.shape), None
     coef = torch.stack([cI - cFN, cFP, cI - cFP, cFN]).expand(4, N, C)
@@ -294,13 +288,13 @@ class _DiceFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, t, w, prm, soft):
         op = _Operands(x, t, w, soft)
-        # the softmax's exponentials (float64, N·C·S) and 1/Σ are kept when only the input's gradient can be asked for
+        # the softmax's probabilities (float64, N·C·S) are kept when only the input's gradient can be asked for
         keep = x.requires_grad and not (t.requires_grad and soft and prm.kind != "generalized_dice")
-        stats, kept = (None, None) if op.ld else _fused_stats(op.x, op.t, prm, soft, keep)
+        stats, P = (None, None) if op.ld else _fused_stats(op.x, op.t, prm, soft, keep)
         if stats is None:
             stats = _stats(op, prm)
         ctx.save_for_backward(x, t, w)
-        ctx.prm, ctx.soft, ctx.stats, ctx.kept = prm, soft, stats, kept  # (G, C) sums: small
+        ctx.prm, ctx.soft, ctx.stats, ctx.P = prm, soft, stats, P  # (G, C) sums: small
         return _value(op, stats, prm).to(x.device)
 
     @staticmethod
@@ -309,8 +303,8 @@ class _DiceFn(torch.autograd.Function):
         need = ctx.needs_input_grad
         want_target = bool(need[1]) and ctx.soft and ctx.prm.kind != "generalized_dice"
         out = _fused_grads(x.detach(), t.detach(), None if w is None else w.detach(), ctx.stats, ctx.prm, grad,
-                           ctx.soft, want_target, ctx.kept)
-        ctx.kept = None
+                           ctx.soft, want_target, ctx.P)
+        ctx.P = None
         if out is None:
             out = _grads(_Operands(x, t, w, ctx.soft), ctx.stats, ctx.prm, grad, want_target, x.dtype)
         gx, gy = out

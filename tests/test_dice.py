@@ -370,14 +370,14 @@ def test_single_subnormal_positive_is_a_known_gap():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("activation", "soft", "kernels"), [("softmax", False, ("_SUMS_E", "_GRADS_E")),
+@pytest.mark.parametrize(("activation", "soft", "kernels"), [("softmax", False, ("_SUMS_P", "_GRADS_P")),
                                                              ("softmax", True, ("_SUMS", "_GRADS")),
                                                              ("sigmoid", True, ("_SUMS", "_GRADS"))])
 def test_fused_torch_path_matches_the_eager_kernels(monkeypatch, activation, soft, kernels):
     """The torch.compile path (large float32 CPU inputs) computes what the eager blocks compute: the same
     float64 arithmetic per element, sums in another order (≤ 1 float32 ULP apart in the gradient). The
-    softmax keeps its exponentials for the backward when only the input's gradient can be asked for
-    (``_SUMS_E``/``_GRADS_E``); with a soft target that requires a gradient it recomputes them."""
+    softmax keeps its probabilities for the backward when only the input's gradient can be asked for
+    (``_SUMS_P``/``_GRADS_P``); with a soft target that requires a gradient it recomputes them."""
     import torch
 
     from lossoracle.implementations import compiled, dice_torch
