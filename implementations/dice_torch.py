@@ -16,8 +16,8 @@ one for the gradient, falling back to the eager blocks if compilation fails;
 ``LOSSORACLE_COMPILE=0`` never compiles. With the softmax, when only the input's gradient can
 be asked for, the forward loop also stores the probabilities (N, C, S) in float64 — the very values
 the sums used, twice the float32 input's bytes — and the backward loop reads them instead of
-recomputing the exponentials: the float64 ``exp`` the compiled loop calls
-(SLEEF's) costs ~2 ns an element here, more than everything else in both loops together.
+recomputing the activation (on (8, 4, 256, 256): ~2.8 ms against ~7.9 ms CPU for the recomputing
+loop, for ~1 ms more in the forward).
 """
 
 from __future__ import annotations
