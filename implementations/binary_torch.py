@@ -14,14 +14,26 @@ clamp.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 import numpy as np
 import torch
 
+from . import binary_bounds as bounds
 from . import binary_core as core
+from .compiled import Kernel
 
 Tensor = torch.Tensor
 _F64 = torch.float64
 _BLOCK = 1 << 15  # CPU elements per block
+_COMPILE_MIN_NUMEL = 1 << 16  # CPU elements from which the fused kernels are compiled
+_COMPILE_MAX_VARIANTS = 16  # per kernel (loss, reduction, gradients wanted, dtypes, weights); beyond, eager
+# float64 sums and means of fewer elements go straight to the guarded kernels: the plain kernels'
+# bounds (5–9 ULP, :mod:`.binary_bounds`) fit the budget of 2 or 4 ULP plus log2(n) from n = 16 on
+_PLAIN_MIN_TERMS = 16
+_PLAIN_MAX_BUDGET = 8.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -35,7 +47,7 @@ _BLOCK = 1 << 15  # CPU elements per block
 # kernels.
 
 
-def _lean_bce(p: Tensor, y: Tensor, w: Tensor | None) -> Tensor:
+def _lean_bce(p: Tensor, y: Tensor, w: Tensor | None, _pw: None = None) -> Tensor:
     """``−w·[y log p + (1 − y) log1p(−p)]``."""
     v = -(y * torch.log(p) + (1 - y) * torch.log1p(-p))
     return v if w is None else w * v
@@ -69,20 +81,16 @@ def _lean_bce_logits(x: Tensor, y: Tensor, w: Tensor | None, pw: Tensor | None) 
 
 
 def _lean_bce_logits_grads(a: Tensor, x: Tensor, y: Tensor, pw: Tensor | None,
-                          want_y: bool) -> tuple[Tensor, Tensor | None]:
-    """``a·[(1 − y)σ(x) − pw·y·σ(−x)]`` (not ``σ(x) − y``, which cancels for hard targets) and
-    ``−a·x`` (``a·[pw·softplus(−x) − softplus(x)]``), ``a`` the cotangent times the weight.
-    For ``|x| < 1/4`` the sigmoids cancel against each other (soft targets): there, as in
-    :func:`binary_core.bce_logits_grads`, ``((c − d) + m·s)/(2 + m)`` with ``m = expm1(−|x|)``,
-    ``s = −d`` (x ≥ 0) or ``c`` (x < 0), selected arithmetically (both forms are finite; cheaper
-    than ``where``)."""
+                           want_y: bool) -> tuple[Tensor, Tensor | None]:
+    """``a·[(1 − y)σ(x) − pw·y·σ(−x)]`` (not ``σ(x) − y``, which cancels for hard targets) as
+    ``a·(c − d·e)/(1 + e)`` (x ≥ 0) or ``a·(c·e − d)/(1 + e)``, ``e = e^{−|x|}``, ``c = 1 − y``,
+    ``d = pw·y``: one exp; the two products cancel only where the target's (or pw's) term of the
+    condition number is as large as they are. And ``−a·x`` (``a·[pw·softplus(−x) − softplus(x)]``);
+    ``a`` the cotangent times the weight."""
+    e = x.abs().neg_().exp_()
     c, d = 1 - y, (y if pw is None else pw * y)
-    far = (c * torch.sigmoid(x)).sub_(d * torch.sigmoid(-x))
-    m = torch.expm1(-x.abs())
-    s = (x < 0).to(x.dtype).mul_(c + d).sub_(d)
-    near = (c - d).addcmul_(m, s).div_(m.add_(2))
-    k = (x.abs() < 0.25).to(x.dtype)
-    gx = far.mul_(1 - k).addcmul_(near, k).mul_(a)  # exactly near or far: a product with 0 or 1, a sum with 0
+    num = torch.where(x >= 0, c - d * e, c * e - d)
+    gx = num.div_(e.add_(1)).mul_(a)
     if pw is None or not want_y:
         return gx, (-a * x if want_y else None)
     # as binary_core: (pw − 1)·softplus(−x) − x (x ≥ 0) or (pw − 1)·softplus(x) − pw·x, |x| never
@@ -124,23 +132,180 @@ def _part(a: Tensor | None, sl: slice) -> Tensor | None:
     return None if a is None else a[sl].to(_F64)
 
 
+def _f64(a: Tensor | None) -> Tensor | None:
+    return None if a is None else a.to(_F64)
+
+
 def _finite(v: Tensor) -> bool:
     return bool(torch.isfinite(v.sum()))  # any inf or NaN element makes the sum non-finite
 
 
-def _forward(lean, guarded, guard: bool, reduction: str, dtype: torch.dtype, *operands: Tensor | None) -> Tensor:
-    """The elementwise loss (``none``) or its float64 sum, block by block; ``lean`` for narrow
-    dtypes, ``guarded`` (the :mod:`.binary_core` kernel) for float64 and for edge blocks."""
+class _Loss(NamedTuple):
+    """One loss's kernels: ``lean`` (narrow dtypes, float64 arithmetic), ``guarded``
+    (:mod:`.binary_core`, every edge, guard bits for float64), ``plain`` (float64 with error bounds,
+    :mod:`.binary_bounds`); values, and gradients ``*_grads``."""
+
+    lean: Callable
+    lean_grads: Callable
+    guarded: Callable
+    guarded_grads: Callable
+    plain: Callable
+    plain_k: Callable
+    plain_grad: Callable
+
+
+def _bce_grads(g: Tensor, w: Tensor | None, p: Tensor, y: Tensor, _pw: None, *, want_y: bool, dd: bool = False):
+    """:func:`binary_core.bce_grads` in the signature of :func:`binary_core.bce_logits_grads`."""
+    return core.bce_grads(g, w, p, y, dd=dd, want_y=want_y)
+
+
+_LOSSES = {
+    "bce": _Loss(_lean_bce, _lean_bce_grads, core.bce, _bce_grads, bounds.bce, bounds.prob_k, bounds.bce_grad),
+    "logits": _Loss(_lean_bce_logits, _lean_bce_logits_grads, core.bce_logits, core.bce_logits_grads,
+                    bounds.bce_logits, bounds.logits_k, bounds.bce_logits_grad),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Whole-tensor kernels, compiled (torch.compile through :class:`.compiled.Kernel`) for large CPU
+# inputs: one fused pass, every intermediate in registers. None when not compiled: the callers
+# then run the same formulas eagerly, block by block.
+
+
+def _fused_value(kind: str, none: bool, x: Tensor, y: Tensor, w: Tensor | None, pw: Tensor | None):
+    """Narrow dtypes: the loss in float64, rounded to ``x.dtype`` (``none``), and its float64 sum."""
+    v = _LOSSES[kind].lean(x.to(_F64), y.to(_F64), _f64(w), _f64(pw))
+    return (v.to(x.dtype) if none else None), v.sum()
+
+
+def _fused_grads(kind: str, want_y: bool, a: Tensor, x: Tensor, y: Tensor, w: Tensor | None, pw: Tensor | None):
+    """Narrow dtypes: the gradients in float64, rounded to the inputs' dtypes, and a float64 sum
+    that is finite exactly when they all are."""
+    a = a.to(_F64) if w is None else a.to(_F64) * w.to(_F64)
+    gx, gy = _LOSSES[kind].lean_grads(a, x.to(_F64), y.to(_F64), _f64(pw), want_y)
+    check = gx.sum() if gy is None else gx.sum() + gy.sum()
+    return gx.to(x.dtype), (None if gy is None else gy.to(y.dtype)), check
+
+
+def _plain_value(kind: str, x: Tensor, y: Tensor, w: Tensor | None, pw: Tensor | None) -> Tensor:
+    return _LOSSES[kind].plain(x, y, w, pw)
+
+
+def _plain_grad(kind: str, budget: Tensor, a: Tensor, x: Tensor, y: Tensor, w: Tensor | None, pw: Tensor | None):
+    return _LOSSES[kind].plain_grad(a if w is None else a * w, x, y, pw, budget)
+
+
+_KERNELS = {fn: Kernel(fn, "binary cross-entropy", _COMPILE_MAX_VARIANTS)
+            for fn in (_fused_value, _fused_grads, _plain_value, _plain_grad)}
+
+
+def _compiled(fn: Callable, variant: tuple, *args: Any):
+    """``fn(*args)`` compiled, for CPU inputs of at least :data:`_COMPILE_MIN_NUMEL` elements; else None.
+    ``variant``: the arguments that recompile (the operands' dtypes and presence are added here)."""
+    ts = [a for a in args if isinstance(a, Tensor)]
+    if ts[-1].device.type != "cpu" or ts[-1].numel() < _COMPILE_MIN_NUMEL:
+        return None
+    return _KERNELS[fn]((fn.__name__, *variant, *(None if a is None else a.dtype for a in args
+                                                  if a is None or isinstance(a, Tensor))), *args)
+
+
+# ----------------------------------------------------------------------------------------------
+# float64 through the plain kernels (CPU with long double: the guarded kernels' fast arithmetic)
+
+
+def _plain_allowed(x: Tensor, pw: Tensor | None) -> bool:
+    """The plain kernels' bounds need ``pw ≥ 0`` (no cancellation between the two terms)."""
+    return (x.device.type == "cpu" and core.LONG_DOUBLE is not None
+            and (pw is None or pw.numel() == 0 or bool(pw.min() >= 0)))
+
+
+def _plain_reduced(kind: str, reduction: str, flat: list[Tensor | None]) -> Tensor | None:
+    """The float64 sum or mean from the plain kernel and a long-double sum, when its bound
+    passes (:func:`binary_bounds.reduced_passes`); None otherwise."""
+    L = _LOSSES[kind]
+    x, y, w, pw = flat
+    n = x.numel()
+    ld = core.LONG_DOUBLE
+    v = _compiled(_plain_value, (kind,), kind, x, y, w, pw)
+    parts = [v] if v is not None else (L.plain(*[_part(a, sl) for a in flat]) for sl in _blocks(n, x.device))
+    total, abs_total, blocks, coef = ld(0), ld(0), 0, 0.0
+    for vb in parts:
+        s, coef = bounds.long_double_sum(vb, ld)
+        total += s
+        abs_total += s if w is None else bounds.long_double_sum(vb.abs(), ld)[0]
+        blocks += 1
+    u_ld = float(np.finfo(ld).eps) / 2
+    sum_err = (coef + (n // 1024 + blocks + 2) * u_ld) * float(abs_total)
+    if not bounds.reduced_passes(float(total), float(abs_total), n, L.plain_k(w, pw), sum_err):
+        return None
+    return torch.tensor(float(total if reduction == "sum" else total / ld(n)), dtype=_F64)
+
+
+def _plain_grads(kind: str, a: Tensor, w: Tensor | None, x: Tensor, y: Tensor, pw: Tensor | None,
+                 want_y: bool, terms: int) -> tuple[Tensor, Tensor | None]:
+    """float64 gradients (flat) from the plain kernel; the elements whose bound does not pass
+    (and, for ``∂/∂y = −a·w·x``, the non-finite ones) from the guarded kernel. ``a``: the
+    cotangent, per element or 0-dim; ``terms``: the elements the reduction sums, whose ``log2`` the
+    grades add to the gradient's budget of 4 ULP (``engine._budget``) — used up to
+    :data:`_PLAIN_MAX_BUDGET`: a plain result is never accepted beyond 8 ULP."""
+    L = _LOSSES[kind]
+    n = x.numel()
+    budget = torch.tensor(min(4.0 + math.log2(terms), _PLAIN_MAX_BUDGET), dtype=_F64)
+    gx = torch.empty(n, dtype=_F64)
+    gy = torch.empty(n, dtype=_F64) if want_y else None
+    whole = _compiled(_plain_grad, (kind,), kind, budget, a, x, y, w, pw)
+    for sl in [slice(0, n)] if whole is not None else _blocks(n, x.device):
+        ab = a if a.dim() == 0 else a[sl]
+        wb, xb, yb, pwb = (None if t is None else t[sl] for t in (w, x, y, pw))
+        f, ok = whole if whole is not None else L.plain_grad(ab if wb is None else ab * wb, xb, yb, pwb, budget)
+        if want_y:  # logits without pw: −a·w·x, one rounding after a·w
+            gyb = -(ab if wb is None else ab * wb) * xb
+            ok = ok & torch.isfinite(gyb) & (yb == yb)
+            gy[sl] = gyb
+        gx[sl] = f
+        bad = (~ok).nonzero().squeeze(1)
+        if bad.numel():
+            at = lambda t: None if t is None else t[bad]  # noqa: E731
+            ga = ab.expand(xb.shape)[bad] if ab.dim() == 0 else ab[bad]
+            bx, by = _kernel(L.guarded_grads, True, ga, at(wb), at(xb), at(yb), at(pwb), want_y=want_y)
+            gx[sl][bad] = bx
+            if want_y:
+                gy[sl][bad] = by
+    return gx, gy
+
+
+# ----------------------------------------------------------------------------------------------
+# drivers
+
+
+def _forward(kind: str, reduction: str, dtype: torch.dtype, *operands: Tensor | None) -> Tensor:
+    """The elementwise loss (``none``) or its float64 sum: narrow dtypes by the lean kernel (fused,
+    else block by block), float64 sums by the plain kernel when their bound passes; the guarded
+    kernel for float64 otherwise and for every block or call that is not finite (an edge)."""
+    L = _LOSSES[kind]
     shape = operands[0].shape
     flat = [_flat(a, shape) for a in operands]
-    n = flat[0].numel()
-    out = torch.empty(n, dtype=dtype, device=flat[0].device) if reduction == "none" else None
-    total = torch.zeros((), dtype=_F64, device=flat[0].device)
-    for sl in _blocks(n, flat[0].device):
-        args = [_part(a, sl) for a in flat]
-        v = None if guard else lean(*args)
+    flat += [None] * (4 - len(flat))
+    x = flat[0]
+    n = x.numel()
+    guard = dtype == _F64
+    if not guard:
+        out = _compiled(_fused_value, (kind, reduction == "none"), kind, reduction == "none", *flat)
+        if out is not None and bool(torch.isfinite(out[1])):
+            if reduction == "none":
+                return out[0].view(shape)
+            return (out[1] if reduction == "sum" else out[1] / n).to(dtype)
+    elif reduction != "none" and n >= _PLAIN_MIN_TERMS and _plain_allowed(x, flat[3] if kind == "logits" else None):
+        total = _plain_reduced(kind, reduction, flat)
+        if total is not None:
+            return total
+    out = torch.empty(n, dtype=dtype, device=x.device) if reduction == "none" else None
+    total = torch.zeros((), dtype=_F64, device=x.device)
+    for sl in _blocks(n, x.device):
+        args = [_part(a, sl) for a in flat[:len(operands)]]
+        v = None if guard else L.lean(*args)
         if v is None or not _finite(v):
-            v = _kernel(guarded, guard, *args)
+            v = _kernel(L.guarded, guard, *args)
         if out is None:
             total += v.sum()
         else:
@@ -150,15 +315,25 @@ def _forward(lean, guarded, guard: bool, reduction: str, dtype: torch.dtype, *op
     return (total if reduction == "sum" else total / n).to(dtype)
 
 
-def _backward(lean, guarded, guard: bool, reduction: str, g: Tensor, w: Tensor | None, x: Tensor, y: Tensor,
+def _backward(kind: str, reduction: str, g: Tensor, w: Tensor | None, x: Tensor, y: Tensor,
               pw: Tensor | None, want: tuple[bool, bool]) -> tuple[Tensor | None, Tensor | None]:
     """``∂/∂x`` and ``∂/∂y`` (those in ``want``) for the cotangent ``g`` of the reduced loss."""
+    L = _LOSSES[kind]
     shape, n = x.shape, x.numel()
+    guard = x.dtype == _F64
     g = g.to(_F64)
     if reduction == "mean":
         g = g / n
     gf = g.reshape(-1) if reduction == "none" else g
     wf, pwf, xf, yf = _flat(w, shape), _flat(pw, shape), x.reshape(-1), y.reshape(-1)
+    if not guard:
+        out = _compiled(_fused_grads, (kind, want[1]), kind, want[1], gf, xf, yf, wf, pwf)
+        if out is not None and bool(torch.isfinite(out[2])):
+            return (out[0].view(shape) if want[0] else None), (out[1].view(y.shape) if want[1] else None)
+    elif (reduction != "none" and n >= _PLAIN_MIN_TERMS and (not want[1] or (kind == "logits" and pw is None))
+          and _plain_allowed(x, pw)):
+        bx, by = _plain_grads(kind, gf, _f64(wf), xf, yf.to(_F64), _f64(pwf), want[1], n)
+        return (bx.view(shape) if want[0] else None), (by.view(y.shape).to(y.dtype) if want[1] else None)
     gx = torch.empty_like(xf) if want[0] else None
     gy = torch.empty_like(yf) if want[1] else None
     for sl in _blocks(n, x.device):
@@ -166,11 +341,11 @@ def _backward(lean, guarded, guard: bool, reduction: str, g: Tensor, w: Tensor |
         wb, xb, yb, pwb = _part(wf, sl), xf[sl].to(_F64), yf[sl].to(_F64), _part(pwf, sl)
         bx = by = None
         if not guard:
-            bx, by = lean(gb if wb is None else gb * wb, xb, yb, pwb, want[1])
+            bx, by = L.lean_grads(gb if wb is None else gb * wb, xb, yb, pwb, want[1])
             if not (_finite(bx) and (by is None or _finite(by))):
                 bx = None
         if bx is None:
-            bx, by = _kernel(guarded, guard, gb, wb, xb, yb, pwb, want_y=want[1])
+            bx, by = _kernel(L.guarded_grads, guard, gb, wb, xb, yb, pwb, want_y=want[1])
         if gx is not None:
             gx[sl] = bx
         if gy is not None:
@@ -190,25 +365,19 @@ def _cotangent(g: Tensor, reduction: str, shape: torch.Size) -> Tensor:
     return (g if reduction == "none" else (g / n if reduction == "mean" else g)).expand(shape)
 
 
-def _bce_grads(g: Tensor, w: Tensor | None, p: Tensor, y: Tensor, _pw: None, *, want_y: bool, dd: bool = False):
-    """:func:`binary_core.bce_grads` in the signature of :func:`binary_core.bce_logits_grads`."""
-    return core.bce_grads(g, w, p, y, dd=dd, want_y=want_y)
-
-
 class _BCEFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, p: Tensor, y: Tensor, w: Tensor | None, reduction: str) -> Tensor:
         ctx.save_for_backward(p, y, w)
         ctx.reduction = reduction
-        guard = p.dtype == _F64
-        return _forward(_lean_bce, core.bce, guard, reduction, p.dtype, p, y, w)
+        return _forward("bce", reduction, p.dtype, p, y, w)
 
     @staticmethod
     def backward(ctx, g: Tensor):
         p, y, w = ctx.saved_tensors
         reduction, guard = ctx.reduction, p.dtype == _F64
         need = ctx.needs_input_grad
-        gp, gy = _backward(_lean_bce_grads, _bce_grads, guard, reduction, g, w, p, y, None, need[:2])
+        gp, gy = _backward("bce", reduction, g, w, p, y, None, need[:2])
         gw = None
         if need[2]:
             p64, y64 = p.to(_F64), y.to(_F64)
@@ -221,14 +390,14 @@ class _BCELogitsFn(torch.autograd.Function):
     def forward(ctx, x: Tensor, y: Tensor, w: Tensor | None, pw: Tensor | None, reduction: str) -> Tensor:
         ctx.save_for_backward(x, y, w, pw)
         ctx.reduction = reduction
-        return _forward(_lean_bce_logits, core.bce_logits, x.dtype == _F64, reduction, x.dtype, x, y, w, pw)
+        return _forward("logits", reduction, x.dtype, x, y, w, pw)
 
     @staticmethod
     def backward(ctx, g: Tensor):
         x, y, w, pw = ctx.saved_tensors
         reduction, guard = ctx.reduction, x.dtype == _F64
         need = ctx.needs_input_grad
-        gx, gy = _backward(_lean_bce_logits_grads, core.bce_logits_grads, guard, reduction, g, w, x, y, pw, need[:2])
+        gx, gy = _backward("logits", reduction, g, w, x, y, pw, need[:2])
         gw = gpw = None
         if need[2] or (need[3] and pw is not None):
             x64, y64, pw64 = x.to(_F64), y.to(_F64), None if pw is None else pw.to(_F64)
