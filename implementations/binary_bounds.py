@@ -17,10 +17,11 @@ are kept and the sum is scaled by ``1 + 2^-20`` (the second-order terms are belo
 result: ``E ≤ budget·u·(|f̂| − E)`` (``ulp(f) ≥ u·|f|``). The budget is the grades' faithful one
 (README, "Verdicts and grades"; ``engine._budget``): 4 ULP for a gradient, plus ``log2 n`` when a
 ``sum``/``mean`` over ``n`` elements is differentiated — the grades grant that allowance to every
-quantity of a reduced loss; the callers use at most 8 ULP for a gradient element. No element is accepted as merely *stable*: a cell's grade never drops
-below faithful through these kernels. A reduced value (sum or mean of ``n`` elements of relative
-bound ``K·u``) passes as a whole when ``K·u·Σ|v| + (summation) ≤ (1.5 + log2 n)·u·(|F| − bound)``
-(budget 2 + log2 n ULP, 0.5 of it for the final rounding): its elements are then never recomputed.
+quantity of a reduced loss; the callers use at most 8 ULP for a gradient element. No element is
+accepted as merely *stable*: a cell's grade never drops below faithful through these kernels. A
+reduced value (sum or mean of ``n`` elements of relative bound ``K·u``) passes as a whole when
+``K·u·Σ|v| + (summation) ≤ (1.5 + log2 n)·u·(|F| − bound)`` (budget 2 + log2 n ULP, 0.5 of it for
+the final rounding): its elements are then never recomputed.
 Soft targets near ``σ(x) = y`` (a cancellation the bound cannot cover) and ``reduction='none'``
 (4 ULP: below what the bound proves for hard targets) go to the guarded kernels.
 

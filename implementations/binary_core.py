@@ -48,9 +48,10 @@ def require_broadcast(name: str, a: Array | None, shape: tuple[int, ...]) -> Non
 
 
 def check(input: Array, target: Array, weight: Array | None, reduction: str, pos_weight: Array | None = None,
-          probabilities: bool = False) -> None:
+          probabilities: bool = False, ranges: bool = True) -> None:
     """Validate a call: floating input and target of one shape in [0, 1] (targets; inputs too for
-    probabilities), weights broadcasting to the input, a known reduction. NaN passes."""
+    probabilities), weights broadcasting to the input, a known reduction. NaN passes. ``ranges=False``
+    leaves the ranges to the caller (:func:`require_ranges`)."""
     require_reduction(reduction)
     require_floating("input", input)
     require_floating("target", target)
@@ -58,9 +59,20 @@ def check(input: Array, target: Array, weight: Array | None, reduction: str, pos
     shape = tuple(input.shape)
     require_broadcast("weight", weight, shape)
     require_broadcast("pos_weight", pos_weight, shape)
-    if probabilities:
-        require_range("input", input, 0.0, 1.0)
-    require_range("target", target, 0.0, 1.0)
+    if ranges:
+        require_ranges(input, target, probabilities)
+
+
+def require_ranges(input: Array, target: Array, probabilities: bool,
+                   extrema: tuple[float, float, float, float] | None = None) -> None:
+    """Targets (and, for probabilities, inputs) in [0, 1], NaN passing; ``extrema``: their minima
+    and maxima ``(target min, target max, input min, input max)`` if already known (a scan is
+    needed only when one is outside, or NaN)."""
+    lo, hi = 0.0, 1.0
+    named = [("input", input, 2)] if probabilities else []
+    for name, a, i in named + [("target", target, 0)]:
+        if extrema is None or not (extrema[i] >= lo and extrema[i + 1] <= hi):
+            require_range(name, a, lo, hi)
 
 
 def mul0(c: Array, v: Array) -> Array:

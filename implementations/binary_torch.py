@@ -173,9 +173,10 @@ _LOSSES = {
 
 
 def _fused_value(kind: str, none: bool, x: Tensor, y: Tensor, w: Tensor | None, pw: Tensor | None):
-    """Narrow dtypes: the loss in float64, rounded to ``x.dtype`` (``none``), and its float64 sum."""
+    """Narrow dtypes: the loss in float64, rounded to ``x.dtype`` (``none``), its float64 sum, and
+    the extrema of ``y`` and ``x`` (for :func:`binary_core.require_ranges`)."""
     v = _LOSSES[kind].lean(x.to(_F64), y.to(_F64), _f64(w), _f64(pw))
-    return (v.to(x.dtype) if none else None), v.sum()
+    return (v.to(x.dtype) if none else None), v.sum(), torch.stack([y.amin(), y.amax(), x.amin(), x.amax()])
 
 
 def _fused_grads(kind: str, want_y: bool, a: Tensor, x: Tensor, y: Tensor, w: Tensor | None, pw: Tensor | None):
@@ -195,8 +196,11 @@ def _plain_grad(kind: str, budget: Tensor, a: Tensor, x: Tensor, y: Tensor, w: T
     return _LOSSES[kind].plain_grad(a if w is None else a * w, x, y, pw, budget)
 
 
-_KERNELS = {fn: Kernel(fn, "binary cross-entropy", _COMPILE_MAX_VARIANTS)
-            for fn in (_fused_value, _fused_grads, _plain_value, _plain_grad)}
+# the gradient kernels of narrow dtypes in 256-bit vectors: their float32 ↔ float64 conversions are
+# several times faster there (the value kernel, exp and log1p bound, is faster in 512-bit ones)
+_KERNELS = {fn: Kernel(fn, "binary cross-entropy", _COMPILE_MAX_VARIANTS, options)
+            for fn, options in ((_fused_value, None), (_fused_grads, {"cpp.simdlen": 256}), (_plain_value, None),
+                                (_plain_grad, None))}
 
 
 def _compiled(fn: Callable, variant: tuple, *args: Any):
@@ -281,7 +285,9 @@ def _plain_grads(kind: str, a: Tensor, w: Tensor | None, x: Tensor, y: Tensor, p
 def _forward(kind: str, reduction: str, dtype: torch.dtype, *operands: Tensor | None) -> Tensor:
     """The elementwise loss (``none``) or its float64 sum: narrow dtypes by the lean kernel (fused,
     else block by block), float64 sums by the plain kernel when their bound passes; the guarded
-    kernel for float64 otherwise and for every block or call that is not finite (an edge)."""
+    kernel for float64 otherwise and for every block or call that is not finite (an edge). Checks
+    the ranges of the operands first (:func:`binary_core.require_ranges`; the fused kernel
+    returns their extrema)."""
     L = _LOSSES[kind]
     shape = operands[0].shape
     flat = [_flat(a, shape) for a in operands]
@@ -289,13 +295,19 @@ def _forward(kind: str, reduction: str, dtype: torch.dtype, *operands: Tensor | 
     x = flat[0]
     n = x.numel()
     guard = dtype == _F64
+    checked = False
     if not guard:
         out = _compiled(_fused_value, (kind, reduction == "none"), kind, reduction == "none", *flat)
+        if out is not None:
+            core.require_ranges(operands[0], operands[1], kind == "bce", tuple(out[2].tolist()))
+            checked = True
         if out is not None and bool(torch.isfinite(out[1])):
             if reduction == "none":
                 return out[0].view(shape)
             return (out[1] if reduction == "sum" else out[1] / n).to(dtype)
-    elif reduction != "none" and n >= _PLAIN_MIN_TERMS and _plain_allowed(x, flat[3] if kind == "logits" else None):
+    if not checked:
+        core.require_ranges(operands[0], operands[1], kind == "bce")
+    if guard and reduction != "none" and n >= _PLAIN_MIN_TERMS and _plain_allowed(x, flat[3]):
         total = _plain_reduced(kind, reduction, flat)
         if total is not None:
             return total
@@ -418,12 +430,12 @@ def _check(*args, **kwargs) -> None:
 def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
                          reduction: str = "mean") -> Tensor:
     """``−w·[y log p + (1 − y) log(1 − p)]``, reduced (mean = Σ / numel); exact logs, no clamp."""
-    _check(input, target, weight, reduction, probabilities=True)
+    _check(input, target, weight, reduction, probabilities=True, ranges=False)  # ranges: in _forward
     return _BCEFn.apply(input, target, weight, reduction)
 
 
 def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tensor | None = None,
                                      reduction: str = "mean", pos_weight: Tensor | None = None) -> Tensor:
     """``w·[pw·y·softplus(−x) + (1 − y)·softplus(x)]``, reduced (mean = Σ / numel)."""
-    _check(input, target, weight, reduction, pos_weight)
+    _check(input, target, weight, reduction, pos_weight, ranges=False)  # ranges: in _forward
     return _BCELogitsFn.apply(input, target, weight, pos_weight, reduction)
