@@ -66,7 +66,7 @@ def check(input: Array, target: Array, weight: Array | None, reduction: str, pos
 def require_ranges(input: Array, target: Array, probabilities: bool,
                    extrema: tuple[float, float, float, float] | None = None) -> None:
     """Targets (and, for probabilities, inputs) in [0, 1], NaN passing; ``extrema``: their minima
-    and maxima ``(target min, target max, input min, input max)`` if already known (a scan is
+    and maxima ``(target min, target max[, input min, input max])`` if already known (a scan is
     needed only when one is outside, or NaN)."""
     lo, hi = 0.0, 1.0
     named = [("input", input, 2)] if probabilities else []

@@ -176,7 +176,8 @@ def _fused_value(kind: str, none: bool, x: Tensor, y: Tensor, w: Tensor | None, 
     """Narrow dtypes: the loss in float64, rounded to ``x.dtype`` (``none``), its float64 sum, and
     the extrema of ``y`` and ``x`` (for :func:`binary_core.require_ranges`)."""
     v = _LOSSES[kind].lean(x.to(_F64), y.to(_F64), _f64(w), _f64(pw))
-    return (v.to(x.dtype) if none else None), v.sum(), torch.stack([y.amin(), y.amax(), x.amin(), x.amax()])
+    extrema = [y.amin(), y.amax()] + ([x.amin(), x.amax()] if kind == "bce" else [])
+    return (v.to(x.dtype) if none else None), v.sum(), torch.stack(extrema)
 
 
 def _fused_grads(kind: str, want_y: bool, a: Tensor, x: Tensor, y: Tensor, w: Tensor | None, pw: Tensor | None):
