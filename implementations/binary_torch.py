@@ -53,7 +53,8 @@ def _lean_bce(p: Tensor, y: Tensor, w: Tensor | None, _pw: None = None) -> Tenso
     return v if w is None else w * v
 
 
-def _lean_bce_grads(a: Tensor, p: Tensor, y: Tensor, _pw: None, want_y: bool) -> tuple[Tensor, Tensor | None]:
+def _lean_bce_grads(a: Tensor, p: Tensor, y: Tensor, _pw: None, want_y: bool,
+                    fused: bool = False) -> tuple[Tensor, Tensor | None]:
     """``a·(p − y)/(p(1 − p))`` and ``a·(log1p(−p) − log p)`` (``a``: cotangent times weight)."""
     return a * ((p - y) / (p * (1 - p))), (a * (torch.log1p(-p) - torch.log(p)) if want_y else None)
 
@@ -80,17 +81,28 @@ def _lean_bce_logits(x: Tensor, y: Tensor, w: Tensor | None, pw: Tensor | None) 
     return v if w is None else v.mul_(w)
 
 
-def _lean_bce_logits_grads(a: Tensor, x: Tensor, y: Tensor, pw: Tensor | None,
-                           want_y: bool) -> tuple[Tensor, Tensor | None]:
-    """``a·[(1 − y)σ(x) − pw·y·σ(−x)]`` (not ``σ(x) − y``, which cancels for hard targets) as
-    ``a·(c − d·e)/(1 + e)`` (x ≥ 0) or ``a·(c·e − d)/(1 + e)``, ``e = e^{−|x|}``, ``c = 1 − y``,
-    ``d = pw·y``: one exp; the two products cancel only where the target's (or pw's) term of the
-    condition number is as large as they are. And ``−a·x`` (``a·[pw·softplus(−x) − softplus(x)]``);
-    ``a`` the cotangent times the weight."""
+def _logits_ratio(x: Tensor, y: Tensor, pw: Tensor | None) -> Tensor:
+    """``(1 − y)σ(x) − pw·y·σ(−x)`` from one exponential: ``(c − d·e)/(1 + e)`` (x ≥ 0) or
+    ``(c·e − d)/(1 + e)``, ``e = e^{−|x|}``, ``c = 1 − y``, ``d = pw·y`` — in a fused kernel; eagerly
+    (:func:`_lean_bce_logits_grads`) two ``torch.sigmoid`` calls take fewer passes than the branches."""
     e = x.abs().neg_().exp_()
     c, d = 1 - y, (y if pw is None else pw * y)
     num = torch.where(x >= 0, c - d * e, c * e - d)
-    gx = num.div_(e.add_(1)).mul_(a)
+    return num.div_(e.add_(1))
+
+
+def _lean_bce_logits_grads(a: Tensor, x: Tensor, y: Tensor, pw: Tensor | None, want_y: bool,
+                           fused: bool = False) -> tuple[Tensor, Tensor | None]:
+    """``a·[(1 − y)σ(x) − pw·y·σ(−x)]`` (not ``σ(x) − y``, which cancels for hard targets; ``torch.sigmoid``
+    is accurate relative to ``σ`` on both sides: ``1/(1 + e^{−x})``; ``fused``: :func:`_logits_ratio`);
+    the two products cancel only where the target's (or pw's) term of the condition number is as
+    large as they are. And ``−a·x`` (``a·[pw·softplus(−x) − softplus(x)]``); ``a`` the cotangent times
+    the weight."""
+    d = y if pw is None else pw * y
+    if fused:
+        gx = _logits_ratio(x, y, pw).mul_(a)
+    else:
+        gx = torch.sigmoid(x).mul_(1 - y).addcmul_(d, torch.sigmoid(x.neg()), value=-1).mul_(a)
     if pw is None or not want_y:
         return gx, (-a * x if want_y else None)
     # as binary_core: (pw − 1)·softplus(−x) − x (x ≥ 0) or (pw − 1)·softplus(x) − pw·x, |x| never
@@ -184,7 +196,7 @@ def _fused_grads(kind: str, want_y: bool, a: Tensor, x: Tensor, y: Tensor, w: Te
     """Narrow dtypes: the gradients in float64, rounded to the inputs' dtypes, and a float64 sum
     that is finite exactly when they all are."""
     a = a.to(_F64) if w is None else a.to(_F64) * w.to(_F64)
-    gx, gy = _LOSSES[kind].lean_grads(a, x.to(_F64), y.to(_F64), _f64(pw), want_y)
+    gx, gy = _LOSSES[kind].lean_grads(a, x.to(_F64), y.to(_F64), _f64(pw), want_y, fused=True)
     check = gx.sum() if gy is None else gx.sum() + gy.sum()
     return gx.to(x.dtype), (None if gy is None else gy.to(y.dtype)), check
 
@@ -317,10 +329,12 @@ def _forward(kind: str, reduction: str, dtype: torch.dtype, *operands: Tensor | 
     for sl in _blocks(n, x.device):
         args = [_part(a, sl) for a in flat[:len(operands)]]
         v = None if guard else L.lean(*args)
-        if v is None or not _finite(v):
+        s = None if v is None else v.sum()  # any inf or NaN element makes the sum non-finite
+        if s is None or not bool(torch.isfinite(s)):
             v = _kernel(L.guarded, guard, *args)
+            s = v.sum()
         if out is None:
-            total += v.sum()
+            total += s
         else:
             out[sl] = v
     if out is not None:
