@@ -71,8 +71,13 @@ def require_ranges(input: Array, target: Array, probabilities: bool,
     lo, hi = 0.0, 1.0
     named = [("input", input, 2)] if probabilities else []
     for name, a, i in named + [("target", target, 0)]:
-        if extrema is None or not (extrema[i] >= lo and extrema[i + 1] <= hi):
-            require_range(name, a, lo, hi)
+        if extrema is None and _xp(a) is not np and a.numel():
+            low, high = _xp(a).aminmax(a)  # one pass; NaN makes both NaN
+            if bool(low >= lo) and bool(high <= hi):
+                continue
+        elif extrema is not None and extrema[i] >= lo and extrema[i + 1] <= hi:
+            continue
+        require_range(name, a, lo, hi)
 
 
 def mul0(c: Array, v: Array) -> Array:
