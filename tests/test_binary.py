@@ -2,6 +2,7 @@
 properties of ours (third-party verdicts are data: ``tests/expected/binary.toml``)."""
 
 import contextlib
+import warnings
 
 import mpmath
 import numpy as np
@@ -16,7 +17,8 @@ from lossoracle import catalog, reference
 from lossoracle.ecosystem.binary import TORCH_BCE_CONVENTIONS
 from lossoracle.compare import GRADES
 from lossoracle.floats import FORMATS, ulp_error
-from lossoracle.implementations import binary_core, numpy_impl, torch_impl
+from lossoracle.implementations import binary_core, compiled, numpy_impl, torch_impl
+from lossoracle.implementations import binary_torch as torch_impl_binary
 from lossoracle.mpfuncs import ORACLE_PREC, precision
 
 F64 = FORMATS["float64"]
@@ -327,3 +329,104 @@ def test_torch_bce_with_logits_float32_native_meets_the_float32_budget(pairs):
                                                               y.astype(np.float64), reduction="none")["input"]
     hard = (y == 0) | (y == 1)
     assert all(ulp_error(float(g), e, f32) <= 8 for g, e, h in zip(gx.numpy(), exact_g, hard) if h)
+
+
+# ----------------------------------------------------------------------------------------------
+# The fast paths: float64 plain kernels with error bounds, and the fused (compiled) kernels
+
+
+def _plain_case(loss, n, soft, weighted, seed):
+    rng = np.random.default_rng(seed)
+    first = rng.standard_normal(n) * 4 if loss == BCEL else 1 / (1 + np.exp(-2 * rng.standard_normal(n)))
+    y = rng.random(n) if soft else (rng.random(n) < 0.5).astype(np.float64)
+    kw = {"weight": rng.random(n) * 2} if weighted else {}
+    if loss == BCEL and weighted:
+        kw["pos_weight"] = rng.random(n) * 3
+    return first, y, kw
+
+
+@pytest.mark.parametrize("loss", [BCE, BCEL])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("soft, weighted", [(False, False), (True, False), (True, True)])
+def test_float64_plain_kernels_meet_the_reduced_budget(loss, reduction, soft, weighted):
+    """float64 sums and means run the plain kernels (``binary_bounds``), recomputing only what a bound
+    cannot place within budget: the value within 2 + log2(n) ULP of the oracle, the input gradient
+    within 8 ULP (the budget 4 + log2(n) the grades give a reduced loss's gradient, used up to 8),
+    and, for hard targets without weights, no element recomputed by the guarded kernels."""
+    n = 64
+    first, y, kw = _plain_case(loss, n, soft, weighted, seed=[n, soft, weighted, reduction == "sum"])
+    recomputed = []
+    kernel = torch_impl_binary._kernel
+
+    def counting(fn, guard, *args, **k):
+        recomputed.append(next(a for a in args if isinstance(a, torch.Tensor)).numel())
+        return kernel(fn, guard, *args, **k)
+
+    xt = torch.tensor(first, requires_grad=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch_impl_binary, "_kernel", counting)
+        out = getattr(torch_impl, loss)(xt, torch.tensor(y), reduction=reduction,
+                                        **{k: torch.tensor(v) for k, v in kw.items()})
+        (gx,) = torch.autograd.grad(out, [xt])
+    oracle = getattr(reference, loss)
+    assert _ulps(out.detach().numpy(), oracle(first, y, reduction=reduction, **kw)) <= 2 + np.log2(n)
+    exact = getattr(reference, f"{loss}_grad")(np.array(1.0), first, y, reduction=reduction, **kw)["input"]
+    assert _ulps(gx.numpy(), exact) <= 8
+    if not soft and not weighted:
+        assert sum(recomputed) == 0
+    if not weighted:  # the value passed as a whole, some gradient elements at most were recomputed
+        assert sum(recomputed) < n
+
+
+def test_float64_plain_kernels_recompute_what_their_bound_cannot_place():
+    """A target at σ(x) + 1e-12 (cancellation: the plain bound exceeds 8 ULP) is recomputed with
+    guard bits — the guarded kernel's result, bit for bit —, the hard targets beside it are not."""
+    x = np.linspace(-3, 3, 32)
+    y = (x > 0).astype(np.float64)
+    y[7] = float(torch.sigmoid(torch.tensor(x[7]))) + 1e-12
+    xt = torch.tensor(x, requires_grad=True)
+    seen = []
+    kernel = torch_impl_binary._kernel
+
+    def counting(fn, guard, *args, **k):
+        seen.append(next(a for a in args if isinstance(a, torch.Tensor)).numel())
+        return kernel(fn, guard, *args, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch_impl_binary, "_kernel", counting)
+        (gx,) = torch.autograd.grad(torch_impl.binary_cross_entropy_with_logits(xt, torch.tensor(y)), [xt])
+    assert seen == [1]
+    exact = reference.binary_cross_entropy_with_logits_grad(np.array(1.0), x, y)["input"]
+    others = np.arange(len(x)) != 7
+    assert _ulps(gx.numpy()[others], exact[others]) <= 8
+    guarded = numpy_impl.binary_cross_entropy_with_logits_grad(np.array(1.0), x, y)["input"]  # the same kernel
+    assert gx.numpy()[7] == guarded[7]
+
+
+@pytest.mark.parametrize("loss", [BCE, BCEL])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_fused_kernels_agree_with_the_eager_ones(loss, reduction):
+    """float32 at the compiled size: the fused kernels give the eager kernels' results (both float64
+    inside, rounded once: at most a last-bit difference of the float64 intermediates) and compile."""
+    n = torch_impl_binary._COMPILE_MIN_NUMEL
+    first, y, kw = _plain_case(loss, n, True, True, seed=1)
+    kw.pop("pos_weight", None)
+    args = [torch.tensor(first, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)]
+    weight = torch.tensor(kw["weight"], dtype=torch.float32)
+
+    def run():
+        xt = args[0].clone().requires_grad_()
+        out = getattr(torch_impl, loss)(xt, args[1], weight, reduction=reduction)
+        (gx,) = torch.autograd.grad(out, [xt], torch.ones_like(out))
+        return out.detach().numpy(), gx.numpy()
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(compiled.ENABLED, "on", False)
+        eager = run()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a failed compilation warns
+        fused = run()
+    assert compiled.ENABLED["on"] and torch_impl_binary._KERNELS[torch_impl_binary._fused_value].compiled is not None
+    f32 = FORMATS["float32"]
+    for a, b in zip(fused, eager):
+        assert max(ulp_error(float(u), float(v), f32) for u, v in zip(a.ravel(), b.ravel())) <= 1
