@@ -2,14 +2,18 @@
 
 Each loss is a ``torch.autograd.Function`` over elements (weights included) whose backward is
 the cancellation-free VJP of :mod:`.binary_core` — autograd through ``log(σ(x))`` or
-``σ(x) − y`` would lose the tails — and computes only the gradients autograd asks for. Work runs
-in blocks of about 2^15 elements on the CPU (small temporaries that stay in the cache; the
-reduced loss is summed block by block). float16, bfloat16 and float32 are computed in float64
-by the lean kernels below and rounded once to the input dtype; a block whose result is not
-finite (an edge: infinite or NaN operands, p ∈ {0, 1}) is recomputed by the guarded kernels of
-:mod:`.binary_core`. float64 carries guard bits (see :func:`_kernel`); CPU and CUDA alike.
-Semantics are PyTorch's (``lossoracle.reference.binary``), with exact logarithms — no −100
-clamp.
+``σ(x) − y`` would lose the tails — and computes only the gradients autograd asks for.
+float16, bfloat16 and float32 are computed in float64 by the lean kernels below and rounded once
+to the input dtype: on CPU inputs of at least :data:`_COMPILE_MIN_NUMEL` elements in one fused
+``torch.compile`` kernel per pass (:class:`.compiled.Kernel`; ``LOSSORACLE_COMPILE=0`` disables
+it), otherwise in blocks of about 2^15 elements (small temporaries; the reduced loss summed block
+by block); a call or block whose result is not finite (an edge: infinite or NaN operands,
+p ∈ {0, 1}) is recomputed by the guarded kernels of :mod:`.binary_core`. float64 sums and means
+(and their input gradients) run the plain float64 kernels of :mod:`.binary_bounds`, which bound
+their own error: the guarded kernels (guard bits, see :func:`_kernel`) recompute only what a
+bound cannot place within budget, and serve ``reduction='none'``, other devices and the other
+gradients. Semantics are PyTorch's (``lossoracle.reference.binary``), with exact logarithms — no
+−100 clamp.
 """
 
 from __future__ import annotations
