@@ -142,8 +142,10 @@ def _live_pairs(b1: torch.Tensor, b2: torch.Tensor, cot: torch.Tensor | None) ->
     flat1, flat2 = (x1 == x2) | (y1 == y2), (X1 == X2) | (Y1 == Y2)
     if bool(flat1.any()) and bool(flat2.any()):
         live |= flat1[:, None] & flat2
-    if cot is not None and not bool(cot.isfinite().all()):
-        live |= ~cot.isfinite()
+    if cot is not None and cot.numel():
+        lo, hi = torch.aminmax(cot)  # one pass settles the common case (a NaN fails both tests)
+        if not (bool(lo > -float("inf")) and bool(hi < float("inf"))):
+            live |= ~cot.isfinite()
     return live.reshape(-1).nonzero().squeeze(1)
 
 
