@@ -119,7 +119,7 @@ def _kernel_inputs(b: torch.Tensor, wide: bool):
 
 def _from_compute(a, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A compute-dtype result as a tensor of ``dtype`` on ``like``'s device (rounded once)."""
-    if isinstance(a, np.ndarray):
+    if not isinstance(a, torch.Tensor):  # a NumPy array or scalar (a single pair gives a 0-d result)
         a = torch.from_numpy(np.asarray(a, dtype=np.float64))
     return a.to(device=like.device, dtype=dtype)
 
