@@ -7,9 +7,16 @@ bfloat16 and float32 boxes are computed in float64 on their device and rounded o
 on the CPU in NumPy's long double (no overflow of products of coordinates, 11 guard bits), on
 other devices (CUDA) in float64 — there products of four coordinates overflow beyond |x| ≈ 1e77 and
 the guard bits are missing. Reductions run in the compute dtype; the result has the input's
-dtype and device. Paired losses of at least ``_COMPILE_MIN_PAIRS`` pairs computed on the CPU in
-float64 run the same kernel through ``torch.compile`` (one fused loop: ~10× the eager speed),
-falling back to eager if compilation fails; ``LOSSORACLE_COMPILE=0`` never compiles.
+dtype and device.
+
+Paired losses of at least ``_COMPILE_MIN_PAIRS`` pairs computed on the CPU in float64 run the
+kernel through ``torch.compile`` (one fused loop: ~10× the eager speed). Pairwise (N × M): the IoU
+runs its kernel on the pairs that overlap or touch alone (:func:`_live_pairs`: every other pair's
+value and VJP term is exactly 0), gathered, in blocks of ``_BLOCK`` pairs; the GIoU of narrow CPU
+boxes from ``_COMPILE_MIN_PAIRS`` pairs runs one fused loop for the values and one reduction for
+each box's VJP (no N × M temporaries), else the eager kernel in row blocks of ``_BLOCK`` pairs.
+Every compiled path falls back to eager if compilation fails; ``LOSSORACLE_COMPILE=0`` never
+compiles.
 """
 
 from __future__ import annotations
