@@ -62,19 +62,35 @@ def _compiled(p, q, kind, eps, alpha, iou_eps, cot):
 
 
 def _run(b1: torch.Tensor, b2: torch.Tensor, kind: str, eps: float, alpha: str, iou_eps, cot):
-    """The kernel on paired boxes ``b1``/``b2``; returns tensors (value, or the VJPs)."""
+    """The kernel on paired boxes ``b1``/``b2``; returns float64 tensors (value, or the VJPs). Eager:
+    in blocks of ``_BLOCK`` pairs (every pair is independent: the same numbers, bounded memory)."""
     wide = _is_wide(b1)
     if not wide:
         out = _compiled(b1.detach(), b2.detach(), kind, eps, alpha, iou_eps, cot)
         if out is not None:
             return (out, None) if cot is None else out
     xp = np if wide else torch
-    p, q = _kernel_inputs(b1, wide), _kernel_inputs(b2, wide)
-    c = None if cot is None else _kernel_inputs(cot, wide)
-    with np.errstate(all="ignore"):  # 0/0 is the documented NaN at eps = 0 and zero-area boxes
-        value, grads = core.pair_kernel(xp, p, q, kind, eps, alpha, iou_eps, c)
-    f64 = torch.float64
-    return _from_compute(value, b1, f64), None if grads is None else tuple(_from_compute(g, b1, f64) for g in grads)
+    f64, dev = torch.float64, b1.device
+    p_all, q_all = b1.detach().reshape(-1, 4), b2.detach().reshape(-1, 4)
+    c_all = None if cot is None else cot.detach().reshape(-1)
+    n = p_all.shape[0]
+    if cot is None:
+        value = torch.empty(n, dtype=f64, device=dev)
+    else:
+        g1, g2 = torch.empty((n, 4), dtype=f64, device=dev), torch.empty((n, 4), dtype=f64, device=dev)
+    for start in range(0, n, _BLOCK):
+        rows = slice(start, start + _BLOCK)
+        p, q = _kernel_inputs(p_all[rows], wide), _kernel_inputs(q_all[rows], wide)
+        c = None if cot is None else _kernel_inputs(c_all[rows], wide)
+        with np.errstate(all="ignore"):  # 0/0 is the documented NaN at eps = 0 and zero-area boxes
+            v, grads = core.pair_kernel(xp, p, q, kind, eps, alpha, iou_eps, c)
+        if cot is None:
+            value[rows] = _from_compute(v, b1, f64)
+        else:
+            g1[rows], g2[rows] = _from_compute(grads[0], b1, f64), _from_compute(grads[1], b1, f64)
+    if cot is None:
+        return value.reshape(b1.shape[:-1]), None
+    return None, (g1.reshape(b1.shape), g2.reshape(b2.shape))
 
 
 class _BoxFn(torch.autograd.Function):
