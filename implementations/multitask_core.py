@@ -372,18 +372,18 @@ def dtp_weights(kappa: Array, gamma: Array, T: dd.Transcendentals) -> Array:
     return fl.scaled(dd.lift(_full(kappa, 1.0)), _full(kappa, float("inf")))
 
 
-def plain_weights(kappa: Array, gamma) -> Array:
+def plain_weights(kappa: Array, gamma, scratch: bool = False) -> Array:
     """``FL(κ̄; γ) = (1 − κ̄)^γ·(−log κ̄)`` in plain float64 (0 at κ̄ = 1), ``γ`` a number or an array.
 
     ``1 − κ̄`` is exact for κ̄ ≥ ½ (Sterbenz) and within ``2^-53`` relative below, so its logarithm
     is within ``2^-53`` absolute plus ``log``'s ULP; the power ``e^{γ·log(1 − κ̄)}`` is then within
     about ``(2 + γ·(1 + 2·|log(1 − κ̄)|))·2^-53`` relative, the weight one rounding more: far below
     a float32 half-ULP for every γ ≤ 10^3 (``|log(1 − κ̄)| ≤ 17`` for a float32 κ̄ < 1). γ = 1 is
-    ``(κ̄ − 1)·log κ̄`` (two roundings and ``log``'s)."""
+    ``(κ̄ − 1)·log κ̄`` (two roundings and ``log``'s). ``scratch``: ``kappa``'s memory may be reused."""
     ns = _ns(kappa)
     if isinstance(gamma, float) and gamma == 1.0:
         w = kappa - 1
-        w *= ns.log(kappa)
+        w *= ns.log(kappa, out=kappa) if scratch else ns.log(kappa)
         return w  # +0 at κ̄ = 1
     one = kappa == 1
     guard = bool(one.any())

@@ -107,14 +107,19 @@ class UncertaintyWeighting(nn.Module):
 
 
 class _DTPFn(torch.autograd.Function):
-    """Losses in their dtype, the (clamped) KPIs and γ in float64; a narrow result from the plain float64
-    weights (:func:`multitask_core.plain_weights`, kept for the backward), a float64 one in double-double."""
+    """Losses in their dtype, the KPIs as given (converted to float64 here, clamped by the floor) and γ
+    in float64; a narrow result from the plain float64 weights (:func:`multitask_core.plain_weights`,
+    kept for the backward), a float64 one in double-double."""
 
     @staticmethod
-    def forward(ctx, L: torch.Tensor, kap: torch.Tensor, gam: torch.Tensor, reduction: str) -> torch.Tensor:
+    def forward(ctx, L: torch.Tensor, kap: torch.Tensor, gam: torch.Tensor, reduction: str, kpi_floor) -> torch.Tensor:
         ctx.reduction, ctx.dtype = reduction, L.dtype
+        kap = kap.to(device=L.device, dtype=_F64, copy=True)  # our own: the weights may reuse its memory
+        if kpi_floor is not None:
+            kap.clamp_(min=float(kpi_floor))  # NaN stays
         if L.dtype != _F64:
-            ctx.w = core.plain_weights(kap, float(gam) if gam.dim() == 0 else gam)
+            ctx.w = core.plain_weights(kap, float(gam) if gam.dim() == 0 else gam, scratch=True)
+            del kap
             terms = L.to(_F64)
             terms *= ctx.w
             if reduction != "none":
@@ -127,14 +132,14 @@ class _DTPFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None
+            return None, None, None, None, None
         g = g.to(_F64)
         if ctx.dtype != _F64:
             gL = (ctx.w * (g / ctx.w.shape[0] if ctx.reduction == "mean" else g)).to(ctx.dtype)
         else:
             L, kap, gam = ctx.saved_tensors
             gL = core.dtp_grad(g, L, kap, gam, ctx.reduction, core.FLOAT64)
-        return gL, None, None, None
+        return gL, None, None, None, None
 
 
 def _as_tensor(x: Any, like: torch.Tensor, name: str) -> torch.Tensor:
@@ -151,11 +156,8 @@ def dynamic_task_priority(losses: torch.Tensor, kpis: Any, gamma: Any = 1.0, red
     gradient through ``kpis`` or ``gamma``)."""
     kap, gam = _as_tensor(kpis, losses, "kpis"), _as_tensor(1.0 if gamma is None else gamma, losses, "gamma")
     core.check_dtp(losses.detach(), kap, gam, reduction, kpi_floor)
-    kap = kap.to(device=losses.device, dtype=_F64)
-    if kpi_floor is not None:
-        kap = torch.maximum(kap, torch.tensor(float(kpi_floor), dtype=_F64, device=kap.device))  # NaN stays
     gam = gam.to(device=losses.device, dtype=_F64)
-    return _DTPFn.apply(losses, kap, gam, reduction)
+    return _DTPFn.apply(losses, kap, gam, reduction, kpi_floor)
 
 
 class DynamicTaskPriority(nn.Module):
