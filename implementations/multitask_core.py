@@ -262,7 +262,7 @@ class PlainUW:
 
     def __init__(self, L: Array, s: Array, c, form: str) -> None:
         ns = _ns(L)
-        self.ns, self.L, self.s, self.c, self.form = ns, L, s, c, form
+        self.ns, self.k, self.s, self.c, self.form = ns, int(L.shape[0]), s, c, form
         e = s.clip(min=-_E_CLAMP)  # in place from here: no more full-size temporaries than needed
         ns.negative(e, out=e)
         self.e = ns.exp(e, out=e)
@@ -291,7 +291,7 @@ class PlainUW:
         """``(g·c·e^{−s}, g·(r'(s) − c·e^{−s}·L))``; ``g`` a scalar or one per task."""
         ns, s = self.ns, self.s
         if reduction == "mean":
-            g = g / int(self.L.shape[0])
+            g = g / self.k
         if self.form == "kendall":
             slope = 0.5
         elif self.form == "simplified":
