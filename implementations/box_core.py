@@ -169,9 +169,11 @@ class _Geometry:
 
 
 def pair_kernel(xp, b1, b2, kind: str, eps: float, alpha: str = "exact", iou_eps: float | None = None,
-                cot=None):
+                cot=None, stacked: bool = True):
     """Per-pair value (shape ``b1.shape[:-1]``) and, with a cotangent ``cot`` of that shape, the
-    VJPs ``(g1, g2)`` (shape of ``b1``/``b2``). ``b1``, ``b2`` broadcast against each other."""
+    VJPs ``(g1, g2)`` (shape of ``b1``/``b2``). ``b1``, ``b2`` broadcast against each other.
+    ``stacked=False`` gives the VJPs as 8 arrays instead, ``x1, y1, x2, y2`` of box 1 then of box 2
+    (a pairwise caller reduces each over its own axis)."""
     g = _Geometry(xp, b1, b2)
     x, y = g.x, g.y
     ie = eps if iou_eps is None else iou_eps
@@ -307,4 +309,6 @@ def pair_kernel(xp, b1, b2, kind: str, eps: float, alpha: str = "exact", iou_eps
         d4 = [xp.where(v == 0, zero, d) for d in d4]
         grads = [a + b for a, b in zip(grads, d4)]
     grads = [cot * d for d in grads]
+    if not stacked:
+        return value, grads
     return value, (xp.stack(grads[:4], -1), xp.stack(grads[4:], -1))

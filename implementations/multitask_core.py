@@ -2,7 +2,7 @@
 
 float64 results carry every quantity in double-double (:mod:`.doubledouble`, the ``SHORT``
 transcendentals: about 2^-68 relative; the full ``log``) and are rounded once; results rounded to
-float32 or narrower are computed in plain float64 (:class:`_Plain`, :func:`_plain_weights`:
+float32 or narrower are computed in plain float64 (:class:`PlainUW`, :func:`plain_weights`:
 about 2^-52 relative, far below their half-ULP, and float32 inputs cannot make ``e^{−s}·L``
 overflow float64 where it is finite in float32). Formulas (``lossoracle.reference.multitask``):
 
@@ -54,10 +54,19 @@ def _require_finite(name: str, x: Array, low: float | None = None) -> None:
     """Finite (NaN passes: it propagates) and ``≥ low``."""
     if 0 in tuple(x.shape):
         return
+    lo, hi = _min_max(x)  # settles the common case; a NaN fails both tests, and goes on
+    if bool(hi < float("inf")) and bool(lo > -float("inf") if low is None else lo >= low):
+        return
     if bool((abs(x) == float("inf")).any()):
         raise ValueError(f"{name} must be finite, got an infinite entry")
     if low is not None and bool((x < low).any()):
         raise ValueError(f"{name} must be ≥ {low}, got {float(x[x < low].reshape(-1)[0])!r}")
+
+
+def _min_max(x: Array) -> tuple[Array, Array]:
+    """``(x.min(), x.max())`` (NaN if any is NaN); one pass for a tensor."""
+    ns = _ns(x)
+    return ns.aminmax(x) if hasattr(ns, "aminmax") else (x.min(), x.max())
 
 
 def coefficients(task_types, form: str, k: int) -> list[float]:
@@ -76,8 +85,13 @@ def coefficients(task_types, form: str, k: int) -> list[float]:
     return [1.0 if form == "simplified" or t == "classification" else 0.5 for t in types]
 
 
-def check_uw(losses: Array, log_vars: Array, task_types, form: str, reduction: str) -> list[float]:
-    """Validate an uncertainty-weighting call; returns the coefficients ``c_i``."""
+def coefficient(task_types, form: str, k: int) -> float | list[float]:
+    """:func:`coefficients`, as one number when every task shares it (no ``task_types``)."""
+    return coefficients(None, form, 1)[0] if task_types is None else coefficients(task_types, form, k)
+
+
+def check_uw(losses: Array, log_vars: Array, task_types, form: str, reduction: str) -> float | list[float]:
+    """Validate an uncertainty-weighting call; returns the coefficients ``c_i`` (:func:`coefficient`)."""
     require_reduction(reduction)
     _require_task_vector("losses", losses)
     _require_task_vector("log_vars", log_vars)
@@ -85,7 +99,7 @@ def check_uw(losses: Array, log_vars: Array, task_types, form: str, reduction: s
         raise ValueError(f"log_vars shape {tuple(log_vars.shape)} does not match losses shape {tuple(losses.shape)}")
     _require_finite("losses", losses, 0.0)
     _require_finite("log_vars", log_vars)
-    return coefficients(task_types, form, int(losses.shape[0]))
+    return coefficient(task_types, form, int(losses.shape[0]))
 
 
 def check_kpis(kpis: Array, gamma: Array, k: int, kpi_floor) -> None:
@@ -95,10 +109,13 @@ def check_kpis(kpis: Array, gamma: Array, k: int, kpi_floor) -> None:
         raise ValueError(f"kpis has {int(kpis.shape[0])} entries, expected one per task ({k})")
     if kpi_floor is not None and not 0.0 < float(kpi_floor) <= 1.0:
         raise ValueError(f"kpi_floor must lie in (0, 1], got {kpi_floor!r}")
-    if k and bool(((kpis < 0) | (kpis > 1)).any()):
-        raise ValueError(f"kpis must lie in [0, 1], got {float(kpis[(kpis < 0) | (kpis > 1)].reshape(-1)[0])!r}")
-    if k and kpi_floor is None and bool((kpis == 0).any()):
-        raise ValueError("kpis must be > 0: a KPI of 0 gives the weight −log 0 = +inf (pass kpi_floor to clamp it)")
+    lo, hi = _min_max(kpis) if k else (1.0, 1.0)
+    if not (bool(lo > 0) and bool(hi <= 1)):  # the common case settled in one pass (a NaN goes on)
+        bad = (kpis < 0) | (kpis > 1)
+        if bool(bad.any()):
+            raise ValueError(f"kpis must lie in [0, 1], got {float(kpis[bad].reshape(-1)[0])!r}")
+        if kpi_floor is None and bool((kpis == 0).any()):
+            raise ValueError("kpis must be > 0: a KPI of 0 gives the weight −log 0 = +inf (pass kpi_floor to clamp it)")
     if len(tuple(gamma.shape)) not in (0, 1) or (len(tuple(gamma.shape)) == 1 and int(gamma.shape[0]) != k):
         raise ValueError(f"gamma must be a scalar or have shape ({k},) (one per task), got {tuple(gamma.shape)}")
     if bool((gamma < 0).any()) or bool((abs(gamma) == float("inf")).any()):
@@ -227,20 +244,31 @@ class _UW:
         return self.ns.where(self.nan, float("nan"), v)
 
 
-class _Plain:
+_E_CLAMP = 600.0  # e^{−s} of narrow results is evaluated at min(−s, 600) (PlainUW)
+
+
+class PlainUW:
     """Uncertainty weighting in plain float64, for results rounded to float32 or narrower.
 
-    Every input is then a float32 value (|L| ≤ 2^128, L ≥ 2^-149 or 0), so ``e^{−s}·L`` overflows
-    float64 only where it overflows float32 too, and underflows float64 only where it is 0 in
-    float32: ``c·L·exp(−s)`` needs no ``log L − s`` here, only ``L = 0 ↦ 0`` (no ``0·inf``). Each
-    result carries about ``2^-52`` relative error (``4·K·2^-53`` for a sum of ``K`` terms) before its
-    rounding to the output format, far below its half-ULP."""
+    Every input is then a float32 value (``|L| ≤ 2^128``, ``L ≥ 2^-149`` or 0, a cotangent ``g``
+    ≥ 2^-149 in magnitude or 0, over ``K < 2^63`` under ``mean``), and ``e^{−s}`` is evaluated at
+    ``min(−s, 600)``: where ``−s > 600`` every exact result that involves ``e^{−s}`` (``c·e^{−s}·L``
+    for ``L > 0``, ``g·c·e^{−s}``, ``g·(r' − c·e^{−s}·L)`` for ``g ≠ 0``) exceeds
+    ``2^-149·2^-63·½·e^600 > 10^196``, far beyond every narrow format's range, and so does the
+    computed one (``e^600 ≈ 3.8e260``), while ``c·e^600·L ≤ 2^128·e^600 < 10^300`` stays finite in
+    float64: ``L = 0`` gives 0 and a zero cotangent 0, with no ``0·inf`` to guard. Each result
+    carries about ``2^-52`` relative error (``4·K·2^-53`` for a sum of ``K`` terms) before its
+    rounding to the output format, far below its half-ULP. ``c`` is one number or one per task."""
 
-    def __init__(self, L: Array, s: Array, c: Array, form: str) -> None:
+    def __init__(self, L: Array, s: Array, c, form: str) -> None:
         ns = _ns(L)
-        self.ns, self.L, self.s, self.c, self.form = ns, L, s, c, form
-        self.e = ns.exp(-s)
-        self.a = ns.where(L == 0, 0.0, c * L * self.e)
+        self.ns, self.k, self.s, self.c, self.form = ns, int(L.shape[0]), s, c, form
+        e = s.clip(min=-_E_CLAMP)  # in place from here: no more full-size temporaries than needed
+        ns.negative(e, out=e)
+        self.e = ns.exp(e, out=e)
+        a = L * e
+        a *= c  # c·L·e: the scaling by c = ½ or 1 is exact
+        self.a = a
 
     def _exp_abs(self) -> Array:
         return self.ns.exp(-abs(self.s))
@@ -248,23 +276,22 @@ class _Plain:
     def value(self, reduction: str) -> Array:
         ns, s = self.ns, self.s
         if self.form == "kendall":
-            r = 0.5 * s
+            terms = 0.5 * s
         elif self.form == "simplified":
-            r = s
+            terms = s + 0.0  # a copy: the sum below is in place
         else:
-            r = ns.log1p(self._exp_abs()) + ns.where(s > 0, s, 0.0)
-        terms = self.a + r
+            terms = ns.log1p(self._exp_abs()) + ns.where(s > 0, s, 0.0)
+        terms += self.a  # r(s) + c·e^{−s}·L
         if reduction == "none":
             return terms
         total = terms.sum()
         return total / terms.shape[0] if reduction == "mean" else total  # K = 0: 0/0 = NaN
 
     def grads(self, g: Array, reduction: str) -> tuple[Array, Array]:
+        """``(g·c·e^{−s}, g·(r'(s) − c·e^{−s}·L))``; ``g`` a scalar or one per task."""
         ns, s = self.ns, self.s
-        k = int(self.L.shape[0])
-        g = g + ns.zeros_like(s)
         if reduction == "mean":
-            g = g / k
+            g = g / self.k
         if self.form == "kendall":
             slope = 0.5
         elif self.form == "simplified":
@@ -272,19 +299,15 @@ class _Plain:
         else:
             e = self._exp_abs()
             slope = ns.where(s >= 0, 1 / (1 + e), e / (1 + e))
-        return _mul0(g, self.c * self.e), _mul0(g, slope - self.a)
-
-
-def _mul0(g: Array, v: Array) -> Array:
-    """``g·v`` with ``0·(±inf) = 0`` (a zero cotangent passes nothing, also from an overflowed partial)."""
-    ns = _ns(v)
-    return ns.where((g == 0) & ns.isinf(v), 0.0, g * v)
+        gs = slope - self.a
+        gs *= g
+        return (g * self.c) * self.e, gs
 
 
 def uw_value(L: Array, s: Array, c: Array, form: str, reduction: str, T: dd.Transcendentals | None) -> Array:
     """``Σ c·e^{−s}·L + r(s)`` (or the terms), float64."""
     if T is None:
-        return _Plain(L, s, c, form).value(reduction)
+        return PlainUW(L, s, c, form).value(reduction)
     q = _UW(L, s, c, form, T)
     terms = dd.add(q.a, q.regulariser())
     finite = q.a_finite & q.ns.isfinite(terms[0] + terms[1])
@@ -297,7 +320,7 @@ def uw_grads(g: Array, L: Array, s: Array, c: Array, form: str, reduction: str,
              T: dd.Transcendentals | None) -> tuple[Array, Array]:
     """``(g·c·e^{−s}, g·(r'(s) − c·e^{−s}·L))`` per task, float64."""
     if T is None:
-        return _Plain(L, s, c, form).grads(g, reduction)
+        return PlainUW(L, s, c, form).grads(g, reduction)
     q = _UW(L, s, c, form, T)
     ns = q.ns
     k = int(L.shape[0])
@@ -349,20 +372,30 @@ def dtp_weights(kappa: Array, gamma: Array, T: dd.Transcendentals) -> Array:
     return fl.scaled(dd.lift(_full(kappa, 1.0)), _full(kappa, float("inf")))
 
 
-def _plain_weights(kappa: Array, gamma: Array) -> Array:
-    """``FL(κ̄; γ) = exp(γ·log1p(−κ̄))·(−log κ̄)`` in plain float64 (0 at κ̄ = 1; relative error about
-    ``(2 + γ·|log(1 − κ̄)|)·2^-53``, far below a float32 half-ULP for every γ ≤ 10^3)."""
+def plain_weights(kappa: Array, gamma, scratch: bool = False) -> Array:
+    """``FL(κ̄; γ) = (1 − κ̄)^γ·(−log κ̄)`` in plain float64 (0 at κ̄ = 1), ``γ`` a number or an array.
+
+    ``1 − κ̄`` is exact for κ̄ ≥ ½ (Sterbenz) and within ``2^-53`` relative below, so its logarithm
+    is within ``2^-53`` absolute plus ``log``'s ULP; the power ``e^{γ·log(1 − κ̄)}`` is then within
+    about ``(2 + γ·(1 + 2·|log(1 − κ̄)|))·2^-53`` relative, the weight one rounding more: far below
+    a float32 half-ULP for every γ ≤ 10^3 (``|log(1 − κ̄)| ≤ 17`` for a float32 κ̄ < 1). γ = 1 is
+    ``(κ̄ − 1)·log κ̄`` (two roundings and ``log``'s). ``scratch``: ``kappa``'s memory may be reused."""
     ns = _ns(kappa)
+    if isinstance(gamma, float) and gamma == 1.0:
+        w = kappa - 1
+        w *= ns.log(kappa, out=kappa) if scratch else ns.log(kappa)
+        return w  # +0 at κ̄ = 1
     one = kappa == 1
-    kap = ns.where(one, 0.5, kappa)
-    w = ns.exp(gamma * ns.log1p(-kap)) * -ns.log(kap)
-    return ns.where(one & (gamma == gamma), 0.0, w)
+    guard = bool(one.any())
+    kap = ns.where(one, 0.5, kappa) if guard else kappa
+    w = 0.0 - ns.exp(gamma * ns.log(1 - kap)) * ns.log(kap)
+    return ns.where(one & (gamma == gamma), 0.0, w) if guard else w
 
 
 def dtp_value(L: Array, kappa: Array, gamma: Array, reduction: str, T: dd.Transcendentals | None) -> Array:
     ns = _ns(L)
     if T is None:
-        terms = _plain_weights(kappa, gamma + ns.zeros_like(kappa)) * L
+        terms = plain_weights(kappa, gamma + ns.zeros_like(kappa)) * L
         if reduction == "none":
             return terms
         total = terms.sum()
@@ -386,7 +419,7 @@ def dtp_grad(g: Array, L: Array, kappa: Array, gamma: Array, reduction: str,
     ns = _ns(L)
     if T is None:
         g = g + ns.zeros_like(L)
-        return _plain_weights(kappa, gamma + ns.zeros_like(kappa)) * (g / L.shape[0] if reduction == "mean" else g)
+        return plain_weights(kappa, gamma + ns.zeros_like(kappa)) * (g / L.shape[0] if reduction == "mean" else g)
     gd = _cotangent(g, reduction, int(L.shape[0]), L)
     fl = _FL(kappa, gamma, T)
     out = fl.scaled(gd, ns.where(gd[0] > 0, float("inf"), -float("inf")))

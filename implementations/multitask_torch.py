@@ -24,19 +24,38 @@ _F64 = torch.float64
 
 
 class _UWFn(torch.autograd.Function):
+    """Losses and log-variances in their own dtypes; the result in the promoted ``dtype``: plain float64
+    (:class:`multitask_core.PlainUW`, its ``e^{−s}`` and ``c·e^{−s}·L`` kept for the backward) for a
+    narrow result, double-double for a float64 one."""
+
     @staticmethod
-    def forward(ctx, L: torch.Tensor, s: torch.Tensor, c: torch.Tensor, form: str, reduction: str,
-                wide: bool) -> torch.Tensor:
-        ctx.save_for_backward(L, s, c)
-        ctx.form, ctx.reduction, ctx.wide = form, reduction, wide
-        return core.uw_value(L, s, c, form, reduction, core.transcendentals(wide))
+    def forward(ctx, L: torch.Tensor, s: torch.Tensor, c, form: str, reduction: str,
+                dtype: torch.dtype) -> torch.Tensor:
+        ctx.form, ctx.reduction, ctx.c, ctx.dtypes = form, reduction, c, (L.dtype, s.dtype)
+        if dtype != _F64:
+            ctx.plain = core.PlainUW(L.to(_F64), s.to(_F64), c, form)
+            return ctx.plain.value(reduction).to(dtype)
+        ctx.plain = None
+        L64, s64 = L.to(_F64), s.to(_F64)
+        ctx.save_for_backward(L64, s64)
+        return core.uw_value(L64, s64, _coeffs(c, L64), form, reduction, core.FLOAT64).to(dtype)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        L, s, c = ctx.saved_tensors
-        gL, gs = core.uw_grads(g, L, s, c, ctx.form, ctx.reduction, core.transcendentals(ctx.wide))
+        g = g.to(_F64)
+        if ctx.plain is not None:
+            gL, gs = ctx.plain.grads(g, ctx.reduction)
+            gL, gs = gL.to(ctx.dtypes[0]), gs.to(ctx.dtypes[1])
+        else:
+            L, s = ctx.saved_tensors
+            gL, gs = core.uw_grads(g, L, s, _coeffs(ctx.c, L), ctx.form, ctx.reduction, core.FLOAT64)
         need = ctx.needs_input_grad
         return (gL if need[0] else None, gs if need[1] else None, None, None, None, None)
+
+
+def _coeffs(c, like: torch.Tensor) -> torch.Tensor:
+    """The coefficients as a float64 tensor (one number, or one per task)."""
+    return torch.as_tensor(c, dtype=_F64, device=like.device)
 
 
 def _detached(*xs):
@@ -49,9 +68,8 @@ def uncertainty_weighted_loss(losses: torch.Tensor, log_vars: torch.Tensor, task
     ``liebel``; ``task_types`` for ``kendall`` only; ``reduction``: ``sum``, ``mean`` or ``none``)."""
     coeffs = core.check_uw(*_detached(losses, log_vars), task_types, form, reduction)
     dtype = torch.promote_types(losses.dtype, log_vars.dtype)
-    c = torch.tensor(coeffs, dtype=_F64, device=losses.device)
-    out = _UWFn.apply(losses.to(_F64), log_vars.to(_F64), c, form, reduction, dtype == _F64)
-    return out.to(dtype)
+    c = coeffs if isinstance(coeffs, float) else _coeffs(coeffs, losses)
+    return _UWFn.apply(losses, log_vars, c, form, reduction, dtype)
 
 
 class UncertaintyWeighting(nn.Module):
@@ -89,18 +107,39 @@ class UncertaintyWeighting(nn.Module):
 
 
 class _DTPFn(torch.autograd.Function):
+    """Losses in their dtype, the KPIs as given (converted to float64 here, clamped by the floor) and γ
+    in float64; a narrow result from the plain float64 weights (:func:`multitask_core.plain_weights`,
+    kept for the backward), a float64 one in double-double."""
+
     @staticmethod
-    def forward(ctx, L: torch.Tensor, kap: torch.Tensor, gam: torch.Tensor, reduction: str,
-                wide: bool) -> torch.Tensor:
-        ctx.save_for_backward(L, kap, gam)
-        ctx.reduction, ctx.wide = reduction, wide
-        return core.dtp_value(L, kap, gam, reduction, core.transcendentals(wide))
+    def forward(ctx, L: torch.Tensor, kap: torch.Tensor, gam: torch.Tensor, reduction: str, kpi_floor) -> torch.Tensor:
+        ctx.reduction, ctx.dtype = reduction, L.dtype
+        kap = kap.to(device=L.device, dtype=_F64, copy=True)  # our own: the weights may reuse its memory
+        if kpi_floor is not None:
+            kap.clamp_(min=float(kpi_floor))  # NaN stays
+        if L.dtype != _F64:
+            ctx.w = core.plain_weights(kap, float(gam) if gam.dim() == 0 else gam, scratch=True)
+            del kap
+            terms = L.to(_F64)
+            terms *= ctx.w
+            if reduction != "none":
+                terms = terms.sum() / terms.shape[0] if reduction == "mean" else terms.sum()
+            return terms.to(L.dtype)
+        L64 = L.to(_F64)
+        ctx.save_for_backward(L64, kap, gam)
+        return core.dtp_value(L64, kap, gam, reduction, core.FLOAT64)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        L, kap, gam = ctx.saved_tensors
-        gL = core.dtp_grad(g, L, kap, gam, ctx.reduction, core.transcendentals(ctx.wide))
-        return (gL if ctx.needs_input_grad[0] else None, None, None, None, None)
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
+        g = g.to(_F64)
+        if ctx.dtype != _F64:
+            gL = (ctx.w * (g / ctx.w.shape[0] if ctx.reduction == "mean" else g)).to(ctx.dtype)
+        else:
+            L, kap, gam = ctx.saved_tensors
+            gL = core.dtp_grad(g, L, kap, gam, ctx.reduction, core.FLOAT64)
+        return gL, None, None, None, None
 
 
 def _as_tensor(x: Any, like: torch.Tensor, name: str) -> torch.Tensor:
@@ -117,12 +156,8 @@ def dynamic_task_priority(losses: torch.Tensor, kpis: Any, gamma: Any = 1.0, red
     gradient through ``kpis`` or ``gamma``)."""
     kap, gam = _as_tensor(kpis, losses, "kpis"), _as_tensor(1.0 if gamma is None else gamma, losses, "gamma")
     core.check_dtp(losses.detach(), kap, gam, reduction, kpi_floor)
-    kap = kap.to(device=losses.device, dtype=_F64)
-    if kpi_floor is not None:
-        kap = torch.maximum(kap, torch.tensor(float(kpi_floor), dtype=_F64, device=kap.device))  # NaN stays
     gam = gam.to(device=losses.device, dtype=_F64)
-    out = _DTPFn.apply(losses.to(_F64), kap, gam, reduction, losses.dtype == _F64)
-    return out.to(losses.dtype)
+    return _DTPFn.apply(losses, kap, gam, reduction, kpi_floor)
 
 
 class DynamicTaskPriority(nn.Module):

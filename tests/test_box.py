@@ -268,3 +268,71 @@ def test_ours_gradient_at_identical_boxes_is_the_spec_value():
     torch_impl.generalized_box_iou_loss(t, torch.tensor(p)).sum().backward()
     for g in (got, t.grad.numpy().reshape(-1)):
         assert all(ulp_error(float(a), w, FORMATS["float64"]) <= 1 for a, w in zip(g, want))
+
+
+def _grid_boxes(r, n):
+    """Boxes on a coarse grid: touching edges, shared coordinates, identical boxes, zero widths and heights."""
+    lo = r.integers(0, 8, (n, 2)).astype(np.float64)
+    size = r.integers(0, 4, (n, 2)).astype(np.float64)
+    return np.concatenate([lo, lo + size], axis=1) * 0.75
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+def test_ours_pairwise_iou_computes_every_pair_that_is_not_exactly_zero(dtype):
+    """The pairwise IoU runs its kernel on the live pairs only (overlapping or touching in both axes, two
+    zero-area boxes, a non-finite cotangent): it must equal the kernel run on every pair — touching
+    edges keep their one-sided mean slopes, 0/0 its NaN, a NaN or inf cotangent its NaN."""
+    from lossoracle.implementations import box_core
+
+    r = rng_for("test_box", "pairwise_live", dtype)
+    b1, b2 = _grid_boxes(r, 23), _grid_boxes(r, 17)
+    b1[0], b2[0] = [1.5, 1.5, 1.5, 3.0], [4.5, 0.0, 4.5, 0.75]  # two disjoint zero-area boxes: NaN
+    cot = r.standard_normal((23, 17))
+    cot[3, 4], cot[5, 6] = np.inf, np.nan
+    dt = getattr(torch, dtype)
+    t1, t2 = torch.tensor(b1, dtype=dt, requires_grad=True), torch.tensor(b2, dtype=dt, requires_grad=True)
+    value = torch_impl.box_iou(t1, t2)
+    value.backward(torch.tensor(cot, dtype=dt))
+    wide = np.longdouble if dtype == "float64" else np.float64
+    p, q = t1.detach().numpy().astype(wide), t2.detach().numpy().astype(wide)
+    c = torch.tensor(cot, dtype=dt).numpy().astype(wide)
+    with np.errstate(all="ignore"):
+        v, (g1, g2) = box_core.pair_kernel(np, p[:, None, :], q[None, :, :], "iou", 0.0, cot=c)
+    assert np.isnan(v[0, 0]) and (v == 0).mean() > 0.3, "the draw exercises NaN and dead pairs"
+    assert np.array_equal(value.detach().numpy(), v.astype(dtype), equal_nan=True)
+    for got, want in ((t1.grad, g1.sum(axis=1)), (t2.grad, g2.sum(axis=0))):
+        assert _within_one_ulp(got.numpy(), want.astype(dtype)), "≤ 1 ULP apart (sums in another order)"
+
+
+def _within_one_ulp(got: np.ndarray, want: np.ndarray) -> bool:
+    """Equal (NaN to NaN, inf to inf) or one ULP of ``want``'s format apart."""
+    with np.errstate(all="ignore"):
+        near = np.abs(got - want) <= np.spacing(np.abs(want))
+    return bool(np.all((got == want) | (np.isnan(got) & np.isnan(want)) | near))
+
+
+@pytest.mark.slow
+def test_fused_pairwise_giou_matches_the_eager_blocks(monkeypatch):
+    """The torch.compile path of the pairwise GIoU (narrow CPU boxes) computes what the eager row blocks
+    compute: the same float64 arithmetic per pair, sums in another order (≤ 1 float32 ULP apart)."""
+    from lossoracle.implementations import box_torch, compiled
+
+    monkeypatch.setattr(box_torch, "_COMPILE_MIN_PAIRS", 1 << 8)
+    monkeypatch.setattr(box_torch, "_BLOCK", 1 << 7)  # several row blocks
+    r = rng_for("test_box", "pairwise_fused")
+    b1, b2 = _grid_boxes(r, 40), _grid_boxes(r, 31)
+    cot = torch.tensor(r.standard_normal((40, 31)), dtype=torch.float32)
+    out = {}
+    for on in (False, True):
+        monkeypatch.setitem(compiled.ENABLED, "on", on)
+        t1 = torch.tensor(b1, dtype=torch.float32, requires_grad=True)
+        t2 = torch.tensor(b2, dtype=torch.float32, requires_grad=True)
+        v = torch_impl.generalized_box_iou(t1, t2)
+        v.backward(cot)
+        out[on] = (v.detach(), t1.grad, t2.grad)
+    assert box_torch._PAIRWISE.compiled, "the fused kernel was not used"
+    (v0, a0, b0), (v1, a1, b1_) = out[False], out[True]
+    assert v0.isnan().any() and np.array_equal(v0.numpy(), v1.numpy(), equal_nan=True)
+    assert _within_one_ulp(a1.numpy(), a0.numpy()) and _within_one_ulp(b1_.numpy(), b0.numpy())
+    want = numpy_impl.generalized_box_iou(b1.astype(np.float32), b2.astype(np.float32))
+    assert np.array_equal(v1.numpy(), want, equal_nan=True)
