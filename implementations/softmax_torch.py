@@ -143,13 +143,22 @@ def _row_cotangent(g: torch.Tensor, reduction: str, den: torch.Tensor, ct: torch
 
 
 class _IndexCrossEntropyFn(torch.autograd.Function):
-    """Class-index targets: bulk rows from ``log_softmax``, tail rows by the cancellation-free kernels."""
+    """Class-index targets. Few classes without label smoothing (on the CPU): every row by
+    :class:`_TargetRows`. Otherwise bulk rows from ``log_softmax``, tail rows by the cancellation-free
+    kernels."""
 
     @staticmethod
     def forward(ctx, input, target, weight, ignore_index, reduction, eps):
         ct, dim = _ct(input), _class_dim(input)
         x2, shape = _rows(input, dim)
         t = target.reshape(-1)
+        ctx.state = (dim, shape, reduction, input.dtype)
+        if not eps and not _fused(x2, ct) and x2.numel():
+            tr = _TargetRows.of(x2, t, weight, ignore_index)
+            if tr is not None:
+                ctx.rows = tr
+                return _reduce(tr.loss(), reduction, tr.den, target.shape, input.dtype)
+        ctx.rows = None
         w = None if weight is None else weight.to(ct)
         lsm = _log_softmax(x2, ct)
         ir = core.IndexRows(lsm, t, w, ignore_index, eps)
@@ -161,18 +170,103 @@ class _IndexCrossEntropyFn(torch.autograd.Function):
             rows = rows.index_copy(0, idx, core.ce_rows(sh, co))
             gsub = core.ce_rows_grad(sh, co, core.like(1.0, xs))  # unit cotangent: scaled in backward
         ctx.save_for_backward(lsm)
-        ctx.state = (ir, gsub, dim, shape, reduction, input.dtype)
+        ctx.tail = (ir, gsub)
         return _reduce(rows, reduction, ir.den, target.shape, input.dtype)
 
     @staticmethod
     def backward(ctx, g):
+        dim, shape, reduction, dtype = ctx.state
+        if ctx.rows is not None:
+            tr = ctx.rows
+            return _unrows(tr.grad(_row_cotangent(g, reduction, tr.den, tr.s.dtype), dtype), shape, dim,
+                           dtype), None, None, None, None, None
         (lsm,) = ctx.saved_tensors
-        ir, gsub, dim, shape, reduction, dtype = ctx.state
+        ir, gsub = ctx.tail
         a = _row_cotangent(g, reduction, ir.den, lsm.dtype)
         gx = ir.grad(torch.exp(lsm), a)
         if gsub is not None:
             gx.index_copy_(0, ir.tail, gsub * (a[ir.tail] if a.dim() else a))
         return _unrows(gx, shape, dim, dtype), None, None, None, None, None
+
+
+_WIDER = {torch.float16: torch.float32, torch.bfloat16: torch.float32, torch.float32: torch.float64,
+          torch.float64: torch.float64}
+
+
+class _TargetRows:
+    """Class-index cross-entropy without label smoothing, every row free of cancellation in a few
+    passes (no tail rows: where the classes are few, each pass costs little and each extra call much).
+
+    Computed one format wider (float64 for float32: the rounding of ``x − m`` is then far below
+    float32's unit; float64 itself adds the TwoSum residual ``δ = (x − m) − d``, as :class:`core.Bulk`).
+    With ``m`` the row maximum, ``d = fl(x − m)``, ``e_j = e^{d_j}(1 + δ_j)``, the target's ``e_y`` and
+    ``r = Σ_{j≠y} e_j`` (the target's term left out: no ``1 + r`` is ever rounded), ``s = e_y + r``:
+
+    - ``−log p_y = log1p(r)`` where ``d_y = 0`` (the target is a row maximum, ``e_y = 1``), otherwise
+      ``log s − (d_y + δ_y)``, two non-negative terms (``d_y < 0`` means ``p_y < p_max``, so ``p_y < 1/2``);
+    - ``∂(−log p_y)/∂x_j = e_j/s`` for ``j ≠ y`` and ``−(1 − p_y) = −r/s`` at ``y``.
+
+    Rows with no finite maximum (a NaN, a +inf, all −inf) are left to the general path (:meth:`of`
+    returns None)."""
+
+    def __init__(self, x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, coef: torch.Tensor | None,
+                 valid: torch.Tensor | None, den, two_sum: bool) -> None:
+        d = x - m
+        e = torch.exp(d)
+        dy = d.gather(-1, y)
+        nlp = None
+        if two_sum:  # in place: δ = (x − (d − bp)) − (m + bp), bp = d − x
+            bp = d - x
+            res = d - bp
+            torch.sub(x, res, out=res)
+            bp += m
+            res -= bp
+            res.nan_to_num_(0.0, 0.0, 0.0)  # a −inf logit: e = 0 whatever δ
+            nlp = -res.gather(-1, y)  # − δ_y, added last: (log s − d_y) − δ_y
+            res += 1
+            e *= res
+        ey = e.gather(-1, y)
+        e.scatter_(-1, y, 0.0)
+        self.r = e.sum(-1, keepdim=True)
+        self.s = self.r + ey
+        self.e, self.y, self.coef, self.valid, self.den = e, y, coef, valid, den
+        ls = torch.log(self.s) - dy
+        nlp = ls if nlp is None else nlp.add_(ls)
+        self.nlp = torch.where(dy == 0, torch.log1p(self.r), nlp)
+
+    @classmethod
+    def of(cls, x2: torch.Tensor, t: torch.Tensor, weight: torch.Tensor | None,
+           ignore_index: int) -> _TargetRows | None:
+        """The rows of logits ``x2`` ``(R, C)`` and targets ``t`` ``(R,)``, or None if some row has no
+        finite maximum."""
+        x = x2.to(_WIDER[x2.dtype])
+        m = x.amax(-1, keepdim=True)
+        if not bool((m.abs() < math.inf).all()):
+            return None
+        valid = t != ignore_index
+        if bool(valid.all()):
+            valid, y = None, t[:, None]
+        else:
+            valid = valid[:, None]
+            y = torch.where(valid, t[:, None], 0)
+        coef = None if weight is None else weight.to(x.dtype)[y]
+        if valid is not None:
+            coef = valid.to(x.dtype) if coef is None else coef * valid
+        den = float(t.shape[0]) if coef is None else coef.sum()
+        return cls(x, m, y, coef, valid, den, x2.dtype == torch.float64)
+
+    def loss(self) -> torch.Tensor:
+        """Each row's ``w_y·(−log p_y)`` ``(R,)`` (0 on ignored rows)."""
+        return (self.nlp if self.coef is None else core.times(self.coef, self.nlp))[:, 0]
+
+    def grad(self, a: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``a_i w_y (p_j − [j = y])`` in ``dtype`` (``a`` the rows' cotangents, ``(R, 1)`` or a scalar);
+        ignored rows receive no cotangent."""
+        c = a / self.s
+        if self.coef is not None:
+            c = (c if self.valid is None else torch.where(self.valid, c, 0)) * self.coef
+        gx = torch.mul(self.e, c, out=torch.empty(self.e.shape, dtype=dtype, device=self.e.device))
+        return gx.scatter_(-1, self.y, (-c * self.r).to(dtype))
 
 
 class _ProbCrossEntropyFn(torch.autograd.Function):
