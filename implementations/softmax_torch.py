@@ -107,8 +107,8 @@ def _softmax(x2: torch.Tensor, ct: torch.dtype) -> tuple[torch.Tensor, torch.Ten
 
 class _SoftmaxFn(torch.autograd.Function):
     """Log-softmax or softmax: the bulk (:func:`_log_softmax`, :func:`_softmax`) and, in the tail rows
-    (a probability above 1/2), the arg-max column cancellation-free: ``log p_k = −log1p(r)`` in forward
-    (``r = Σ_{j≠k} e^{ℓ_j − ℓ_k}``), and the VJP at ``k`` in backward."""
+    (a probability above 1/2), the arg-max column ``k`` cancellation-free: ``log p_k = −log1p(r)`` in
+    forward (``r = Σ_{j≠k} e^{ℓ_j − ℓ_k}``), and the VJP at ``k`` in backward."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
@@ -123,12 +123,12 @@ class _SoftmaxFn(torch.autograd.Function):
             if idx.numel():
                 rows = out.index_select(0, idx)
                 v, k = rows.max(-1, keepdim=True)  # (torch's argmax is three times slower)
-                tail = (idx, k, None)
-                if log:  # r = Σ_{j≠k} e^{ℓ_j − ℓ_k}, in place of the rows
-                    rows.sub_(v).exp_().scatter_(-1, k, 0.0)
-                    r = rows.sum(-1, keepdim=True)
+                if log:  # r = Σ_{j≠k} e^{ℓ_j − ℓ_k} in place of the rows (the bulk's error in log Σ cancels)
+                    r = rows.sub_(v).exp_().scatter_(-1, k, 0.0).sum(-1, keepdim=True)
                     out.index_put_((idx, k[:, 0]), -torch.log1p(r[:, 0]))
                     tail = (idx, k, r)
+                else:
+                    tail = (idx, k, rows)
         ctx.save_for_backward(out)
         ctx.dim, ctx.log, ctx.shape, ctx.dtype, ctx.tail = dim, log, shape, x.dtype, tail
         return _unrows(out, shape, dim, x.dtype)
@@ -140,14 +140,13 @@ class _SoftmaxFn(torch.autograd.Function):
         g2 = g2 if g2.dtype == out.dtype else g2.to(out.dtype)
         gx = _log_softmax_grad(g2, out) if ctx.log else _softmax_grad(g2, out)
         if ctx.tail is not None:
-            idx, k, r = ctx.tail
+            idx, k, q = ctx.tail  # q: r (log-softmax) or the rows' p (softmax)
             gs = g2.index_select(0, idx)
             gk = gs.gather(-1, k)
             if ctx.log:  # g_k (1 − p_k) − p_k Σ_{i≠k} g_i = (g_k r − Σ_{i≠k} g_i) / (1 + r)
-                v = (gk * r - gs.scatter_(-1, k, 0.0).sum(-1, keepdim=True)) / (1 + r)
+                v = (gk * q - gs.scatter_(-1, k, 0.0).sum(-1, keepdim=True)) / (1 + q)
             else:  # p_k Σ_{i≠k} p_i (g_k − g_i)
-                ps = out.index_select(0, idx)
-                v = ps.gather(-1, k) * gs.neg_().add_(gk).mul_(ps).sum(-1, keepdim=True)
+                v = -q.gather(-1, k) * torch.linalg.vecdot(gs.sub_(gk), q)[:, None]
             gx.index_put_((idx, k[:, 0]), v[:, 0])
         return _unrows(gx, ctx.shape, ctx.dim, ctx.dtype), None, None
 
