@@ -2,13 +2,18 @@
 
 Every row goes through PyTorch's fused ``log_softmax`` / ``softmax`` kernels and their backward
 kernels (the bulk tier of :mod:`.softmax_core`; below ``_FUSED_MIN_C`` classes, where those kernels
-are slow, the same passes as array operations; float64 softmax with the TwoSum residual of
-``x − m``). Where a probability above 1/2 would cancel, log-softmax and softmax correct only the
-arg-max column of those rows (:class:`.softmax_core.TopTail`); cross-entropy recomputes those rows
-(and non-finite ones) by the cancellation-free kernels, in forward, keeping their gradient for
-backward. Forward saves what backward reads (``log p`` or ``p``): nothing is recomputed over the
-whole input. float16/bfloat16 are computed in float32 and rounded once to the input dtype; CPU
-and CUDA alike. Semantics are PyTorch's.
+are slow, the same passes as array operations). float64 softmax is unshifted where every row
+maximum lies in [0, 600] (``e^x`` of the exact input), else shifted with the TwoSum residual of
+``x − m``. Where a probability above 1/2 would cancel, log-softmax and softmax correct only the
+arg-max column of those rows; cross-entropy recomputes those rows (and non-finite ones) by the
+cancellation-free kernels, in forward, keeping their gradient for backward — except with few
+classes and no label smoothing, where every row takes the cancellation-free form in a few passes
+one format wider (:class:`_TargetRows`). Forward saves what backward reads (``log p`` or ``p``):
+nothing is recomputed over the whole input. float16/bfloat16 are computed in float32 and rounded
+once to the input dtype; CPU and CUDA alike. Semantics are PyTorch's.
+
+Speed (``python benchmarks/softmax_ratio.py``): the checks that find the tail rows cost one read
+pass of the output (its row maxima) and the work on those rows; the rest is PyTorch's kernels.
 """
 
 from __future__ import annotations
