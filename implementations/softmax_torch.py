@@ -98,7 +98,7 @@ def _softmax(x2: torch.Tensor, ct: torch.dtype) -> tuple[torch.Tensor, torch.Ten
     exact input, no overflow, and ``s ≥ 1`` so ``e^x`` underflows only where ``p`` itself is
     subnormal — and the largest ``p`` is ``e^m/s``; otherwise :class:`core.Bulk` (the TwoSum residual of
     ``x − m``). float32 (and half inputs): PyTorch's fused ``softmax`` (the array passes for few classes)."""
-    if ct == torch.float64:
+    if ct == torch.float64 and x2.shape[-1]:
         m = x2.amax(-1, keepdim=True)
         if bool(((m >= 0) & (m <= _UNSHIFTED_MAX)).all()):
             p = torch.exp(x2)
