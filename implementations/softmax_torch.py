@@ -257,8 +257,7 @@ class _TargetRows:
 
     def __init__(self, x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, coef: torch.Tensor | None,
                  valid: torch.Tensor | None, den, two_sum: bool) -> None:
-        d = x - m
-        e = torch.exp(d)
+        d = x - m if two_sum else x.sub_(m)  # x: the float64 input itself, or a wider copy
         dy = d.gather(-1, y)
         nlp = None
         if two_sum:  # in place: δ = (x − (d − bp)) − (m + bp), bp = d − x
@@ -267,9 +266,12 @@ class _TargetRows:
             torch.sub(x, res, out=res)
             bp += m
             res -= bp
+            del bp
             res.nan_to_num_(0.0, 0.0, 0.0)  # a −inf logit: e = 0 whatever δ
             nlp = -res.gather(-1, y)  # − δ_y, added last: (log s − d_y) − δ_y
             res += 1
+        e = d.exp_()
+        if two_sum:
             e *= res
         ey = e.gather(-1, y)
         e.scatter_(-1, y, 0.0)
