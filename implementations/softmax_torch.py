@@ -358,12 +358,11 @@ class _NllFn(torch.autograd.Function):
                 return rows.reshape(target.shape).neg_()  # exact
             total = rows.sum(dtype=ct)
             return (total.div_(-t.shape[0]) if reduction == "mean" else total.neg_()).to(input.dtype)
-        else:
-            valid = t != ignore_index
-            y = torch.where(valid, t, 0)
-            w_y = valid.to(ct) if weight is None else weight.to(ct)[y] * valid
-            den = w_y.sum()
-            rows = core.times(w_y, -x2.gather(-1, y).to(ct))[:, 0]
+        valid = t != ignore_index
+        y = torch.where(valid, t, 0)
+        w_y = valid.to(ct) if weight is None else weight.to(ct)[y] * valid
+        den = w_y.sum()
+        rows = core.times(w_y, -x2.gather(-1, y).to(ct))[:, 0]
         ctx.state = (y, w_y, valid, den, dim, shape, reduction, input.dtype, ct)
         return _reduce(rows, reduction, den, target.shape, input.dtype)
 
@@ -389,6 +388,12 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
                                       kind == "classes")
 
 
+# Every coefficient 1 (no weight, no ignored target): ``−Σ x_y`` over N rows, over N for ``mean`` —
+# no 0·w to guard, and PyTorch's CPU kernel sums float32 in float64 and divides once (its float16
+# kernel keeps N in float16: wrong beyond 2048 rows, so ours).
+_EXACT_NLL = (torch.float32, torch.float64)
+
+
 def nll_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
              ignore_index: int = -100, reduction: str = "mean") -> torch.Tensor:
     """``−w_y·input_y`` (input taken as log-probabilities), PyTorch reductions."""
@@ -400,8 +405,3 @@ def nll_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | N
         return F.nll_loss(input, target, reduction=reduction)
     return _NllFn.apply(input, target, weight, ignore_index, reduction, kind == "classes")
 
-
-# Every coefficient 1 (no weight, no ignored target): ``−Σ x_y`` over N rows, over N for ``mean`` —
-# no 0·w to guard, and PyTorch's CPU kernel sums float32 in float64 and divides once (its float16
-# kernel keeps N in float16: wrong beyond 2048 rows, so ours).
-_EXACT_NLL = (torch.float32, torch.float64)
