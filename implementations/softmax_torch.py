@@ -2,13 +2,18 @@
 
 Every row goes through PyTorch's fused ``log_softmax`` / ``softmax`` kernels and their backward
 kernels (the bulk tier of :mod:`.softmax_core`; below ``_FUSED_MIN_C`` classes, where those kernels
-are slow, the same passes as array operations; float64 softmax with the TwoSum residual of
-``x − m``). Where a probability above 1/2 would cancel, log-softmax and softmax correct only the
-arg-max column of those rows (:class:`.softmax_core.TopTail`); cross-entropy recomputes those rows
-(and non-finite ones) by the cancellation-free kernels, in forward, keeping their gradient for
-backward. Forward saves what backward reads (``log p`` or ``p``): nothing is recomputed over the
-whole input. float16/bfloat16 are computed in float32 and rounded once to the input dtype; CPU
-and CUDA alike. Semantics are PyTorch's.
+are slow, the same passes as array operations). float64 softmax is unshifted where every row
+maximum lies in [0, 600] (``e^x`` of the exact input), else shifted with the TwoSum residual of
+``x − m``. Where a probability above 1/2 would cancel, log-softmax and softmax correct only the
+arg-max column of those rows; cross-entropy recomputes those rows (and non-finite ones) by the
+cancellation-free kernels, in forward, keeping their gradient for backward — except with few
+classes and no label smoothing, where every row takes the cancellation-free form in a few passes
+one format wider (:class:`_TargetRows`). Forward saves what backward reads (``log p`` or ``p``):
+nothing is recomputed over the whole input. float16/bfloat16 are computed in float32 and rounded
+once to the input dtype; CPU and CUDA alike. Semantics are PyTorch's.
+
+Speed (``python benchmarks/softmax_ratio.py``): the checks that find the tail rows cost one read
+pass of the output (its row maxima) and the work on those rows; the rest is PyTorch's kernels.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from . import softmax_core as core
-from .validation import check_class_targets, require_floating, require_reduction
+from .validation import class_target_kind, require_floating, require_reduction
 
 _HALF = (torch.float16, torch.bfloat16)
 _LSM_GRAD = torch.ops.aten._log_softmax_backward_data
@@ -32,6 +38,8 @@ def _ct(x: torch.Tensor) -> torch.dtype:
 
 def _rows(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Size]:
     """``x`` as class-last rows ``(R, C)`` (a view where the layout allows) and the class-last shape."""
+    if x.dim() == 2 and dim % 2 == 1:
+        return x, x.shape
     xl = x.movedim(dim, -1)
     return xl.reshape(math.prod(xl.shape[:-1]), xl.shape[-1]), xl.shape
 
@@ -43,7 +51,15 @@ def _unrows(a: torch.Tensor, shape: torch.Size, dim: int, dtype: torch.dtype) ->
         a = a.reshape(shape)
     if dim % a.dim() != a.dim() - 1:
         a = a.movedim(-1, dim)
-    return a.to(dtype)
+    return a if a.dtype == dtype else a.to(dtype)
+
+
+def _put(a: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """In place: ``a[i, y_i] = v_i`` for rows ``a`` ``(R, C)``, ``y`` and ``v`` ``(R, 1)`` (``scatter_`` for
+    float16/bfloat16 is slow on the CPU: hundreds of µs at a million entries)."""
+    if a.dtype in _HALF:
+        return a.index_put_((torch.arange(a.shape[0], device=a.device), y[:, 0]), v[:, 0])
+    return a.scatter_(-1, y, v)
 
 
 _FUSED_MIN_C = {torch.float32: 32, torch.float64: 128}  # fewer classes: array passes beat the fused kernels
@@ -71,27 +87,53 @@ def _softmax_grad(g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return p * (g - (g * p).sum(-1, keepdim=True))
 
 
+_UNSHIFTED_MAX = 600.0  # float64 rows with max in [0, 600]: Σ e^x ≤ C·e^600 cannot overflow (C < e^109)
+
+
+def _softmax(x2: torch.Tensor, ct: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``p`` of rows ``x2``, and each row's largest ``p`` ``(R, 1)`` where it comes without a pass.
+
+    float64 (shifting would round ``x − m`` by up to ``|x − m|·u``, a few ULP at moderate logits):
+    where every row's maximum ``m`` lies in ``[0, 600]``, ``p = e^x / Σ e^x`` unshifted — ``e^x`` of the
+    exact input, no overflow, and ``s ≥ 1`` so ``e^x`` underflows only where ``p`` itself is
+    subnormal — and the largest ``p`` is ``e^m/s``; otherwise :class:`core.Bulk` (the TwoSum residual of
+    ``x − m``). float32 (and half inputs): PyTorch's fused ``softmax`` (the array passes for few classes)."""
+    if ct == torch.float64 and x2.shape[-1]:
+        m = x2.amax(-1, keepdim=True)
+        if bool(((m >= 0) & (m <= _UNSHIFTED_MAX)).all()):
+            p = torch.exp(x2)
+            s = p.sum(-1, keepdim=True)
+            return p.div_(s), torch.exp(m).div_(s)[:, 0]
+        return core.Bulk(x2, log=False).p(), None
+    if _fused(x2, ct):
+        return torch.softmax(x2, -1, dtype=ct), None
+    return core.Bulk(x2.to(ct), log=False).p(), None
+
+
 class _SoftmaxFn(torch.autograd.Function):
+    """Log-softmax or softmax: the bulk (:func:`_log_softmax`, :func:`_softmax`) and, in the tail rows
+    (a probability above 1/2), the arg-max column ``k`` cancellation-free: ``log p_k = −log1p(r)`` in
+    forward (``r = Σ_{j≠k} e^{ℓ_j − ℓ_k}``), and the VJP at ``k`` in backward."""
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
         ct = _ct(x)
         x2, shape = _rows(x, dim)
-        if log:
-            out = _log_softmax(x2, ct)
-        elif ct == torch.float64 or not _fused(x2, ct):  # float64: the TwoSum residual (:class:`core.Bulk`)
-            out = core.Bulk(x2.to(ct), log=False).p()
-        else:
-            out = torch.softmax(x2, -1, dtype=ct)
+        out, top = (_log_softmax(x2, ct), None) if log else _softmax(x2, ct)
         tail = None
         if out.numel():
-            top = out.amax(-1)  # the row's largest log p (or p): the tail rows have one above 1/2
-            idx = core.tail_rows(top <= -core.LN2 if log else top <= 0.5)
+            if top is None:
+                top = out.amax(-1)  # the row's largest log p (or p)
+            idx = (top > -core.LN2 if log else top > 0.5).nonzero()[:, 0]
             if idx.numel():
-                rows = out[idx]
-                k = rows.max(-1, keepdim=True).indices  # (torch's argmax is three times slower)
-                tail = (idx, core.TopTail(rows, k) if log else k)
-                if log:
-                    out[idx, tail[1].k[:, 0]] = tail[1].lsm_k()[:, 0]
+                rows = out.index_select(0, idx)
+                v, k = rows.max(-1, keepdim=True)  # (torch's argmax is three times slower)
+                if log:  # r = Σ_{j≠k} e^{ℓ_j − ℓ_k} in place of the rows (the bulk's error in log Σ cancels)
+                    r = rows.sub_(v).exp_().scatter_(-1, k, 0.0).sum(-1, keepdim=True)
+                    out.index_put_((idx, k[:, 0]), -torch.log1p(r[:, 0]))
+                    tail = (idx, k, r)
+                else:
+                    tail = (idx, k, rows)
         ctx.save_for_backward(out)
         ctx.dim, ctx.log, ctx.shape, ctx.dtype, ctx.tail = dim, log, shape, x.dtype, tail
         return _unrows(out, shape, dim, x.dtype)
@@ -99,15 +141,18 @@ class _SoftmaxFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         (out,) = ctx.saved_tensors
-        g2 = g.movedim(ctx.dim, -1).reshape(out.shape).to(out.dtype)
+        g2, _ = _rows(g, ctx.dim)
+        g2 = g2 if g2.dtype == out.dtype else g2.to(out.dtype)
         gx = _log_softmax_grad(g2, out) if ctx.log else _softmax_grad(g2, out)
         if ctx.tail is not None:
-            idx, top = ctx.tail
-            gs = g2[idx]
-            if ctx.log:
-                gx[idx, top.k[:, 0]] = top.log_softmax_vjp_k(gs)[:, 0]
-            else:
-                gx[idx, top[:, 0]] = core.softmax_vjp_k(gs, out[idx], top)[:, 0]
+            idx, k, q = ctx.tail  # q: r (log-softmax) or the rows' p (softmax)
+            gs = g2.index_select(0, idx)
+            gk = gs.gather(-1, k)
+            if ctx.log:  # g_k (1 − p_k) − p_k Σ_{i≠k} g_i = (g_k r − Σ_{i≠k} g_i) / (1 + r)
+                v = (gk * q - gs.scatter_(-1, k, 0.0).sum(-1, keepdim=True)) / (1 + q)
+            else:  # p_k Σ_{i≠k} p_i (g_k − g_i)
+                v = -q.gather(-1, k) * torch.linalg.vecdot(gs.sub_(gk), q)[:, None]
+            gx.index_put_((idx, k[:, 0]), v[:, 0])
         return _unrows(gx, ctx.shape, ctx.dim, ctx.dtype), None, None
 
 
@@ -131,25 +176,35 @@ def _reduce(rows: torch.Tensor, reduction: str, den: torch.Tensor, target_shape,
     if reduction == "none":
         return rows.reshape(target_shape).to(dtype)
     total = rows.sum()
-    return (total / den if reduction == "mean" else total).to(dtype)
+    total = total / den if reduction == "mean" else total
+    return total if total.dtype == dtype else total.to(dtype)
 
 
 def _row_cotangent(g: torch.Tensor, reduction: str, den: torch.Tensor, ct: torch.dtype) -> torch.Tensor:
     """What each row's loss receives: ``(R, 1)`` for ``none``, a scalar otherwise."""
-    g = g.to(ct)
+    g = g if g.dtype == ct else g.to(ct)
     if reduction == "none":
         return g.reshape(-1, 1)
     return g / den if reduction == "mean" else g
 
 
 class _IndexCrossEntropyFn(torch.autograd.Function):
-    """Class-index targets: bulk rows from ``log_softmax``, tail rows by the cancellation-free kernels."""
+    """Class-index targets. Few classes without label smoothing (on the CPU): every row by
+    :class:`_TargetRows`. Otherwise bulk rows from ``log_softmax``, tail rows by the cancellation-free
+    kernels."""
 
     @staticmethod
-    def forward(ctx, input, target, weight, ignore_index, reduction, eps):
+    def forward(ctx, input, target, weight, ignore_index, reduction, eps, all_valid):
         ct, dim = _ct(input), _class_dim(input)
         x2, shape = _rows(input, dim)
         t = target.reshape(-1)
+        ctx.state = (dim, shape, reduction, input.dtype)
+        if not eps and not _fused(x2, ct) and x2.numel():
+            tr = _TargetRows.of(x2, t, weight, None if all_valid else ignore_index)
+            if tr is not None:
+                ctx.rows = tr
+                return _reduce(tr.loss(), reduction, tr.den, target.shape, input.dtype)
+        ctx.rows = None
         w = None if weight is None else weight.to(ct)
         lsm = _log_softmax(x2, ct)
         ir = core.IndexRows(lsm, t, w, ignore_index, eps)
@@ -161,18 +216,105 @@ class _IndexCrossEntropyFn(torch.autograd.Function):
             rows = rows.index_copy(0, idx, core.ce_rows(sh, co))
             gsub = core.ce_rows_grad(sh, co, core.like(1.0, xs))  # unit cotangent: scaled in backward
         ctx.save_for_backward(lsm)
-        ctx.state = (ir, gsub, dim, shape, reduction, input.dtype)
+        ctx.tail = (ir, gsub)
         return _reduce(rows, reduction, ir.den, target.shape, input.dtype)
 
     @staticmethod
     def backward(ctx, g):
+        dim, shape, reduction, dtype = ctx.state
+        if ctx.rows is not None:
+            tr = ctx.rows
+            return _unrows(tr.grad(_row_cotangent(g, reduction, tr.den, tr.s.dtype), dtype), shape, dim,
+                           dtype), None, None, None, None, None, None
         (lsm,) = ctx.saved_tensors
-        ir, gsub, dim, shape, reduction, dtype = ctx.state
+        ir, gsub = ctx.tail
         a = _row_cotangent(g, reduction, ir.den, lsm.dtype)
         gx = ir.grad(torch.exp(lsm), a)
         if gsub is not None:
             gx.index_copy_(0, ir.tail, gsub * (a[ir.tail] if a.dim() else a))
-        return _unrows(gx, shape, dim, dtype), None, None, None, None, None
+        return _unrows(gx, shape, dim, dtype), None, None, None, None, None, None
+
+
+_WIDER = {torch.float16: torch.float32, torch.bfloat16: torch.float32, torch.float32: torch.float64,
+          torch.float64: torch.float64}
+
+
+class _TargetRows:
+    """Class-index cross-entropy without label smoothing, every row free of cancellation in a few
+    passes (no tail rows: where the classes are few, each pass costs little and each extra call much).
+
+    Computed one format wider (float64 for float32: the rounding of ``x − m`` is then far below
+    float32's unit; float64 itself adds the TwoSum residual ``δ = (x − m) − d``, as :class:`core.Bulk`).
+    With ``m`` the row maximum, ``d = fl(x − m)``, ``e_j = e^{d_j}(1 + δ_j)``, the target's ``e_y`` and
+    ``r = Σ_{j≠y} e_j`` (the target's term left out: no ``1 + r`` is ever rounded), ``s = e_y + r``:
+
+    - ``−log p_y = log1p(r)`` where ``d_y = 0`` (the target is a row maximum, ``e_y = 1``), otherwise
+      ``log s − (d_y + δ_y)``, two non-negative terms (``d_y < 0`` means ``p_y < p_max``, so ``p_y < 1/2``);
+    - ``∂(−log p_y)/∂x_j = e_j/s`` for ``j ≠ y`` and ``−(1 − p_y) = −r/s`` at ``y``.
+
+    Rows with no finite maximum (a NaN, a +inf, all −inf) are left to the general path (:meth:`of`
+    returns None)."""
+
+    def __init__(self, x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, coef: torch.Tensor | None,
+                 valid: torch.Tensor | None, den, two_sum: bool) -> None:
+        d = x - m if two_sum else x.sub_(m)  # x: the float64 input itself, or a wider copy
+        dy = d.gather(-1, y)
+        nlp = None
+        if two_sum:  # in place: δ = (x − (d − bp)) − (m + bp), bp = d − x
+            bp = d - x
+            res = d - bp
+            torch.sub(x, res, out=res)
+            bp += m
+            res -= bp
+            del bp
+            res.nan_to_num_(0.0, 0.0, 0.0)  # a −inf logit: e = 0 whatever δ
+            nlp = -res.gather(-1, y)  # − δ_y, added last: (log s − d_y) − δ_y
+            res += 1
+        e = d.exp_()
+        if two_sum:
+            e *= res
+        ey = e.gather(-1, y)
+        e.scatter_(-1, y, 0.0)
+        self.r = e.sum(-1, keepdim=True)
+        self.s = self.r + ey
+        self.e, self.y, self.coef, self.valid, self.den = e, y, coef, valid, den
+        ls = torch.log(self.s) - dy
+        nlp = ls if nlp is None else nlp.add_(ls)
+        self.nlp = torch.where(dy == 0, torch.log1p(self.r), nlp)
+
+    @classmethod
+    def of(cls, x2: torch.Tensor, t: torch.Tensor, weight: torch.Tensor | None,
+           ignore_index: int | None) -> _TargetRows | None:
+        """The rows of logits ``x2`` ``(R, C)`` and targets ``t`` ``(R,)`` (``ignore_index`` None: no target
+        is ignored), or None if some row has no finite maximum."""
+        x = x2.to(_WIDER[x2.dtype])
+        m = x.amax(-1, keepdim=True)
+        if not bool((m.abs() < math.inf).all()):
+            return None
+        valid = y = None
+        if ignore_index is None:
+            y = t[:, None]
+        else:
+            valid = (t != ignore_index)[:, None]
+            y = torch.where(valid, t[:, None], 0)
+        coef = None if weight is None else weight.to(x.dtype)[y]
+        if valid is not None:
+            coef = valid.to(x.dtype) if coef is None else coef * valid
+        den = float(t.shape[0]) if coef is None else coef.sum()
+        return cls(x, m, y, coef, valid, den, x2.dtype == torch.float64)
+
+    def loss(self) -> torch.Tensor:
+        """Each row's ``w_y·(−log p_y)`` ``(R,)`` (0 on ignored rows)."""
+        return (self.nlp if self.coef is None else core.times(self.coef, self.nlp))[:, 0]
+
+    def grad(self, a: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``a_i w_y (p_j − [j = y])`` in ``dtype`` (``a`` the rows' cotangents, ``(R, 1)`` or a scalar);
+        ignored rows receive no cotangent."""
+        c = a / self.s
+        if self.coef is not None:
+            c = (c if self.valid is None else torch.where(self.valid, c, 0)) * self.coef
+        gx = torch.mul(self.e, c, out=torch.empty(self.e.shape, dtype=dtype, device=self.e.device))
+        return _put(gx, self.y, (-c * self.r).to(dtype))
 
 
 class _ProbCrossEntropyFn(torch.autograd.Function):
@@ -205,39 +347,61 @@ class _ProbCrossEntropyFn(torch.autograd.Function):
 
 class _NllFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, input, target, weight, ignore_index, reduction):
+    def forward(ctx, input, target, weight, ignore_index, reduction, all_valid):
         ct, dim = _ct(input), _class_dim(input)
         x2, shape = _rows(input, dim)
-        t = target.reshape(-1)
-        valid = (t != ignore_index)[:, None]
-        y = torch.where(valid, t[:, None], 0)
+        t = target.reshape(-1, 1)
+        if weight is None and all_valid:  # every coefficient is 1: no 0·inf to guard
+            ctx.state = (t, None, None, float(t.shape[0]), dim, shape, reduction, input.dtype, ct)
+            rows = x2.gather(-1, t)
+            if reduction == "none":
+                return rows.reshape(target.shape).neg_()  # exact
+            total = rows.sum(dtype=ct)
+            return (total.div_(-t.shape[0]) if reduction == "mean" else total.neg_()).to(input.dtype)
+        valid = t != ignore_index
+        y = torch.where(valid, t, 0)
         w_y = valid.to(ct) if weight is None else weight.to(ct)[y] * valid
+        den = w_y.sum()
         rows = core.times(w_y, -x2.gather(-1, y).to(ct))[:, 0]
-        ctx.state = (y, w_y, valid, dim, shape, reduction, input.dtype)
-        return _reduce(rows, reduction, w_y.sum(), target.shape, input.dtype)
+        ctx.state = (y, w_y, valid, den, dim, shape, reduction, input.dtype, ct)
+        return _reduce(rows, reduction, den, target.shape, input.dtype)
 
     @staticmethod
     def backward(ctx, g):
-        y, w_y, valid, dim, shape, reduction, dtype = ctx.state
-        a = _row_cotangent(g, reduction, w_y.sum(), w_y.dtype)
+        y, w_y, valid, den, dim, shape, reduction, dtype, ct = ctx.state
+        a = -_row_cotangent(g, reduction, den, ct)
+        if w_y is not None:
+            a = torch.where(valid, a * w_y, 0)
         gx = torch.zeros(y.shape[0], shape[-1], dtype=dtype, device=y.device)
-        gx.scatter_(-1, y, torch.where(valid, -a * w_y, 0).to(dtype))
-        return _unrows(gx, shape, dim, dtype), None, None, None, None
+        _put(gx, y, a.to(dtype).expand(y.shape))
+        return _unrows(gx, shape, dim, dtype), None, None, None, None, None
 
 
 def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
                   ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0) -> torch.Tensor:
     """Cross-entropy of logits against class indices or probabilities (PyTorch semantics)."""
     require_reduction(reduction)
-    if check_class_targets(input, target, weight, ignore_index, label_smoothing):
+    kind = class_target_kind(input, target, weight, ignore_index, label_smoothing)
+    if kind == "probabilities":
         return _ProbCrossEntropyFn.apply(input, target, weight, reduction, float(label_smoothing))
-    return _IndexCrossEntropyFn.apply(input, target, weight, ignore_index, reduction, float(label_smoothing))
+    return _IndexCrossEntropyFn.apply(input, target, weight, ignore_index, reduction, float(label_smoothing),
+                                      kind == "classes")
+
+
+# Every coefficient 1 (no weight, no ignored target): ``−Σ x_y`` over N rows, over N for ``mean`` —
+# no 0·w to guard, and PyTorch's CPU kernel sums float32 in float64 and divides once (its float16
+# kernel keeps N in float16: wrong beyond 2048 rows, so ours).
+_EXACT_NLL = (torch.float32, torch.float64)
 
 
 def nll_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
              ignore_index: int = -100, reduction: str = "mean") -> torch.Tensor:
     """``−w_y·input_y`` (input taken as log-probabilities), PyTorch reductions."""
     require_reduction(reduction)
-    if check_class_targets(input, target, weight, ignore_index):
+    kind = class_target_kind(input, target, weight, ignore_index)
+    if kind == "probabilities":
         raise ValueError("nll_loss takes class-index targets (an integer tensor), not probabilities")
-    return _NllFn.apply(input, target, weight, ignore_index, reduction)
+    if kind == "classes" and weight is None and input.dtype in _EXACT_NLL and input.device.type == "cpu":
+        return F.nll_loss(input, target, reduction=reduction)
+    return _NllFn.apply(input, target, weight, ignore_index, reduction, kind == "classes")
+

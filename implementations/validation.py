@@ -36,6 +36,14 @@ def require_range(name: str, x: Any, low: float, high: float) -> None:
         raise ValueError(f"{name} must lie in [{low}, {high}]; got a value {float(x[bad].reshape(-1)[0])!r}")
 
 
+def _within(x: Any, low: int, high: int) -> bool:
+    """Every entry of the integer array ``x`` lies in ``[low, high]`` (True when empty)."""
+    if 0 in tuple(x.shape):
+        return True
+    lo, hi = (x.min(), x.max()) if isinstance(x, np.ndarray) else x.aminmax()
+    return bool(lo >= low) and bool(hi <= high)
+
+
 def require_same_shape(name: str, x: Any, ref_name: str, ref: Any) -> None:
     if tuple(x.shape) != tuple(ref.shape):
         raise ValueError(f"{name} shape {tuple(x.shape)} does not match {ref_name} shape {tuple(ref.shape)}")
@@ -51,6 +59,12 @@ def class_target_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:
 def check_class_targets(input: Any, target: Any, weight: Any, ignore_index: int,
                         label_smoothing: float = 0.0) -> bool:
     """Validate a cross-entropy call; returns True for probability targets."""
+    return class_target_kind(input, target, weight, ignore_index, label_smoothing) == "probabilities"
+
+
+def class_target_kind(input: Any, target: Any, weight: Any, ignore_index: int, label_smoothing: float = 0.0) -> str:
+    """Validate a cross-entropy call; returns ``"probabilities"``, ``"classes"`` (class indices, none
+    of them ``ignore_index``) or ``"indices"`` (class indices, some of which may be ``ignore_index``)."""
     require_floating("input", input)
     shape = tuple(input.shape)
     C = shape[1] if len(shape) > 1 else shape[0] if shape else 0
@@ -61,10 +75,12 @@ def check_class_targets(input: Any, target: Any, weight: Any, ignore_index: int,
     if is_floating(target):
         if tuple(target.shape) != shape:
             raise ValueError(f"probability target shape {tuple(target.shape)} does not match input shape {shape}")
-        return True
+        return "probabilities"
     want = class_target_shape(shape)
     if tuple(target.shape) != want:
         raise ValueError(f"target shape {tuple(target.shape)} does not match the expected {want} for input {shape}")
+    if _within(target, 0, C - 1):  # one pass (min and max) where every target is a class
+        return "indices" if 0 <= ignore_index < C else "classes"
     if bool((((target < 0) | (target >= C)) & (target != ignore_index)).any()):
         raise ValueError(f"target class indices must lie in [0, {C - 1}] (or equal ignore_index={ignore_index})")
-    return False
+    return "indices"
