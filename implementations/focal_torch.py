@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import dd_torch as ddt
 from . import doubledouble as dd
 from .compiled import Kernel
 from .doubledouble import DD
@@ -180,9 +181,24 @@ def _fast_grad(x: Tensor, y: Tensor, cot: Tensor | float, alpha: float, gamma: f
 # double-double kernels (float64 results): the arithmetic of :mod:`.doubledouble` on (hi, lo) pairs
 
 
-def _const(v: Fraction, like: Tensor) -> DD:
-    """The rational ``v`` as a 0-dim double-double on ``like``'s device."""
-    return tuple(torch.tensor(c, dtype=_F64, device=like.device) for c in dd.constant(v))
+class _DDParams(NamedTuple):
+    """The constants of the double-double kernels as 0-dim float64 tensors (``(hi, lo)`` pairs),
+    formed outside them: traced code sees no Python float in an error-free transformation (a
+    symbolic float would be simplified, ``c − (c − a) → a``) and no :class:`~fractions.Fraction`."""
+
+    g: Tensor  # γ
+    alpha: DD  # α (α = −1: unused)
+    alpha_c: DD  # 1 − α
+    dy: tuple[DD, ...]  # (d, P, N, A) of :func:`_dy_constants`
+
+
+def _dd_params(alpha: float, gamma: float, device: torch.device) -> _DDParams:
+    def const(v: Fraction) -> DD:
+        return tuple(torch.tensor(c, dtype=_F64, device=device) for c in dd.constant(v))
+
+    a = Fraction(alpha)
+    return _DDParams(torch.tensor(gamma, dtype=_F64, device=device), const(a), const(1 - a),
+                     tuple(const(c) for c in _dy_constants(alpha, gamma)))
 
 
 def _exp(t: Tensor | DD, shift: Tensor | int = 0) -> DD:
@@ -190,8 +206,8 @@ def _exp(t: Tensor | DD, shift: Tensor | int = 0) -> DD:
     ``γ·log m``; the inputs carry no NaN here) reads as −∞."""
     if isinstance(t, tuple):
         t = (t[0].nan_to_num(-math.inf, math.inf, -math.inf), t[1])
-    E, k = dd.SHORT.exp(t)
-    return dd.ldexp(E, k + shift)
+    E, k = ddt.exp(t)
+    return ddt.ldexp(E, k + shift)
 
 
 class _Terms(NamedTuple):
@@ -212,16 +228,15 @@ class _Terms(NamedTuple):
     nan: Tensor | None  # where x or y is NaN (computed as 0; the results are NaN there)
 
 
-def _dd_terms(x: Tensor, y: Tensor, alpha: float, hard: bool, sigmoids: bool) -> _Terms:
-    """The loss's ingredients; hard targets select instead of mixing (and skip ``log m``)."""
+def _dd_terms(x: Tensor, y: Tensor, prm: _DDParams | None, hard: bool, sigmoids: bool) -> _Terms:
+    """The loss's ingredients (``prm`` None: α = −1); hard targets select instead of mixing (and skip
+    ``log m``). Branch-free (one ``torch.compile`` graph): NaN inputs are computed as 0 and masked."""
     X = x.to(_F64).clamp(-_MAX, _MAX)
     Y = y.to(_F64)
-    nan = None
-    if not math.isfinite(X.sum() + Y.sum()):  # NaN, or a sum overflowing: :mod:`.doubledouble` takes finite
-        nan = X.isnan() | Y.isnan()          # arguments only
-        X, Y = X.masked_fill(nan, 0.0), Y.masked_fill(nan, 0.0)
+    nan = X.isnan() | Y.isnan()  # :mod:`.doubledouble` takes finite arguments only
+    X, Y = X.masked_fill(nan, 0.0), Y.masked_fill(nan, 0.0)
     e = _exp(-X.abs())
-    log1pe = dd.SHORT.log1p(e)
+    log1pe = ddt.log1p(e)
     spx, spn = dd.add_d(log1pe, X.clamp(min=0)), dd.add_d(log1pe, (-X).clamp(min=0))
     q = a = b = m = Yc = None
     if sigmoids or not hard:
@@ -234,67 +249,70 @@ def _dd_terms(x: Tensor, y: Tensor, alpha: float, hard: bool, sigmoids: bool) ->
     if hard:
         B = dd.where(one, spn, spx)
         m = dd.where(one, b, a) if sigmoids else None
-        at = None if alpha < 0 else dd.where(one, _const(Fraction(alpha), X), _const(1 - Fraction(alpha), X))
+        at = None if prm is None else dd.where(one, prm.alpha, prm.alpha_c)
     else:
         Yc = dd.two_sum(1.0, -Y)
         m = dd.add(dd.mul_d(b, Y), dd.mul(a, Yc))
         B = dd.add(dd.mul_d(spn, Y), dd.mul(spx, Yc))
         ends = (Y == 0) | one  # log m there from softplus; m may be 0
-        logm = dd.where(ends, logm, dd.SHORT.log(dd.where(ends, dd.lift(torch.ones_like(Y)), m)))
-        at = None if alpha < 0 else dd.add(dd.mul_d(dd.lift(Y), alpha), dd.mul(Yc, _const(1 - Fraction(alpha), X)))
+        logm = dd.where(ends, logm, ddt.log(dd.where(ends, dd.lift(torch.ones_like(Y)), m)))
+        at = None if prm is None else dd.add(dd.mul_d(dd.lift(Y), prm.alpha[0]), dd.mul(Yc, prm.alpha_c))
     return _Terms(X, Y, Yc, e, q, a, b, log1pe, m, B, logm, at, nan)
 
 
-def _with_nan(v: Tensor, nan: Tensor | None) -> Tensor:
-    return v if nan is None else v.masked_fill_(nan, math.nan)
+def _with_nan(v: Tensor, nan: Tensor) -> Tensor:
+    return v.masked_fill_(nan, math.nan)
 
 
-def _dd_value(x: Tensor, y: Tensor, alpha: float, gamma: float, hard: bool) -> Tensor:
-    """Elementwise loss, double-double rounded once to float64."""
-    t = _dd_terms(x, y, alpha, hard, sigmoids=False)
-    loss = t.B if gamma == 0 else dd.mul(t.B, _exp(dd.mul_d(t.logm, gamma)))
+def _dd_value(x: Tensor, y: Tensor, prm: _DDParams, gamma: float, hard: bool, weighted: bool) -> Tensor:
+    """Elementwise loss, double-double rounded once to float64 (``weighted``: α ≠ −1)."""
+    t = _dd_terms(x, y, prm if weighted else None, hard, sigmoids=False)
+    loss = t.B if gamma == 0 else dd.mul(t.B, _exp(dd.mul_d(t.logm, prm.g)))
     return _with_nan(dd.collapse(loss if t.at is None else dd.mul(loss, t.at)), t.nan)
 
 
-def _dd_grads(x: Tensor, y: Tensor, cot: DD, alpha: float, gamma: float, hard: bool,
-              want_y: bool) -> tuple[Tensor, Tensor | None]:
-    """``cot·∂ℓ/∂x`` (and ``cot·∂ℓ/∂y``) rounded once to float64; ``hard`` excludes ``want_y``. A
-    subnormal ``m^γ`` in ∂ℓ/∂y is carried ×2^600 until the end, since its factor ``x`` would
-    magnify its rounding."""
-    X, Y, Yc, e, q, a, b, lam, m, B, logm, at0, nan = _dd_terms(x, y, alpha, hard, sigmoids=True)
+def _dd_grads(x: Tensor, y: Tensor, cot: Tensor | DD, prm: _DDParams, gamma: float, hard: bool, want_y: bool,
+              weighted: bool) -> tuple[Tensor, Tensor | None]:
+    """``cot·∂ℓ/∂x`` (and ``cot·∂ℓ/∂y``) rounded once to float64 (``cot``: a double-double, or a tensor
+    like x); ``hard`` excludes ``want_y``; ``weighted``: α ≠ −1. A subnormal ``m^γ`` in ∂ℓ/∂y is carried
+    ×2^600 until the end, since its factor ``x`` would magnify its rounding."""
+    if isinstance(cot, Tensor):
+        cot = dd.lift(cot.to(_F64))
+    X, Y, Yc, e, q, a, b, lam, m, B, logm, at0, nan = _dd_terms(x, y, prm if weighted else None, hard,
+                                                                 sigmoids=True)
     at = cot if at0 is None else dd.mul(at0, cot)
-    P = _exp(dd.mul_d(logm, gamma)) if gamma != 0 else None
+    P = _exp(dd.mul_d(logm, prm.g)) if gamma != 0 else None
     ok, one = m[0] > _TINY, dd.lift(torch.ones_like(X))
     if hard:  # ∂ℓ/∂x = ∓α_t m^γ (γ r B + m), r = σ(±x): one sign, no cancellation
-        gx = dd.add(dd.mul_d(dd.mul(dd.where(Y == 1, a, b), B), gamma), m)
+        gx = dd.add(dd.mul_d(dd.mul(dd.where(Y == 1, a, b), B), prm.g), m)
         gx = dd.where(Y == 1, dd.neg(gx), gx)
     else:
         gx = dd.sub(dd.mul(a, Yc), dd.mul_d(b, Y))  # σ(x) − y
         if P is not None:
             r = dd.where(ok, dd.div(dd.mul(a, b), m), one)
-            gx = dd.add(dd.mul_d(dd.mul(dd.mul(r, B), dd.two_sum(1.0, -2 * Y)), gamma), gx)
+            gx = dd.add(dd.mul_d(dd.mul(dd.mul(r, B), dd.two_sum(1.0, -2 * Y)), prm.g), gx)
     gx = _with_nan(dd.collapse(dd.mul(gx, at) if P is None else dd.mul(dd.mul(gx, P), at)), nan)
     if not want_y:
         return gx, None
     # as in _fast_grads: the direct form, and the exact regrouping where it would cancel
-    d, P0, N0, A = (_const(c, X) for c in _dy_constants(alpha, gamma))
+    d, P0, N0, A = prm.dy
     at, pos = one if at0 is None else at0, X >= 0
     tanh = dd.mul(dd.add_d(e, -1.0), q)  # σ(−x) − σ(x) = (e^−|x| − 1)/(1 + e^−|x|)·sign(x): exact near 0
-    direct = dd.mul_d(dd.mul(dd.where(pos, tanh, dd.neg(tanh)), dd.where(ok, dd.div(B, m), one)), gamma)
+    direct = dd.mul_d(dd.mul(dd.where(pos, tanh, dd.neg(tanh)), dd.where(ok, dd.div(B, m), one)), prm.g)
     direct = dd.add(dd.mul(dd.add_d(direct, -X), at), dd.mul(B, d))
     ax = X.abs()
     w = dd.where(pos, Yc, dd.lift(Y))
     k0 = dd.where(pos, dd.sub(P0, dd.mul_d(A, Y)), dd.add(N0, dd.mul_d(A, Y)))
-    t = dd.div(dd.mul_d(at, gamma), w)
+    t = dd.div(dd.mul_d(at, prm.g), w)
     split = dd.add(dd.mul_d(k0, ax), dd.mul(lam, dd.sub(d, dd.where(pos, t, dd.neg(t)))))
-    t = dd.mul(dd.div(dd.mul(dd.mul_d(at, gamma), e), dd.sub(dd.add(w, e), dd.mul(w, e))),
+    t = dd.mul(dd.div(dd.mul(dd.mul_d(at, prm.g), e), dd.sub(dd.add(w, e), dd.mul(w, e))),
                dd.add_d(dd.div(lam, w), ax))
     split = dd.add(split, dd.where(pos, t, dd.neg(t)))
     gy = dd.mul(dd.where((ax > 1) & (w[0] >= e[0]) & (w[0] > 0), split, direct), cot)
-    shift = torch.where(logm[0] * gamma < -700.0, 600, 0)
+    shift = torch.where(logm[0] * prm.g < -700.0, 600, 0)
     if gamma != 0:
-        gy = dd.mul(gy, _exp(dd.mul_d(logm, gamma), shift))
-    return gx, _with_nan(dd.ldexp(dd.collapse(gy), -shift), nan)
+        gy = dd.mul(gy, _exp(dd.mul_d(logm, prm.g), shift))
+    return gx, _with_nan(ddt.ldexp(dd.collapse(gy), -shift), nan)
 
 # ----------------------------------------------------------------------------------------------
 # drivers: blocks (eager) or one compiled call
@@ -305,8 +323,18 @@ def _slices(n: int, device: torch.device, dd_tier: bool) -> Iterator[slice]:
     return (slice(i, min(i + step, n)) for i in range(0, n, step))
 
 
+def _dd_value_sum(x: Tensor, y: Tensor, prm: _DDParams, gamma: float, hard: bool, weighted: bool) -> Tensor:
+    return _dd_value(x, y, prm, gamma, hard, weighted).sum()
+
+
+def _dd_grad(x: Tensor, y: Tensor, cot: Tensor | DD, prm: _DDParams, gamma: float, hard: bool, want_y: bool,
+             weighted: bool) -> tuple[Tensor, Tensor | None]:
+    gx, gy = _dd_grads(x, y, cot, prm, gamma, hard, want_y, weighted)
+    return gx.to(x.dtype), None if gy is None else gy.to(y.dtype)
+
+
 _KERNELS = {fn: Kernel(fn, "sigmoid_focal_loss", _COMPILE_MAX_VARIANTS)
-            for fn in (_fast_loss, _fast_loss_sum, _fast_grad)}
+            for fn in (_fast_loss, _fast_loss_sum, _fast_grad, _dd_value, _dd_value_sum, _dd_grad)}
 
 
 def _compiled_call(fn: Callable, variant: tuple, x: Tensor, y: Tensor, *args):
@@ -319,22 +347,28 @@ def _compiled_call(fn: Callable, variant: tuple, x: Tensor, y: Tensor, *args):
 
 def _forward(x: Tensor, y: Tensor, alpha: float, gamma: float, reduction: str, hard: bool,
              dtype: torch.dtype) -> Tensor:
+    """The loss of flat x and y: one compiled call, or the eager kernels block by block."""
     dd_tier = dtype == _F64
     n = x.numel()
-    value = _dd_value if dd_tier else _fast_value
+    variant = (gamma, hard, alpha < 0)
+    if dd_tier:
+        value, value_sum, args = _dd_value, _dd_value_sum, (_dd_params(alpha, gamma, x.device), gamma, hard, alpha >= 0)
+        kernel, kvariant, kargs = _dd_value, variant, args
+    else:
+        value, value_sum, args = _fast_value, _fast_loss_sum, (alpha, gamma, hard)
+        kernel, kvariant, kargs = _fast_loss, (*variant, dtype), (*args, dtype)
     if reduction == "none":
-        loss = None if dd_tier else _compiled_call(_fast_loss, (gamma, hard, alpha < 0, dtype), x, y, alpha, gamma,
-                                              hard, dtype)
+        loss = _compiled_call(kernel, kvariant, x, y, *kargs)
         if loss is None:
             loss = torch.empty(n, dtype=dtype, device=x.device)
             for sl in _slices(n, x.device, dd_tier):
-                loss[sl] = value(x[sl], y[sl], alpha, gamma, hard)
+                loss[sl] = value(x[sl], y[sl], *args)
         return loss
-    total = None if dd_tier else _compiled_call(_fast_loss_sum, (gamma, hard, alpha < 0), x, y, alpha, gamma, hard)
+    total = _compiled_call(value_sum, variant, x, y, *args)
     if total is None:
         total = torch.zeros((), dtype=_F64, device=x.device)
         for sl in _slices(n, x.device, dd_tier):
-            total += value(x[sl], y[sl], alpha, gamma, hard).sum()
+            total += value(x[sl], y[sl], *args).sum()
     return (total / n if reduction == "mean" else total).to(dtype)
 
 
@@ -345,22 +379,25 @@ def _backward(x: Tensor, y: Tensor, grad: Tensor, reduction: str, alpha: float, 
     scalar = reduction != "none"
     if scalar:  # g/n exactly, rounded once into the kernel's arithmetic
         g, div = grad.item(), n if reduction == "mean" and n else 1
-        if math.isfinite(g):
-            cot = _const(Fraction(g) / div, x) if dd_tier else float(Fraction(g) / div)
+        if not dd_tier:
+            cot = float(Fraction(g) / div) if math.isfinite(g) else g / div
         else:
-            cot = dd.lift(torch.full((), g / div, dtype=_F64, device=x.device)) if dd_tier else g / div
+            pair = dd.constant(Fraction(g) / div) if math.isfinite(g) else (g / div, 0.0)
+            cot = tuple(torch.tensor(c, dtype=_F64, device=x.device) for c in pair)
     else:
         cot = grad
     variant = (gamma, hard, alpha < 0, want_y, scalar)
-    out = None if dd_tier else _compiled_call(_fast_grad, variant, x, y, cot, alpha, gamma, hard, want_y)
+    if dd_tier:
+        grads, args = _dd_grad, (_dd_params(alpha, gamma, x.device), gamma, hard, want_y, alpha >= 0)
+    else:
+        grads, args = _fast_grad, (alpha, gamma, hard, want_y)
+    out = _compiled_call(grads, variant, x, y, cot, *args)
     if out is not None:
         return out
-    grads = _dd_grads if dd_tier else _fast_grads
     gx = torch.empty_like(x)
     gy = torch.empty_like(y) if want_y else None
     for sl in _slices(n, x.device, dd_tier):
-        c = cot if scalar else dd.lift(cot[sl].to(_F64)) if dd_tier else cot[sl]
-        bx, by = grads(x[sl], y[sl], c, alpha, gamma, hard, want_y)
+        bx, by = grads(x[sl], y[sl], cot if scalar else cot[sl], *args)
         gx[sl] = bx
         if gy is not None:
             gy[sl] = by
