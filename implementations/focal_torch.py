@@ -486,9 +486,10 @@ def sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: float = 0.25, gam
 # without the target term and the backward uses ``∂ℓ/∂x_j = α_y u^γ W·e_j/S`` (``j ≠ y``),
 # ``−α_y u^γ W`` (``j = y``), ``W = γ p_y (−log p_y) + u`` — see :mod:`focal_core`. Both run in a
 # wider arithmetic (float32 → float64, float16/bfloat16 → float32, float64 → double-double) and are
-# rounded once to the input dtype; the per-logit derivative is computed in the forward (when the
-# input requires grad) and scaled by the incoming gradient in the backward. CPU and CUDA alike.
-# The backward is not itself differentiable (``once_differentiable``).
+# rounded once to the input dtype. CPU and CUDA alike; the backward is not itself differentiable
+# (``once_differentiable``). Float64 logits (:class:`_SoftmaxFocal`) run :func:`focal_core.softmax_focal_terms`
+# in double-double, the per-logit derivative computed in the forward (when the input requires grad)
+# and scaled by the incoming gradient in the backward; the other dtypes run :class:`_SoftmaxFocalFast`.
 def _flat(v):
     return (v[0].reshape(-1), v[1].reshape(-1)) if isinstance(v, tuple) else v.reshape(-1)
 
@@ -544,6 +545,172 @@ class _SoftmaxFocal(torch.autograd.Function):
         return grad, None, None, None, None, None
 
 
+# The float64-internal tier (float32, float16, bfloat16 logits; computed in float64, float16/bfloat16 in
+# float32) as two row-wise kernels, the formulas of :func:`focal_core.softmax_focal_terms` with the row
+# maximum's exponential kept: ``e_j = e^{x_j − m}`` for every j (``e_j = 1`` exactly where ``x_j = m``),
+# ``r = Σ_{e_j < 1} e_j + (#{e_j = 1} − 1)`` — the sum of the exponentials of every logit but one maximum,
+# the ones added exactly, so that a tiny ``r`` keeps its relative accuracy — and ``S = r`` where the target
+# is a maximum. The forward saves the per-row numbers ``m``, ``F = α_y u^γ W`` and ``F/S``; the backward
+# recomputes ``e_j`` from the logits, ``∂ℓ/∂x_j = cot·(F/S)·e_j`` (``j ≠ y``), ``−cot·F`` (``j = y``):
+# one exponential per logit in each pass, no full-size buffer kept between them. Large CPU inputs run
+# both through torch.compile (one fused loop each), others in blocks of rows.
+_SM_BLOCK = 1 << 16  # elements per eager block (512 KiB of float64)
+_SM_COMPILE_MIN_NUMEL = 1 << 18
+
+
+def _sm_sums(x: Tensor, t: Tensor, cdt: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per row of the class-last logits ``x``: ``m`` (the row maximum; 0 where it is not finite), ``bad``
+    (NaN or +inf in the row, or every logit −inf), ``r`` and ``d_y = x_y − m`` (exact: narrower operands).
+    ``r``: with ``e_j = e^{x_j − m} ≤ 1``, ``Σ frac(e_j)`` is the sum of those below 1 and
+    ``T − Σ frac(e_j)`` (``T = Σ e_j``) the number of ones, exact after rounding to an integer."""
+    xc = x.to(cdt)
+    m = xc.amax(-1)
+    bad = ~torch.isfinite(m)
+    m = torch.where(bad, 0.0, m)
+    d_y = xc.gather(-1, t[:, None])[:, 0] - m
+    e = torch.exp(xc - m[:, None])
+    T = e.sum(-1)
+    below = torch.frac(e).sum(-1)
+    return m, bad, below + (torch.round(T - below) - 1.0), d_y
+
+
+def _sm_sums_eager(x: Tensor, t: Tensor, cdt: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`_sm_sums` with one block-sized buffer, in place."""
+    xc = x.to(cdt)
+    m = xc.amax(-1)
+    bad = ~torch.isfinite(m)
+    m.masked_fill_(bad, 0.0)
+    d_y = xc.gather(-1, t[:, None])[:, 0] - m
+    e = xc.sub_(m[:, None]).exp_()
+    T = e.sum(-1)
+    below = e.frac_().sum(-1)
+    return m, bad, below + (torch.round(T - below) - 1.0), d_y
+
+
+def _sm_terms(m: Tensor, bad: Tensor, r: Tensor, d_y: Tensor, alpha_y: Tensor | None, gamma: float,
+              grads: bool) -> tuple[Tensor, ...]:
+    """Per row: the loss and, for the gradient, ``m``, ``F`` and ``F/S`` (NaN rows: NaN)."""
+    e_y = torch.exp(d_y)
+    y_max = d_y == 0
+    lp1r = torch.log1p(r)
+    nlp = lp1r - d_y
+    r2 = torch.where(y_max, 0.0, r - e_y)
+    S = torch.where(y_max, r, 1.0 + r2)
+    S_zero = S == 0
+    if gamma == 0:
+        ug = torch.ones_like(r)
+    else:
+        log_S = torch.where(y_max, torch.log(torch.where(S_zero, 1.0, r)), torch.log1p(r2))
+        ug = torch.where(S_zero, 0.0, torch.exp(gamma * (log_S - lp1r)))
+    if alpha_y is not None:
+        ug = ug * alpha_y
+    value = torch.where(bad, math.nan, ug * nlp)
+    if not grads:
+        return (value,)
+    s = 1.0 + r
+    W = gamma * (torch.where(y_max, 1.0, e_y) / s * nlp) + S / s
+    F = torch.where(bad, math.nan, ug * W)
+    return value, m, F, F / torch.where(S_zero, 1.0, S)
+
+
+def _sm_rows(x: Tensor, t: Tensor, alpha_y: Tensor | None, gamma: float, cdt: torch.dtype,
+             grads: bool) -> tuple[Tensor, ...]:
+    """The forward kernel: :func:`_sm_sums` then :func:`_sm_terms`."""
+    return _sm_terms(*_sm_sums(x, t, cdt), alpha_y, gamma, grads)
+
+
+def _sm_grad(x: Tensor, t: Tensor, valid: Tensor, m: Tensor, F: Tensor, FS: Tensor, cot: Tensor) -> Tensor:
+    """The backward kernel: ``cot·∂ℓ/∂x`` of each row (``cot`` per row; 0 on rows not ``valid``) in x's dtype."""
+    e = torch.exp(x.to(m.dtype) - m[:, None])
+    g = e * (FS * cot)[:, None]
+    cols = torch.arange(x.shape[-1], device=x.device)
+    g = torch.where(cols == t[:, None], (-F * cot)[:, None], g)
+    return torch.where(valid[:, None], g, 0.0).to(x.dtype)
+
+
+_SM_KERNELS = {fn: Kernel(fn, "softmax_focal_loss", _COMPILE_MAX_VARIANTS) for fn in (_sm_rows, _sm_grad)}
+
+
+def _sm_compiled(fn: Callable, variant: tuple, x: Tensor, *args):
+    """``fn(x, *args)`` compiled for large CPU inputs; None when not used or when it fails."""
+    if x.device.type != "cpu" or x.numel() < _SM_COMPILE_MIN_NUMEL:
+        return None
+    return _SM_KERNELS[fn]((x.dtype, *variant), x, *args)
+
+
+def _sm_blocks(x: Tensor) -> list[slice]:
+    rows = max(1, _SM_BLOCK // max(1, x.shape[-1])) if x.device.type == "cpu" else max(1, x.shape[0])
+    return [slice(i, i + rows) for i in range(0, max(x.shape[0], 1), rows)]
+
+
+def _sm_forward(x: Tensor, t: Tensor, alpha_y: Tensor | None, gamma: float, cdt: torch.dtype,
+                grads: bool) -> tuple[Tensor, ...]:
+    out = _sm_compiled(_sm_rows, (alpha_y is None, gamma, grads), x, t, alpha_y, gamma, cdt, grads)
+    if out is not None:
+        return out
+    parts = [_sm_sums_eager(x[sl], t[sl], cdt) for sl in _sm_blocks(x)]
+    sums = [torch.cat(p) if len(parts) > 1 else p[0] for p in zip(*parts)]
+    return _sm_terms(*sums, alpha_y, gamma, grads)
+
+
+def _sm_backward(x: Tensor, t: Tensor, valid: Tensor, m: Tensor, F: Tensor, FS: Tensor, cot: Tensor) -> Tensor:
+    out = _sm_compiled(_sm_grad, (), x, t, valid, m, F, FS, cot)
+    if out is not None:
+        return out
+    g = torch.empty_like(x)
+    coef, at_y, skip = FS * cot, (-F * cot)[:, None], ~valid
+    any_skip = bool(skip.any())
+    for sl in _sm_blocks(x):
+        e = x[sl].to(m.dtype).sub_(m[sl, None]).exp_().mul_(coef[sl, None])
+        e.scatter_(-1, t[sl, None], at_y[sl])
+        if any_skip:
+            e.masked_fill_(skip[sl, None], 0.0)
+        g[sl] = e
+    return g
+
+
+class _SoftmaxFocalFast(torch.autograd.Function):
+    """The float64-internal tier of :func:`softmax_focal_loss` (see :func:`_sm_rows`)."""
+
+    @staticmethod
+    def forward(ctx, input, target, alpha, gamma, ignore_index, reduction):
+        C = input.shape[1]
+        cdt = _F64 if input.dtype == torch.float32 else torch.float32
+        lead = (input.shape[0], *input.shape[2:])
+        x = input.detach().movedim(1, -1).reshape(-1, C)
+        t = target.reshape(-1)
+        valid = t != ignore_index
+        tt = torch.where(valid, t, 0)
+        alpha_y = None if alpha is None else (alpha.to(cdt)[tt] if alpha.ndim else alpha.to(cdt).expand(tt.shape))
+        grads = ctx.needs_input_grad[0]
+        out = _sm_forward(x, tt, alpha_y, gamma, cdt, grads)
+        value = torch.where(valid, out[0], 0.0)
+        if reduction == "none":
+            res = value.reshape(lead)
+        else:
+            res = value.sum()
+            if reduction == "mean":
+                res = res / valid.sum()
+        if grads:
+            ctx.save_for_backward(input, tt, valid, *out[1:])
+            ctx.reduction, ctx.lead = reduction, lead
+        return res.to(input.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        input, tt, valid, m, F, FS = ctx.saved_tensors
+        C = input.shape[1]
+        x = input.detach().movedim(1, -1).reshape(-1, C)
+        go = grad_output.to(m.dtype)
+        cot = go.reshape(-1) if ctx.reduction == "none" else go.reshape(-1).expand(valid.shape[0])
+        cot = torch.where(valid, cot, 0.0)
+        if ctx.reduction == "mean":
+            cot = cot / max(int(valid.sum()), 1)
+        g = _sm_backward(x, tt, valid, m, F, FS, cot)
+        return g.reshape(*ctx.lead, C).movedim(-1, 1), None, None, None, None, None
+
+
 def _alpha_tensor(alpha, C: int, device) -> torch.Tensor | None:
     if isinstance(alpha, torch.Tensor):
         alpha = alpha.detach().cpu().numpy()
@@ -576,5 +743,5 @@ def softmax_focal_loss(input: torch.Tensor, target: torch.Tensor, alpha=None, ga
     require_reduction(reduction)
     g = check_gamma(gamma)
     a = _alpha_tensor(alpha, C, input.device)
-    return _SoftmaxFocal.apply(input, target.to(device=input.device, dtype=torch.int64), a, g, ignore_index,
-                               reduction)
+    fn = _SoftmaxFocal if input.dtype == _F64 or C == 0 else _SoftmaxFocalFast
+    return fn.apply(input, target.to(device=input.device, dtype=torch.int64), a, g, ignore_index, reduction)
