@@ -22,9 +22,14 @@ its about 2^-60 ``SHORT`` tier) and rounded once.
 Speed (CPU): work runs in L2-sized blocks of fresh small temporaries; hard 0/1 targets take a
 shorter path on the margin ``v = (2y − 1)·x`` (``p_t = σ(v)``) through the fused
 ``log_sigmoid_forward`` (``log σ(v)`` and ``exp(−|v|)`` at once) and ``log_sigmoid_backward``
-(``σ(−v)``) kernels. Inputs of at least ``_COMPILE_MIN_NUMEL`` elements on CPU in the float64-
-internal tier run the same kernel through ``torch.compile`` (one fused loop), falling back to
-the eager blocks if compilation fails; set ``LOSSORACLE_COMPILE=0`` to never compile.
+(``σ(−v)``) kernels. Inputs of at least ``_COMPILE_MIN_NUMEL`` elements on CPU run the same
+kernels through ``torch.compile`` (one fused loop each), falling back to the eager blocks if
+compilation fails; set ``LOSSORACLE_COMPILE=0`` to never compile. The double-double kernels are
+branch-free (:mod:`.dd_torch`: no ``frexp``, no host round trip), so the compiled loop performs
+the eager blocks' IEEE operations one for one and returns their bits. For float64 results whose
+only gradient is ``∂ℓ/∂x`` the forward forms that derivative with the loss from the same terms
+(two float64 arrays kept for the backward, which scales them by the cotangent) instead of the
+backward recomputing every term.
 """
 
 from __future__ import annotations
@@ -271,6 +276,42 @@ def _dd_value(x: Tensor, y: Tensor, prm: _DDParams, gamma: float, hard: bool, we
     return _with_nan(dd.collapse(loss if t.at is None else dd.mul(loss, t.at)), t.nan)
 
 
+def _dd_gx_parts(t: _Terms, prm: _DDParams, gamma: float, hard: bool) -> tuple[DD, DD | None]:
+    """``∂ℓ/∂x = α_t·P·G``: returns ``(G, P)``, ``P = m^γ`` (None for γ = 0)."""
+    P = _exp(dd.mul_d(t.logm, prm.g)) if gamma != 0 else None
+    if hard:  # ∂ℓ/∂x = ∓α_t m^γ (γ r B + m), r = σ(±x): one sign, no cancellation
+        gx = dd.add(dd.mul_d(dd.mul(dd.where(t.Y == 1, t.a, t.b), t.B), prm.g), t.m)
+        return dd.where(t.Y == 1, dd.neg(gx), gx), P
+    gx = dd.sub(dd.mul(t.a, t.Yc), dd.mul_d(t.b, t.Y))  # σ(x) − y
+    if P is not None:
+        r = dd.where(t.m[0] > _TINY, dd.div(dd.mul(t.a, t.b), t.m), dd.lift(torch.ones_like(t.X)))
+        gx = dd.add(dd.mul_d(dd.mul(dd.mul(r, t.B), dd.two_sum(1.0, -2 * t.Y)), prm.g), gx)
+    return gx, P
+
+
+def _dd_value_dx(x: Tensor, y: Tensor, prm: _DDParams, gamma: float, hard: bool, weighted: bool,
+                 total: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """One pass for the loss (its sum if ``total``; the bits of :func:`_dd_value`) and ``∂ℓ/∂x`` as a
+    double-double ``(hi, lo)`` (NaN where x or y is NaN), to be scaled by the cotangent in the backward
+    (:func:`_dd_scale`): the terms are formed once instead of again in the backward."""
+    t = _dd_terms(x, y, prm if weighted else None, hard, sigmoids=True)
+    G, P = _dd_gx_parts(t, prm, gamma, hard)
+    loss = t.B if P is None else dd.mul(t.B, P)
+    value = _with_nan(dd.collapse(loss if t.at is None else dd.mul(loss, t.at)), t.nan)
+    if P is not None:
+        G = dd.mul(G, P)
+    if t.at is not None:
+        G = dd.mul(G, t.at)
+    return value.sum() if total else value, _with_nan(G[0], t.nan), G[1]
+
+
+def _dd_scale(hi: Tensor, lo: Tensor, cot: Tensor | DD, dtype: torch.dtype) -> Tensor:
+    """``cot·(hi + lo)`` rounded once to float64, then to ``dtype`` (``cot``: a double-double, or a tensor)."""
+    if isinstance(cot, Tensor):
+        cot = dd.lift(cot.to(_F64))
+    return dd.collapse(dd.mul((hi, lo), cot)).to(dtype)
+
+
 def _dd_grads(x: Tensor, y: Tensor, cot: Tensor | DD, prm: _DDParams, gamma: float, hard: bool, want_y: bool,
               weighted: bool) -> tuple[Tensor, Tensor | None]:
     """``cot·∂ℓ/∂x`` (and ``cot·∂ℓ/∂y``) rounded once to float64 (``cot``: a double-double, or a tensor
@@ -278,22 +319,14 @@ def _dd_grads(x: Tensor, y: Tensor, cot: Tensor | DD, prm: _DDParams, gamma: flo
     ×2^600 until the end, since its factor ``x`` would magnify its rounding."""
     if isinstance(cot, Tensor):
         cot = dd.lift(cot.to(_F64))
-    X, Y, Yc, e, q, a, b, lam, m, B, logm, at0, nan = _dd_terms(x, y, prm if weighted else None, hard,
-                                                                 sigmoids=True)
+    terms = _dd_terms(x, y, prm if weighted else None, hard, sigmoids=True)
+    X, Y, Yc, e, q, a, b, lam, m, B, logm, at0, nan = terms
     at = cot if at0 is None else dd.mul(at0, cot)
-    P = _exp(dd.mul_d(logm, prm.g)) if gamma != 0 else None
-    ok, one = m[0] > _TINY, dd.lift(torch.ones_like(X))
-    if hard:  # ∂ℓ/∂x = ∓α_t m^γ (γ r B + m), r = σ(±x): one sign, no cancellation
-        gx = dd.add(dd.mul_d(dd.mul(dd.where(Y == 1, a, b), B), prm.g), m)
-        gx = dd.where(Y == 1, dd.neg(gx), gx)
-    else:
-        gx = dd.sub(dd.mul(a, Yc), dd.mul_d(b, Y))  # σ(x) − y
-        if P is not None:
-            r = dd.where(ok, dd.div(dd.mul(a, b), m), one)
-            gx = dd.add(dd.mul_d(dd.mul(dd.mul(r, B), dd.two_sum(1.0, -2 * Y)), prm.g), gx)
+    gx, P = _dd_gx_parts(terms, prm, gamma, hard)
     gx = _with_nan(dd.collapse(dd.mul(gx, at) if P is None else dd.mul(dd.mul(gx, P), at)), nan)
     if not want_y:
         return gx, None
+    ok, one = m[0] > _TINY, dd.lift(torch.ones_like(X))
     # as in _fast_grads: the direct form, and the exact regrouping where it would cancel
     d, P0, N0, A = prm.dy
     at, pos = one if at0 is None else at0, X >= 0
@@ -334,7 +367,8 @@ def _dd_grad(x: Tensor, y: Tensor, cot: Tensor | DD, prm: _DDParams, gamma: floa
 
 
 _KERNELS = {fn: Kernel(fn, "sigmoid_focal_loss", _COMPILE_MAX_VARIANTS)
-            for fn in (_fast_loss, _fast_loss_sum, _fast_grad, _dd_value, _dd_value_sum, _dd_grad)}
+            for fn in (_fast_loss, _fast_loss_sum, _fast_grad, _dd_value, _dd_value_sum, _dd_grad, _dd_value_dx,
+                       _dd_scale)}
 
 
 def _compiled_call(fn: Callable, variant: tuple, x: Tensor, y: Tensor, *args):
@@ -343,6 +377,25 @@ def _compiled_call(fn: Callable, variant: tuple, x: Tensor, y: Tensor, *args):
     if x.device.type != "cpu" or x.numel() < _COMPILE_MIN_NUMEL:
         return None
     return _KERNELS[fn]((x.dtype, y.dtype, *variant), x, y, *args)
+
+
+def _forward_dx(x: Tensor, y: Tensor, alpha: float, gamma: float, reduction: str, hard: bool) -> tuple[Tensor, DD]:
+    """Float64 results: the loss of flat x and y and ``∂ℓ/∂x`` as a double-double (:func:`_dd_value_dx`)."""
+    n, total = x.numel(), reduction != "none"
+    args = (_dd_params(alpha, gamma, x.device), gamma, hard, alpha >= 0, total)
+    out = _compiled_call(_dd_value_dx, (gamma, hard, alpha < 0, total), x, y, *args)
+    if out is None:
+        loss = torch.zeros((), dtype=_F64, device=x.device) if total else torch.empty(n, dtype=_F64, device=x.device)
+        hi, lo = torch.empty(n, dtype=_F64, device=x.device), torch.empty(n, dtype=_F64, device=x.device)
+        for sl in _slices(n, x.device, True):
+            v, hi[sl], lo[sl] = _dd_value_dx(x[sl], y[sl], *args)
+            if total:
+                loss += v
+            else:
+                loss[sl] = v
+        out = loss, hi, lo
+    loss, hi, lo = out
+    return (loss / n if reduction == "mean" else loss), (hi, lo)
 
 
 def _forward(x: Tensor, y: Tensor, alpha: float, gamma: float, reduction: str, hard: bool,
@@ -373,8 +426,9 @@ def _forward(x: Tensor, y: Tensor, alpha: float, gamma: float, reduction: str, h
 
 
 def _backward(x: Tensor, y: Tensor, grad: Tensor, reduction: str, alpha: float, gamma: float, hard: bool,
-              want_y: bool, dd_tier: bool) -> tuple[Tensor, Tensor | None]:
-    """Gradients w.r.t. flat x and y for the cotangent ``grad`` (flat for ``none``, else 0-dim)."""
+              want_y: bool, dd_tier: bool, dx: DD | None = None) -> tuple[Tensor, Tensor | None]:
+    """Gradients w.r.t. flat x and y for the cotangent ``grad`` (flat for ``none``, else 0-dim); ``dx``:
+    ``∂ℓ/∂x`` from :func:`_forward_dx` (float64 results, x only), scaled here."""
     n = x.numel()
     scalar = reduction != "none"
     if scalar:  # g/n exactly, rounded once into the kernel's arithmetic
@@ -386,6 +440,13 @@ def _backward(x: Tensor, y: Tensor, grad: Tensor, reduction: str, alpha: float, 
             cot = tuple(torch.tensor(c, dtype=_F64, device=x.device) for c in pair)
     else:
         cot = grad
+    if dx is not None:
+        out = _compiled_call(_dd_scale, (scalar, x.dtype), dx[0], dx[1], cot, x.dtype)
+        if out is None:
+            out = torch.empty_like(x)
+            for sl in _slices(n, x.device, True):
+                out[sl] = _dd_scale(dx[0][sl], dx[1][sl], cot if scalar else cot[sl], x.dtype)
+        return out, None
     variant = (gamma, hard, alpha < 0, want_y, scalar)
     if dd_tier:
         grads, args = _dd_grad, (_dd_params(alpha, gamma, x.device), gamma, hard, want_y, alpha >= 0)
@@ -424,28 +485,34 @@ def _scan_targets(targets: Tensor) -> bool:
 
 
 class SigmoidFocalLossFunction(torch.autograd.Function):
-    """Autograd node of :func:`sigmoid_focal_loss` (which validates the arguments): saves only
-    ``inputs`` and ``targets``; the backward pass recomputes everything and returns analytic
-    gradients for both."""
+    """Autograd node of :func:`sigmoid_focal_loss` (which validates the arguments): saves
+    ``inputs`` and ``targets`` — and for float64 results whose only gradient is ``∂ℓ/∂x``, that
+    derivative as a double-double, formed with the loss from the same terms — and returns analytic
+    gradients for both (recomputed from the inputs otherwise)."""
 
     @staticmethod
     def forward(ctx, inputs: Tensor, targets: Tensor, alpha: float, gamma: float, reduction: str) -> Tensor:
-        ctx.save_for_backward(inputs, targets)
         hard = _scan_targets(targets) and not ctx.needs_input_grad[1]  # the hard kernels give no ∂ℓ/∂y
         dtype = torch.promote_types(inputs.dtype, targets.dtype) if targets.is_floating_point() else inputs.dtype
         ctx.params = (alpha, gamma, reduction, hard, dtype == _F64)
-        loss = _forward(inputs.detach().reshape(-1), targets.detach().reshape(-1), alpha, gamma, reduction,
-                        hard, dtype)
+        x, y = inputs.detach().reshape(-1), targets.detach().reshape(-1)
+        if dtype == _F64 and ctx.needs_input_grad[0] and not ctx.needs_input_grad[1]:
+            loss, dx = _forward_dx(x, y, alpha, gamma, reduction, hard)
+            ctx.save_for_backward(inputs, targets, *dx)
+        else:
+            loss = _forward(x, y, alpha, gamma, reduction, hard, dtype)
+            ctx.save_for_backward(inputs, targets)
         return loss.view(inputs.shape) if reduction == "none" else loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        inputs, targets = ctx.saved_tensors
+        inputs, targets, *dx = ctx.saved_tensors
         alpha, gamma, reduction, hard, dd_tier = ctx.params
         want_y = ctx.needs_input_grad[1]
         gx, gy = _backward(inputs.detach().reshape(-1), targets.detach().reshape(-1), grad.reshape(-1)
-                           if reduction == "none" else grad, reduction, alpha, gamma, hard, want_y, dd_tier)
+                           if reduction == "none" else grad, reduction, alpha, gamma, hard, want_y, dd_tier,
+                           tuple(dx) or None)
         return (gx.view(inputs.shape) if ctx.needs_input_grad[0] else None,
                 gy.view(targets.shape) if want_y else None, None, None, None)
 

@@ -400,3 +400,74 @@ def test_a_missing_library_is_reported_not_installed():
     (row,) = catalog.run(impl).results
     assert row.verdict == "not_installed" and row.detail.startswith("not installed")
     assert not catalog.run(impl).passes()  # nothing scored
+
+
+def _edge_logits(n: int, dtype, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, generator=g, dtype=torch.float64) * 12
+    edges = [0.0, -0.0, 1e-300, -1e-300, 36.7, -36.7, 40.0, -40.0, 372.0, -372.0, 700.0, -700.0, 746.0, -746.0,
+             1e308, -1e308, math.inf, -math.inf, math.nan, 5e-324, 1e-20, -1e-20]
+    x[:len(edges)] = torch.tensor(edges, dtype=torch.float64)
+    return x.to(dtype)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("soft", [False, True])
+def test_sigmoid_float64_compiled_kernels_are_the_eager_blocks_bit_for_bit(monkeypatch, soft):
+    """The double-double kernels traced by torch.compile (large CPU float64 inputs) give the eager blocks'
+    bits: every operation of :mod:`.doubledouble`/:mod:`.dd_torch` is one IEEE operation in both (Inductor
+    compiles with -ffp-contract=off and no unsafe math), the saturated and non-finite logits included."""
+    from lossoracle.implementations import compiled, focal_torch
+
+    monkeypatch.setattr(focal_torch, "_COMPILE_MIN_NUMEL", 1 << 10)
+    g = torch.Generator().manual_seed(5)
+    x = _edge_logits(3000, torch.float64, 4)
+    y = torch.rand(3000, generator=g, dtype=torch.float64) if soft else (torch.rand(3000, generator=g) < 0.3).double()
+    if soft:
+        y[:60:3], y[1:60:3] = 0.0, 1.0
+    w = torch.rand(3000, generator=g, dtype=torch.float64) * 4 - 2
+    out = {}
+    for on in (False, True):
+        monkeypatch.setitem(compiled.ENABLED, "on", on)
+        xi, yi = x.clone().requires_grad_(), y.clone().requires_grad_(soft)
+        v = focal_torch.sigmoid_focal_loss(xi, yi, alpha=0.25, gamma=1.5 if soft else 2.0, reduction="none")
+        (v * w).sum().backward()
+        out[on] = (v.detach(), xi.grad, yi.grad)
+    assert compiled.ENABLED["on"], "torch.compile failed"
+    used = (focal_torch._dd_value, focal_torch._dd_grad) if soft else (focal_torch._dd_value_dx, focal_torch._dd_scale)
+    assert all(focal_torch._KERNELS[fn].variants for fn in used)
+    for a, b in zip(out[False], out[True]):
+        if a is not None:
+            assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_softmax_compiled_kernels_match_the_eager_blocks(monkeypatch, dtype):
+    """The fused row kernels (large CPU inputs) compute what the eager blocks compute: the same float64
+    (bfloat16: float32) arithmetic per element, the row sums in another order — at most 1 ULP of the data's
+    dtype apart after the one rounding, NaN rows and ignored targets alike."""
+    from lossoracle.implementations import compiled, focal_torch
+
+    monkeypatch.setattr(focal_torch, "_SM_COMPILE_MIN_NUMEL", 1 << 10)
+    g = torch.Generator().manual_seed(6)
+    x = (torch.randn(96, 37, generator=g) * 8).to(dtype)
+    x[0], x[1], x[2, 3], x[3, 1], x[4, :2], x[5, 0] = 0.0, -math.inf, math.nan, math.inf, 30.0, 90.0
+    t = torch.randint(0, 37, (96,), generator=g)
+    t[4], t[7:9] = 1, -100
+    w = torch.rand(96, generator=g) * 4 - 2
+    out = {}
+    for on in (False, True):
+        monkeypatch.setitem(compiled.ENABLED, "on", on)
+        xi = x.clone().requires_grad_()
+        v = focal_torch.softmax_focal_loss(xi, t, alpha=0.25, gamma=2.0, reduction="none")
+        (v * w.to(dtype)).sum().backward()
+        out[on] = (v.detach(), xi.grad)
+    assert compiled.ENABLED["on"], "torch.compile failed"
+    kernels = focal_torch._SM_KERNELS
+    assert kernels[focal_torch._sm_rows].variants and kernels[focal_torch._sm_grad].variants
+    for a, b in zip(out[False], out[True]):
+        assert torch.equal(a.isnan(), b.isnan())
+        a, b = a.double().nan_to_num(0.0), b.double().nan_to_num(0.0)
+        ulp = torch.finfo(dtype).eps * a.abs().clamp_min(torch.finfo(dtype).tiny)
+        assert bool(((a - b).abs() <= ulp).all())
