@@ -4,13 +4,14 @@ built from them and the arithmetic of :mod:`.doubledouble` traces into one ``tor
 
 No ``frexp`` (whose integer exponent Inductor cannot lower): ``exp`` reduces ``t = n·ln2/64 + r``
 with rounding to integers only, and every power of two is built from its bits,
-``2^h = ((h + 1023) << 52)`` viewed as float64, in two normal factors (one rounding). The tables
-of ``2^{j/64}`` are torch tensors made once per device (no NumPy array in the traced code).
+``2^h = ((h + 1023) << 52)`` viewed as float64, in two normal factors (one rounding). The table
+of ``2^{j/64}`` is a CPU tensor (64 numbers, copied to another device on use; no NumPy array in
+the traced code).
 
 Same bits as :data:`.doubledouble.SHORT` and :func:`.doubledouble.ldexp` wherever the exponent
 lies in [−2044, 2046]; :func:`ldexp` clamps it there, which for ``|x| ≤ 2`` (every caller here
-scales an ``E ∈ [0.7, 1.42]`` or a quantity at most that large) still underflows to 0 below and
-only ever meets exponents above 2046 with ``x = 0``.
+scales an ``E ∈ [0.7, 1.42]`` or a quantity at most that large) still underflows to 0 below; the
+callers' exponents never exceed 2046 (``e^t`` for ``t ≤ 710`` times at most ``2^600``).
 """
 
 from __future__ import annotations
