@@ -47,9 +47,9 @@ from __future__ import annotations
 import mpmath
 import numpy as np
 from mpmath import mp, mpf
-from mpmath.libmp import fzero, mpf_mul, mpf_pos, mpf_sub
+from mpmath.libmp import fzero, mpf_add, mpf_mul, mpf_neg, mpf_pos, mpf_sub
 
-from lossoracle.mpfuncs import (memo, mp_array, mp_sum, softmax_row, sum_raw, sums_except, sums_except_raw, to_mp,
+from lossoracle.mpfuncs import (memo, mp_array, mp_sum, softmax_row, sum_raw, sums_except_raw, to_mp,
                                 workprec)
 from lossoracle.spec import Arg, Case, Convention, Spec
 from lossoracle.strategies import GRIDS, class_indices, logits, probabilities, rng_for
@@ -58,46 +58,57 @@ from .common import class_last, is_floating, reduce, rows
 
 
 def _per_row(x, dim, fn):
-    """Apply ``fn(SoftmaxRow, c)`` to every element, keeping the layout of ``x``."""
+    """Apply ``fn(SoftmaxRow, c, prec, rnd) -> raw mpf`` to every element, keeping the layout of ``x``."""
     r, lead = rows(x, dim)
     C = r.shape[-1]
+    prec, rnd = mp._prec_rounding
     out = []
     for row in r:
         sr = softmax_row(row)
-        out.extend(fn(sr, c) for c in range(C))
+        out.extend(mp.make_mpf(fn(sr, c, prec, rnd)) for c in range(C))
     return np.moveaxis(mp_array(out, (*lead, C)), -1, dim)
 
 
 def log_softmax(input, dim: int = -1) -> np.ndarray:
     """Exact ``log_softmax(input)`` along ``dim`` (object array of mpf)."""
     with workprec():
-        return _per_row(input, dim, lambda sr, c: -sr.neg_log_p(c))
+        return _per_row(input, dim, lambda sr, c, prec, rnd: mpf_neg(sr.neg_log_p_raw(c), prec, rnd))
 
 
 def softmax(input, dim: int = -1) -> np.ndarray:
     """Exact ``softmax(input)`` along ``dim``."""
     with workprec():
-        return _per_row(input, dim, lambda sr, c: sr.p(c))
+        return _per_row(input, dim, lambda sr, c, prec, rnd: sr.p_raw(c))
 
 
 def _vjp(grad_output, input, dim, kind):
     """Cancellation-free VJPs (``Σ p = 1`` used exactly, ``1 − p`` from :class:`SoftmaxRow`):
     ``g_j − p_j Σ_k g_k = g_j (1 − p_j) − p_j Σ_{k≠j} g_k`` and, with ``m`` the arg-max,
     ``g_j − Σ_k g_k p_k = (g_j − g_m) + Σ_{k≠m} p_k (g_m − g_k)``."""
-    g = class_last(to_mp(np.broadcast_to(np.asarray(grad_output, dtype=object), np.shape(input))), dim)
+    go = np.asarray(grad_output)
+    go = go if go.dtype.kind == "f" else go.astype(object)  # floats convert exactly either way
+    g = class_last(to_mp(np.broadcast_to(go, np.shape(input))), dim)
     g = g.reshape(-1, g.shape[-1])
     r, lead = rows(input, dim)
+    prec, rnd = mp._prec_rounding
     out = []
-    for row, gr in zip(r, g):
+    for row, gr in zip(r, g):  # the object formulas' libmp steps on raw tuples
         sr = softmax_row(row)
         C = len(gr)
+        gr = [v._mpf_ for v in gr]
         if kind == "log":
-            out.extend(gr[j] * sr.one_minus_p(j) - sr.p(j) * rest for j, rest in enumerate(sums_except(list(gr))))
+            out.extend(mpf_sub(mpf_mul(gr[j], sr.one_minus_p_raw(j), prec, rnd),
+                               mpf_mul(sr.p_raw(j), rest, prec, rnd), prec, rnd)
+                       for j, rest in enumerate(sums_except_raw(gr, prec, rnd)))
         else:
             xs = sr.x
             m = max(range(C), key=lambda k: xs[k])
-            rest = mp_sum(sr.p(k) * (gr[m] - gr[k]) for k in range(C) if k != m)
-            out.extend(sr.p(j) * ((gr[j] - gr[m]) + rest) for j in range(C))
+            gm = gr[m]
+            rest = mpf_pos(sum_raw([mpf_mul(sr.p_raw(k), mpf_sub(gm, gr[k], prec, rnd), prec, rnd)
+                                    for k in range(C) if k != m], prec, rnd), prec, rnd)
+            out.extend(mpf_mul(sr.p_raw(j), mpf_add(mpf_sub(gr[j], gm, prec, rnd), rest, prec, rnd), prec, rnd)
+                       for j in range(C))
+    out = [mp.make_mpf(t) for t in out]
     return {"input": np.moveaxis(mp_array(out, (*lead, r.shape[-1])), -1, dim)}
 
 

@@ -64,7 +64,13 @@ def to_mp(a: object) -> np.ndarray:
     out = np.empty(arr.shape, dtype=object)
     flat = out.reshape(-1)
     if arr.dtype.kind == "f" and mp._prec_rounding[0] >= 53:  # mpf(float) at ≥ 53 bits: the float's exact value
-        flat[:] = [_make(from_float(v)) for v in arr.reshape(-1).tolist()]
+        key = (arr.dtype.str, arr.shape, arr.tobytes())
+        vals = _FLOATS.get(key)
+        if vals is None:
+            if len(_FLOATS) >= _MEMO_MAX:
+                _FLOATS.clear()
+            vals = _FLOATS[key] = tuple(_make(from_float(v)) for v in arr.reshape(-1).tolist())
+        flat[:] = vals  # a fresh array (callers may write into it) of shared immutable mpf
         return out
     for i, v in enumerate(arr.reshape(-1).tolist()):
         flat[i] = mpf(v)
@@ -127,6 +133,7 @@ def sums_except(values: list) -> list:
 
 
 _MEMO_MAX = 1 << 15  # entries per cache; a full cache is emptied (a case's rows and elements fit)
+_FLOATS: dict[tuple, tuple] = {}  # to_mp of float arrays: the value and the VJP convert the same inputs
 _EXP: dict[tuple, tuple] = {}
 _LOG1P: dict[tuple, tuple] = {}
 
@@ -298,7 +305,7 @@ class SoftmaxRow:
 
 
 _ROWS: dict[tuple, SoftmaxRow] = {}
-_CACHES: list[dict] = [_ROWS, _EXP, _LOG1P]
+_CACHES: list[dict] = [_ROWS, _FLOATS, _EXP, _LOG1P]
 
 
 def clear_caches() -> None:
