@@ -4,6 +4,7 @@ oracles' throughput.
     python benchmarks/validator_time.py                  # bf89db2's catalogue, then each newer family
     python benchmarks/validator_time.py --cold           # also with empty user caches (a fresh LOSSORACLE_CACHE)
     python benchmarks/validator_time.py --oracle         # oracle throughput per loss (gmpy2 and pure-Python mpmath)
+    python benchmarks/validator_time.py --cold --repeat 2 --base-src /work/main/src --only bf89db2   # before/after
 
 ``check_cost(losses)`` runs ``lossoracle check --loss ...`` in a child process and returns its wall
 time, the CPU time (user + sys) of the whole process tree (the check, its ``--jobs`` processes and
@@ -55,14 +56,15 @@ def new_families() -> list[str]:
 
 
 def check_cost(losses: list[str], jobs: int | None = None, cache: str | None = None,
-               extra: tuple[str, ...] = ()) -> dict[str, Any]:
+               extra: tuple[str, ...] = (), src: str | None = None) -> dict[str, Any]:
     """Wall seconds, CPU seconds (user + sys, whole process tree) and the largest resident peak
     (MiB, any one process) of ``lossoracle check --loss L ...``; ``cache``: the ``LOSSORACLE_CACHE``
-    folder (None: the user's), ``jobs``: ``--jobs`` (None: the default)."""
+    folder (None: the user's), ``jobs``: ``--jobs`` (None: the default), ``src``: the ``src``
+    folder of another checkout to run instead (its ``PYTHONPATH``; None: this environment's)."""
     cmd = [sys.executable, "-m", "lossoracle.cli", "check", *[a for n in losses for a in ("--loss", n)], *extra]
     if jobs is not None:
         cmd += ["--jobs", str(jobs)]
-    env = dict(os.environ, **({"LOSSORACLE_CACHE": cache} if cache else {}))
+    env = dict(os.environ, **({"LOSSORACLE_CACHE": cache} if cache else {}), **({"PYTHONPATH": src} if src else {}))
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -90,8 +92,12 @@ def oracle_throughput(loss: str, min_time: float = 1.0) -> dict[str, Any]:
     spec = specs.get(loss)
     case = _largest_case(spec)
     n = sum(a.size for a in case.inputs.values() if a is not None and a.dtype.kind == "f")
+    from lossoracle import mpfuncs
+
+    clear = getattr(mpfuncs, "clear_caches", lambda: None)  # cold: the oracles' caches emptied each run
     runs, t0 = 0, time.process_time()  # CPU time: single-threaded work on a shared machine
     while True:
+        clear()
         exact_outputs(spec, case)
         runs += 1
         elapsed = time.process_time() - t0
@@ -126,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--oracle", action="store_true", help="oracle throughput instead of the check's cost")
     p.add_argument("--jobs", type=int, help="lossoracle check --jobs (default: its own)")
     p.add_argument("--repeat", type=int, default=1, help="runs of each measurement (the minimum is printed)")
+    p.add_argument("--base-src", help="also run another checkout's code (its src folder, e.g. /work/main/src), "
+                                      "interleaved with this one's: the before and after of a change")
+    p.add_argument("--only", action="append", help="only these groups ('bf89db2', or a family name)")
     args = p.parse_args(argv)
     load = os.getloadavg()[0]
     print(f"load average {load:.1f} on {os.cpu_count()} cores (the machine is shared: compare CPU times)")
@@ -139,13 +148,22 @@ def main(argv: list[str] | None = None) -> int:
                   f"({f['elements_per_s'] / s['elements_per_s']:.2f}×)")
         return 0
     groups = [("bf89db2 catalogue", bf89db2_losses())] + [(f"+ {f}", family_losses(f)) for f in new_families()]
+    if args.only:
+        groups = [g for g in groups if g[0].split()[-1] in args.only or g[0].startswith(tuple(args.only))]
+    sides = [("", None)] + ([("base ", args.base_src)] if args.base_src else [])
     for label, losses in groups:
         if args.cold:
-            with tempfile.TemporaryDirectory() as cache:
-                print(_line(f"{label} (cold caches)", check_cost(losses, args.jobs, cache)), flush=True)
-        runs = [check_cost(losses, args.jobs) for _ in range(args.repeat)]
-        best = {k: min(r[k] for r in runs) for k in runs[0]}
-        print(_line(label, best), flush=True)
+            for side, src in sides:  # interleaved: the load hits both alike
+                with tempfile.TemporaryDirectory() as cache:
+                    print(_line(f"{side}{label} (cold caches)", check_cost(losses, args.jobs, cache, src=src)),
+                          flush=True)
+        runs: dict[str, list] = {side: [] for side, _ in sides}
+        for _ in range(args.repeat):
+            for side, src in sides:
+                runs[side].append(check_cost(losses, args.jobs, src=src))
+        for side, _ in sides:
+            best = {k: min(r[k] for r in runs[side]) for k in runs[side][0]}
+            print(_line(f"{side}{label}", best), flush=True)
     return 0
 
 

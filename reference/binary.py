@@ -50,7 +50,7 @@ import mpmath
 import numpy as np
 from mpmath import mpf
 
-from lossoracle.mpfuncs import exact_sub, log1pexp, mp_array, sigmoid, to_mp, workprec
+from lossoracle.mpfuncs import exact_sub, exp, log1pexp, memo, mp_array, sigmoid, to_mp, workprec
 from lossoracle.spec import DTYPE_EPS, Arg, Case, Convention, InDtype, Spec
 from lossoracle.strategies import GRIDS, logits, probabilities, rng_for, to_grid
 
@@ -119,8 +119,9 @@ def _weighted(w: mpf, v: mpf) -> mpf:
     return mpf(0) if w == 0 else w * v
 
 
+@memo
 def _logs(p: mpf) -> tuple[mpf, mpf]:
-    """``log p`` and ``log(1 − p)`` (``1 − p`` exact)."""
+    """``log p`` and ``log(1 − p)`` (``1 − p`` exact; kept: the value and the VJP share them)."""
     return mpmath.log(p), mpmath.log(exact_sub(mpf(1), p))
 
 
@@ -233,8 +234,8 @@ def _bcel_dx(x: mpf, c: mpf, d: mpf) -> mpf:
         return _xmul(c, sigmoid(x)) - _xmul(d, sigmoid(-x))
     cd = exact_sub(c, d)
     if x >= 0:
-        return (cd - d * mpmath.expm1(-x)) / (1 + mpmath.exp(-x))
-    return (cd + c * mpmath.expm1(x)) / (1 + mpmath.exp(x))
+        return (cd - d * mpmath.expm1(-x)) / (1 + exp(-x))
+    return (cd + c * mpmath.expm1(x)) / (1 + exp(x))
 
 
 def _bcel_dy(x: mpf, pw: mpf) -> mpf:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import mpmath
 import numpy as np
 
@@ -25,7 +27,7 @@ def rows(x: np.ndarray, dim: int) -> tuple[np.ndarray, tuple[int, ...]]:
     """Exact mpf rows ``(M, C)`` with the class axis last, and the shape of the other axes."""
     xl = class_last(to_mp(x), dim)
     lead = xl.shape[:-1]
-    return xl.reshape(int(np.prod(lead)), xl.shape[-1]), lead  # (also for C = 0)
+    return xl.reshape(math.prod(lead), xl.shape[-1]), lead  # (also for C = 0)
 
 
 def reduce(values: np.ndarray, reduction: str, denominator=None):

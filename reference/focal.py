@@ -62,7 +62,7 @@ import mpmath
 import numpy as np
 from mpmath import mpf
 
-from lossoracle.mpfuncs import SoftmaxRow, log1pexp, mp_array, mp_sum, sigmoid, to_mp, workprec
+from lossoracle.mpfuncs import log1pexp, memo, mp_array, mp_sum, sigmoid, softmax_row, to_mp, workprec
 from lossoracle.spec import DTYPE_EPS, Arg, Case, Convention, Spec
 from lossoracle.strategies import GRIDS, LADDERS, class_indices, logits, probabilities, rng_for
 
@@ -103,8 +103,10 @@ def _pow_ratio(q: mpf, dq: mpf, gamma: mpf) -> tuple[mpf, mpf]:
     return q**gamma, gamma * q ** (gamma - 1) * dq
 
 
+@memo
 def _sigmoid_element(x: mpf, y: mpf, alpha, gamma: mpf, p_t: str, clip: float):
-    """``(ℓ, ∂ℓ/∂x, ∂ℓ/∂y)`` of one element under the given conventions."""
+    """``(ℓ, ∂ℓ/∂x, ∂ℓ/∂y)`` of one element under the given conventions (kept: the value and the
+    VJP share it)."""
     if mpmath.isnan(x) or mpmath.isnan(y):
         return (mpmath.nan,) * 3
     s, sb = sigmoid(x), sigmoid(-x)
@@ -248,11 +250,16 @@ class _Rows:
         return mpf(0) if empty_mean == "zero" else mpmath.nan
 
 
-def _softmax_row(sr: SoftmaxRow, y: int, a: mpf, gamma: mpf, clip: float, grads: bool):
-    """``(ℓ, [∂ℓ/∂x_j])`` of one row."""
+_rows = memo(_Rows)  # the value and the VJP of a case share it
+
+
+@memo
+def _softmax_row(xr, y: int, a: mpf, gamma: mpf, clip: float):
+    """``(ℓ, (∂ℓ/∂x_j))`` of one row of logits ``xr`` (kept: the value and the VJP share it)."""
+    sr = softmax_row(xr)
     C = len(sr.x)
     if sr.bad:
-        return mpmath.nan, [mpmath.nan] * C
+        return mpmath.nan, (mpmath.nan,) * C
     L, u, p = sr.neg_log_p(y), sr.one_minus_p(y), sr.p(y)
     clipped = False
     if clip:
@@ -263,18 +270,16 @@ def _softmax_row(sr: SoftmaxRow, y: int, a: mpf, gamma: mpf, clip: float, grads:
             L, u = -mpmath.log(p), 1 - p
     ug = mpf(1) if gamma == 0 else u**gamma
     value = a * ug * L
-    if not grads:
-        return value, None
     if clipped or a == 0:
-        return value, [mpf(0)] * C
+        return value, (mpf(0),) * C
     F = a * ug * (gamma * p * L + u)
-    S = mp_sum(sr.e[j] for j in range(C) if j != y)
-    return value, [-F if j == y else (F * sr.e[j] / S if S != 0 else mpf(0)) for j in range(C)]
+    S, e = sr.sum_except(y), sr.e
+    return value, tuple(-F if j == y else (F * e[j] / S if S != 0 else mpf(0)) for j in range(C))
 
 
 def _softmax(input, target, alpha, gamma, ignore_index, reduction, scalar_alpha, mean_over, empty_mean, sum_rule,
-             clip, grad_output=None):
-    rows = _Rows(input, target, alpha, ignore_index, reduction, scalar_alpha, mean_over, empty_mean, sum_rule)
+             clip):
+    rows = _rows(input, target, alpha, ignore_index, reduction, scalar_alpha, mean_over, empty_mean, sum_rule)
     g = mpf(gamma)
     losses, grads = [], []
     for xr, y, v, a in zip(rows.x, rows.t, rows.valid, rows.alpha):
@@ -282,7 +287,7 @@ def _softmax(input, target, alpha, gamma, ignore_index, reduction, scalar_alpha,
             losses.append(mpf(0))
             grads.append([mpf(0)] * rows.C)
             continue
-        val, gr = _softmax_row(SoftmaxRow(xr), int(y), a, g, clip, grad_output is not None)
+        val, gr = _softmax_row(xr, int(y), a, g, clip)
         losses.append(val)
         grads.append(gr)
     return rows, losses, grads
@@ -309,7 +314,7 @@ def softmax_focal_loss_grad(grad_output, input, target, alpha=None, gamma: float
     """VJP of :func:`softmax_focal_loss` w.r.t. ``input`` (ignored rows get 0)."""
     with workprec():
         rows, _, grads = _softmax(input, target, alpha, gamma, ignore_index, reduction, scalar_alpha, mean_over,
-                                  empty_mean, sum_rule, probability_clip, grad_output=grad_output)
+                                  empty_mean, sum_rule, probability_clip)
         if reduction == "none":
             g = to_mp(np.broadcast_to(np.asarray(grad_output, dtype=np.float64), rows.lead)).reshape(-1)
         else:

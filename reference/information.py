@@ -65,7 +65,7 @@ import mpmath
 import numpy as np
 from mpmath import mpf
 
-from lossoracle.mpfuncs import exact_sub, mp_array, mp_sum, to_mp, workprec
+from lossoracle.mpfuncs import exact_sub, memo, mp_array, mp_sum, to_mp, workprec
 from lossoracle.spec import Arg, Case, Convention, Spec
 from lossoracle.strategies import GRIDS, logits, probabilities, rng_for, to_grid
 
@@ -79,8 +79,10 @@ def _isnan(*xs) -> bool:
     return any(mpmath.isnan(x) for x in xs)
 
 
+@memo
 def _log(x: mpf) -> mpf:
-    """``log x`` in the extended reals (``log 0 = −∞``); NaN outside the domain (x < 0)."""
+    """``log x`` in the extended reals (``log 0 = −∞``); NaN outside the domain (x < 0); kept: the
+    value and the VJP share it."""
     if mpmath.isnan(x) or x < 0:
         return _NAN
     return mpmath.log(x) if x != 0 else -_INF

@@ -46,9 +46,11 @@ from __future__ import annotations
 
 import mpmath
 import numpy as np
-from mpmath import mpf
+from mpmath import mp, mpf
+from mpmath.libmp import fzero, mpf_add, mpf_mul, mpf_neg, mpf_pos, mpf_sub
 
-from lossoracle.mpfuncs import SoftmaxRow, mp_array, mp_sum, to_mp, workprec
+from lossoracle.mpfuncs import (memo, mp_array, mp_sum, softmax_row, sum_raw, sums_except_raw, to_mp,
+                                workprec)
 from lossoracle.spec import Arg, Case, Convention, Spec
 from lossoracle.strategies import GRIDS, class_indices, logits, probabilities, rng_for
 
@@ -56,46 +58,57 @@ from .common import class_last, is_floating, reduce, rows
 
 
 def _per_row(x, dim, fn):
-    """Apply ``fn(SoftmaxRow, c)`` to every element, keeping the layout of ``x``."""
+    """Apply ``fn(SoftmaxRow, c, prec, rnd) -> raw mpf`` to every element, keeping the layout of ``x``."""
     r, lead = rows(x, dim)
     C = r.shape[-1]
+    prec, rnd = mp._prec_rounding
     out = []
     for row in r:
-        sr = SoftmaxRow(row)
-        out.extend(fn(sr, c) for c in range(C))
+        sr = softmax_row(row)
+        out.extend(mp.make_mpf(fn(sr, c, prec, rnd)) for c in range(C))
     return np.moveaxis(mp_array(out, (*lead, C)), -1, dim)
 
 
 def log_softmax(input, dim: int = -1) -> np.ndarray:
     """Exact ``log_softmax(input)`` along ``dim`` (object array of mpf)."""
     with workprec():
-        return _per_row(input, dim, lambda sr, c: -sr.neg_log_p(c))
+        return _per_row(input, dim, lambda sr, c, prec, rnd: mpf_neg(sr.neg_log_p_raw(c), prec, rnd))
 
 
 def softmax(input, dim: int = -1) -> np.ndarray:
     """Exact ``softmax(input)`` along ``dim``."""
     with workprec():
-        return _per_row(input, dim, lambda sr, c: sr.p(c))
+        return _per_row(input, dim, lambda sr, c, prec, rnd: sr.p_raw(c))
 
 
 def _vjp(grad_output, input, dim, kind):
     """Cancellation-free VJPs (``Σ p = 1`` used exactly, ``1 − p`` from :class:`SoftmaxRow`):
     ``g_j − p_j Σ_k g_k = g_j (1 − p_j) − p_j Σ_{k≠j} g_k`` and, with ``m`` the arg-max,
     ``g_j − Σ_k g_k p_k = (g_j − g_m) + Σ_{k≠m} p_k (g_m − g_k)``."""
-    g = class_last(to_mp(np.broadcast_to(np.asarray(grad_output, dtype=object), np.shape(input))), dim)
+    go = np.asarray(grad_output)
+    go = go if go.dtype.kind == "f" else go.astype(object)  # floats convert exactly either way
+    g = class_last(to_mp(np.broadcast_to(go, np.shape(input))), dim)
     g = g.reshape(-1, g.shape[-1])
     r, lead = rows(input, dim)
+    prec, rnd = mp._prec_rounding
     out = []
-    for row, gr in zip(r, g):
-        sr = SoftmaxRow(row)
+    for row, gr in zip(r, g):  # the object formulas' libmp steps on raw tuples
+        sr = softmax_row(row)
         C = len(gr)
+        gr = [v._mpf_ for v in gr]
         if kind == "log":
-            out.extend(gr[j] * sr.one_minus_p(j) - sr.p(j) * mp_sum(gr[k] for k in range(C) if k != j)
-                       for j in range(C))
+            out.extend(mpf_sub(mpf_mul(gr[j], sr.one_minus_p_raw(j), prec, rnd),
+                               mpf_mul(sr.p_raw(j), rest, prec, rnd), prec, rnd)
+                       for j, rest in enumerate(sums_except_raw(gr, prec, rnd)))
         else:
-            m = max(range(C), key=lambda k: sr.x[k])
-            rest = mp_sum(sr.p(k) * (gr[m] - gr[k]) for k in range(C) if k != m)
-            out.extend(sr.p(j) * ((gr[j] - gr[m]) + rest) for j in range(C))
+            xs = sr.x
+            m = max(range(C), key=lambda k: xs[k])
+            gm = gr[m]
+            rest = mpf_pos(sum_raw([mpf_mul(sr.p_raw(k), mpf_sub(gm, gr[k], prec, rnd), prec, rnd)
+                                    for k in range(C) if k != m], prec, rnd), prec, rnd)
+            out.extend(mpf_mul(sr.p_raw(j), mpf_add(mpf_sub(gr[j], gm, prec, rnd), rest, prec, rnd), prec, rnd)
+                       for j in range(C))
+    out = [mp.make_mpf(t) for t in out]
     return {"input": np.moveaxis(mp_array(out, (*lead, r.shape[-1])), -1, dim)}
 
 
@@ -200,18 +213,25 @@ class _Layout:
         self.t = rows(target, self.dim)[0] if self.prob else np.asarray(target).reshape(-1)
         self.betas: list[list[mpf] | None] = []
         den = []
+        one_eps = 1 - eps
+        if not self.prob and C:  # index targets: class c's coefficient off the target and on it
+            if other:
+                on = [w[c] * one_eps for c in range(C)]
+                off = [w[c] * (eps / (C - 1)) for c in range(C)] if C > 1 else on
+            else:
+                on = [one_eps * w[c] * True + eps / C * w[c] for c in range(C)]
+                off = [one_eps * w[c] * False + eps / C * w[c] for c in range(C)]
         for t in self.t:
             if self.prob:
-                self.betas.append([w[c] * ((1 - eps) * t[c] + eps / C) for c in range(C)])
+                self.betas.append([w[c] * (one_eps * t[c] + eps / C) for c in range(C)])
             elif int(t) == ignore_index:
                 self.betas.append(None)
-            elif other:
-                y = int(t)
-                self.betas.append([w[c] * ((1 - eps) if c == y else eps / (C - 1)) for c in range(C)])
-                den.append(w[y])
             else:
                 y = int(t)
-                self.betas.append([(1 - eps) * w[c] * (c == y) + eps / C * w[c] for c in range(C)])
+                beta = list(off)
+                if 0 <= y < C:
+                    beta[y] = on[y]
+                self.betas.append(beta)
                 den.append(w[y])
         mean_over = _choice("mean_over", mean_over, MEAN_OVER)
         if mean_over == "rows" or (self.prob and mean_over != "elements"):
@@ -240,10 +260,16 @@ class _Layout:
         return [g] * len(self.t)
 
 
-def _row_loss(sr: SoftmaxRow, beta) -> mpf:
+_layout = memo(_Layout)  # the value and the VJP of a case share it
+
+
+def _row_loss(sr, beta) -> mpf:
+    """``Σ_c β_c·(−log p_c)`` over the non-zero β (mp_sum of the products, on raw tuples)."""
     if beta is None:
         return mpf(0)
-    return mp_sum(b * sr.neg_log_p(c) for c, b in enumerate(beta) if b != 0)
+    prec, rnd = mp._prec_rounding
+    terms = [mpf_mul(b._mpf_, sr.neg_log_p_raw(c), prec, rnd) for c, b in enumerate(beta) if b._mpf_ != fzero]
+    return mp.make_mpf(mpf_pos(sum_raw(terms, prec, rnd), prec, rnd))
 
 
 def cross_entropy(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean",
@@ -251,8 +277,8 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
                   empty_mean: str = "nan"):
     """Exact cross-entropy of logits ``input`` against class indices or probabilities ``target``."""
     with workprec():
-        lay = _Layout(input, target, weight, ignore_index, label_smoothing, smoothing_form, mean_over, empty_mean)
-        losses = lay.unflatten([_row_loss(SoftmaxRow(r), b) for r, b in zip(lay.x, lay.betas)])
+        lay = _layout(input, target, weight, ignore_index, label_smoothing, smoothing_form, mean_over, empty_mean)
+        losses = lay.unflatten([_row_loss(softmax_row(r), b) for r, b in zip(lay.x, lay.betas)])
         return lay.reduce(losses, reduction)
 
 
@@ -261,19 +287,25 @@ def cross_entropy_grad(grad_output, input, target, weight=None, ignore_index: in
                        mean_over: str = "weights", empty_mean: str = "nan") -> dict[str, np.ndarray]:
     """VJP of :func:`cross_entropy` w.r.t. ``input`` (and ``target`` for probability targets)."""
     with workprec():
-        lay = _Layout(input, target, weight, ignore_index, label_smoothing, smoothing_form, mean_over, empty_mean)
+        lay = _layout(input, target, weight, ignore_index, label_smoothing, smoothing_form, mean_over, empty_mean)
         C = lay.x.shape[-1]
+        one_eps = 1 - lay.eps
         gx, gt = [], []
         for r, beta, a in zip(lay.x, lay.betas, lay.cotangent(grad_output, reduction)):
             if beta is None:  # an ignored row receives no cotangent
                 gx.extend([mpf(0)] * C)
                 gt.extend([mpf(0)] * C)
                 continue
-            sr = SoftmaxRow(r)
-            for j in range(C):
-                rest = mp_sum(beta[c] for c in range(C) if c != j)
-                gx.append(a * (rest * sr.p(j) - beta[j] * sr.one_minus_p(j)))
-                gt.append(a * (1 - lay.eps) * lay.w[j] * sr.neg_log_p(j))
+            sr = softmax_row(r)
+            # a·(rest_j·p_j − β_j·(1 − p_j)), rest_j = Σ_{c≠j} β_c: the object formula's libmp steps
+            prec, rnd = mp._prec_rounding
+            ra, rb = a._mpf_, [b._mpf_ for b in beta]
+            for j, rest in enumerate(sums_except_raw(rb, prec, rnd)):
+                d = mpf_sub(mpf_mul(rest, sr.p_raw(j), prec, rnd), mpf_mul(rb[j], sr.one_minus_p_raw(j), prec, rnd),
+                            prec, rnd)
+                gx.append(mp.make_mpf(mpf_mul(ra, d, prec, rnd)))
+                if lay.prob:
+                    gt.append(a * one_eps * lay.w[j] * sr.neg_log_p(j))
         shape = (*lay.lead, C)
         out = {"input": np.moveaxis(mp_array(gx, shape), -1, lay.dim)}
         if lay.prob:
@@ -285,7 +317,7 @@ def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: st
              mean_over: str = "weights", empty_mean: str = "nan"):
     """Exact negative log-likelihood ``−w_y·input_y`` of log-probabilities ``input``."""
     with workprec():
-        lay = _Layout(input, target, weight, ignore_index, 0.0, mean_over=mean_over, empty_mean=empty_mean)
+        lay = _layout(input, target, weight, ignore_index, 0.0, "eps_over_c", mean_over, empty_mean)
         losses = lay.unflatten([mpf(0) if b is None else -mp_sum(bc * xc for bc, xc in zip(b, r) if bc != 0)
                                 for r, b in zip(lay.x, lay.betas)])
         return lay.reduce(losses, reduction)
@@ -297,7 +329,7 @@ def nll_loss_grad(grad_output, input, target, weight=None, ignore_index: int = -
     """VJP of :func:`nll_loss`: ``−a_i·w_{y_i}`` at the target entry; every other entry (and every
     ignored row) does not enter the loss and gets exactly 0."""
     with workprec():
-        lay = _Layout(input, target, weight, ignore_index, 0.0, mean_over=mean_over, empty_mean=empty_mean)
+        lay = _layout(input, target, weight, ignore_index, 0.0, "eps_over_c", mean_over, empty_mean)
         C = lay.x.shape[-1]
         g = []
         for t, beta, a in zip(lay.t, lay.betas, lay.cotangent(grad_output, reduction)):

@@ -16,10 +16,13 @@ from collections.abc import Iterator
 import mpmath
 import numpy as np
 from mpmath import mp, mpf
+from mpmath.libmp import (finf, fnan, fninf, fone, fzero, from_float, from_int, mpf_add, mpf_cmp, mpf_div, mpf_exp,
+                          mpf_log, mpf_neg, mpf_pos, mpf_rdiv_int, mpf_sub)
 
 __all__ = [
-    "ORACLE_PREC", "precision", "workprec", "to_mp", "exact_sub", "log1pexp", "sigmoid", "mp_array", "mp_sum",
-    "SoftmaxRow", "stable",
+    "ORACLE_PREC", "precision", "workprec", "to_mp", "exact_sub", "exp", "log1pexp", "sigmoid", "mp_array", "mp_sum",
+    "SoftmaxRow", "softmax_row", "memo", "clear_caches", "raw", "sum_raw", "sums_except", "sums_except_raw",
+    "stable",
 ]
 
 ORACLE_PREC = 192
@@ -41,11 +44,34 @@ def workprec() -> contextlib.AbstractContextManager:
     return mp.workprec(_prec[-1])
 
 
+# Speed without a second arithmetic: the hot helpers below call the very mpmath.libmp functions
+# (``mpf_add``, ``mpf_exp``, …) that the ``mpf`` operators and ``mpmath.exp``/``log``/``log1p`` call,
+# with the same precision and rounding, on the raw ``(sign, man, exp, bc)`` tuples — so every
+# result is bit for bit the one of the object-level formula they replace (a test compares them),
+# without the per-operation conversions and dispatch of the object layer.
+
+_make = mp.make_mpf
+
+
+def _finite(t: tuple) -> bool:
+    """A raw mpf tuple is finite: a non-zero mantissa, or zero (the specials have man 0, exp ≠ 0)."""
+    return bool(t[1]) or not t[2]
+
+
 def to_mp(a: object) -> np.ndarray:
     """Exact conversion of a number or array (floats or ints) to an object array of mpf."""
     arr = np.asarray(a)
     out = np.empty(arr.shape, dtype=object)
     flat = out.reshape(-1)
+    if arr.dtype.kind == "f" and mp._prec_rounding[0] >= 53:  # mpf(float) at ≥ 53 bits: the float's exact value
+        key = (arr.dtype.str, arr.shape, arr.tobytes())
+        vals = _FLOATS.get(key)
+        if vals is None:
+            if len(_FLOATS) >= _MEMO_MAX:
+                _FLOATS.clear()
+            vals = _FLOATS[key] = tuple(_make(from_float(v)) for v in arr.reshape(-1).tolist())
+        flat[:] = vals  # a fresh array (callers may write into it) of shared immutable mpf
+        return out
     for i, v in enumerate(arr.reshape(-1).tolist()):
         flat[i] = mpf(v)
     return out
@@ -61,30 +87,112 @@ def mp_array(values: list, shape: tuple[int, ...]) -> np.ndarray:
 def exact_sub(a: mpf, b: mpf) -> mpf:
     """``a − b`` without rounding for finite operands (binary floats: the result is a finite
     binary); the extended-real difference (inf, NaN) otherwise."""
+    if type(a) is mpf and type(b) is mpf:
+        s, t = a._mpf_, b._mpf_
+        if _finite(s) and _finite(t):
+            return _make(mpf_sub(s, t, 0))
     return mpmath.fsub(a, b, exact=True) if mpmath.isfinite(a) and mpmath.isfinite(b) else a - b
+
+
+def raw(v) -> tuple:
+    """The raw ``(sign, man, exp, bc)`` tuple of an mpf (a number is converted exactly)."""
+    return v._mpf_ if type(v) is mpf else mp.convert(v)._mpf_
+
+
+def sum_raw(raws, prec: int, rnd: str) -> tuple:
+    """Raw ``Σ`` of raw tuples accumulated exactly while finite (rounded additions once a term or
+    the total is not), not yet rounded: ``mpf_pos(sum_raw(...), prec, rnd)`` is :func:`mp_sum`."""
+    acc = fzero
+    for t in raws:
+        acc = mpf_add(acc, t, 0) if _finite(t) and _finite(acc) else mpf_add(acc, t, prec, rnd)
+    return acc
 
 
 def mp_sum(values) -> mpf:
     """Sum of mpf values with a single rounding at the working precision (exact accumulation)."""
-    total = mpf(0)
-    for v in values:
-        if mpmath.isfinite(v) and mpmath.isfinite(total):
-            total = mpmath.fadd(total, v, exact=True)
-        else:
-            total = total + v
-    return +total
+    prec, rnd = mp._prec_rounding
+    return _make(mpf_pos(sum_raw(map(raw, values), prec, rnd), prec, rnd))
+
+
+def sums_except_raw(raws: list, prec: int, rnd: str) -> list:
+    """``[Σ_{k≠j} v_k for j]`` as :func:`mp_sum` gives them (raw, rounded): for finite values in
+    O(n), the exact total minus ``v_j`` (exact) rounded once — the same numbers."""
+    if not all(_finite(t) for t in raws):
+        return [mpf_pos(sum_raw((t for k, t in enumerate(raws) if k != j), prec, rnd), prec, rnd)
+                for j in range(len(raws))]
+    total = fzero
+    for t in raws:
+        total = mpf_add(total, t, 0)
+    return [mpf_pos(mpf_sub(total, t, 0), prec, rnd) for t in raws]
+
+
+def sums_except(values: list) -> list:
+    """``[mp_sum(values without v_j) for j]`` (see :func:`sums_except_raw`)."""
+    prec, rnd = mp._prec_rounding
+    return [_make(t) for t in sums_except_raw([raw(v) for v in values], prec, rnd)]
+
+
+_MEMO_MAX = 1 << 15  # entries per cache; a full cache is emptied (a case's rows and elements fit)
+_FLOATS: dict[tuple, tuple] = {}  # to_mp of float arrays: the value and the VJP convert the same inputs
+_EXP: dict[tuple, tuple] = {}
+_LOG1P: dict[tuple, tuple] = {}
+
+
+def _exp_raw(t: tuple, prec: int, rnd: str) -> tuple:
+    """``mpf_exp``, kept by argument and precision: σ(x), σ(−x), softplus(±x) of one element
+    need only ``e^{±x}``, and the value and the VJP ask for the same ones."""
+    key = (t, prec, rnd)
+    out = _EXP.get(key)
+    if out is None:
+        if len(_EXP) >= _MEMO_MAX:
+            _EXP.clear()
+        out = _EXP[key] = mpf_exp(t, prec, rnd)
+    return out
+
+
+def _log1p_raw(t: tuple, prec: int, rnd: str) -> tuple:
+    """``mpmath.log1p`` of a finite raw ``t > −1`` with ``|t|`` not below 2^−(prec+10): its own
+    steps (10 guard bits, ``log(1 + t)`` with ``1 + t`` at twice that precision, one final
+    rounding); kept by argument and precision."""
+    key = (t, prec, rnd)
+    out = _LOG1P.get(key)
+    if out is None:
+        if len(_LOG1P) >= _MEMO_MAX:
+            _LOG1P.clear()
+        wp = prec + 10
+        out = _LOG1P[key] = mpf_pos(mpf_log(mpf_add(fone, t, 2 * wp, rnd), wp, rnd), prec, rnd)
+    return out
+
+
+def exp(x: mpf) -> mpf:
+    """``mpmath.exp(x)``, kept by argument and precision (see :func:`_exp_raw`)."""
+    if type(x) is mpf:
+        prec, rnd = mp._prec_rounding
+        return _make(_exp_raw(x._mpf_, prec, rnd))
+    return mpmath.exp(x)
 
 
 def log1pexp(x: mpf) -> mpf:
-    """``log(1 + e^x)`` (softplus) without overflow for large x."""
+    """``log(1 + e^x)`` (softplus) without overflow for large x:
+    ``x + log1p(e^{−x})`` for ``x > 0``, ``log1p(e^x)`` otherwise."""
+    t = x._mpf_ if type(x) is mpf else None
+    if t is not None and t[1]:  # finite, non-zero: the formula's own libmp steps
+        prec, rnd = mp._prec_rounding
+        e = _exp_raw(mpf_neg(t, prec, rnd) if not t[0] else t, prec, rnd)  # e^{−|x|}
+        if e[1] and e[2] + e[3] >= -(prec + 10):  # not in log1p's series branch
+            r = _log1p_raw(e, prec, rnd)
+            return _make(mpf_add(t, r, prec, rnd) if not t[0] else r)
     if x > 0:
         return x + mpmath.log1p(mpmath.exp(-x))
     return mpmath.log1p(mpmath.exp(x))
 
 
-
 def sigmoid(x: mpf) -> mpf:
     """``σ(x) = 1/(1 + e^{−x})``."""
+    if type(x) is mpf:
+        prec, rnd = mp._prec_rounding
+        d = mpf_add(_exp_raw(mpf_neg(x._mpf_, prec, rnd), prec, rnd), from_int(1), prec, rnd)
+        return _make(mpf_rdiv_int(1, d, prec, rnd))
     return 1 / (1 + mpmath.exp(-x))
 
 
@@ -94,37 +202,170 @@ class SoftmaxRow:
     With ``m = max x`` and ``s = Σ e^{x_j − m}`` (exact differences):
     ``−log p_c = (m − x_c) + log s`` — both terms ≥ 0 — except at the arg-max, where
     ``−log p_c = log1p(Σ_{j≠c} e^{x_j − m})``; likewise ``1 − p_c = (s − e^{x_c−m})/s`` with the
-    numerator summed without the c-term.
+    numerator summed without the c-term. The sum of the ``e_j`` is kept exact, so each
+    ``Σ_{j≠c}`` is that sum minus ``e_c`` (exact), rounded once: the same number as summing the
+    others, in O(1). Each quantity is computed once per class and kept.
     """
 
     def __init__(self, row) -> None:
-        self.x = [mpf(v) for v in row]
-        finite = [v for v in self.x if v != mpmath.ninf]
-        self.bad = any(mpmath.isnan(v) or v == mpmath.inf for v in self.x) or not finite
+        prec, rnd = self._pr = tuple(mp._prec_rounding)
+        xs = self._x = [(t if t[3] <= prec else mpf_pos(t, prec, rnd)) if type(v) is mpf and (t := v._mpf_)
+                        else mpf(v)._mpf_ for v in row]  # mpf(v): rounded to the working precision
+        C = len(xs)
+        self.bad = any(t == fnan or t == finf for t in xs) or all(t == fninf for t in xs)
         if self.bad:
             return
-        self.m = max(finite)
-        self.e = [mpmath.exp(exact_sub(v, self.m)) if v != mpmath.ninf else mpf(0) for v in self.x]
-        self.s = mp_sum(self.e)
+        m = next(t for t in xs if t != fninf)
+        for t in xs:
+            if t != fninf and mpf_cmp(t, m) > 0:
+                m = t
+        self._m = m
+        e = self._e = [_exp_raw(mpf_sub(t, m, 0), prec, rnd) if t != fninf else fzero for t in xs]
+        total = fzero
+        for t in e:  # exact: every e_j is finite
+            total = mpf_add(total, t, 0)
+        self._total, self._s = total, mpf_pos(total, prec, rnd)
+        self._log_s = None
+        self._L: list = [None] * C
+        self._p: list = [None] * C
+        self._q: list = [None] * C
 
-    def _sum_except(self, c: int) -> mpf:
-        return mp_sum(self.e[j] for j in range(len(self.x)) if j != c)
+    @property
+    def x(self) -> list:
+        """The logits (mpf)."""
+        return [_make(t) for t in self._x]
+
+    @property
+    def e(self) -> list:
+        """``e^{x_j − m}`` (mpf)."""
+        return [_make(t) for t in self._e]
+
+    @property
+    def m(self) -> mpf:
+        return _make(self._m)
+
+    @property
+    def s(self) -> mpf:
+        return _make(self._s)
+
+    def _sum_except_raw(self, c: int) -> tuple:
+        return mpf_pos(mpf_sub(self._total, self._e[c], 0), *self._pr)
+
+    def sum_except(self, c: int) -> mpf:
+        """``Σ_{j≠c} e_j`` (rounded once)."""
+        return _make(self._sum_except_raw(c))
+
+    def neg_log_p_raw(self, c: int) -> tuple:
+        """Raw ``−log p_c`` (see :meth:`neg_log_p`)."""
+        if self.bad:
+            return fnan
+        out = self._L[c]
+        if out is None:
+            prec, rnd = self._pr
+            xc = self._x[c]
+            if xc == fninf:
+                out = finf
+            elif xc == self._m:
+                rest = self._sum_except_raw(c)
+                # log1p's own steps where it takes them (its series branch for a tiny sum: mpmath)
+                out = (_log1p_raw(rest, prec, rnd) if rest[1] and rest[2] + rest[3] >= -(prec + 10)
+                       else mpmath.log1p(_make(rest))._mpf_)
+            else:
+                if self._log_s is None:
+                    self._log_s = mpf_log(self._s, prec, rnd)
+                out = mpf_add(mpf_sub(self._m, xc, 0), self._log_s, prec, rnd)
+            self._L[c] = out
+        return out
+
+    def p_raw(self, c: int) -> tuple:
+        if self.bad:
+            return fnan
+        out = self._p[c]
+        if out is None:
+            out = self._p[c] = mpf_div(self._e[c], self._s, *self._pr)
+        return out
+
+    def one_minus_p_raw(self, c: int) -> tuple:
+        if self.bad:
+            return fnan
+        out = self._q[c]
+        if out is None:
+            out = self._q[c] = mpf_div(self._sum_except_raw(c), self._s, *self._pr)
+        return out
 
     def neg_log_p(self, c: int) -> mpf:
         """``−log p_c`` (+inf for a −inf logit; NaN for a row with NaN or +inf)."""
-        if self.bad:
-            return mpmath.nan
-        if self.x[c] == mpmath.ninf:
-            return mpmath.inf
-        if self.x[c] == self.m:
-            return mpmath.log1p(self._sum_except(c))
-        return exact_sub(self.m, self.x[c]) + mpmath.log(self.s)
+        return _make(self.neg_log_p_raw(c))
 
     def p(self, c: int) -> mpf:
-        return mpmath.nan if self.bad else self.e[c] / self.s
+        return _make(self.p_raw(c))
 
     def one_minus_p(self, c: int) -> mpf:
-        return mpmath.nan if self.bad else self._sum_except(c) / self.s
+        return _make(self.one_minus_p_raw(c))
+
+
+_ROWS: dict[tuple, SoftmaxRow] = {}
+_CACHES: list[dict] = [_ROWS, _FLOATS, _EXP, _LOG1P]
+
+
+def clear_caches() -> None:
+    """Empty every cache of :func:`softmax_row` and :func:`memo` (benchmarks time cold oracles)."""
+    for cache in _CACHES:
+        cache.clear()
+
+
+def softmax_row(row) -> SoftmaxRow:
+    """:class:`SoftmaxRow` of ``row`` (mpf), kept by the row's exact values and the working
+    precision: the value and the VJP of a case (and the differencing of the conditioning, which
+    moves one entry at a time) use the same rows."""
+    key = (*mp._prec_rounding, *[v._mpf_ if type(v) is mpf else v for v in row])
+    out = _ROWS.get(key)
+    if out is None:
+        if len(_ROWS) >= _MEMO_MAX:
+            _ROWS.clear()
+        out = _ROWS[key] = SoftmaxRow(row)
+    return out
+
+
+def _key(a) -> object:
+    """A hashable stand-in for an argument: an mpf's raw tuple, an array's dtype, shape and
+    contents (object arrays of mpf by their raw tuples), a list's items; other values as they are."""
+    t = type(a)
+    if t is mpf:
+        return a._mpf_
+    if t is np.ndarray:
+        if a.dtype == object:
+            return a.shape, tuple(_key(v) for v in a.reshape(-1).tolist())
+        return a.dtype.str, a.shape, a.tobytes()
+    if t is list or t is tuple:
+        return tuple(_key(v) for v in a)
+    return a
+
+
+def memo(fn):
+    """``fn`` with its results kept by its arguments (see :func:`_key`: mpf and arrays by their
+    exact values, the others must be hashable) and the working precision: an oracle's value and its
+    VJP build the same layouts and call the same per-element functions with the same arguments, and
+    the conditioning's differencing changes one input at a time. The results must not be mutated
+    by the callers (mpf, tuples, objects only read)."""
+    cache: dict[tuple, object] = {}
+    _CACHES.append(cache)
+
+    def wrapper(*args):
+        key = (*mp._prec_rounding, *[_key(a) for a in args])
+        try:
+            return cache[key]
+        except KeyError:
+            pass
+        if len(cache) >= _MEMO_MAX:
+            cache.clear()
+        out = cache[key] = fn(*args)
+        return out
+
+    wrapper.__wrapped__ = fn
+    wrapper.__doc__ = fn.__doc__
+    wrapper.__name__ = fn.__name__
+    return wrapper
 
 
 def _flat(result) -> list:
@@ -135,6 +376,24 @@ def _flat(result) -> list:
     return [result]
 
 
+def _same_float64(x, y) -> bool:
+    """``x`` and ``y`` round to the same float64 (both NaN counts as the same). Fast paths: equal
+    raw values; or both finite, non-zero and, rounded to 53 bits (ties to even), in the normal
+    range — where that rounding is the float64 rounding. Otherwise :func:`floats.round_exact`."""
+    if type(x) is mpf and type(y) is mpf:
+        a, b = x._mpf_, y._mpf_
+        if a == b:
+            return True
+        if a[1] and b[1]:
+            ra, rb = mpf_pos(a, 53, "n"), mpf_pos(b, 53, "n")
+            if all(-1022 <= r[2] + r[3] - 1 <= 1023 for r in (ra, rb)):
+                return ra == rb
+    from .floats import FORMATS, round_exact
+
+    u, v = round_exact(x, FORMATS["float64"]), round_exact(y, FORMATS["float64"])
+    return (u == v) or (mpmath.isnan(u) and mpmath.isnan(v))
+
+
 def stable(fn, max_doublings: int = 3):
     """Evaluate ``fn()`` at the working precision, then at doubled precisions until the
     float64 roundings of every output agree between two consecutive precisions.
@@ -142,11 +401,6 @@ def stable(fn, max_doublings: int = 3):
     This is the precision rule's runtime check: a cancellation the formula did not remove
     shows up as a disagreement and buys more bits. Returns the higher-precision result.
     """
-    from .floats import FORMATS, round_exact
-
-    def rounded(res):
-        return [round_exact(v, FORMATS["float64"]) for v in _flat(res)]
-
     bits = _prec[-1]
     with workprec():
         prev = fn()
@@ -154,8 +408,7 @@ def stable(fn, max_doublings: int = 3):
         bits *= 2
         with precision(bits), workprec():
             cur = fn()
-        a, b = rounded(prev), rounded(cur)
-        if all((x == y) or (mpmath.isnan(x) and mpmath.isnan(y)) for x, y in zip(a, b)):
+        if all(_same_float64(x, y) for x, y in zip(_flat(prev), _flat(cur))):
             return cur
         prev = cur
     return prev
