@@ -25,7 +25,7 @@ shorter path on the margin ``v = (2y − 1)·x`` (``p_t = σ(v)``) through the f
 (``σ(−v)``) kernels. Inputs of at least ``_COMPILE_MIN_NUMEL`` elements on CPU run the same
 kernels through ``torch.compile`` (one fused loop each), falling back to the eager blocks if
 compilation fails; set ``LOSSORACLE_COMPILE=0`` to never compile. The double-double kernels are
-branch-free (:mod:`.dd_torch`: no ``frexp``, no host round trip), so the compiled loop performs
+branch-free (:mod:`.dd_branchfree`: no ``frexp``, no host round trip), so the compiled loop performs
 the eager blocks' IEEE operations one for one and returns their bits. For float64 results whose
 only gradient is ``∂ℓ/∂x`` the forward forms that derivative with the loss from the same terms
 (two float64 arrays kept for the backward, which scales them by the cotangent) instead of the
@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import dd_torch as ddt
+from . import dd_branchfree as ddt
 from . import doubledouble as dd
 from .compiled import Kernel
 from .doubledouble import DD

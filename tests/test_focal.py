@@ -415,7 +415,7 @@ def _edge_logits(n: int, dtype, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("soft", [False, True])
 def test_sigmoid_float64_compiled_kernels_are_the_eager_blocks_bit_for_bit(monkeypatch, soft):
     """The double-double kernels traced by torch.compile (large CPU float64 inputs) give the eager blocks'
-    bits: every operation of :mod:`.doubledouble`/:mod:`.dd_torch` is one IEEE operation in both (Inductor
+    bits: every operation of :mod:`.doubledouble`/:mod:`.dd_branchfree` is one IEEE operation in both (Inductor
     compiles with -ffp-contract=off and no unsafe math), the saturated and non-finite logits included."""
     from lossoracle.implementations import compiled, focal_torch
 
