@@ -8,7 +8,11 @@ to the input dtype: on CPU inputs of at least :data:`_COMPILE_MIN_NUMEL` element
 ``torch.compile`` kernel per pass (:class:`.compiled.Kernel`; ``LOSSORACLE_COMPILE=0`` disables
 it), otherwise in blocks of about 2^15 elements (small temporaries; the reduced loss summed block
 by block); a call or block whose result is not finite (an edge: infinite or NaN operands,
-p ∈ {0, 1}) is recomputed by the guarded kernels of :mod:`.binary_core`. float64 sums and means
+p ∈ {0, 1}) is recomputed by the guarded kernels of :mod:`.binary_core`. Large float32 sums and
+means of the logits loss without ``pos_weight`` go further: the value in float32 arithmetic where an
+a-priori bound, checked per call, places it within budget (:func:`_fused_value32`), the input
+gradient from the float32 exponential (:func:`_fused_grads32`, within budget or ill-conditioned
+element by element). float64 sums and means
 (and their input gradients) run the plain float64 kernels of :mod:`.binary_bounds`, which bound
 their own error: the guarded kernels (guard bits, see :func:`_kernel`) recompute only what a
 bound cannot place within budget, and serve ``reduction='none'``, other devices and the other
@@ -99,11 +103,11 @@ def _tanh_small(z: Tensor) -> Tensor:
     return p.mul_(z)
 
 
-def _logits_ratio(x: Tensor, y: Tensor, pw: Tensor | None) -> Tensor:
+def _logits_ratio(x: Tensor, y: Tensor, pw: Tensor | None, e: Tensor | None = None) -> Tensor:
     """``(1 − y)σ(x) − pw·y·σ(−x)`` from one exponential: ``(c − d·e)/(1 + e)`` (x ≥ 0) or
     ``(c·e − d)/(1 + e)``, ``e = e^{−|x|}``, ``c = 1 − y``, ``d = pw·y`` — in a fused kernel; eagerly
     (:func:`_lean_bce_logits_grads`) two ``torch.sigmoid`` calls take fewer passes than the branches."""
-    e = x.abs().neg_().exp_()
+    e = x.abs().neg_().exp_() if e is None else e
     c, d = 1 - y, (y if pw is None else pw * y)
     num = torch.where(x >= 0, c - d * e, c * e - d)
     return num.div_(e.add_(1))
@@ -219,6 +223,52 @@ def _fused_value(kind: str, none: bool, x: Tensor, y: Tensor, w: Tensor | None, 
     return (v.to(x.dtype) if none else None), v.sum(), torch.stack(extrema)
 
 
+# float32 sums and means of the logits loss without pos_weight, in float32 arithmetic (16 lanes,
+# the float32 exp and log1p) when an a-priori bound places the result within the value budget
+# 4 + log2(n) ULP; the float64 kernel above otherwise. The bound, per element with u = 2^-24 (the
+# vectorised float32 exp and log1p are Sleef's u10 kernels, the scalar tail's glibc's: ≤ 1 ULP,
+# i.e. ≤ 2u relative, each), first order (the factor 1.01 of _F32_SLACK covers the higher ones):
+#   p = fl(y·x)                      |Δp| ≤ u|yx|
+#   t = fl(relu(x) − p)              |Δt| ≤ u|yx| + u|t|
+#   e = fl(exp(−|x|)), l = fl(log1p(e))   |Δl| ≤ 2u·l (log1p's own) + 2u·e/(1 + e) ≤ 4u·l
+#                                    (e/(1 + e) ≤ log1p(e) for e ≥ 0)
+#   v = fl(t + l) [·w]               |Δv| ≤ |Δt| + |Δl| + u|v| [then |w|·|Δv| + u|w·v|]
+# so |Δv| ≤ u·b with b = 2|p| + |t| + 4l + |v| [b_w = |w|·b + |w·v|], the absolute floor of an
+# underflowing product or exponential (≤ 2^-150 each, four of them) added per element as 2^-146
+# to b. The float64 sum of the v adds ≤ (n − 1)·2^-53·Σ|v| ≤ n·2^-53·Σb; the mean's division
+# 2^-53 relative; the final rounding to float32 ≤ 1 ULP of the exact result (0.5 ULP of the
+# rounded one, which may sit in the binade above). So the error of the float64 total ``r`` is at
+# most ``err = (1.01·u + n·2^-53)·Σb``, and the result is within budget when
+# ``err ≤ (budget − 1)·u·(|r| − err)`` (ULP(f) ≥ u·|f| for a normal float32 f, |f| ≥ |r| − err):
+# checked on the host, once per call.
+_F32_U = 2.0 ** -24
+_F32_SLACK = 1.01
+_F32_FLOOR = 2.0 ** -146
+_F32_TINY = 2.0 ** -126  # the smallest normal float32
+
+
+def _fused_value32(x: Tensor, y: Tensor, w: Tensor | None):
+    """float32 ``x``, ``y`` (and ``w``): the float64 sums of the loss ``(relu(x) − y·x) +
+    log1p(e^{−|x|})`` [·w] computed in float32 and of its error terms ``b`` (see above), and the
+    extrema of ``y``."""
+    p = y * x
+    t = torch.relu(x) - p
+    lg = torch.log1p(torch.exp(-x.abs()))
+    v = t + lg
+    b = 2 * p.abs() + t.abs() + 4 * lg + v.abs() + _F32_FLOOR
+    if w is not None:
+        v = v * w
+        b = w.abs() * b + v.abs()
+    return v.to(_F64).sum(), b.to(_F64).sum(), torch.stack([y.amin(), y.amax()])
+
+
+def _value32_passes(total: float, bound_sum: float, n: int) -> bool:
+    """The check of the bound above for the float64 total ``total`` of ``n`` terms."""
+    err = (_F32_SLACK * _F32_U + n * 2.0 ** -53) * bound_sum
+    budget = 4.0 + math.log2(n)
+    return math.isfinite(err) and abs(total) - err >= _F32_TINY and err <= (budget - 1) * _F32_U * (abs(total) - err)
+
+
 def _fused_grads(kind: str, want_y: bool, a: Tensor, x: Tensor, y: Tensor, w: Tensor | None, pw: Tensor | None):
     """Narrow dtypes: the gradients in float64, rounded to the inputs' dtypes, and a float64 sum
     that is finite exactly when they all are."""
@@ -226,6 +276,37 @@ def _fused_grads(kind: str, want_y: bool, a: Tensor, x: Tensor, y: Tensor, w: Te
     gx, gy = _LOSSES[kind].lean_grads(a, x.to(_F64), y.to(_F64), _f64(pw), want_y, fused=True)
     check = gx.sum() if gy is None else gx.sum() + gy.sum()
     return gx.to(x.dtype), (None if gy is None else gy.to(y.dtype)), check
+
+
+# The input gradient of a float32 sum or mean of n ≥ 2^16 logits terms without pos_weight:
+# :func:`_logits_ratio` with e = e^{−|x|} from the float32 exp (≤ 1 ULP = 2u relative, u = 2^-24,
+# while e ≥ 2^-126: |x| ≤ _EXP32_MAX_X, checked on the host; beyond, _fused_grads), the rest in
+# float64, and no tanh series near x = 0 (the bound below covers it). Per element, with
+# T = y·e/|num| (x ≥ 0, num = (1 − y) − y·e) or (1 − y)·e/|num| (x < 0, num = (1 − y)·e − y), the
+# exact quantities: e's error moves num by ≤ 2u·T·|num| and 1 + e by ≤ u relative; the float64
+# operations (1 − y, the product, the difference, the division, the cotangent) add ≤ 2^-53·(T + 7)
+# relative; the rounding to float32 ≤ 1 ULP. So the error is ≤ (2.01·T + 1.01)·u·|f| + 1 ULP
+# ≤ (2.01·T + 2.01) ULP (ULP(f) ≥ u·|f|; a subnormal result comes from the last rounding only).
+# The budget of a reduced loss's gradient is 8 + log2(n) ≥ 24 ULP (engine._budget): every element
+# with T ≤ 10.9 is faithful (hard targets: T ≤ 1). An element with T > 10.9 is ill-conditioned:
+# its condition number includes y·|∂g/∂y| = |a|·y (a: cotangent times weight) and y ≥ (T − 1)·|num|
+# ((1 − y)·e = y + num for x < 0; y ≥ T·|num| for x ≥ 0), so c ≥ (T − 1)·|f|·(1 + e) > 4·|f|;
+# there only *stable* is required, |err| ≤ k·u·(c + |f|) with k ≥ 8, and the error is at most
+# 2.01u·|a|·y·e/(1 + e) + 2.01u·|f| ≤ 2.01u·(c + |f|) (x < 0: 2.01u·|a|(y + |num|)/(1 + e), the
+# same) plus the final rounding; no relative error above 0.5 where |f| exceeds the tail bound
+# k·u·S (S ≥ |a|·y). No element needs a second pass.
+_EXP32_MAX_X = 86.0  # e^{-86} > 2^-126: the float32 exponential stays normal
+
+
+def _fused_grads32(want_y: bool, a: Tensor, x: Tensor, y: Tensor, w: Tensor | None):
+    """float32 ``x``, ``y``: :func:`_fused_grads` of the logits loss without pos_weight, from the
+    float32 exponential (see above), and ``max |x|``."""
+    a = a.to(_F64) if w is None else a.to(_F64) * w.to(_F64)
+    x64 = x.to(_F64)
+    gx = _logits_ratio(x64, y.to(_F64), None, x.abs().neg().exp().to(_F64)) * a
+    gy = -a * x64 if want_y else None
+    check = gx.sum() if gy is None else gx.sum() + gy.sum()
+    return gx.to(x.dtype), (None if gy is None else gy.to(y.dtype)), check, x.abs().amax()
 
 
 def _plain_value(kind: str, x: Tensor, y: Tensor, w: Tensor | None, pw: Tensor | None) -> Tensor:
@@ -239,7 +320,8 @@ def _plain_grad(kind: str, budget: Tensor, a: Tensor, x: Tensor, y: Tensor, w: T
 # the gradient kernels of narrow dtypes in 256-bit vectors: their float32 ↔ float64 conversions are
 # several times faster there (the value kernel, exp and log1p bound, is faster in 512-bit ones)
 _KERNELS = {fn: Kernel(fn, "binary cross-entropy", _COMPILE_MAX_VARIANTS, options)
-            for fn, options in ((_fused_value, None), (_fused_grads, {"cpp.simdlen": 256}), (_plain_value, None),
+            for fn, options in ((_fused_value, None), (_fused_value32, None), (_fused_grads, {"cpp.simdlen": 256}),
+                                (_fused_grads32, {"cpp.simdlen": 256}), (_plain_value, None),
                                 (_plain_grad, None))}
 
 
@@ -336,6 +418,15 @@ def _forward(kind: str, reduction: str, dtype: torch.dtype, *operands: Tensor | 
     n = x.numel()
     guard = dtype == _F64
     checked = False
+    if (dtype == torch.float32 and kind == "logits" and reduction != "none" and flat[3] is None
+            and all(a is None or a.dtype == dtype for a in flat[:3])):
+        out = _compiled(_fused_value32, (), *flat[:3])
+        if out is not None:
+            core.require_ranges(operands[0], operands[1], False, tuple(out[2].tolist()))
+            checked = True
+            total = float(out[0])
+            if _value32_passes(total, float(out[1]), n):
+                return torch.tensor(total if reduction == "sum" else total / n, dtype=_F64).to(dtype)
     if not guard:
         out = _compiled(_fused_value, (kind, reduction == "none"), kind, reduction == "none", *flat)
         if out is not None:
@@ -380,6 +471,11 @@ def _backward(kind: str, reduction: str, g: Tensor, w: Tensor | None, x: Tensor,
         g = g / n
     gf = g.reshape(-1) if reduction == "none" else g
     wf, pwf, xf, yf = _flat(w, shape), _flat(pw, shape), x.reshape(-1), y.reshape(-1)
+    if (x.dtype == torch.float32 and kind == "logits" and reduction != "none" and pw is None
+            and n >= _COMPILE_MIN_NUMEL and all(a is None or a.dtype == x.dtype for a in (y, w))):
+        out = _compiled(_fused_grads32, (want[1],), want[1], gf, xf, yf, wf)
+        if out is not None and bool(torch.isfinite(out[2])) and float(out[3]) <= _EXP32_MAX_X:
+            return (out[0].view(shape) if want[0] else None), (out[1].view(y.shape) if want[1] else None)
     if not guard:
         out = _compiled(_fused_grads, (kind, want[1]), kind, want[1], gf, xf, yf, wf, pwf)
         if out is not None and bool(torch.isfinite(out[2])):

@@ -403,8 +403,7 @@ def test_float64_plain_kernels_recompute_what_their_bound_cannot_place():
     assert gx.numpy()[7] == guarded[7]
 
 
-@pytest.mark.parametrize("loss", [BCE, BCEL])
-@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("loss, reduction", [(BCE, "mean"), (BCE, "none"), (BCEL, "none")])
 def test_fused_kernels_agree_with_the_eager_ones(loss, reduction):
     """float32 at the compiled size: the fused kernels give the eager kernels' results (both float64
     inside, rounded once: at most a last-bit difference of the float64 intermediates) and compile."""
@@ -430,3 +429,75 @@ def test_fused_kernels_agree_with_the_eager_ones(loss, reduction):
     f32 = FORMATS["float32"]
     for a, b in zip(fused, eager):
         assert max(ulp_error(float(u), float(v), f32) for u, v in zip(a.ravel(), b.ravel())) <= 1
+
+
+def _spy_kernels(mp, fns):
+    """Count the calls of the compiled kernels ``fns`` (name -> calls)."""
+    calls = {fn.__name__: 0 for fn in fns}
+    for fn in fns:
+        kernel = torch_impl_binary._KERNELS[fn]
+
+        def counting(*args, _kernel=kernel, _name=fn.__name__):
+            calls[_name] += 1
+            return _kernel(*args)
+
+        mp.setitem(torch_impl_binary._KERNELS, fn, counting)
+    return calls
+
+
+def test_float32_logits_reduction_in_float32_arithmetic_meets_the_budget():
+    """float32 means of the logits loss at the compiled size: the value from float32 arithmetic
+    (``_fused_value32``) within 4 + log2(n) ULP of the oracle; the input gradient with the float32
+    exponential (``_fused_grads32``): each element within 8 + log2(n) ULP, or, where its bound
+    excuses it (cancellation against a soft target: c ≥ |a|·y), within 4u·(|a|·y + |f|)."""
+    n = torch_impl_binary._COMPILE_MIN_NUMEL
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal(n) * 4).astype(np.float32)
+    y = rng.random(n).astype(np.float32)
+    y[: n // 4] = (y[: n // 4] < 0.5)  # some hard targets
+    w = (rng.random(n) * 2).astype(np.float32)
+    xt = torch.tensor(x, requires_grad=True)
+    with pytest.MonkeyPatch.context() as mp:
+        calls = _spy_kernels(mp, [torch_impl_binary._fused_value, torch_impl_binary._fused_grads])
+        out = torch_impl.binary_cross_entropy_with_logits(xt, torch.tensor(y), torch.tensor(w))
+        (gx,) = torch.autograd.grad(out, [xt])
+    assert calls == {"_fused_value": 0, "_fused_grads": 0}  # the float32 kernels served both
+    f32, budget = FORMATS["float32"], np.log2(n)
+    x64, y64, w64 = (v.astype(np.float64) for v in (x, y, w))
+    exact = reference.binary_cross_entropy_with_logits(x64, y64, w64)
+    assert ulp_error(float(out), exact, f32) <= 4 + budget
+    want = reference.binary_cross_entropy_with_logits_grad(np.array(1.0), x64, y64, w64)["input"]
+    u = 2.0 ** -24
+    for g, e, yi, wi in zip(gx.numpy(), want, y64, w64):
+        excused = abs(mpf(float(g)) - e) <= 4 * u * (wi / n * yi + abs(e))
+        assert ulp_error(float(g), e, f32) <= 8 + budget or excused
+
+
+def test_float32_logits_reduction_falls_back_where_its_bound_fails():
+    """A mean that cancels (weights of both signs, to 1e-3) fails the float32 value bound and an |x| above
+    86 (the float32 exponential would underflow) rules out the float32 gradient kernel: both are
+    then computed by the float64 kernels, and agree with the eager ones."""
+    n = torch_impl_binary._COMPILE_MIN_NUMEL
+    rng = np.random.default_rng(3)
+    x = torch.tensor(rng.standard_normal(n) * 4, dtype=torch.float32)
+    x[5] = 90.0
+    y = torch.tensor(rng.random(n), dtype=torch.float32)
+    w = torch.ones(n)
+    w[n // 2:] = -0.999
+    x[n // 2:], y[n // 2:] = x[: n // 2].clone(), y[: n // 2].clone()  # the two halves cancel to 1e-3
+    assert not torch_impl_binary._value32_passes(1e-3, 2.0 * n, n)
+    results = []
+    with pytest.MonkeyPatch.context() as mp:
+        calls = _spy_kernels(mp, [torch_impl_binary._fused_value, torch_impl_binary._fused_grads])
+        xt = x.clone().requires_grad_()
+        out = torch_impl.binary_cross_entropy_with_logits(xt, y, w)
+        results.append((float(out), torch.autograd.grad(out, [xt])[0]))
+        assert calls == {"_fused_value": 1, "_fused_grads": 1}
+        mp.setitem(compiled.ENABLED, "on", False)
+        xt = x.clone().requires_grad_()
+        out = torch_impl.binary_cross_entropy_with_logits(xt, y, w)
+        results.append((float(out), torch.autograd.grad(out, [xt])[0]))
+    (v, g), (v_eager, g_eager) = results
+    f32 = FORMATS["float32"]
+    assert ulp_error(v, v_eager, f32) <= 1
+    assert max(ulp_error(float(a), float(b), f32) for a, b in zip(g, g_eager)) <= 1
