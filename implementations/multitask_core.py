@@ -25,6 +25,7 @@ The callers (:mod:`.multitask_numpy`, :mod:`.multitask_torch`) validate with :fu
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -185,6 +186,37 @@ def _reduce(terms: DD, finite: Array, reduction: str, k: int) -> Array:
     if not bool(finite.all()):
         out = out * 0 + inf
     return out
+
+
+_U = 2.0 ** -53  # float64 unit roundoff; libm exp/log/log1p (glibc, SLEEF u10) are within 1 ULP ≤ 2u relative
+_TINY = 2.0 ** -1021  # below this a float64 product may have lost bits to underflow
+
+
+def grid_sum(t: Array) -> tuple[Array, float] | None:
+    """``Σ t`` of a finite float64 vector and a bound on its error, in any summation order (None: no
+    grid fits). Rump–Ogita–Oishi extraction: with ``σ = 2^{M+e}``, ``M = ⌈log2(n + 2)⌉``,
+    ``max|t| < 2^e``, each ``q = (σ + t) − σ`` is a multiple of ``u·σ`` and ``|Σ q| < σ``, so ``Σ q``
+    is exact; ``r = t − q`` is exact with ``|r| ≤ u·σ``, so ``fl(Σ r)`` errs by at most
+    ``n·u·Σ|r| ≤ n²u²σ ≤ 4(n + 2)n²u²·max|t|``, and the last addition by ``u·|S|``."""
+    n = int(t.shape[0])
+    mx = float(abs(t).max()) if n else 0.0
+    if mx == 0.0 or mx != mx:
+        return (t.sum(), 0.0) if mx == 0.0 else None
+    e = math.frexp(mx)[1] + math.ceil(math.log2(n + 2))
+    if e > 1023:
+        return None
+    sigma = 2.0 ** e
+    q = t + sigma
+    q -= sigma
+    r = t - q
+    total = q.sum() + r.sum()
+    return total, _U * abs(float(total)) + 4.01 * (n + 2) * n * n * _U * _U * mx
+
+
+def _fits(err: float, value: float, budget: float) -> bool:
+    """``err ≤ budget`` ULP of the exact result (``ulp(x) > u·|x|``, ``|exact| ≥ |value| − err``),
+    half an ULP kept in reserve."""
+    return err <= (budget - 0.5) * _U * (abs(value) - err)
 
 
 def _nan_if(flag: Array, out: Array) -> Array:
@@ -392,8 +424,57 @@ def plain_weights(kappa: Array, gamma, scratch: bool = False) -> Array:
     return ns.where(one & (gamma == gamma), 0.0, w) if guard else w
 
 
+def bounded_weights(kappa: Array, gamma: Array) -> tuple[Array, float] | None:
+    """Plain float64 ``FL(κ̄; γ)`` (:func:`plain_weights`) and ``ε`` with ``|ŵ − w| ≤ ε·w`` for every
+    task; None where ``γ·log(1 − κ̄) < −600`` somewhere (an underflowing power), or γ is NaN.
+
+    γ = 1, ``(κ̄ − 1)·log κ̄``: ``κ̄ − 1`` within ``u``, ``log`` 2u, the product u: ``ε = 4u``.
+    Otherwise ``d = fl(1 − κ̄)`` within ``u``, ``ℓ = fl(log d)`` within ``2u·|ℓ| + 1.01u`` of
+    ``log(1 − κ̄)``, ``z = fl(γ·ℓ)`` within ``3u·|z| + 1.01u·γ``, ``e^z`` 2u more, ``log κ̄`` 2u, the
+    product u: ``ε = (5 + 3·max|z| + 1.01·max γ)·u`` to first order (1% added for the rest)."""
+    ns = _ns(kappa)
+    g = gamma if isinstance(gamma, float) else float(gamma.max())
+    if g != g:
+        return None
+    if g == 1.0 and (isinstance(gamma, float) or float(gamma.min()) == 1.0):
+        return plain_weights(kappa, 1.0), 4.04 * _U
+    z = gamma * ns.log(1 - kappa)  # −inf at κ̄ = 1 for γ > 0 (weight 0: no error to bound)
+    zmin = float(ns.where(kappa == 1, 0.0, z).min())
+    if not zmin >= -600.0:
+        return None
+    return plain_weights(kappa, gamma), (5.05 + 3.03 * -zmin + 1.02 * g) * _U
+
+
+def _dtp_value_plain(L: Array, kappa: Array, gamma: Array, reduction: str) -> Array | None:
+    """``sum``/``mean`` from :func:`bounded_weights` and :func:`grid_sum`, or None where the bound
+    ``(ε + u)·Σ t + grid error + n·2^-1074`` (every term ``t = ŵ·L ≥ 0``, rounded once; products
+    that underflow lose at most ``2^-1075`` each), ``/K`` and ``u`` more for ``mean``, exceeds
+    2 + log2(K) ULP."""
+    k = int(L.shape[0])
+    if reduction == "none" or k < 2:
+        return None
+    wb = bounded_weights(kappa, gamma)
+    if wb is None:
+        return None
+    t = wb[0]
+    t *= L
+    got = grid_sum(t)
+    if got is None or not math.isfinite(float(got[0])):
+        return None
+    total, err = got
+    err += (wb[1] + _U) * 1.01 * (abs(float(total)) + err) + k * 2.0 ** -1074
+    if reduction == "mean":
+        total = total / k
+        err = err / k + _U * abs(float(total))
+    return total if _fits(err, float(total), 2 + math.log2(k)) else None
+
+
 def dtp_value(L: Array, kappa: Array, gamma: Array, reduction: str, T: dd.Transcendentals | None) -> Array:
     ns = _ns(L)
+    if T is not None:
+        fast = _dtp_value_plain(L, kappa, gamma, reduction)
+        if fast is not None:
+            return fast
     if T is None:
         terms = plain_weights(kappa, gamma + ns.zeros_like(kappa)) * L
         if reduction == "none":
@@ -417,6 +498,15 @@ def dtp_grad(g: Array, L: Array, kappa: Array, gamma: Array, reduction: str,
              T: dd.Transcendentals | None) -> Array:
     """``g_t·FL(κ̄_t; γ_t)`` (NaN where the KPI or γ of the task is NaN, whatever its loss)."""
     ns = _ns(L)
+    if T is not None and reduction != "none" and int(L.shape[0]) > 1:
+        # one product (and /K for mean) after the weight: ε + 2u of each partial, within 4 + log2(K) ULP?
+        wb = bounded_weights(kappa, gamma)
+        if wb is not None and (wb[1] + 2 * _U) * 1.01 <= (3.5 + math.log2(int(L.shape[0]))) * _U:
+            out = wb[0]
+            out *= g / L.shape[0] if reduction == "mean" else g
+            a = abs(out)
+            if not bool(((a < _TINY) & (out != 0)).any()) and bool(ns.isfinite(out).all()):
+                return out
     if T is None:
         g = g + ns.zeros_like(L)
         return plain_weights(kappa, gamma + ns.zeros_like(kappa)) * (g / L.shape[0] if reduction == "mean" else g)

@@ -415,3 +415,31 @@ def test_torch_backward_matches_finite_differences():
     kpis = torch.rand(5, generator=gen, dtype=torch.float64) * 0.9 + 0.05
     assert torch.autograd.gradcheck(lambda a: torch_impl.dynamic_task_priority(a, kpis, gamma=2.0, reduction="mean"),
                                     (L,))
+
+
+@pytest.mark.parametrize("impl", ["numpy", "torch"])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_dtp_float64_plain_path_stays_within_budget(impl, reduction):
+    """Many tasks: the plain float64 path (bounded a priori) is taken, and value and gradient stay
+    within the faithful budget plus log2(K) against the oracle (small K keeps the double-double)."""
+    from lossoracle.implementations import multitask_core as core
+
+    rng = np.random.default_rng(7)
+    k = 2048
+    L = rng.uniform(0, 3, k)
+    kap = np.concatenate([rng.uniform(1e-3, 1, k - 4), [1.0, 1 - 2.0**-53, 2.0**-1070, 0.5]])
+    assert core._dtp_value_plain(L, kap, np.array(1.0), reduction) is not None
+    assert core._dtp_value_plain(L[:3], kap[:3], np.array(1.0), reduction) is None  # 2 + log2 3 ULP: too tight
+    exact = ref.dynamic_task_priority(L, kap, 1.0, reduction)
+    exact_g = ref.dynamic_task_priority_grad(np.array(1.0), L, kap, 1.0, reduction)["losses"]
+    if impl == "numpy":
+        v = numpy_impl.dynamic_task_priority(L, kap, 1.0, reduction)
+        g = numpy_impl.dynamic_task_priority_grad(np.array(1.0), L, kap, 1.0, reduction)["losses"]
+    else:
+        Lt = torch.tensor(L, requires_grad=True)
+        vt = torch_impl.dynamic_task_priority(Lt, torch.tensor(kap), 1.0, reduction)
+        vt.backward()
+        v, g = vt.detach().numpy(), Lt.grad.numpy()
+    f64 = FORMATS["float64"]
+    assert ulp_error(float(v), exact, f64) <= 2 + math.log2(k)
+    assert max(ulp_error(float(a), b, f64) for a, b in zip(np.ravel(g), exact_g)) <= 4 + math.log2(k)
