@@ -336,10 +336,108 @@ class PlainUW:
         return (g * self.c) * self.e, gs
 
 
+_S_PLAIN = 700.0  # |s| up to this: e^{−s} and e^{−|s|} are normal and finite in plain float64
+
+
+class BoundedUW:
+    """Uncertainty weighting in plain float64 for float64 results, with a-priori error bounds (None
+    from :meth:`make` where ``|s| > 700`` somewhere, or ``K < 2``: the double-double path then).
+
+    Per task (libm ``exp``/``log1p`` within 1 ULP ≤ 2u relative): ``a = c·L·e^{−s}`` within 3u·a (c
+    exact); ``r`` exact for ``kendall``/``simplified``; ``liebel``: ``e^{−|s|}`` 2u, ``log1p`` 2u
+    more (its relative condition ``x/((1 + x)·log1p x) ≤ 1``), the sum with ``max(s, 0)`` u: within
+    ``5u·r``; a term ``a + r`` one rounding more: within ``6u·(a + |r|)``. ``σ(s)`` (liebel
+    ``r'``): ``e^{−|s|}`` 2u, ``1 + e`` u, the quotient u: 4u. Products that underflow lose at most
+    ``2^-1075`` each (an absolute ``K·2^-1073`` covers them)."""
+
+    def __init__(self, L: Array, s: Array, c, form: str) -> None:
+        ns = _ns(L)
+        self.ns, self.k, self.s, self.c, self.form = ns, int(L.shape[0]), s, c, form
+        self.e = ns.exp(-s)
+        self.a = L * self.e
+        self.a *= c
+
+    @classmethod
+    def make(cls, L: Array, s: Array, c, form: str, reduction: str) -> BoundedUW | None:
+        if reduction == "none" or int(L.shape[0]) < 2:
+            return None
+        lo, hi = (float(v) for v in _min_max(s))
+        if not (lo >= -_S_PLAIN and hi <= _S_PLAIN):
+            return None
+        q = cls(L, s, c, form)
+        q.lo, q.hi = lo, hi
+        return q
+
+    def _regulariser(self) -> Array:
+        ns, s = self.ns, self.s
+        if self.form == "kendall":
+            return 0.5 * s
+        if self.form == "simplified":
+            return s
+        return ns.log1p(ns.exp(-abs(s))) + ns.where(s > 0, s, 0.0)
+
+    def value(self, reduction: str) -> Array | None:
+        """``Σ a + r`` (``/K``), or None where the bound exceeds 2 + log2(K) ULP."""
+        r = self._regulariser()
+        t = r + self.a
+        got = grid_sum(t)
+        if got is None or not math.isfinite(float(got[0])):
+            return None
+        total, err = got
+        err += 6.06 * _U * (float(self.a.sum()) + float(abs(r).sum())) + self.k * 2.0 ** -1073
+        if reduction == "mean":
+            total = total / self.k
+            err = err / self.k + _U * abs(float(total))
+        return total if _fits(err, float(total), 2 + math.log2(self.k)) else None
+
+    def grads(self, g: Array, reduction: str) -> tuple[Array, Array, Array] | None:
+        """``(g'·c·e^{−s}, g'·(r' − a), bad)`` with ``g' = g`` or ``g/K`` (a scalar); None where a
+        partial could overflow or underflow (``|g'|``, ``c``, ``e^{−s}`` and ``a`` bound them), or
+        ``∂/∂L`` (``g/K``, ``e^{−s}``, the product: within 4.04u) does not fit 4 + log2(K) ULP.
+
+        ``∂/∂s = fl(g'·d̂)``, ``d̂ = fl(r̂' − â)``, errs by at most ``|g'|·(ρ·r' + 3.03u·a) +
+        3.01u·|∂/∂s|`` (ρ = 0, or 4.04u for liebel's σ; ``g/K``, the difference and the product
+        one rounding each). Within ``B − ½`` ULP (``B = 4 + log2 K``) wherever
+        ``κ·|d̂| ≥ ρ/u·r̂' + 3.03·â`` with ``κ = (B − ½)(1 − 4.1u) − 3.02``: ``bad`` marks the other
+        tasks (``â`` near ``r'``), computed with the constants rounded outwards (4.05, 3.04,
+        ``κ·(1 − 2^-30)``) to cover the test's own roundings, and any task whose ``∂/∂s`` could
+        underflow."""
+        ns = self.ns
+        if reduction == "mean":
+            g = g / self.k
+        budget = 3.5 + math.log2(self.k)
+        gabs = abs(float(g))
+        cmin, cmax = (self.c, self.c) if isinstance(self.c, float) else (float(self.c.min()), float(self.c.max()))
+        amax = float(self.a.max())
+        if not (4.04 <= budget and (gabs == 0 or gabs * cmin * math.exp(-self.hi) >= 2.0 ** -967)
+                and gabs * cmax * math.exp(-self.lo) <= 1e300 and gabs * (1 + amax) <= 1e300):
+            return None
+        gL = self.e * (g * self.c)
+        kappa = ((budget - 0.5) * (1 - 4.1 * _U) - 3.02) * (1 - 2.0 ** -30)
+        rhs = 3.04 * self.a
+        if self.form == "liebel":
+            e = ns.exp(-abs(self.s))
+            slope = ns.where(self.s >= 0, 1 / (1 + e), e / (1 + e))
+            rhs += 4.05 * slope
+        else:
+            slope = 0.5 if self.form == "kendall" else 1.0
+        gs = slope - self.a
+        bad = abs(gs) * kappa < rhs
+        gs *= g
+        if gabs < 2.0 ** -800 or (self.form == "liebel" and self.lo < -100):
+            bad |= abs(gs) < _TINY  # else |d̂| ≥ 0.01·r' ≥ 2^-150 outside the band: ∂/∂s cannot underflow
+        return gL, gs, bad
+
+
 def uw_value(L: Array, s: Array, c: Array, form: str, reduction: str, T: dd.Transcendentals | None) -> Array:
     """``Σ c·e^{−s}·L + r(s)`` (or the terms), float64."""
     if T is None:
         return PlainUW(L, s, c, form).value(reduction)
+    fast = BoundedUW.make(L, s, c, form, reduction)
+    if fast is not None:
+        v = fast.value(reduction)
+        if v is not None:
+            return v
     q = _UW(L, s, c, form, T)
     terms = dd.add(q.a, q.regulariser())
     finite = q.a_finite & q.ns.isfinite(terms[0] + terms[1])
@@ -349,27 +447,47 @@ def uw_value(L: Array, s: Array, c: Array, form: str, reduction: str, T: dd.Tran
 
 
 def uw_grads(g: Array, L: Array, s: Array, c: Array, form: str, reduction: str,
-             T: dd.Transcendentals | None) -> tuple[Array, Array]:
-    """``(g·c·e^{−s}, g·(r'(s) − c·e^{−s}·L))`` per task, float64."""
+             T: dd.Transcendentals | None, bounded: BoundedUW | None = None) -> tuple[Array, Array]:
+    """``(g·c·e^{−s}, g·(r'(s) − c·e^{−s}·L))`` per task, float64: bounded plain float64
+    (:class:`BoundedUW`, ``bounded`` if the forward made one), double-double for the tasks whose
+    bound does not fit (or every task)."""
     if T is None:
         return PlainUW(L, s, c, form).grads(g, reduction)
+    fast = bounded if bounded is not None else BoundedUW.make(L, s, c, form, reduction)
+    got = fast.grads(g, reduction) if fast is not None else None
+    if got is not None:
+        gL, gs, bad = got
+        if bool(bad.any()):  # double-double for those tasks only
+            ns = fast.ns
+            idx = ns.nonzero(bad)[0] if ns is np else ns.nonzero(bad)[:, 0]
+            ci = c if isinstance(c, float) or not len(tuple(c.shape)) else c[idx]
+            gs[idx] = _uw_grads_dd(g, L[idx], s[idx], ci, form, reduction, T, fast.k, need_L=False)[1]
+        return gL, gs
+    return _uw_grads_dd(g, L, s, c, form, reduction, T, int(L.shape[0]))
+
+
+def _uw_grads_dd(g: Array, L: Array, s: Array, c: Array, form: str, reduction: str, T: dd.Transcendentals,
+                 k: int, need_L: bool = True) -> tuple[Array | None, Array]:
+    """:func:`uw_grads` in double-double; ``k`` is the task count of a ``mean`` (``L`` may be a
+    subset); ``need_L=False`` skips ``∂/∂L`` (None)."""
     q = _UW(L, s, c, form, T)
     ns = q.ns
-    k = int(L.shape[0])
     gd = _cotangent(g, reduction, k, L)
     sign_inf = ns.where(gd[0] > 0, float("inf"), -float("inf"))
-    # ∂/∂L: g·c·e^{−s}, the power of two last (a zero cotangent gives 0, never 0·inf)
-    t = -q.s
-    big = t > _T_MAX
-    E, kk = q.T.exp(ns.where(big, _T_MAX, t))
-    gL = _finish(dd.ldexp(dd.mul(E, dd.mul_d(gd, c)), kk), sign_inf)
+    gnan = gd[0] != gd[0]
+    gL = None
+    if need_L:  # ∂/∂L: g·c·e^{−s}, the power of two last (a zero cotangent gives 0, never 0·inf)
+        t = -q.s
+        big = t > _T_MAX
+        E, kk = q.T.exp(ns.where(big, _T_MAX, t))
+        gL = _finish(dd.ldexp(dd.mul(E, dd.mul_d(gd, c)), kk), sign_inf)
+        # a partial is NaN where an argument it involves is: ∂/∂L = c·e^{−s} involves s only
+        gL = ns.where((s != s) | gnan, float("nan"), gL)
     # ∂/∂s: g·(r' − a); where a overflowed, −sign(g)·inf (0 for g = 0)
     diff = dd.sub(q.slope(), q.a)
     gs = _finish(dd.mul(gd, diff), -sign_inf)
     gs = ns.where(q.a_finite, gs, ns.where(gd[0] == 0, 0.0, -sign_inf))
-    # a partial is NaN where an argument it involves is: ∂/∂L = c·e^{−s} involves s only
-    gnan = gd[0] != gd[0]
-    return ns.where((s != s) | gnan, float("nan"), gL), ns.where(q.nan | gnan, float("nan"), gs)
+    return gL, ns.where(q.nan | gnan, float("nan"), gs)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ _F64 = torch.float64
 class _UWFn(torch.autograd.Function):
     """Losses and log-variances in their own dtypes; the result in the promoted ``dtype``: plain float64
     (:class:`multitask_core.PlainUW`, its ``e^{−s}`` and ``c·e^{−s}·L`` kept for the backward) for a
-    narrow result, double-double for a float64 one."""
+    narrow result; for a float64 one bounded plain float64 (:class:`multitask_core.BoundedUW`, kept for
+    the backward) where its bound fits, double-double elsewhere."""
 
     @staticmethod
     def forward(ctx, L: torch.Tensor, s: torch.Tensor, c, form: str, reduction: str,
@@ -38,7 +39,11 @@ class _UWFn(torch.autograd.Function):
         ctx.plain = None
         L64, s64 = L.to(_F64), s.to(_F64)
         ctx.save_for_backward(L64, s64)
-        return core.uw_value(L64, s64, _coeffs(c, L64), form, reduction, core.FLOAT64).to(dtype)
+        ctx.bounded = core.BoundedUW.make(L64, s64, c, form, reduction)  # its e^{−s} and a serve the backward
+        v = ctx.bounded.value(reduction) if ctx.bounded is not None else None
+        if v is None:
+            v = core.uw_value(L64, s64, _coeffs(c, L64), form, reduction, core.FLOAT64)
+        return v.to(dtype)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
@@ -48,7 +53,7 @@ class _UWFn(torch.autograd.Function):
             gL, gs = gL.to(ctx.dtypes[0]), gs.to(ctx.dtypes[1])
         else:
             L, s = ctx.saved_tensors
-            gL, gs = core.uw_grads(g, L, s, _coeffs(ctx.c, L), ctx.form, ctx.reduction, core.FLOAT64)
+            gL, gs = core.uw_grads(g, L, s, _coeffs(ctx.c, L), ctx.form, ctx.reduction, core.FLOAT64, ctx.bounded)
         need = ctx.needs_input_grad
         return (gL if need[0] else None, gs if need[1] else None, None, None, None, None)
 
