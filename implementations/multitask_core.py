@@ -1,7 +1,11 @@
 """Multi-task weighting kernels, written once for NumPy arrays and torch tensors (float64 operands).
 
-float64 results carry every quantity in double-double (:mod:`.doubledouble`, the ``SHORT``
-transcendentals: about 2^-68 relative; the full ``log``) and are rounded once; results rounded to
+float64 ``sum``/``mean`` results are computed in plain float64 with an a-priori error bound
+(:class:`BoundedUW`, :func:`bounded_weights`, the exact-grid :func:`grid_sum`) wherever that bound
+fits the faithful budget (2 ULP value / 4 ULP gradient, plus log2 K); the other float64 results
+(``none``, one task, the tasks near the optimum of ``∂/∂s``, extreme log-variances) carry every
+quantity in double-double (:mod:`.doubledouble`, the ``SHORT`` transcendentals: about 2^-68
+relative; the full ``log``) and are rounded once; results rounded to
 float32 or narrower are computed in plain float64 (:class:`PlainUW`, :func:`plain_weights`:
 about 2^-52 relative, far below their half-ULP, and float32 inputs cannot make ``e^{−s}·L``
 overflow float64 where it is finite in float32). Formulas (``lossoracle.reference.multitask``):

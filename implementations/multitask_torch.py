@@ -3,7 +3,8 @@ log-variances) and Dynamic Task Prioritization (function and ``nn.Module`` holdi
 averages), with analytic backward.
 
 Each loss is a ``torch.autograd.Function`` over the kernels of :mod:`.multitask_core`, computed in
-float64 double-double on the inputs' device (CPU or CUDA alike) and rounded once to the result
+float64 (plain with an error bound, or double-double where the bound does not fit the budget) on the
+inputs' device (CPU or CUDA alike) and rounded once to the result
 dtype (``torch.promote_types`` of the losses and the log-variances; the losses' dtype for DTP).
 Autograd through ``0.5·exp(−s)·L + 0.5·s`` would overflow ``exp(−s)`` and give ``inf·0 = NaN`` at
 ``L = 0``; here ``e^{−s}·L = e^{log L − s}`` (``lossoracle.reference.multitask``).
