@@ -567,20 +567,19 @@ def bounded_weights(kappa: Array, gamma: Array) -> tuple[Array, float] | None:
     return plain_weights(kappa, gamma), (5.05 + 3.03 * -zmin + 1.02 * g) * _U
 
 
-def _dtp_value_plain(L: Array, kappa: Array, gamma: Array, reduction: str) -> Array | None:
-    """``sum``/``mean`` from :func:`bounded_weights` and :func:`grid_sum`, or None where the bound
-    ``(ε + u)·Σ t + grid error + n·2^-1074`` (every term ``t = ŵ·L ≥ 0``, rounded once; products
-    that underflow lose at most ``2^-1075`` each), ``/K`` and ``u`` more for ``mean``, exceeds
-    2 + log2(K) ULP."""
+def bounded_dtp(kappa: Array, gamma: Array, k: int, reduction: str) -> tuple[Array, float] | None:
+    """:func:`bounded_weights` for a ``sum``/``mean`` over ``k ≥ 2`` tasks (None otherwise: the
+    faithful budget of a single term is too tight for the plain bound)."""
+    return None if reduction == "none" or k < 2 else bounded_weights(kappa, gamma)
+
+
+def dtp_plain_value(L: Array, wb: tuple[Array, float], reduction: str) -> Array | None:
+    """``sum``/``mean`` of ``ŵ·L`` (``wb`` from :func:`bounded_dtp`) by :func:`grid_sum`, or None
+    where the bound ``(ε + u)·Σ t + grid error + n·2^-1074`` (every term ``t = ŵ·L ≥ 0``, rounded
+    once; products that underflow lose at most ``2^-1075`` each), ``/K`` and ``u`` more for
+    ``mean``, exceeds 2 + log2(K) ULP."""
     k = int(L.shape[0])
-    if reduction == "none" or k < 2:
-        return None
-    wb = bounded_weights(kappa, gamma)
-    if wb is None:
-        return None
-    t = wb[0]
-    t *= L
-    got = grid_sum(t)
+    got = grid_sum(wb[0] * L)
     if got is None or not math.isfinite(float(got[0])):
         return None
     total, err = got
@@ -591,10 +590,24 @@ def _dtp_value_plain(L: Array, kappa: Array, gamma: Array, reduction: str) -> Ar
     return total if _fits(err, float(total), 2 + math.log2(k)) else None
 
 
+def dtp_plain_grad(g: Array, wb: tuple[Array, float], reduction: str) -> Array | None:
+    """``g'·ŵ`` (``g' = g`` or ``g/K``, a scalar): ε + 2u of each partial (the product, ``/K``),
+    or None where that exceeds 4 + log2(K) ULP or a partial is not finite or could underflow."""
+    ns, k = _ns(wb[0]), int(wb[0].shape[0])
+    if (wb[1] + 2 * _U) * 1.01 > (3.5 + math.log2(k)) * _U:
+        return None
+    out = wb[0] * (g / k if reduction == "mean" else g)
+    a = abs(out)
+    if bool(((a < _TINY) & (out != 0)).any()) or not bool(ns.isfinite(a.max())):
+        return None
+    return out
+
+
 def dtp_value(L: Array, kappa: Array, gamma: Array, reduction: str, T: dd.Transcendentals | None) -> Array:
     ns = _ns(L)
-    if T is not None:
-        fast = _dtp_value_plain(L, kappa, gamma, reduction)
+    wb = bounded_dtp(kappa, gamma, int(L.shape[0]), reduction) if T is not None else None
+    if wb is not None:
+        fast = dtp_plain_value(L, wb, reduction)
         if fast is not None:
             return fast
     if T is None:
@@ -620,15 +633,10 @@ def dtp_grad(g: Array, L: Array, kappa: Array, gamma: Array, reduction: str,
              T: dd.Transcendentals | None) -> Array:
     """``g_t·FL(κ̄_t; γ_t)`` (NaN where the KPI or γ of the task is NaN, whatever its loss)."""
     ns = _ns(L)
-    if T is not None and reduction != "none" and int(L.shape[0]) > 1:
-        # one product (and /K for mean) after the weight: ε + 2u of each partial, within 4 + log2(K) ULP?
-        wb = bounded_weights(kappa, gamma)
-        if wb is not None and (wb[1] + 2 * _U) * 1.01 <= (3.5 + math.log2(int(L.shape[0]))) * _U:
-            out = wb[0]
-            out *= g / L.shape[0] if reduction == "mean" else g
-            a = abs(out)
-            if not bool(((a < _TINY) & (out != 0)).any()) and bool(ns.isfinite(out).all()):
-                return out
+    wb = bounded_dtp(kappa, gamma, int(L.shape[0]), reduction) if T is not None else None
+    out = dtp_plain_grad(g, wb, reduction) if wb is not None else None
+    if out is not None:
+        return out
     if T is None:
         g = g + ns.zeros_like(L)
         return plain_weights(kappa, gamma + ns.zeros_like(kappa)) * (g / L.shape[0] if reduction == "mean" else g)

@@ -133,7 +133,9 @@ class _DTPFn(torch.autograd.Function):
             return terms.to(L.dtype)
         L64 = L.to(_F64)
         ctx.save_for_backward(L64, kap, gam)
-        return core.dtp_value(L64, kap, gam, reduction, core.FLOAT64)
+        ctx.wb = core.bounded_dtp(kap, gam, int(L.shape[0]), reduction)  # its weights serve the backward
+        v = core.dtp_plain_value(L64, ctx.wb, reduction) if ctx.wb is not None else None
+        return core.dtp_value(L64, kap, gam, reduction, core.FLOAT64) if v is None else v
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
@@ -143,8 +145,10 @@ class _DTPFn(torch.autograd.Function):
         if ctx.dtype != _F64:
             gL = (ctx.w * (g / ctx.w.shape[0] if ctx.reduction == "mean" else g)).to(ctx.dtype)
         else:
-            L, kap, gam = ctx.saved_tensors
-            gL = core.dtp_grad(g, L, kap, gam, ctx.reduction, core.FLOAT64)
+            gL = core.dtp_plain_grad(g, ctx.wb, ctx.reduction) if ctx.wb is not None else None
+            if gL is None:
+                L, kap, gam = ctx.saved_tensors
+                gL = core.dtp_grad(g, L, kap, gam, ctx.reduction, core.FLOAT64)
         return gL, None, None, None, None
 
 

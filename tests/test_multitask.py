@@ -428,8 +428,10 @@ def test_dtp_float64_plain_path_stays_within_budget(impl, reduction):
     k = 2048
     L = rng.uniform(0, 3, k)
     kap = np.concatenate([rng.uniform(1e-3, 1, k - 4), [1.0, 1 - 2.0**-53, 2.0**-1070, 0.5]])
-    assert core._dtp_value_plain(L, kap, np.array(1.0), reduction) is not None
-    assert core._dtp_value_plain(L[:3], kap[:3], np.array(1.0), reduction) is None  # 2 + log2 3 ULP: too tight
+    one = np.array(1.0)
+    assert core.dtp_plain_value(L, core.bounded_dtp(kap, one, k, reduction), reduction) is not None
+    small = core.bounded_dtp(kap[:3], one, 3, reduction)
+    assert core.dtp_plain_value(L[:3], small, reduction) is None  # 2 + log2 3 ULP: too tight
     exact = ref.dynamic_task_priority(L, kap, 1.0, reduction)
     exact_g = ref.dynamic_task_priority_grad(np.array(1.0), L, kap, 1.0, reduction)["losses"]
     if impl == "numpy":
