@@ -388,7 +388,8 @@ class BoundedUW:
         if got is None or not math.isfinite(float(got[0])):
             return None
         total, err = got
-        err += 6.06 * _U * (float(self.a.sum()) + float(abs(r).sum())) + self.k * 2.0 ** -1073
+        self.asum = float(self.a.sum())
+        err += 6.06 * _U * (self.asum + float(abs(r).sum())) + self.k * 2.0 ** -1073
         if reduction == "mean":
             total = total / self.k
             err = err / self.k + _U * abs(float(total))
@@ -412,7 +413,7 @@ class BoundedUW:
         budget = 3.5 + math.log2(self.k)
         gabs = abs(float(g))
         cmin, cmax = (self.c, self.c) if isinstance(self.c, float) else (float(self.c.min()), float(self.c.max()))
-        amax = float(self.a.max())
+        amax = self.asum if hasattr(self, "asum") else float(self.a.max())  # a ≥ 0: Σ a ≥ max a
         if not (4.04 <= budget and (gabs == 0 or gabs * cmin * math.exp(-self.hi) >= 2.0 ** -967)
                 and gabs * cmax * math.exp(-self.lo) <= 1e300 and gabs * (1 + amax) <= 1e300):
             return None
@@ -461,9 +462,9 @@ def uw_grads(g: Array, L: Array, s: Array, c: Array, form: str, reduction: str,
     got = fast.grads(g, reduction) if fast is not None else None
     if got is not None:
         gL, gs, bad = got
-        if bool(bad.any()):  # double-double for those tasks only
-            ns = fast.ns
-            idx = ns.nonzero(bad)[0] if ns is np else ns.nonzero(bad)[:, 0]
+        ns = fast.ns
+        idx = ns.nonzero(bad)[0] if ns is np else ns.nonzero(bad)[:, 0]
+        if int(idx.shape[0]):  # double-double for those tasks only
             ci = c if isinstance(c, float) or not len(tuple(c.shape)) else c[idx]
             gs[idx] = _uw_grads_dd(g, L[idx], s[idx], ci, form, reduction, T, fast.k, need_L=False)[1]
         return gL, gs
