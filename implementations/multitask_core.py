@@ -1,7 +1,11 @@
 """Multi-task weighting kernels, written once for NumPy arrays and torch tensors (float64 operands).
 
-float64 results carry every quantity in double-double (:mod:`.doubledouble`, the ``SHORT``
-transcendentals: about 2^-68 relative; the full ``log``) and are rounded once; results rounded to
+float64 ``sum``/``mean`` results are computed in plain float64 with an a-priori error bound
+(:class:`BoundedUW`, :func:`bounded_weights`, the exact-grid :func:`grid_sum`) wherever that bound
+fits the faithful budget (2 ULP value / 4 ULP gradient, plus log2 K); the other float64 results
+(``none``, one task, the tasks near the optimum of ``∂/∂s``, extreme log-variances) carry every
+quantity in double-double (:mod:`.doubledouble`, the ``SHORT`` transcendentals: about 2^-68
+relative; the full ``log``) and are rounded once; results rounded to
 float32 or narrower are computed in plain float64 (:class:`PlainUW`, :func:`plain_weights`:
 about 2^-52 relative, far below their half-ULP, and float32 inputs cannot make ``e^{−s}·L``
 overflow float64 where it is finite in float32). Formulas (``lossoracle.reference.multitask``):
@@ -25,6 +29,7 @@ The callers (:mod:`.multitask_numpy`, :mod:`.multitask_torch`) validate with :fu
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -187,6 +192,37 @@ def _reduce(terms: DD, finite: Array, reduction: str, k: int) -> Array:
     return out
 
 
+_U = 2.0 ** -53  # float64 unit roundoff; libm exp/log/log1p (glibc, SLEEF u10) are within 1 ULP ≤ 2u relative
+_TINY = 2.0 ** -1021  # below this a float64 product may have lost bits to underflow
+
+
+def grid_sum(t: Array) -> tuple[Array, float] | None:
+    """``Σ t`` of a finite float64 vector and a bound on its error, in any summation order (None: no
+    grid fits). Rump–Ogita–Oishi extraction: with ``σ = 2^{M+e}``, ``M = ⌈log2(n + 2)⌉``,
+    ``max|t| < 2^e``, each ``q = (σ + t) − σ`` is a multiple of ``u·σ`` and ``|Σ q| < σ``, so ``Σ q``
+    is exact; ``r = t − q`` is exact with ``|r| ≤ u·σ``, so ``fl(Σ r)`` errs by at most
+    ``n·u·Σ|r| ≤ n²u²σ ≤ 4(n + 2)n²u²·max|t|``, and the last addition by ``u·|S|``."""
+    n = int(t.shape[0])
+    mx = float(abs(t).max()) if n else 0.0
+    if mx == 0.0 or mx != mx:
+        return (t.sum(), 0.0) if mx == 0.0 else None
+    e = math.frexp(mx)[1] + math.ceil(math.log2(n + 2))
+    if e > 1023:
+        return None
+    sigma = 2.0 ** e
+    q = t + sigma
+    q -= sigma
+    r = t - q
+    total = q.sum() + r.sum()
+    return total, _U * abs(float(total)) + 4.01 * (n + 2) * n * n * _U * _U * mx
+
+
+def _fits(err: float, value: float, budget: float) -> bool:
+    """``err ≤ budget`` ULP of the exact result (``ulp(x) > u·|x|``, ``|exact| ≥ |value| − err``),
+    half an ULP kept in reserve."""
+    return err <= (budget - 0.5) * _U * (abs(value) - err)
+
+
 def _nan_if(flag: Array, out: Array) -> Array:
     """``out``, or NaN when any entry of ``flag`` holds (a reduced result)."""
     return out * float("nan") if bool(flag.any()) else out
@@ -304,10 +340,109 @@ class PlainUW:
         return (g * self.c) * self.e, gs
 
 
+_S_PLAIN = 700.0  # |s| up to this: e^{−s} and e^{−|s|} are normal and finite in plain float64
+
+
+class BoundedUW:
+    """Uncertainty weighting in plain float64 for float64 results, with a-priori error bounds (None
+    from :meth:`make` where ``|s| > 700`` somewhere, or ``K < 2``: the double-double path then).
+
+    Per task (libm ``exp``/``log1p`` within 1 ULP ≤ 2u relative): ``a = c·L·e^{−s}`` within 3u·a (c
+    exact); ``r`` exact for ``kendall``/``simplified``; ``liebel``: ``e^{−|s|}`` 2u, ``log1p`` 2u
+    more (its relative condition ``x/((1 + x)·log1p x) ≤ 1``), the sum with ``max(s, 0)`` u: within
+    ``5u·r``; a term ``a + r`` one rounding more: within ``6u·(a + |r|)``. ``σ(s)`` (liebel
+    ``r'``): ``e^{−|s|}`` 2u, ``1 + e`` u, the quotient u: 4u. Products that underflow lose at most
+    ``2^-1075`` each (an absolute ``K·2^-1073`` covers them)."""
+
+    def __init__(self, L: Array, s: Array, c, form: str) -> None:
+        ns = _ns(L)
+        self.ns, self.k, self.s, self.c, self.form = ns, int(L.shape[0]), s, c, form
+        self.e = ns.exp(-s)
+        self.a = L * self.e
+        self.a *= c
+
+    @classmethod
+    def make(cls, L: Array, s: Array, c, form: str, reduction: str) -> BoundedUW | None:
+        if reduction == "none" or int(L.shape[0]) < 2:
+            return None
+        lo, hi = (float(v) for v in _min_max(s))
+        if not (lo >= -_S_PLAIN and hi <= _S_PLAIN):
+            return None
+        q = cls(L, s, c, form)
+        q.lo, q.hi = lo, hi
+        return q
+
+    def _regulariser(self) -> Array:
+        ns, s = self.ns, self.s
+        if self.form == "kendall":
+            return 0.5 * s
+        if self.form == "simplified":
+            return s
+        return ns.log1p(ns.exp(-abs(s))) + ns.where(s > 0, s, 0.0)
+
+    def value(self, reduction: str) -> Array | None:
+        """``Σ a + r`` (``/K``), or None where the bound exceeds 2 + log2(K) ULP."""
+        r = self._regulariser()
+        t = r + self.a
+        got = grid_sum(t)
+        if got is None or not math.isfinite(float(got[0])):
+            return None
+        total, err = got
+        self.asum = float(self.a.sum())
+        err += 6.06 * _U * (self.asum + float(abs(r).sum())) + self.k * 2.0 ** -1073
+        if reduction == "mean":
+            total = total / self.k
+            err = err / self.k + _U * abs(float(total))
+        return total if _fits(err, float(total), 2 + math.log2(self.k)) else None
+
+    def grads(self, g: Array, reduction: str) -> tuple[Array, Array, Array] | None:
+        """``(g'·c·e^{−s}, g'·(r' − a), bad)`` with ``g' = g`` or ``g/K`` (a scalar); None where a
+        partial could overflow or underflow (``|g'|``, ``c``, ``e^{−s}`` and ``a`` bound them), or
+        ``∂/∂L`` (``g/K``, ``e^{−s}``, the product: within 4.04u) does not fit 4 + log2(K) ULP.
+
+        ``∂/∂s = fl(g'·d̂)``, ``d̂ = fl(r̂' − â)``, errs by at most ``|g'|·(ρ·r' + 3.03u·a) +
+        3.01u·|∂/∂s|`` (ρ = 0, or 4.04u for liebel's σ; ``g/K``, the difference and the product
+        one rounding each). Within ``B − ½`` ULP (``B = 4 + log2 K``) wherever
+        ``κ·|d̂| ≥ ρ/u·r̂' + 3.03·â`` with ``κ = (B − ½)(1 − 4.1u) − 3.02``: ``bad`` marks the other
+        tasks (``â`` near ``r'``), computed with the constants rounded outwards (4.05, 3.04,
+        ``κ·(1 − 2^-30)``) to cover the test's own roundings, and any task whose ``∂/∂s`` could
+        underflow."""
+        ns = self.ns
+        if reduction == "mean":
+            g = g / self.k
+        budget = 3.5 + math.log2(self.k)
+        gabs = abs(float(g))
+        cmin, cmax = (self.c, self.c) if isinstance(self.c, float) else (float(self.c.min()), float(self.c.max()))
+        amax = self.asum if hasattr(self, "asum") else float(self.a.max())  # a ≥ 0: Σ a ≥ max a
+        if not (4.04 <= budget and (gabs == 0 or gabs * cmin * math.exp(-self.hi) >= 2.0 ** -967)
+                and gabs * cmax * math.exp(-self.lo) <= 1e300 and gabs * (1 + amax) <= 1e300):
+            return None
+        gL = self.e * (g * self.c)
+        kappa = ((budget - 0.5) * (1 - 4.1 * _U) - 3.02) * (1 - 2.0 ** -30)
+        rhs = 3.04 * self.a
+        if self.form == "liebel":
+            e = ns.exp(-abs(self.s))
+            slope = ns.where(self.s >= 0, 1 / (1 + e), e / (1 + e))
+            rhs += 4.05 * slope
+        else:
+            slope = 0.5 if self.form == "kendall" else 1.0
+        gs = slope - self.a
+        bad = abs(gs) * kappa < rhs
+        gs *= g
+        if gabs < 2.0 ** -800 or (self.form == "liebel" and self.lo < -100):
+            bad |= abs(gs) < _TINY  # else |d̂| ≥ 0.01·r' ≥ 2^-150 outside the band: ∂/∂s cannot underflow
+        return gL, gs, bad
+
+
 def uw_value(L: Array, s: Array, c: Array, form: str, reduction: str, T: dd.Transcendentals | None) -> Array:
     """``Σ c·e^{−s}·L + r(s)`` (or the terms), float64."""
     if T is None:
         return PlainUW(L, s, c, form).value(reduction)
+    fast = BoundedUW.make(L, s, c, form, reduction)
+    if fast is not None:
+        v = fast.value(reduction)
+        if v is not None:
+            return v
     q = _UW(L, s, c, form, T)
     terms = dd.add(q.a, q.regulariser())
     finite = q.a_finite & q.ns.isfinite(terms[0] + terms[1])
@@ -317,27 +452,47 @@ def uw_value(L: Array, s: Array, c: Array, form: str, reduction: str, T: dd.Tran
 
 
 def uw_grads(g: Array, L: Array, s: Array, c: Array, form: str, reduction: str,
-             T: dd.Transcendentals | None) -> tuple[Array, Array]:
-    """``(g·c·e^{−s}, g·(r'(s) − c·e^{−s}·L))`` per task, float64."""
+             T: dd.Transcendentals | None, bounded: BoundedUW | None = None) -> tuple[Array, Array]:
+    """``(g·c·e^{−s}, g·(r'(s) − c·e^{−s}·L))`` per task, float64: bounded plain float64
+    (:class:`BoundedUW`, ``bounded`` if the forward made one), double-double for the tasks whose
+    bound does not fit (or every task)."""
     if T is None:
         return PlainUW(L, s, c, form).grads(g, reduction)
+    fast = bounded if bounded is not None else BoundedUW.make(L, s, c, form, reduction)
+    got = fast.grads(g, reduction) if fast is not None else None
+    if got is not None:
+        gL, gs, bad = got
+        ns = fast.ns
+        idx = ns.nonzero(bad)[0] if ns is np else ns.nonzero(bad)[:, 0]
+        if int(idx.shape[0]):  # double-double for those tasks only
+            ci = c if isinstance(c, float) or not len(tuple(c.shape)) else c[idx]
+            gs[idx] = _uw_grads_dd(g, L[idx], s[idx], ci, form, reduction, T, fast.k, need_L=False)[1]
+        return gL, gs
+    return _uw_grads_dd(g, L, s, c, form, reduction, T, int(L.shape[0]))
+
+
+def _uw_grads_dd(g: Array, L: Array, s: Array, c: Array, form: str, reduction: str, T: dd.Transcendentals,
+                 k: int, need_L: bool = True) -> tuple[Array | None, Array]:
+    """:func:`uw_grads` in double-double; ``k`` is the task count of a ``mean`` (``L`` may be a
+    subset); ``need_L=False`` skips ``∂/∂L`` (None)."""
     q = _UW(L, s, c, form, T)
     ns = q.ns
-    k = int(L.shape[0])
     gd = _cotangent(g, reduction, k, L)
     sign_inf = ns.where(gd[0] > 0, float("inf"), -float("inf"))
-    # ∂/∂L: g·c·e^{−s}, the power of two last (a zero cotangent gives 0, never 0·inf)
-    t = -q.s
-    big = t > _T_MAX
-    E, kk = q.T.exp(ns.where(big, _T_MAX, t))
-    gL = _finish(dd.ldexp(dd.mul(E, dd.mul_d(gd, c)), kk), sign_inf)
+    gnan = gd[0] != gd[0]
+    gL = None
+    if need_L:  # ∂/∂L: g·c·e^{−s}, the power of two last (a zero cotangent gives 0, never 0·inf)
+        t = -q.s
+        big = t > _T_MAX
+        E, kk = q.T.exp(ns.where(big, _T_MAX, t))
+        gL = _finish(dd.ldexp(dd.mul(E, dd.mul_d(gd, c)), kk), sign_inf)
+        # a partial is NaN where an argument it involves is: ∂/∂L = c·e^{−s} involves s only
+        gL = ns.where((s != s) | gnan, float("nan"), gL)
     # ∂/∂s: g·(r' − a); where a overflowed, −sign(g)·inf (0 for g = 0)
     diff = dd.sub(q.slope(), q.a)
     gs = _finish(dd.mul(gd, diff), -sign_inf)
     gs = ns.where(q.a_finite, gs, ns.where(gd[0] == 0, 0.0, -sign_inf))
-    # a partial is NaN where an argument it involves is: ∂/∂L = c·e^{−s} involves s only
-    gnan = gd[0] != gd[0]
-    return ns.where((s != s) | gnan, float("nan"), gL), ns.where(q.nan | gnan, float("nan"), gs)
+    return gL, ns.where(q.nan | gnan, float("nan"), gs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -392,8 +547,70 @@ def plain_weights(kappa: Array, gamma, scratch: bool = False) -> Array:
     return ns.where(one & (gamma == gamma), 0.0, w) if guard else w
 
 
+def bounded_weights(kappa: Array, gamma: Array) -> tuple[Array, float] | None:
+    """Plain float64 ``FL(κ̄; γ)`` (:func:`plain_weights`) and ``ε`` with ``|ŵ − w| ≤ ε·w`` for every
+    task; None where ``γ·log(1 − κ̄) < −600`` somewhere (an underflowing power), or γ is NaN.
+
+    γ = 1, ``(κ̄ − 1)·log κ̄``: ``κ̄ − 1`` within ``u``, ``log`` 2u, the product u: ``ε = 4u``.
+    Otherwise ``d = fl(1 − κ̄)`` within ``u``, ``ℓ = fl(log d)`` within ``2u·|ℓ| + 1.01u`` of
+    ``log(1 − κ̄)``, ``z = fl(γ·ℓ)`` within ``3u·|z| + 1.01u·γ``, ``e^z`` 2u more, ``log κ̄`` 2u, the
+    product u: ``ε = (5 + 3·max|z| + 1.01·max γ)·u`` to first order (1% added for the rest)."""
+    ns = _ns(kappa)
+    g = gamma if isinstance(gamma, float) else float(gamma.max())
+    if g != g:
+        return None
+    if g == 1.0 and (isinstance(gamma, float) or float(gamma.min()) == 1.0):
+        return plain_weights(kappa, 1.0), 4.04 * _U
+    z = gamma * ns.log(1 - kappa)  # −inf at κ̄ = 1 for γ > 0 (weight 0: no error to bound)
+    zmin = float(ns.where(kappa == 1, 0.0, z).min())
+    if not zmin >= -600.0:
+        return None
+    return plain_weights(kappa, gamma), (5.05 + 3.03 * -zmin + 1.02 * g) * _U
+
+
+def bounded_dtp(kappa: Array, gamma: Array, k: int, reduction: str) -> tuple[Array, float] | None:
+    """:func:`bounded_weights` for a ``sum``/``mean`` over ``k ≥ 2`` tasks (None otherwise: the
+    faithful budget of a single term is too tight for the plain bound)."""
+    return None if reduction == "none" or k < 2 else bounded_weights(kappa, gamma)
+
+
+def dtp_plain_value(L: Array, wb: tuple[Array, float], reduction: str) -> Array | None:
+    """``sum``/``mean`` of ``ŵ·L`` (``wb`` from :func:`bounded_dtp`) by :func:`grid_sum`, or None
+    where the bound ``(ε + u)·Σ t + grid error + n·2^-1074`` (every term ``t = ŵ·L ≥ 0``, rounded
+    once; products that underflow lose at most ``2^-1075`` each), ``/K`` and ``u`` more for
+    ``mean``, exceeds 2 + log2(K) ULP."""
+    k = int(L.shape[0])
+    got = grid_sum(wb[0] * L)
+    if got is None or not math.isfinite(float(got[0])):
+        return None
+    total, err = got
+    err += (wb[1] + _U) * 1.01 * (abs(float(total)) + err) + k * 2.0 ** -1074
+    if reduction == "mean":
+        total = total / k
+        err = err / k + _U * abs(float(total))
+    return total if _fits(err, float(total), 2 + math.log2(k)) else None
+
+
+def dtp_plain_grad(g: Array, wb: tuple[Array, float], reduction: str) -> Array | None:
+    """``g'·ŵ`` (``g' = g`` or ``g/K``, a scalar): ε + 2u of each partial (the product, ``/K``),
+    or None where that exceeds 4 + log2(K) ULP or a partial is not finite or could underflow."""
+    ns, k = _ns(wb[0]), int(wb[0].shape[0])
+    if (wb[1] + 2 * _U) * 1.01 > (3.5 + math.log2(k)) * _U:
+        return None
+    out = wb[0] * (g / k if reduction == "mean" else g)
+    a = abs(out)
+    if bool(((a < _TINY) & (out != 0)).any()) or not bool(ns.isfinite(a.max())):
+        return None
+    return out
+
+
 def dtp_value(L: Array, kappa: Array, gamma: Array, reduction: str, T: dd.Transcendentals | None) -> Array:
     ns = _ns(L)
+    wb = bounded_dtp(kappa, gamma, int(L.shape[0]), reduction) if T is not None else None
+    if wb is not None:
+        fast = dtp_plain_value(L, wb, reduction)
+        if fast is not None:
+            return fast
     if T is None:
         terms = plain_weights(kappa, gamma + ns.zeros_like(kappa)) * L
         if reduction == "none":
@@ -417,6 +634,10 @@ def dtp_grad(g: Array, L: Array, kappa: Array, gamma: Array, reduction: str,
              T: dd.Transcendentals | None) -> Array:
     """``g_t·FL(κ̄_t; γ_t)`` (NaN where the KPI or γ of the task is NaN, whatever its loss)."""
     ns = _ns(L)
+    wb = bounded_dtp(kappa, gamma, int(L.shape[0]), reduction) if T is not None else None
+    out = dtp_plain_grad(g, wb, reduction) if wb is not None else None
+    if out is not None:
+        return out
     if T is None:
         g = g + ns.zeros_like(L)
         return plain_weights(kappa, gamma + ns.zeros_like(kappa)) * (g / L.shape[0] if reduction == "mean" else g)

@@ -3,7 +3,8 @@ log-variances) and Dynamic Task Prioritization (function and ``nn.Module`` holdi
 averages), with analytic backward.
 
 Each loss is a ``torch.autograd.Function`` over the kernels of :mod:`.multitask_core`, computed in
-float64 double-double on the inputs' device (CPU or CUDA alike) and rounded once to the result
+float64 (plain with an error bound, or double-double where the bound does not fit the budget) on the
+inputs' device (CPU or CUDA alike) and rounded once to the result
 dtype (``torch.promote_types`` of the losses and the log-variances; the losses' dtype for DTP).
 Autograd through ``0.5·exp(−s)·L + 0.5·s`` would overflow ``exp(−s)`` and give ``inf·0 = NaN`` at
 ``L = 0``; here ``e^{−s}·L = e^{log L − s}`` (``lossoracle.reference.multitask``).
@@ -26,7 +27,8 @@ _F64 = torch.float64
 class _UWFn(torch.autograd.Function):
     """Losses and log-variances in their own dtypes; the result in the promoted ``dtype``: plain float64
     (:class:`multitask_core.PlainUW`, its ``e^{−s}`` and ``c·e^{−s}·L`` kept for the backward) for a
-    narrow result, double-double for a float64 one."""
+    narrow result; for a float64 one bounded plain float64 (:class:`multitask_core.BoundedUW`, kept for
+    the backward) where its bound fits, double-double elsewhere."""
 
     @staticmethod
     def forward(ctx, L: torch.Tensor, s: torch.Tensor, c, form: str, reduction: str,
@@ -38,7 +40,11 @@ class _UWFn(torch.autograd.Function):
         ctx.plain = None
         L64, s64 = L.to(_F64), s.to(_F64)
         ctx.save_for_backward(L64, s64)
-        return core.uw_value(L64, s64, _coeffs(c, L64), form, reduction, core.FLOAT64).to(dtype)
+        ctx.bounded = core.BoundedUW.make(L64, s64, c, form, reduction)  # its e^{−s} and a serve the backward
+        v = ctx.bounded.value(reduction) if ctx.bounded is not None else None
+        if v is None:
+            v = core.uw_value(L64, s64, _coeffs(c, L64), form, reduction, core.FLOAT64)
+        return v.to(dtype)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
@@ -48,7 +54,7 @@ class _UWFn(torch.autograd.Function):
             gL, gs = gL.to(ctx.dtypes[0]), gs.to(ctx.dtypes[1])
         else:
             L, s = ctx.saved_tensors
-            gL, gs = core.uw_grads(g, L, s, _coeffs(ctx.c, L), ctx.form, ctx.reduction, core.FLOAT64)
+            gL, gs = core.uw_grads(g, L, s, _coeffs(ctx.c, L), ctx.form, ctx.reduction, core.FLOAT64, ctx.bounded)
         need = ctx.needs_input_grad
         return (gL if need[0] else None, gs if need[1] else None, None, None, None, None)
 
@@ -127,7 +133,9 @@ class _DTPFn(torch.autograd.Function):
             return terms.to(L.dtype)
         L64 = L.to(_F64)
         ctx.save_for_backward(L64, kap, gam)
-        return core.dtp_value(L64, kap, gam, reduction, core.FLOAT64)
+        ctx.wb = core.bounded_dtp(kap, gam, int(L.shape[0]), reduction)  # its weights serve the backward
+        v = core.dtp_plain_value(L64, ctx.wb, reduction) if ctx.wb is not None else None
+        return core.dtp_value(L64, kap, gam, reduction, core.FLOAT64) if v is None else v
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
@@ -137,8 +145,10 @@ class _DTPFn(torch.autograd.Function):
         if ctx.dtype != _F64:
             gL = (ctx.w * (g / ctx.w.shape[0] if ctx.reduction == "mean" else g)).to(ctx.dtype)
         else:
-            L, kap, gam = ctx.saved_tensors
-            gL = core.dtp_grad(g, L, kap, gam, ctx.reduction, core.FLOAT64)
+            gL = core.dtp_plain_grad(g, ctx.wb, ctx.reduction) if ctx.wb is not None else None
+            if gL is None:
+                L, kap, gam = ctx.saved_tensors
+                gL = core.dtp_grad(g, L, kap, gam, ctx.reduction, core.FLOAT64)
         return gL, None, None, None, None
 
 
