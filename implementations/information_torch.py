@@ -67,14 +67,136 @@ def _precise(*tensors: torch.Tensor) -> bool:
     return any(t.dtype == torch.float64 for t in tensors)
 
 
+# ----------------------------------------------------------------------------------------------
+# float64 in plain hardware arithmetic where an a-priori bound proves it within budget
+#
+# torch's float64 ``log`` is SLEEF's ``Sleef_logd{2,4,8}_u10`` in the vectorised CPU loops and
+# glibc's ``log`` in scalar ones (both documented ≤ 1 ULP), CUDA's ``log`` (≤ 1 ULP, CUDA C
+# Programming Guide, table of double-precision functions). With ``u = 2^-53`` and ``η = 2^-1074``:
+# ``ulp(x) ≤ 2u·|x|`` for normal ``x``, each ``+ − ×`` rounds with an error ``≤ ulp/2 ≤ u·|result|``
+# (``≤ η/2`` in the subnormal range). Each fast kernel below computes the plain float64 formula and,
+# from the computed values, an upper bound of its error; an element (gradient) or a row (value)
+# whose bound could exceed its budget — faithful: 2 ULP for a value plus ``log2 n`` for a sum of
+# ``n`` terms, 4 ULP for a gradient element — is recomputed by the double-double kernels of
+# :mod:`.information_core` (as are non-finite inputs and results). On random inputs that is none.
+
+_EXP_MASK = 0x7FF0000000000000  # the exponent field of a float64
+
+
+def _pow2(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``2^⌊log2 |x|⌋`` for normal ``x`` (0 for 0 and subnormals; inf for inf and NaN): the
+    exponent bits alone, so that ``ulp(x) = 2^-52·_pow2(x)``; into ``out`` (may be ``x``)."""
+    bits = x.view(torch.int64)
+    if out is None:
+        return (bits & _EXP_MASK).view(torch.float64)
+    return torch.bitwise_and(bits, _EXP_MASK, out=out.view(torch.int64)).view(torch.float64)
+
+
+def _rump_sum(t: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``Σ t`` over the last axis with an error bound independent of the summation order:
+    ``(hi, lo, bound)``, ``hi + lo`` equal to the exact sum within ``bound`` (before rounding);
+    ``a = |t|`` (overwritten).
+
+    Rump, Ogita & Oishi, "Accurate floating-point summation part I: faithful rounding", SIAM J.
+    Sci. Comput. 31 (2008), Lemma 3.3 (ExtractVector): for ``σ = 2^k ≥ 2^M·max|t_i|`` with
+    ``2^M ≥ n + 2``, ``q_i = fl(fl(σ + t_i) − σ)`` and ``r_i = fl(t_i − q_i)`` are exact, ``Σ q_i`` is
+    exact in any order and ``|r_i| ≤ 2^-53·σ``; so any-order ``Σ r_i`` errs by at most
+    ``(n − 1)·u·Σ|r_i| ≤ n²·2^-106·σ``. Here ``σ = 2^(M + 1)·2^⌊log2 max|t|⌋`` (at least 2^-1022
+    times that, so that nothing underflows); a NaN or infinite term gives a non-finite ``hi``."""
+    n = t.shape[-1]
+    m = max(1, (n + 1).bit_length())  # 2^m ≥ n + 2
+    sigma = _pow2(a.amax(-1, keepdim=True)).clamp_min_(2.0**-1022).mul_(2.0 ** (m + 1))
+    q = t + sigma
+    q -= sigma
+    r = torch.sub(t, q, out=a)
+    return q.sum(-1), r.sum(-1), sigma[..., 0] * (1.01 * n * n * 2.0**-106)
+
+
+def _faithful_sum(t: torch.Tensor, a: torch.Tensor, term_err: torch.Tensor,
+                  budget: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fl(Σ t)`` over the last axis and where it is provably within ``budget`` ULP of the exact
+    sum of the terms that ``t`` approximates, ``term_err`` bounding the terms' errors summed (per
+    row); ``a = |t|`` (overwritten). The rounding of ``hi + lo`` adds ``ulp/2``, which the check
+    counts as one ULP of ``fl(Σ t)·(1 − 2^-40)`` (no larger than the exact result's ULP when the
+    check passes)."""
+    hi, lo, err = _rump_sum(t, a)
+    s = hi + lo
+    bound = term_err + err
+    ok = (bound <= (budget - 1.0) * 2.0**-52 * _pow2(s * (1.0 - 2.0**-40))) & (s.abs() < math.inf)
+    return s, ok
+
+
+def _entropy_rows_fast(p: torch.Tensor) -> torch.Tensor:
+    """Row entropies ``−Σ p log p`` in plain float64 where provably faithful, double-double rows
+    elsewhere.
+
+    Term ``t = fl(p·fl(log p))``: the libm's ``|δ log p| ≤ ulp(log p) ≤ 2u·|log p|`` and the
+    product's ``u·|t|`` (or ``η/2``) give ``|t − p·log p| ≤ 3u·(1 + 2^-48)·|t| + η``. The row bound
+    is ``3u·Σ|t|`` (norm computed with ``n·u`` relative error: inflated by ``1 + n·2^-52``) plus
+    ``n·η`` and :func:`_rump_sum`'s; budget ``2 + log2 n``."""
+    n = p.shape[-1]
+    if n == 0:
+        return core.entropy(p, True)
+    t = torch.log(p)
+    t *= p
+    a = t.abs()
+    err = a.sum(-1).mul_(3.0 * 2.0**-53 * (1.0 + 2.0**-40 + n * 2.0**-52)).add_(n * 2.0**-1074)
+    s, ok = _faithful_sum(t, a, err, 2.0 + math.log2(max(n, 1)))
+    s = s.neg_()
+    if not bool(ok.all()):
+        bad = (~ok).nonzero()[:, 0]
+        s[bad] = core.entropy(p[bad], True)
+    return s
+
+def _entropy_rows_plain(p: torch.Tensor) -> torch.Tensor:
+    """Row entropies for narrow results: the float64 terms ``p·log p`` summed (see
+    :mod:`.information_core` for why float64 suffices); rows with a non-finite sum (``p = 0``, inf,
+    NaN) by :func:`information_core.entropy`'s plain formula, which carries the boundary values."""
+    t = torch.log(p)
+    t *= p
+    s = t.sum(-1).neg_()
+    bad = ~(s.abs() < math.inf)
+    if bool(bad.any()):
+        s[bad] = core.entropy(p[bad], False)
+    return s
+
+
+def _entropy_grad_fast(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``−g·(log p + 1)`` in plain float64 where provably within 4 ULP (or where only the stable
+    grade is required), double-double elsewhere.
+
+    ``L = fl(log p)``, ``s = fl(L + 1)``, ``f = fl(−g·s)``: error ``≤ |g|·(ulp(log p) + ulp(s)/2) +
+    ulp(f)/2``. ``ulp(log p) ≤ 2^-52·_pow2(L·(1 + 2^-50) + 2^-1022)`` (the exact log may lie in the
+    next binade of ``L``; ``log 1 = 0`` has ulp 2^-1074), ``ulp(s) ≤ 2^-52·P``, ``P = _pow2(s·(1 +
+    2^-40))``; the exact ``f`` is within 8u of ``f̂`` where the check passes, so ``ulp(f) ≥
+    2^-52·_pow2(f̂·(1 − 2^-40))`` and ``ulp(f̂)/2`` is at most that: the check is
+    ``|g|·(_pow2(L…) + P/2) ≤ 3·_pow2(f̂…)``. The condition ``c = |g|·(1 + 2|log p + 1|) ≤ 4|f|``
+    fails where ``|log p + 1| < 1/2``, certainly where ``P ≤ 1/4``: there only stable is required,
+    ``8u·c ≥ 8u|g|``, and the plain error is at most ``|g|·(2u·1.5 + u/2) + u|g|/2 = 4u|g|``, so
+    those elements pass whatever the check says."""
+    if p.numel() == 0:
+        return core.entropy_grad(p, g, True)
+    p = p.contiguous()
+    e = torch.log(p)
+    s = e + 1.0
+    f = s * -g
+    e.mul_(1.0 + 2.0**-50).add_(2.0**-1022)
+    _pow2(e, e).add_(_pow2(s.mul_(1.0 + 2.0**-40), s), alpha=0.5).mul_(g.abs())  # |g|·(ulp(log p) + ulp(s)/2)·2^52
+    e.sub_(s.neg_().add_(0.5).clamp_min_(0.0), alpha=2.0**1000)  # the stable-only elements (P ≤ 1/4) pass
+    e.sub_(_pow2(torch.mul(f, 1.0 - 2.0**-40, out=s), s), alpha=3.0)  # > 0: beyond the faithful budget
+    finite = bool(f.sum().abs() < math.inf)
+    if finite and bool(e.amax() <= 0):
+        return f
+    bad = (~(e <= 0) | ~(f.abs() < math.inf)).view(-1).nonzero()[:, 0]
+    f.view(-1)[bad] = core.entropy_grad(p.reshape(-1)[bad], g.expand_as(p).reshape(-1)[bad], True)
+    return f
+
 class _EntropyFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, p: torch.Tensor, dim: int) -> torch.Tensor:
         ctx.save_for_backward(p)
         ctx.dim = dim
-        precise = _precise(p)
-        # narrow dtypes: entr is core.entropy's plain formula (0 at p = 0) in one pass
-        row_entropy = (lambda r: core.entropy(r, True)) if precise else (lambda r: torch.special.entr(r).sum(-1))
+        row_entropy = _entropy_rows_fast if _precise(p) else _entropy_rows_plain
         (h,) = _row_map(row_entropy, (p.dtype,), _rows(p, dim), reduce=True)
         return _unrows(h, p, dim, True)
 
@@ -83,7 +205,8 @@ class _EntropyFn(torch.autograd.Function):
         (p,) = ctx.saved_tensors
         precise = _precise(p)
         gr = g.reshape(-1, 1) if g.dim() else g.reshape(1, 1)
-        (grad,) = _row_map(lambda r, gb: core.entropy_grad(r, gb, precise), (p.dtype,), _rows(p, ctx.dim), gr)
+        kernel = _entropy_grad_fast if precise else (lambda r, gb: core.entropy_grad(r, gb, False))
+        (grad,) = _row_map(kernel, (p.dtype,), _rows(p, ctx.dim), gr)
         return _unrows(grad, p, ctx.dim, False), None
 
 
