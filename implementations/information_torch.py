@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from . import doubledouble as dd
 from . import information_core as core
 from .information_numpy import KL_REDUCTIONS, require_dim
 from .validation import require_floating, require_range, require_reduction, require_same_shape
@@ -226,13 +227,57 @@ def _divisor(reduction: str, shape: tuple[int, ...]) -> float | None:
 
 
 def _kl_div_sum(x: torch.Tensor, t: torch.Tensor, log_target: bool) -> torch.Tensor:
-    """The float64 sum of the plain terms (narrow dtypes): ``xlogy(t, t) − t·x`` where that is
-    finite, else (an edge: ``t = 0`` against ``x = −∞``, infinities, NaN) :func:`information_core.kl_div`."""
+    """The float64 sum of the plain terms (narrow dtypes): ``t·(log t − x)`` where that is finite,
+    else (an edge: ``t = 0``, infinities, NaN) :func:`information_core.kl_div`."""
     if not log_target:
-        total = (torch.xlogy(t, t) - t * x).sum()
-        if torch.isfinite(total):
+        term = torch.log(t).sub_(x).mul_(t)
+        total = term.sum()
+        if bool(total.abs() < math.inf):
             return total
     return core.kl_div(x, t, log_target, None, True, False)
+
+
+def _kl_div_total_fast(x: torch.Tensor, t: torch.Tensor, divisor: float | None) -> torch.Tensor | None:
+    """``Σ t·(log t − x)`` (divided by ``divisor``) over flat float64 inputs in plain float64 terms,
+    or None where the bound below does not prove the result faithful (budget ``2 + log2 n``).
+
+    Term ``fl(t·fl(L − x))``, ``L = fl(log t)``: error ``≤ t·ulp(log t) + t·ulp(d)/2 + ulp/2 ≤
+    2u·(1 + 2^-48)·(|fl(t·L)| + |term|) + 3η``. Each block's terms are summed by :func:`_rump_sum`
+    (its bound added); the blocks' ``hi`` and ``lo`` in double-double (:func:`doubledouble.sum_last`,
+    relative error below ``2^-100`` per level of its pairwise tree), divided by ``divisor`` in
+    double-double (``≤ 2^-100``) and rounded once (``ulp/2``, counted as in :func:`_faithful_sum`)."""
+    n = x.numel()
+    if n == 0:
+        return None
+    parts, bound = [], 0.0
+    for sl in _blocks(n, 1, x.device):
+        xb, tb = x[sl].to(_F64), t[sl].to(_F64)
+        L = torch.log(tb)
+        term = torch.sub(L, xb).mul_(tb)
+        a = term.abs()
+        m = a.numel()
+        err = L.mul_(tb).abs_().sum().add_(a.sum()).mul_(2.0**-52 * (1.0 + 2.0**-40 + m * 2.0**-52))
+        hi, lo, se = _rump_sum(term, a)
+        parts += [hi, lo]
+        bound = err.add_(se).add_(3.0 * m * 2.0**-1074).add_(bound)
+    v = torch.stack(parts)[None]
+    total = dd.sum_last((v, torch.zeros_like(v)))
+    bound = bound + v.abs().sum() * ((math.ceil(math.log2(v.shape[-1])) + 2) * 2.0**-100)
+    if divisor is not None:
+        total, bound = dd.div_d(total, divisor), bound / divisor
+    r = dd.collapse(total)[0]
+    bound = bound + r.abs() * 2.0**-98
+    ok = (bound <= (1.0 + math.log2(n)) * 2.0**-52 * _pow2(r * (1.0 - 2.0**-40))) & (r.abs() < math.inf)
+    return r if bool(ok) else None
+
+
+def _kl_div_input_grad(t: torch.Tensor, c: torch.Tensor) -> torch.Tensor | None:
+    """``t·c`` with ``c = −a`` (one rounding: correctly rounded) or ``c = fl(−a/divisor)`` a normal
+    number or 0 (two roundings: ``≤ 2u·|f| + η/2``, within 2 ULP of ``−a·t/divisor`` also in the
+    subnormal range, where ``2u·|f| < η``); None where a product overflows (the double-double
+    kernel decides there)."""
+    v = t * c
+    return v if bool(v.sum().abs() < math.inf) or not bool(t.sum().abs() < math.inf) else None
 
 
 class _KLDivFn(torch.autograd.Function):
@@ -249,7 +294,10 @@ class _KLDivFn(torch.autograd.Function):
             for sl in _blocks(xf.numel(), 1, x.device):
                 out[sl] = core.kl_div(xf[sl].to(_F64), tf[sl].to(_F64), log_target, None, False, precise)
             return out.reshape(x.shape)
-        if precise:  # double-double terms, summed (and divided) as one array
+        if precise:  # plain terms where provably faithful, else double-double terms summed as one array
+            fast = None if log_target else _kl_div_total_fast(xf, tf, divisor)
+            if fast is not None:
+                return fast.to(dtype)
             return core.kl_div(xf.to(_F64), tf.to(_F64), log_target, divisor, True, True).to(dtype)
         total = torch.zeros((), dtype=_F64, device=x.device)
         for sl in _blocks(xf.numel(), 1, x.device):
@@ -268,15 +316,24 @@ class _KLDivFn(torch.autograd.Function):
         a = g.to(_F64).reshape(-1) if reduction == "none" else g.to(_F64)
         gi = torch.empty_like(xf) if want[0] else None
         gt = torch.empty_like(tf) if want[1] else None
+        c = None  # the input gradient's factor −a/divisor, where t·c is the plain formula's (see above)
+        if want[0] and not log_target:
+            c = -a if divisor is None else -a / divisor
+            if precise and divisor is not None and not (bool(c == 0) or bool(c.abs() >= 2.0**-1022)):
+                c = None  # a subnormal (or NaN) factor: the double-double kernel
         for sl in _blocks(xf.numel(), 1, x.device):
-            bi, bt = core.kl_div_grad(xf[sl].to(_F64), tf[sl].to(_F64), log_target, a[sl] if a.dim() else a,
-                                      divisor, precise, want)
+            tb = tf[sl].to(_F64)
+            bi = None if c is None else _kl_div_input_grad(tb, c[sl] if c.dim() else c)
+            rest = (want[0] and bi is None, want[1])
+            if any(rest):
+                ci, bt = core.kl_div_grad(xf[sl].to(_F64), tb, log_target, a[sl] if a.dim() else a, divisor,
+                                          precise, rest)
+                bi = ci if bi is None else bi
+                if gt is not None:
+                    gt[sl] = bt
             if gi is not None:
                 gi[sl] = bi
-            if gt is not None:
-                gt[sl] = bt
         return (gi.reshape(x.shape) if want[0] else None, gt.reshape(t.shape) if want[1] else None, None, None)
-
 
 def kl_div(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean",
            log_target: bool = False) -> torch.Tensor:
