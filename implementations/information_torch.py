@@ -42,13 +42,18 @@ def _blocks(n: int, per: int, device: torch.device):
     return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
 
-def _row_map(fn, out_dtypes: tuple[torch.dtype, ...], *rows: torch.Tensor, reduce: bool = False):
+def _row_map(fn, out_dtypes: tuple[torch.dtype, ...], *rows: torch.Tensor, reduce: bool = False,
+             writes: bool = False):
     """``fn`` (float64 rows in, a float64 result — or a tuple of them — out: one value per row when
     ``reduce``, else per element) over blocks of rows, each result rounded once into its dtype in
-    ``out_dtypes``; a tuple of results."""
+    ``out_dtypes``; a tuple of results. ``writes``: ``fn`` takes the one output's block last and
+    writes its result there (rounded once) itself."""
     n, m = rows[0].shape
     outs = tuple(torch.empty((n,) if reduce else (n, m), dtype=d, device=rows[0].device) for d in out_dtypes)
     for sl in _blocks(n, m, rows[0].device):
+        if writes:
+            fn(*(r[sl].to(_F64) for r in rows), outs[0][sl])
+            continue
         got = fn(*(r[sl].to(_F64) for r in rows))
         for o, v in zip(outs, got if isinstance(got, tuple) else (got,)):
             o[sl] = v
@@ -162,6 +167,12 @@ def _entropy_rows_plain(p: torch.Tensor) -> torch.Tensor:
     return s
 
 
+def _entropy_grad_plain(p: torch.Tensor, g: torch.Tensor, out: torch.Tensor) -> None:
+    """:func:`information_core.entropy_grad`'s plain formula ``−g·(log p + 1)`` (narrow results),
+    in ``p``'s place (a float64 copy of a narrow input) and rounded once into ``out``."""
+    torch.mul(torch.log(p, out=p).add_(1.0), -g, out=out)
+
+
 def _entropy_grad_fast(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """``−g·(log p + 1)`` in plain float64 where provably within 4 ULP (or where only the stable
     grade is required), double-double elsewhere.
@@ -206,8 +217,10 @@ class _EntropyFn(torch.autograd.Function):
         (p,) = ctx.saved_tensors
         precise = _precise(p)
         gr = g.reshape(-1, 1) if g.dim() else g.reshape(1, 1)
-        kernel = _entropy_grad_fast if precise else (lambda r, gb: core.entropy_grad(r, gb, False))
-        (grad,) = _row_map(kernel, (p.dtype,), _rows(p, ctx.dim), gr)
+        if precise:
+            (grad,) = _row_map(_entropy_grad_fast, (p.dtype,), _rows(p, ctx.dim), gr)
+        else:
+            (grad,) = _row_map(_entropy_grad_plain, (p.dtype,), _rows(p, ctx.dim), gr, writes=True)
         return _unrows(grad, p, ctx.dim, False), None
 
 
@@ -347,14 +360,24 @@ def kl_div(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean",
     return _KLDivFn.apply(input, target, reduction, bool(log_target))
 
 
+def _kl_divergence_rows_plain(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Row sums of ``p·(log p − log q)`` in float64 for narrow results; rows with a non-finite sum
+    (``p = 0``, ``q = 0``, inf, NaN) by :func:`information_core.kl_divergence`'s plain formula."""
+    t = torch.log(p).sub_(torch.log(q)).mul_(p)
+    s = t.sum(-1)
+    bad = ~(s.abs() < math.inf)
+    if bool(bad.any()):
+        s[bad] = core.kl_divergence(p[bad], q[bad], False)
+    return s
+
+
 class _KLDivergenceFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, p: torch.Tensor, q: torch.Tensor, dim: int) -> torch.Tensor:
         ctx.save_for_backward(p, q)
         ctx.dim = dim
-        precise = _precise(p, q)
-        (d,) = _row_map(lambda a, b: core.kl_divergence(a, b, precise), (torch.promote_types(p.dtype, q.dtype),),
-                        _rows(p, dim), _rows(q, dim), reduce=True)
+        row_kl = (lambda a, b: core.kl_divergence(a, b, True)) if _precise(p, q) else _kl_divergence_rows_plain
+        (d,) = _row_map(row_kl, (torch.promote_types(p.dtype, q.dtype),), _rows(p, dim), _rows(q, dim), reduce=True)
         return _unrows(d, p, dim, True)
 
     @staticmethod
@@ -362,10 +385,13 @@ class _KLDivergenceFn(torch.autograd.Function):
         p, q = ctx.saved_tensors
         precise, dim = _precise(p, q), ctx.dim
         gr = g.reshape(-1, 1) if g.dim() else g.reshape(1, 1)
+        if not precise and not ctx.needs_input_grad[1]:  # core.kl_divergence_grad's plain p-gradient alone
+            (gp,) = _row_map(lambda a, b, c: c * (torch.log(a) - torch.log(b) + 1.0), (p.dtype,),
+                             _rows(p, dim), _rows(q, dim), gr)
+            return _unrows(gp, p, dim, False), None, None
         gp, gq = _row_map(lambda a, b, c: core.kl_divergence_grad(a, b, c, precise), (p.dtype, q.dtype),
                           _rows(p, dim), _rows(q, dim), gr)
         return _unrows(gp, p, dim, False), _unrows(gq, q, dim, False), None
-
 
 def kl_divergence(p: torch.Tensor, q: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """``D(p‖q) = Σ p log(p/q)`` along ``dim`` (``0·log(0/q) = 0``; ``p > 0 = q`` gives +inf)."""
