@@ -181,8 +181,10 @@ def _entropy_grad_fast(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     ulp(f)/2``. ``ulp(log p) ≤ 2^-52·_pow2(L·(1 + 2^-50) + 2^-1022)`` (the exact log may lie in the
     next binade of ``L``; ``log 1 = 0`` has ulp 2^-1074), ``ulp(s) ≤ 2^-52·P``, ``P = _pow2(s·(1 +
     2^-40))``; the exact ``f`` is within 8u of ``f̂`` where the check passes, so ``ulp(f) ≥
-    2^-52·_pow2(f̂·(1 − 2^-40))`` and ``ulp(f̂)/2`` is at most that: the check is
-    ``|g|·(_pow2(L…) + P/2) ≤ 3·_pow2(f̂…)``. The condition ``c = |g|·(1 + 2|log p + 1|) ≤ 4|f|``
+    2^-52·_pow2(f̂·(1 − 2^-40))``: the check is ``|g|·(_pow2(L…) + P/2) + _pow2(f̂)/2 ≤
+    4·_pow2(f̂·(1 − 2^-40))``. (With a cotangent of mantissa 1, as in training, it always passes
+    where ``|log p + 1| ≥ 1/2``: there ``ulp(log p) ≤ 2·ulp(s)``, so the error is ``≤ 3·ulp(f)``.)
+    The condition ``c = |g|·(1 + 2|log p + 1|) ≤ 4|f|``
     fails where ``|log p + 1| < 1/2``, certainly where ``P ≤ 1/4``: there only stable is required,
     ``8u·c ≥ 8u|g|``, and the plain error is at most ``|g|·(2u·1.5 + u/2) + u|g|/2 = 4u|g|``, so
     those elements pass whatever the check says."""
@@ -195,7 +197,8 @@ def _entropy_grad_fast(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     e.mul_(1.0 + 2.0**-50).add_(2.0**-1022)
     _pow2(e, e).add_(_pow2(s.mul_(1.0 + 2.0**-40), s), alpha=0.5).mul_(g.abs())  # |g|·(ulp(log p) + ulp(s)/2)·2^52
     e.sub_(s.neg_().add_(0.5).clamp_min_(0.0), alpha=2.0**1000)  # the stable-only elements (P ≤ 1/4) pass
-    e.sub_(_pow2(torch.mul(f, 1.0 - 2.0**-40, out=s), s), alpha=3.0)  # > 0: beyond the faithful budget
+    e.sub_(_pow2(torch.mul(f, 1.0 - 2.0**-40, out=s), s), alpha=4.0)
+    e.add_(_pow2(f, s), alpha=0.5)  # > 0: beyond the faithful budget
     finite = bool(f.sum().abs() < math.inf)
     if finite and bool(e.amax() <= 0):
         return f
