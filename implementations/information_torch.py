@@ -132,27 +132,38 @@ def _faithful_sum(t: torch.Tensor, a: torch.Tensor, term_err: torch.Tensor,
     return s, ok
 
 
-def _entropy_rows_fast(p: torch.Tensor) -> torch.Tensor:
-    """Row entropies ``−Σ p log p`` in plain float64 where provably faithful, double-double rows
-    elsewhere.
+def _entropy_block(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row entropies ``−Σ p log p`` of a block in plain float64, and where they are provably faithful.
 
     Term ``t = fl(p·fl(log p))``: the libm's ``|δ log p| ≤ ulp(log p) ≤ 2u·|log p|`` and the
     product's ``u·|t|`` (or ``η/2``) give ``|t − p·log p| ≤ 3u·(1 + 2^-48)·|t| + η``. The row bound
     is ``3u·Σ|t|`` (norm computed with ``n·u`` relative error: inflated by ``1 + n·2^-52``) plus
     ``n·η`` and :func:`_rump_sum`'s; budget ``2 + log2 n``."""
     n = p.shape[-1]
-    if n == 0:
-        return core.entropy(p, True)
     t = torch.log(p)
     t *= p
     a = t.abs()
     err = a.sum(-1).mul_(3.0 * 2.0**-53 * (1.0 + 2.0**-40 + n * 2.0**-52)).add_(n * 2.0**-1074)
-    s, ok = _faithful_sum(t, a, err, 2.0 + math.log2(max(n, 1)))
-    s = s.neg_()
-    if not bool(ok.all()):
-        bad = (~ok).nonzero()[:, 0]
-        s[bad] = core.entropy(p[bad], True)
-    return s
+    s, ok = _faithful_sum(t, a, err, 2.0 + math.log2(n))
+    return s.neg_(), ok
+
+
+def _entropy_rows_fast(p: torch.Tensor) -> torch.Tensor:
+    """Row entropies of float64 rows: :func:`_entropy_block` by blocks, the rows it cannot prove
+    faithful by :func:`information_core.entropy` (double-double) in one call."""
+    R, n = p.shape
+    if n == 0 or R == 0:
+        return core.entropy(p, True)
+    out = torch.empty(R, dtype=_F64, device=p.device)
+    bad = []
+    for sl in _blocks(R, n, p.device):
+        out[sl], ok = _entropy_block(p[sl])
+        if not bool(ok.all()):
+            bad.append((~ok).nonzero()[:, 0] + sl.start)
+    if bad:
+        idx = torch.cat(bad)
+        out[idx] = core.entropy(p[idx], True)
+    return out
 
 def _entropy_rows_plain(p: torch.Tensor) -> torch.Tensor:
     """Row entropies for narrow results: the float64 terms ``p·log p`` summed (see
@@ -173,46 +184,59 @@ def _entropy_grad_plain(p: torch.Tensor, g: torch.Tensor, out: torch.Tensor) -> 
     torch.mul(torch.log(p, out=p).add_(1.0), -g, out=out)
 
 
-def _entropy_grad_fast(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """``−g·(log p + 1)`` in plain float64 where provably within 4 ULP (or where only the stable
-    grade is required), double-double elsewhere.
+def _entropy_grad_block(p: torch.Tensor, g: torch.Tensor, out: torch.Tensor) -> torch.Tensor | None:
+    """``−g·(log p + 1)`` of a block in plain float64, into ``out``; the flat indices of the
+    elements not provably within 4 ULP (None when there are none).
 
     ``L = fl(log p)``, ``s = fl(L + 1)``, ``f = fl(−g·s)``: error ``≤ |g|·(ulp(log p) + ulp(s)/2) +
     ulp(f)/2``. ``ulp(log p) ≤ 2^-52·_pow2(L·(1 + 2^-50) + 2^-1022)`` (the exact log may lie in the
-    next binade of ``L``; ``log 1 = 0`` has ulp 2^-1074), ``ulp(s) ≤ 2^-52·P``, ``P = _pow2(s·(1 +
-    2^-40))``; the exact ``f`` is within 8u of ``f̂`` where the check passes, so ``ulp(f) ≥
-    2^-52·_pow2(f̂·(1 − 2^-40))``: the check is ``|g|·(_pow2(L…) + P/2) + _pow2(f̂)/2 ≤
-    4·_pow2(f̂·(1 − 2^-40))``. (With a cotangent of mantissa 1, as in training, it always passes
-    where ``|log p + 1| ≥ 1/2``: there ``ulp(log p) ≤ 2·ulp(s)``, so the error is ``≤ 3·ulp(f)``.)
-    The condition ``c = |g|·(1 + 2|log p + 1|) ≤ 4|f|``
-    fails where ``|log p + 1| < 1/2``, certainly where ``P ≤ 1/4``: there only stable is required,
-    ``8u·c ≥ 8u|g|``, and the plain error is at most ``|g|·(2u·1.5 + u/2) + u|g|/2 = 4u|g|``, so
-    those elements pass whatever the check says."""
-    if p.numel() == 0:
-        return core.entropy_grad(p, g, True)
-    p = p.contiguous()
+    next binade of ``L``; ``log 1 = 0`` has ulp 2^-1074), ``ulp(s) ≤ 2^-52·_pow2(s·(1 + 2^-40))``;
+    the exact ``f`` is within 8u of ``f̂`` where the check passes, so ``ulp(f) ≥ 2^-52·_pow2(f̂·(1 −
+    2^-40))``: the check is ``|g|·(_pow2(L…) + _pow2(s…)/2) + _pow2(f̂)/2 ≤ 4·_pow2(f̂·(1 − 2^-40))``.
+    With a cotangent of mantissa 1, as in training, it passes wherever ``|log p + 1| ≥ 1/2``
+    (there ``ulp(log p) ≤ 2·ulp(s)``: the error is ``≤ 3·ulp(f)``). Faithful is required only there
+    (``c = |g|·(1 + 2|log p + 1|) ≤ 4|f|``), but the elements near ``p = 1/e`` where ``log p + 1``
+    cancels are recomputed too, so that the gradient stays faithful everywhere as the
+    double-double kernel's is."""
     e = torch.log(p)
     s = e + 1.0
-    f = s * -g
+    f = torch.mul(s, -g, out=out)
     e.mul_(1.0 + 2.0**-50).add_(2.0**-1022)
     _pow2(e, e).add_(_pow2(s.mul_(1.0 + 2.0**-40), s), alpha=0.5).mul_(g.abs())  # |g|·(ulp(log p) + ulp(s)/2)·2^52
-    e.sub_(s.neg_().add_(0.5).clamp_min_(0.0), alpha=2.0**1000)  # the stable-only elements (P ≤ 1/4) pass
     e.sub_(_pow2(torch.mul(f, 1.0 - 2.0**-40, out=s), s), alpha=4.0)
     e.add_(_pow2(f, s), alpha=0.5)  # > 0: beyond the faithful budget
-    finite = bool(f.sum().abs() < math.inf)
-    if finite and bool(e.amax() <= 0):
-        return f
-    bad = (~(e <= 0) | ~(f.abs() < math.inf)).view(-1).nonzero()[:, 0]
-    f.view(-1)[bad] = core.entropy_grad(p.reshape(-1)[bad], g.expand_as(p).reshape(-1)[bad], True)
-    return f
+    if bool(f.sum().abs() < math.inf) and bool(e.amax() <= 0):
+        return None
+    return (~(e <= 0) | ~(f.abs() < math.inf)).view(-1).nonzero()[:, 0]
+
+
+def _entropy_grad_fast(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The entropy gradient of float64 rows (``g`` the rows' cotangents, ``(R, 1)``):
+    :func:`_entropy_grad_block` by blocks, the elements it cannot prove within 4 ULP by
+    :func:`information_core.entropy_grad` (double-double) in one call."""
+    R, n = p.shape
+    if p.numel() == 0:
+        return core.entropy_grad(p, g, True)
+    out = torch.empty((R, n), dtype=_F64, device=p.device)
+    bad = []
+    for sl in _blocks(R, n, p.device):
+        b = _entropy_grad_block(p[sl], g[sl], out[sl])
+        if b is not None:
+            bad.append(b + sl.start * n)
+    if bad:
+        idx = torch.cat(bad)
+        out.view(-1)[idx] = core.entropy_grad(p.reshape(-1)[idx], g.expand(R, n).reshape(-1)[idx], True)
+    return out
 
 class _EntropyFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, p: torch.Tensor, dim: int) -> torch.Tensor:
         ctx.save_for_backward(p)
         ctx.dim = dim
-        row_entropy = _entropy_rows_fast if _precise(p) else _entropy_rows_plain
-        (h,) = _row_map(row_entropy, (p.dtype,), _rows(p, dim), reduce=True)
+        if _precise(p):
+            h = _entropy_rows_fast(_rows(p, dim))
+        else:
+            (h,) = _row_map(_entropy_rows_plain, (p.dtype,), _rows(p, dim), reduce=True)
         return _unrows(h, p, dim, True)
 
     @staticmethod
@@ -221,7 +245,7 @@ class _EntropyFn(torch.autograd.Function):
         precise = _precise(p)
         gr = g.reshape(-1, 1) if g.dim() else g.reshape(1, 1)
         if precise:
-            (grad,) = _row_map(_entropy_grad_fast, (p.dtype,), _rows(p, ctx.dim), gr)
+            grad = _entropy_grad_fast(_rows(p, ctx.dim), gr.to(_F64))
         else:
             (grad,) = _row_map(_entropy_grad_plain, (p.dtype,), _rows(p, ctx.dim), gr, writes=True)
         return _unrows(grad, p, ctx.dim, False), None

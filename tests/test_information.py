@@ -284,16 +284,18 @@ def test_torch_float64_random_inputs_take_the_plain_path_and_stay_within_budget(
     want_h, want_g = C.entropy(p), C.entropy_grad(p, g[:, None])
     want_kl = {r: C.kl_div(x.reshape(-1), t.reshape(-1), False, d, True) for r, d in
                (("sum", None), ("mean", float(x.size)), ("batchmean", 64.0))}
-    _forbid(monkeypatch, "entropy", "entropy_grad", "kl_div", "kl_div_grad")
+    _forbid(monkeypatch, "entropy", "kl_div", "kl_div_grad")
+    seen = []
+    real = C.entropy_grad
+    monkeypatch.setattr(C, "entropy_grad", lambda pp, gg, precise: seen.append(pp.numpy()) or real(pp, gg, precise))
     tp = torch.tensor(p, requires_grad=True)
     h = T.entropy(tp)
     h.backward(torch.tensor(g))
+    # double-double only where log p + 1 cancels (kept faithful there, as the double-double kernel is)
+    assert len(seen) == 1 and np.all(np.abs(np.log(seen[0]) + 1.0) < 0.5)
+    assert 0 < seen[0].size <= np.sum(np.abs(np.log(p) + 1.0) < 0.5)
     assert _ulps(h.detach(), want_h).max() <= 2.0 + math.log2(512)
-    s = np.abs(np.log(p) + 1.0)
-    faithful = s >= 0.5  # c = |g|(1 + 2|log p + 1|) ≤ 4|f|: 4 ULP; elsewhere stable: 8u(c + |f|)
-    assert _ulps(tp.grad, want_g)[faithful].max() <= 4.0
-    err = np.abs(tp.grad.numpy() - want_g)[~faithful]
-    assert np.all(err <= 8 * 2.0**-53 * (np.abs(g[:, None]) * (1 + 3 * s))[~faithful])
+    assert _ulps(tp.grad, want_g).max() <= 4.0
     for reduction, want in want_kl.items():
         tx = torch.tensor(x, requires_grad=True)
         v = T.kl_div(tx, torch.tensor(t), reduction)
@@ -305,10 +307,7 @@ def test_torch_float64_random_inputs_take_the_plain_path_and_stay_within_budget(
     g = np.resize([0.75, 1.25, 1.75], 64)  # where ulp(log p) = 2·ulp(log p + 1), the bound may exceed 4 ULP
     tp = torch.tensor(p, requires_grad=True)
     T.entropy(tp).backward(torch.tensor(g))
-    want_g = C.entropy_grad(p, g[:, None])
-    assert _ulps(tp.grad, want_g)[faithful].max() <= 4.0
-    err = np.abs(tp.grad.numpy() - want_g)[~faithful]
-    assert np.all(err <= 8 * 2.0**-53 * (np.abs(g[:, None]) * (1 + 3 * s))[~faithful])
+    assert _ulps(tp.grad, C.entropy_grad(p, g[:, None])).max() <= 4.0
 
 
 def test_torch_float64_bound_checks_reject_what_they_cannot_prove(monkeypatch):
@@ -330,7 +329,7 @@ def test_torch_float64_bound_checks_reject_what_they_cannot_prove(monkeypatch):
     # a gradient element where the bound exceeds 4 ULP (|g|·ulp(log p) with ulp(log p) = 2·ulp(log p + 1)
     # and a cotangent mantissa of 1.75): that element alone in double-double
     calls.clear()
-    p = np.array([[np.exp(-2.1), 0.3, 0.05]])
+    p = np.array([[np.exp(-2.1), 0.01, 0.05]])
     tp = torch.tensor(p, requires_grad=True)
     T.entropy(tp).backward(torch.tensor([1.75]))
     assert calls == [("entropy", 3), ("entropy_grad", 1)] or calls == [("entropy_grad", 1)]
