@@ -167,21 +167,18 @@ def _entropy_rows_fast(p: torch.Tensor) -> torch.Tensor:
 
 def _entropy_rows_plain(p: torch.Tensor) -> torch.Tensor:
     """Row entropies for narrow results: the float64 terms ``p·log p`` summed (see
-    :mod:`.information_core` for why float64 suffices); rows with a non-finite sum (``p = 0``, inf,
-    NaN) by :func:`information_core.entropy`'s plain formula, which carries the boundary values."""
+    :mod:`.information_core` for why float64 suffices); the caller recomputes rows with a
+    non-finite result (``p = 0``, inf, NaN) by :func:`information_core.entropy`'s plain formula."""
     t = torch.log(p)
     t *= p
-    s = t.sum(-1).neg_()
-    bad = ~(s.abs() < math.inf)
-    if bool(bad.any()):
-        s[bad] = core.entropy(p[bad], False)
-    return s
+    return t.sum(-1).neg_()
 
 
-def _entropy_grad_plain(p: torch.Tensor, g: torch.Tensor, out: torch.Tensor) -> None:
-    """:func:`information_core.entropy_grad`'s plain formula ``−g·(log p + 1)`` (narrow results),
-    in ``p``'s place (a float64 copy of a narrow input) and rounded once into ``out``."""
-    torch.mul(torch.log(p, out=p).add_(1.0), -g, out=out)
+def _entropy_grad_plain(p: torch.Tensor, ng: torch.Tensor, out: torch.Tensor) -> None:
+    """The plain gradient ``ng·log p + ng`` (``ng = −g``: :func:`information_core.entropy_grad`'s
+    ``−g·(log p + 1)`` to a float64 rounding, for narrow results), in ``p``'s place (a float64 copy
+    of a narrow input) and rounded once into ``out``."""
+    torch.addcmul(ng, torch.log(p, out=p), ng, out=out)
 
 
 def _entropy_grad_block(p: torch.Tensor, g: torch.Tensor, out: torch.Tensor) -> torch.Tensor | None:
@@ -236,7 +233,11 @@ class _EntropyFn(torch.autograd.Function):
         if _precise(p):
             h = _entropy_rows_fast(_rows(p, dim))
         else:
-            (h,) = _row_map(_entropy_rows_plain, (p.dtype,), _rows(p, dim), reduce=True)
+            rows = _rows(p, dim)
+            (h,) = _row_map(_entropy_rows_plain, (p.dtype,), rows, reduce=True)
+            bad = ~(h.abs() < math.inf)  # p = 0, inf, NaN (or an overflow): the plain formula's boundary values
+            if bool(bad.any()):
+                h[bad] = core.entropy(rows[bad].to(_F64), False).to(p.dtype)
         return _unrows(h, p, dim, True)
 
     @staticmethod
@@ -247,7 +248,7 @@ class _EntropyFn(torch.autograd.Function):
         if precise:
             grad = _entropy_grad_fast(_rows(p, ctx.dim), gr.to(_F64))
         else:
-            (grad,) = _row_map(_entropy_grad_plain, (p.dtype,), _rows(p, ctx.dim), gr, writes=True)
+            (grad,) = _row_map(_entropy_grad_plain, (p.dtype,), _rows(p, ctx.dim), -gr.to(_F64), writes=True)
         return _unrows(grad, p, ctx.dim, False), None
 
 
