@@ -204,7 +204,7 @@ def _entropy_grad_block(p: torch.Tensor, g: torch.Tensor, out: torch.Tensor) -> 
     e.add_(_pow2(f, s), alpha=0.5)  # > 0: beyond the faithful budget
     if bool(f.sum().abs() < math.inf) and bool(e.amax() <= 0):
         return None
-    return (~(e <= 0) | ~(f.abs() < math.inf)).view(-1).nonzero()[:, 0]
+    return (~(e <= 0) | ~(f.abs() < math.inf)).reshape(-1).nonzero()[:, 0]  # row-major, as out
 
 
 def _entropy_grad_fast(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
