@@ -186,10 +186,11 @@ def _entropy_grad_block(p: torch.Tensor, g: torch.Tensor, out: torch.Tensor) -> 
     elements not provably within 4 ULP (None when there are none).
 
     ``L = fl(log p)``, ``s = fl(L + 1)``, ``f = fl(−g·s)``: error ``≤ |g|·(ulp(log p) + ulp(s)/2) +
-    ulp(f)/2``. ``ulp(log p) ≤ 2^-52·_pow2(L·(1 + 2^-50) + 2^-1022)`` (the exact log may lie in the
-    next binade of ``L``; ``log 1 = 0`` has ulp 2^-1074), ``ulp(s) ≤ 2^-52·_pow2(s·(1 + 2^-40))``;
-    the exact ``f`` is within 8u of ``f̂`` where the check passes, so ``ulp(f) ≥ 2^-52·_pow2(f̂·(1 −
-    2^-40))``: the check is ``|g|·(_pow2(L…) + _pow2(s…)/2) + _pow2(f̂)/2 ≤ 4·_pow2(f̂·(1 − 2^-40))``.
+    ulp(f)/2`` (a rounding errs by at most half the ULP of its result). ``ulp(log p) ≤
+    2^-52·_pow2(L·(1 + 2^-50))`` (the exact log may lie in the next binade of ``L``; at ``p = 1`` a
+    1-ULP ``log`` returns 0 or ±2^-1074, and ``s = 1`` exactly either way); the exact ``f`` is within
+    8u of ``f̂`` where the check passes, so ``ulp(f) ≥ 2^-52·_pow2(f̂·(1 − 2^-40))``: the check is
+    ``|g|·(_pow2(L…) + _pow2(s)/2) + _pow2(f̂)/2 ≤ 4·_pow2(f̂·(1 − 2^-40))``.
     With a cotangent of mantissa 1, as in training, it passes wherever ``|log p + 1| ≥ 1/2``
     (there ``ulp(log p) ≤ 2·ulp(s)``: the error is ``≤ 3·ulp(f)``). Faithful is required only there
     (``c = |g|·(1 + 2|log p + 1|) ≤ 4|f|``), but the elements near ``p = 1/e`` where ``log p + 1``
@@ -198,13 +199,14 @@ def _entropy_grad_block(p: torch.Tensor, g: torch.Tensor, out: torch.Tensor) -> 
     e = torch.log(p)
     s = e + 1.0
     f = torch.mul(s, -g, out=out)
-    e.mul_(1.0 + 2.0**-50).add_(2.0**-1022)
-    _pow2(e, e).add_(_pow2(s.mul_(1.0 + 2.0**-40), s), alpha=0.5).mul_(g.abs())  # |g|·(ulp(log p) + ulp(s)/2)·2^52
+    _pow2(e.mul_(1.0 + 2.0**-50), e).add_(_pow2(s, s), alpha=0.5).mul_(g.abs())  # |g|·(ulp(log p) + ulp(s)/2)·2^52
     e.sub_(_pow2(torch.mul(f, 1.0 - 2.0**-40, out=s), s), alpha=4.0)
-    e.add_(_pow2(f, s), alpha=0.5)  # > 0: beyond the faithful budget
-    if bool(f.sum().abs() < math.inf) and bool(e.amax() <= 0):
+    e.add_(_pow2(f, s), alpha=0.5)  # > 0 (or NaN): beyond the faithful budget
+    finite = bool(f.sum().abs() < math.inf)
+    if finite and bool(e.amax() <= 0):
         return None
-    return (~(e <= 0) | ~(f.abs() < math.inf)).reshape(-1).nonzero()[:, 0]  # row-major, as out
+    bad = ~(e <= 0) if finite else ~(e <= 0) | ~(f.abs() < math.inf)
+    return bad.reshape(-1).nonzero()[:, 0]  # row-major, as out
 
 
 def _entropy_grad_fast(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -222,7 +224,7 @@ def _entropy_grad_fast(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
             bad.append(b + sl.start * n)
     if bad:
         idx = torch.cat(bad)
-        out.view(-1)[idx] = core.entropy_grad(p.reshape(-1)[idx], g.expand(R, n).reshape(-1)[idx], True)
+        out.view(-1)[idx] = core.entropy_grad(p.reshape(-1)[idx], g[idx // n, 0], True)
     return out
 
 class _EntropyFn(torch.autograd.Function):
