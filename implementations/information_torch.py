@@ -314,13 +314,13 @@ def _kl_div_total_fast(x: torch.Tensor, t: torch.Tensor, divisor: float | None) 
     return r if bool(ok) else None
 
 
-def _kl_div_input_grad(t: torch.Tensor, c: torch.Tensor) -> torch.Tensor | None:
-    """``t·c`` with ``c = −a`` (one rounding: correctly rounded) or ``c = fl(−a/divisor)`` a normal
-    number or 0 (two roundings: ``≤ 2u·|f| + η/2``, within 2 ULP of ``−a·t/divisor`` also in the
-    subnormal range, where ``2u·|f| < η``); None where a product overflows (the double-double
-    kernel decides there)."""
-    v = t * c
-    return v if bool(v.sum().abs() < math.inf) or not bool(t.sum().abs() < math.inf) else None
+def _kl_div_input_grad(t: torch.Tensor, c: torch.Tensor, out: torch.Tensor) -> bool:
+    """``t·c`` (float64) rounded once into ``out``, with ``c = −a`` (one rounding: correctly rounded)
+    or ``c = fl(−a/divisor)`` a normal number or 0 (two roundings: ``≤ 2u·|f| + η/2``, within 2 ULP
+    of ``−a·t/divisor`` also in the subnormal range, where ``2u·|f| < η``); False where a product of
+    finite factors overflows (the double-double kernel decides there)."""
+    v = torch.mul(t, c, out=out)
+    return bool(v.sum().abs() < math.inf) or not bool(t.sum().abs() < math.inf)
 
 
 class _KLDivFn(torch.autograd.Function):
@@ -366,17 +366,17 @@ class _KLDivFn(torch.autograd.Function):
                 c = None  # a subnormal (or NaN) factor: the double-double kernel
         for sl in _blocks(xf.numel(), 1, x.device):
             tb = tf[sl].to(_F64)
-            bi = None if c is None else _kl_div_input_grad(tb, c[sl] if c.dim() else c)
-            rest = (want[0] and bi is None, want[1])
+            done = c is not None and _kl_div_input_grad(tb, c[sl] if c.dim() else c, gi[sl])
+            rest = (want[0] and not done, want[1])
             if any(rest):
-                ci, bt = core.kl_div_grad(xf[sl].to(_F64), tb, log_target, a[sl] if a.dim() else a, divisor,
+                bi, bt = core.kl_div_grad(xf[sl].to(_F64), tb, log_target, a[sl] if a.dim() else a, divisor,
                                           precise, rest)
-                bi = ci if bi is None else bi
+                if rest[0]:
+                    gi[sl] = bi
                 if gt is not None:
                     gt[sl] = bt
-            if gi is not None:
-                gi[sl] = bi
         return (gi.reshape(x.shape) if want[0] else None, gt.reshape(t.shape) if want[1] else None, None, None)
+
 
 def kl_div(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean",
            log_target: bool = False) -> torch.Tensor:
@@ -401,6 +401,12 @@ def _kl_divergence_rows_plain(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return s
 
 
+def _kl_divergence_grad_plain(p: torch.Tensor, q: torch.Tensor, g: torch.Tensor, out: torch.Tensor) -> None:
+    """:func:`information_core.kl_divergence_grad`'s plain p-gradient ``g·(log p − log q + 1)``
+    (narrow results) in the place of ``p`` and ``q`` (float64 copies), rounded once into ``out``."""
+    torch.mul(torch.log(p, out=p).sub_(torch.log(q, out=q)).add_(1.0), g, out=out)
+
+
 class _KLDivergenceFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, p: torch.Tensor, q: torch.Tensor, dim: int) -> torch.Tensor:
@@ -416,8 +422,8 @@ class _KLDivergenceFn(torch.autograd.Function):
         precise, dim = _precise(p, q), ctx.dim
         gr = g.reshape(-1, 1) if g.dim() else g.reshape(1, 1)
         if not precise and not ctx.needs_input_grad[1]:  # core.kl_divergence_grad's plain p-gradient alone
-            (gp,) = _row_map(lambda a, b, c: c * (torch.log(a) - torch.log(b) + 1.0), (p.dtype,),
-                             _rows(p, dim), _rows(q, dim), gr)
+            (gp,) = _row_map(_kl_divergence_grad_plain, (p.dtype,), _rows(p, dim), _rows(q, dim), gr.to(_F64),
+                             writes=True)
             return _unrows(gp, p, dim, False), None, None
         gp, gq = _row_map(lambda a, b, c: core.kl_divergence_grad(a, b, c, precise), (p.dtype, q.dtype),
                           _rows(p, dim), _rows(q, dim), gr)
