@@ -201,12 +201,10 @@ def _entropy_grad_block(p: torch.Tensor, g: torch.Tensor, out: torch.Tensor) -> 
     f = torch.mul(s, -g, out=out)
     _pow2(e.mul_(1.0 + 2.0**-50), e).add_(_pow2(s, s), alpha=0.5).mul_(g.abs())  # |g|·(ulp(log p) + ulp(s)/2)·2^52
     e.sub_(_pow2(torch.mul(f, 1.0 - 2.0**-40, out=s), s), alpha=4.0)
-    e.add_(_pow2(f, s), alpha=0.5)  # > 0 (or NaN): beyond the faithful budget
-    finite = bool(f.sum().abs() < math.inf)
-    if finite and bool(e.amax() <= 0):
+    e.add_(_pow2(f, s), alpha=0.5)  # > 0: beyond the budget; NaN where f̂ is not finite (_pow2 is inf)
+    if bool(e.amax() <= 0):
         return None
-    bad = ~(e <= 0) if finite else ~(e <= 0) | ~(f.abs() < math.inf)
-    return bad.reshape(-1).nonzero()[:, 0]  # row-major, as out
+    return (~(e <= 0)).reshape(-1).nonzero()[:, 0]  # row-major, as out
 
 
 def _entropy_grad_fast(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
