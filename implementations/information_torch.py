@@ -1,12 +1,15 @@
 """PyTorch entropy, ``kl_div`` and KL divergence with analytic backward (CPU and CUDA).
 
-Each loss is a ``torch.autograd.Function`` over the double-double kernels of
-:mod:`.information_core`: every dtype is computed in float64 (double-double logarithms and
-exponentials for float64 results) and rounded once to the input dtype, and the backward
-evaluates the closed-form gradients of ``lossoracle.reference.information`` — ``+∞`` for the
-entropy at ``p = 0``, ``−∞`` for the ``kl_div`` target gradient at ``p = 0`` — instead of
-differentiating ``xlogy``.
-Validation as the NumPy version; negative probabilities are checked with one device sync.
+Each loss is a ``torch.autograd.Function`` over the kernels of :mod:`.information_core`: every
+dtype is computed in float64 and rounded once to the input dtype, and the backward evaluates the
+closed-form gradients of ``lossoracle.reference.information`` — ``+∞`` for the entropy at
+``p = 0``, ``−∞`` for the ``kl_div`` target gradient at ``p = 0`` — instead of differentiating
+``xlogy``. Narrow results take the plain float64 formulas. Float64 results of the entropy (value
+and gradient) and of the reduced ``kl_div`` (value, input gradient) take them too wherever an
+a-priori bound, computed alongside from the values at hand, proves them within the faithful budget
+(section "float64 in plain hardware arithmetic" below); the rest, and every other float64 result,
+the double-double kernels. Validation as the NumPy version; negative probabilities are checked
+with one device sync.
 """
 
 from __future__ import annotations
