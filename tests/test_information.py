@@ -18,6 +18,8 @@ from lossoracle import catalog, specs
 from lossoracle.engine import check
 from lossoracle.floats import FORMATS, ulp_error
 from lossoracle.implementations import doubledouble as dd
+from lossoracle.implementations import information_core as C
+from lossoracle.implementations import information_torch as TI
 from lossoracle.implementations import numpy_impl as N
 from lossoracle.implementations import torch_impl as T
 from lossoracle.mpfuncs import ORACLE_PREC, precision, to_mp
@@ -242,10 +244,101 @@ def test_double_double_functions_of_double_doubles_agree_with_mpmath():
 
 
 def test_numpy_and_torch_kernels_agree_bitwise():
+    """The double-double kernels (torch's float64 losses use plain arithmetic where a bound proves it
+    within budget, so the losses themselves may differ in the last place; see below)."""
     p, q = _rows(11), _rows(12)
-    assert np.array_equal(N.kl_divergence(p, q), T.kl_divergence(torch.tensor(p), torch.tensor(q)).numpy(),
-                          equal_nan=True)
-    assert np.array_equal(N.entropy(p), T.entropy(torch.tensor(p)).numpy(), equal_nan=True)
+    tp, tq = torch.tensor(p), torch.tensor(q)
+    assert np.array_equal(C.kl_divergence(p, q), C.kl_divergence(tp, tq).numpy(), equal_nan=True)
+    assert np.array_equal(C.entropy(p), C.entropy(tp).numpy(), equal_nan=True)
+    g = np.array([[1.0], [0.75], [1.75]])
+    assert np.array_equal(C.entropy_grad(p, g), C.entropy_grad(tp, torch.tensor(g)).numpy(), equal_nan=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# torch float64: plain arithmetic where an a-priori bound proves it within budget
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _ulps(got, want) -> np.ndarray:
+    """|got − want| in ULPs of ``want`` (a double-double result: within 2^-100 of the exact value)."""
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    return np.abs(got - want) / np.spacing(np.abs(want))
+
+
+def _forbid(monkeypatch, *names):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the double-double kernel was called")
+    for name in names:
+        monkeypatch.setattr(C, name, refuse)
+
+
+def test_torch_float64_random_inputs_take_the_plain_path_and_stay_within_budget(monkeypatch):
+    rng = np.random.default_rng(7)
+    p = _softmax(rng.standard_normal((64, 512)) * 2)
+    x, t = np.log(_softmax(rng.standard_normal((64, 512)) * 3)), _softmax(rng.standard_normal((64, 512)) * 2)
+    g = np.resize([1.0, 0.5, 2.0, 0.25], 64)  # mantissa 1 (training's cotangent); others below
+    want_h, want_g = C.entropy(p), C.entropy_grad(p, g[:, None])
+    want_kl = {r: C.kl_div(x.reshape(-1), t.reshape(-1), False, d, True) for r, d in
+               (("sum", None), ("mean", float(x.size)), ("batchmean", 64.0))}
+    _forbid(monkeypatch, "entropy", "kl_div", "kl_div_grad")
+    seen = []
+    real = C.entropy_grad
+    monkeypatch.setattr(C, "entropy_grad", lambda pp, gg, precise: seen.append(pp.numpy()) or real(pp, gg, precise))
+    tp = torch.tensor(p, requires_grad=True)
+    h = T.entropy(tp)
+    h.backward(torch.tensor(g))
+    # double-double only where log p + 1 cancels (kept faithful there, as the double-double kernel is)
+    assert len(seen) == 1 and np.all(np.abs(np.log(seen[0]) + 1.0) < 0.5)
+    assert 0 < seen[0].size <= np.sum(np.abs(np.log(p) + 1.0) < 0.5)
+    assert _ulps(h.detach(), want_h).max() <= 2.0 + math.log2(512)
+    assert _ulps(tp.grad, want_g).max() <= 4.0
+    for reduction, want in want_kl.items():
+        tx = torch.tensor(x, requires_grad=True)
+        v = T.kl_div(tx, torch.tensor(t), reduction)
+        v.backward(torch.tensor(0.75))
+        assert _ulps(v.detach(), want) <= 2.0 + math.log2(x.size)
+        div = {"sum": 1.0, "mean": float(x.size), "batchmean": 64.0}[reduction]
+        assert _ulps(tx.grad, -0.75 * t / div).max() <= 2.0  # t·fl(−a/div): two roundings
+    monkeypatch.undo()
+    g = np.resize([0.75, 1.25, 1.75], 64)  # where ulp(log p) = 2·ulp(log p + 1), the bound may exceed 4 ULP
+    tp = torch.tensor(p, requires_grad=True)
+    T.entropy(tp).backward(torch.tensor(g))
+    assert _ulps(tp.grad, C.entropy_grad(p, g[:, None])).max() <= 4.0
+
+
+def test_torch_float64_bound_checks_reject_what_they_cannot_prove(monkeypatch):
+    # the order-free sum's check: cancellation to 2^-40 of the terms cannot be proved faithful
+    terms = torch.tensor([[1.0, -1.0 + 2.0**-40, 2.0**-60], [1.0, 0.5, 0.25]], dtype=torch.float64)
+    _, ok = TI._faithful_sum(terms, terms.abs(), terms.abs().sum(-1) * 3 * 2.0**-53, 12.0)
+    assert ok.tolist() == [False, True]
+    calls = []
+    real = {n: getattr(C, n) for n in ("entropy", "entropy_grad")}
+    for name in real:
+        monkeypatch.setattr(C, name, lambda *a, _n=name: calls.append((_n, a[0].numel())) or real[_n](*a))
+    # a row whose terms of both signs cancel: the double-double row, faithful
+    p = np.array([[np.exp(-2.0), 1.5, 0.25, 0.9], [0.1, 0.2, 0.3, 0.4]])
+    rest = sum(mpf(a) * mpmath.log(mpf(a)) for a in p[0, [0, 2, 3]])
+    p[0, 1] = float(mpmath.findroot(lambda v: v * mpmath.log(v) + rest, 1.5))  # the row's H ≈ 2^-50·its terms
+    h = T.entropy(torch.tensor(p))
+    assert calls == [("entropy", 4)]
+    _assert_faithful(h.numpy(), R.entropy(p), 2.0 + 2.0)
+    # a gradient element where the bound exceeds 4 ULP (|g|·ulp(log p) with ulp(log p) = 2·ulp(log p + 1)
+    # and a cotangent mantissa of 1.75): that element alone in double-double
+    calls.clear()
+    p = np.array([[np.exp(-2.1), 0.01, 0.05]])
+    tp = torch.tensor(p, requires_grad=True)
+    T.entropy(tp).backward(torch.tensor([1.75]))
+    assert calls == [("entropy", 3), ("entropy_grad", 1)] or calls == [("entropy_grad", 1)]
+    _assert_faithful(tp.grad.numpy(), R.entropy_grad(np.array([1.75]), p)["p"], 4.0)
+    # kl_div with input ≈ log target: the terms cancel, the double-double sum decides
+    t = np.array([0.25, 0.5, 0.125, 0.125])
+    x = np.log(t) * (1 + 2.0**-45)
+    assert TI._kl_div_total_fast(torch.tensor(x), torch.tensor(t), 4.0) is None
+    _assert_faithful(T.kl_div(torch.tensor(x), torch.tensor(t)).numpy(), R.kl_div(x, t), 2.0 + 2.0)
 
 
 # ----------------------------------------------------------------------------------------------
