@@ -59,8 +59,8 @@ def _require_finite(name: str, x: Array, low: float | None = None) -> None:
     """Finite (NaN passes: it propagates) and ``≥ low``."""
     if 0 in tuple(x.shape):
         return
-    lo, hi = _min_max(x)  # settles the common case; a NaN fails both tests, and goes on
-    if bool(hi < float("inf")) and bool(lo > -float("inf") if low is None else lo >= low):
+    lo, hi = (float(v) for v in _min_max(x))  # settles the common case; a NaN fails both tests, and goes on
+    if hi < float("inf") and (lo > -float("inf") if low is None else lo >= low):
         return
     if bool((abs(x) == float("inf")).any()):
         raise ValueError(f"{name} must be finite, got an infinite entry")
@@ -114,8 +114,8 @@ def check_kpis(kpis: Array, gamma: Array, k: int, kpi_floor) -> None:
         raise ValueError(f"kpis has {int(kpis.shape[0])} entries, expected one per task ({k})")
     if kpi_floor is not None and not 0.0 < float(kpi_floor) <= 1.0:
         raise ValueError(f"kpi_floor must lie in (0, 1], got {kpi_floor!r}")
-    lo, hi = _min_max(kpis) if k else (1.0, 1.0)
-    if not (bool(lo > 0) and bool(hi <= 1)):  # the common case settled in one pass (a NaN goes on)
+    lo, hi = (float(v) for v in _min_max(kpis)) if k else (1.0, 1.0)
+    if not (lo > 0 and hi <= 1):  # the common case settled in one pass (a NaN goes on)
         bad = (kpis < 0) | (kpis > 1)
         if bool(bad.any()):
             raise ValueError(f"kpis must lie in [0, 1], got {float(kpis[bad].reshape(-1)[0])!r}")
@@ -123,7 +123,10 @@ def check_kpis(kpis: Array, gamma: Array, k: int, kpi_floor) -> None:
             raise ValueError("kpis must be > 0: a KPI of 0 gives the weight −log 0 = +inf (pass kpi_floor to clamp it)")
     if len(tuple(gamma.shape)) not in (0, 1) or (len(tuple(gamma.shape)) == 1 and int(gamma.shape[0]) != k):
         raise ValueError(f"gamma must be a scalar or have shape ({k},) (one per task), got {tuple(gamma.shape)}")
-    if bool((gamma < 0).any()) or bool((abs(gamma) == float("inf")).any()):
+    gmin, gmax = (float(gamma), float(gamma)) if not len(tuple(gamma.shape)) else (
+        (float(v) for v in _min_max(gamma)) if k else (0.0, 0.0))
+    if not (gmin >= 0 and gmax < float("inf")) and (  # the common case in one pass; a NaN goes on (it propagates)
+            bool((gamma < 0).any()) or bool((abs(gamma) == float("inf")).any())):
         raise ValueError("gamma must be finite and ≥ 0")
 
 
