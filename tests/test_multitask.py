@@ -483,3 +483,40 @@ def test_uw_float64_plain_path_stays_within_budget(impl, form, reduction):
         assert max(ulp_error(float(a), b, f64) for a, b in zip(got, want)) <= 4 + math.log2(k)
     dd_gs = core._uw_grads_dd(np.array(1.0), L[:8], s[:8], c, form, reduction, core.FLOAT64, k)[1]
     assert np.array_equal(np.ravel(g["log_vars"])[:8], dd_gs)  # exactly the double-double's
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_torch_float32_lean_paths_stay_within_budget(monkeypatch, reduction):
+    """Many float32 tasks: the lean paths (uncertainty weighting from float64 copies, DTP with float32
+    weights) are taken, and value and gradients stay within the float32 faithful budget (4 ULP value
+    plus log2 K, 8 ULP gradient) against the oracle, KPIs at 1, 1 − 2^-24, 2^-149 and ½ included."""
+    from lossoracle.implementations import multitask_torch as mt
+
+    taken = []
+    make, lean_dtp = mt._LeanUW.make, mt._lean_dtp
+    monkeypatch.setattr(mt._LeanUW, "make", lambda *a: taken.append(make(*a)) or taken[-1])
+    monkeypatch.setattr(mt, "_lean_dtp", lambda *a: taken.append(lean_dtp(*a)) or taken[-1])
+    rng = np.random.default_rng(5)
+    k = 512
+    L = rng.uniform(0, 3, k).astype(np.float32)
+    s = (rng.standard_normal(k) * 3).astype(np.float32)
+    kap = np.concatenate([rng.uniform(1e-3, 1, k - 4), [1.0, 1 - 2.0**-24, 2.0**-149, 0.5]]).astype(np.float32)
+    f32 = FORMATS["float32"]
+    L64, s64, kap64 = (x.astype(np.float64) for x in (L, s, kap))
+
+    Lt, st = torch.tensor(L, requires_grad=True), torch.tensor(s, requires_grad=True)
+    v = torch_impl.uncertainty_weighted_loss(Lt, st, None, "kendall", reduction)
+    v.backward()
+    exact = ref.uncertainty_weighted_loss(L64, s64, None, "kendall", reduction)
+    exact_g = ref.uncertainty_weighted_loss_grad(np.array(1.0), L64, s64, None, "kendall", reduction)
+    assert ulp_error(float(v.detach()), exact, f32) <= 4 + math.log2(k)
+    for name, t in (("losses", Lt), ("log_vars", st)):
+        assert max(ulp_error(float(a), b, f32) for a, b in zip(t.grad.numpy(), exact_g[name])) <= 8
+
+    Lt = torch.tensor(L, requires_grad=True)
+    v = torch_impl.dynamic_task_priority(Lt, torch.tensor(kap), 1.0, reduction)
+    v.backward()
+    exact_g = ref.dynamic_task_priority_grad(np.array(1.0), L64, kap64, 1.0, reduction)["losses"]
+    assert ulp_error(float(v.detach()), ref.dynamic_task_priority(L64, kap64, 1.0, reduction), f32) <= 4 + math.log2(k)
+    assert max(ulp_error(float(a), b, f32) for a, b in zip(Lt.grad.numpy(), exact_g)) <= 8
+    assert len(taken) == 2 and all(t is not None for t in taken)
