@@ -70,45 +70,46 @@ class _UWFn(torch.autograd.Function):
 
 class _LeanUW:
     """Narrow ``sum``/``mean`` of the ``kendall``/``simplified`` forms with one coefficient ``c``, in
-    the fewest full-size passes: ``e = e^{−s}`` and ``a = L·e`` in place on float64 copies of ``s``
-    and ``L``, ``Σ c·a + ρ·s = c·Σa + ρ·Σs`` (``ρ = ½`` or 1), the backward ``g'·c·e`` and
-    ``g'·(r' − c·a)`` rounded once to the inputs' dtypes. The formulas of :class:`core.PlainUW`
-    without its clamp: a finite ``Σa`` (checked, else ``make`` gives None and PlainUW runs) means
-    every ``e`` and ``a`` is finite (``L ≥ 0`` is finite: an infinite ``e`` gives ``inf`` or
-    ``0·inf = NaN``). Errors: ``a`` within ``3·2^-53`` relative (libm ``exp`` 1 ULP, one
-    product), the two float64 sums within ``K·2^-53`` of ``Σa`` and ``Σ|s|``, the combination two
-    roundings more; the partials within ``2^-52`` (``∂/∂s``: of ``|r'| + c·a``) before their one
-    rounding to the narrow dtype — as for PlainUW, far below a narrow half-ULP."""
+    the fewest full-size passes: ``e = e^{−s}`` in place on a float64 copy of ``s``; the value
+    ``c·(L·e) + ρ·Σs`` (``ρ = ½`` or 1; ``L·e`` one dot product); the backward ``g'·c·e`` and
+    ``g'·r' − (g'·c·L)·e`` (one ``addcmul``), each rounded once to its input's dtype. The formulas
+    of :class:`core.PlainUW` without its clamp: a finite ``L·e`` (checked, else ``make`` gives None
+    and PlainUW runs) means every ``e`` is finite (``L ≥ 0`` is finite: an infinite ``e`` gives
+    ``inf`` or ``0·inf = NaN``). Errors (``u = 2^-53``): ``e`` 2u (libm ``exp``, 1 ULP), the dot
+    product and ``Σs`` ``K·u`` of ``Σ L·e`` and ``Σ|s|``, the combination two roundings more;
+    ``g'·c·L`` is exact for ``g' = g`` (two float32 significands, ``c = ½`` or 1) and one rounding
+    for ``g/K``, the product with ``e`` and the sum one each: every partial within ``5u`` of
+    ``|g'|·(r' + c·L·e)`` before its rounding to the narrow dtype — as for PlainUW, far below a
+    narrow half-ULP."""
 
-    def __init__(self, e: torch.Tensor, a: torch.Tensor, c: float, slope: float, k: int, mean: bool,
+    def __init__(self, e: torch.Tensor, L: torch.Tensor, c: float, slope: float, k: int, mean: bool,
                  dtypes: tuple[torch.dtype, torch.dtype]) -> None:
-        self.e, self.a, self.c, self.slope, self.k, self.mean, self.dtypes = e, a, c, slope, k, mean, dtypes
+        self.e, self.L, self.c, self.slope, self.k, self.mean, self.dtypes = e, L, c, slope, k, mean, dtypes
 
     @classmethod
     def make(cls, ctx, L: torch.Tensor, s: torch.Tensor, c, form: str, reduction: str,
              dtype: torch.dtype) -> torch.Tensor | None:
         """The value (and ``ctx.lean`` for the backward), or None where this path does not apply."""
-        k = int(L.shape[0])
+        k, dtype_L = int(L.shape[0]), L.dtype
         if not (isinstance(c, float) and form != "liebel" and reduction != "none" and k):
             return None
         e = s.to(_F64, copy=True)  # same-dtype operations only: mixed ones take torch's slow casting loops
         total_s = float(e.sum())
         e.neg_().exp_()
-        a = L.to(_F64, copy=True).mul_(e)
-        total_a = float(a.sum())
+        L = L.to(_F64)
+        total_a = float(torch.dot(L, e))
         if not (math.isfinite(total_a) and math.isfinite(total_s)):
             return None  # NaN, or an overflow: PlainUW (its clamp and its inf)
         rho = 0.5 if form == "kendall" else 1.0
         v = c * total_a + rho * total_s
-        ctx.lean = cls(e, a, c, rho, k, reduction == "mean", (L.dtype, s.dtype))
+        ctx.lean = cls(e, L, c, rho, k, reduction == "mean", (dtype_L, s.dtype))
         return torch.tensor(v / k if reduction == "mean" else v, dtype=dtype, device=L.device)
 
     def grads(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        g = g.to(_F64)
-        if self.mean:
-            g = g / self.k
+        g = float(g) / self.k if self.mean else float(g)
         gL = (self.e * (g * self.c)).to(self.dtypes[0])  # c = ½ or 1: exact
-        return gL, torch.rsub(self.a, self.slope, alpha=self.c).mul_(g).to(self.dtypes[1])
+        gs = torch.addcmul(g * self.slope + self.e.new_zeros(()), self.L, self.e, value=-g * self.c)
+        return gL, gs.to(self.dtypes[1])
 
 
 def _coeffs(c, like: torch.Tensor) -> torch.Tensor:
