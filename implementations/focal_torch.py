@@ -613,21 +613,30 @@ class _SoftmaxFocal(torch.autograd.Function):
 
 
 # The float64-internal tier (float32, float16, bfloat16 logits; computed in float64, float16/bfloat16 in
-# float32) as two row-wise kernels, the formulas of :func:`focal_core.softmax_focal_terms` with the row
-# maximum's exponential kept: ``e_j = e^{x_j − m}`` for every j (``e_j = 1`` exactly where ``x_j = m``),
+# float32) as a row-wise forward kernel and a float32 backward, the formulas of
+# :func:`focal_core.softmax_focal_terms` with the row maximum's exponential kept: ``e_j = e^{x_j − m}`` for
+# every j (``e_j = 1`` exactly where ``x_j = m``),
 # ``r = Σ_{e_j < 1} e_j + (#{e_j = 1} − 1)`` — the sum of the exponentials of every logit but one maximum,
 # the ones added exactly, so that a tiny ``r`` keeps its relative accuracy — and ``S = r`` where the target
-# is a maximum. The forward saves the per-row numbers ``m``, ``F = α_y u^γ W`` and ``F/S``; the backward
-# recomputes ``e_j`` from the logits, ``∂ℓ/∂x_j = cot·(F/S)·e_j`` (``j ≠ y``), ``−cot·F`` (``j = y``):
-# one exponential per logit in each pass, no full-size buffer kept between them. Large CPU inputs run
-# both through torch.compile (one fused loop each), others in blocks of rows.
+# is a maximum. The forward saves the per-row numbers ``m``, ``F = α_y u^γ W`` and ``F/S``, and writes
+# ``E_j = fl32(e_j)`` into a float32 buffer the size of the logits; the backward forms, in float32 arithmetic,
+# ``∂ℓ/∂x_j = fl32(c)·E_j`` (``c = cot·F/S``, ``j ≠ y``) and ``fl32(−cot·F)`` (``j = y``): one exponential per
+# logit in all. Error of ``fl32(c)·E_j`` (c itself carries a float64-level error): normal operands carry a
+# relative error ≤ 2^-24 each and the product one more rounding, ≤ 3·2^-24 relative = 1.5 float32 ULP; in the
+# subnormal range (spacing 2^-149) each of the three roundings adds at most 2^-150 absolutely (a subnormal
+# ``E_j``, ``e_j < 2^-126``: ≤ |c|·2^-150), ≤ 1/2 ULP of the result each where ``|c| ≤ 1``. So ≤ 3 ULP in all
+# (a float16/bfloat16 result: one more rounding, ≤ 1/2 ULP + 2^-5 ULP), within the 8 ULP budget. Rows with
+# ``|c| > 1`` and some ``E_j < 2^-126``, or ``|c| > 2^127``, recompute ``c·e_j`` from the logits in float64.
+# Large CPU inputs run the forward through torch.compile (one fused loop), others in blocks of rows.
 _SM_BLOCK = 1 << 16  # elements per eager block (512 KiB of float64)
 _SM_COMPILE_MIN_NUMEL = 1 << 18
+_F32_TINY = 2.0**-126  # the smallest normal float32
 
 
-def _sm_sums(x: Tensor, t: Tensor, cdt: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _sm_sums(x: Tensor, t: Tensor, cdt: torch.dtype) -> tuple[Tensor, ...]:
     """Per row of the class-last logits ``x``: ``m`` (the row maximum; 0 where it is not finite), ``bad``
-    (NaN or +inf in the row, or every logit −inf), ``r`` and ``d_y = x_y − m`` (exact: narrower operands).
+    (NaN or +inf in the row, or every logit −inf), ``r`` and ``d_y = x_y − m`` (exact: narrower operands);
+    and ``E = fl32(e)``.
     ``r``: with ``e_j = e^{x_j − m} ≤ 1``, ``Σ frac(e_j)`` is the sum of those below 1 and
     ``T − Σ frac(e_j)`` (``T = Σ e_j``) the number of ones, exact after rounding to an integer."""
     xc = x.to(cdt)
@@ -638,17 +647,19 @@ def _sm_sums(x: Tensor, t: Tensor, cdt: torch.dtype) -> tuple[Tensor, Tensor, Te
     e = torch.exp(xc - m[:, None])
     T = e.sum(-1)
     below = torch.frac(e).sum(-1)
-    return m, bad, below + (torch.round(T - below) - 1.0), d_y
+    return m, bad, below + (torch.round(T - below) - 1.0), d_y, e.to(torch.float32)
 
 
-def _sm_sums_eager(x: Tensor, t: Tensor, cdt: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """:func:`_sm_sums` with one block-sized buffer, in place."""
+def _sm_sums_eager(x: Tensor, t: Tensor, cdt: torch.dtype, E: Tensor | None) -> tuple[Tensor, ...]:
+    """:func:`_sm_sums` with one block-sized buffer, in place, ``E`` (unless None) written into the given rows."""
     xc = x.to(cdt)
     m = xc.amax(-1)
     bad = ~torch.isfinite(m)
     m.masked_fill_(bad, 0.0)
     d_y = xc.gather(-1, t[:, None])[:, 0] - m
     e = xc.sub_(m[:, None]).exp_()
+    if E is not None:
+        E.copy_(e)
     T = e.sum(-1)
     below = e.frac_().sum(-1)
     return m, bad, below + (torch.round(T - below) - 1.0), d_y
@@ -682,20 +693,13 @@ def _sm_terms(m: Tensor, bad: Tensor, r: Tensor, d_y: Tensor, alpha_y: Tensor | 
 
 def _sm_rows(x: Tensor, t: Tensor, alpha_y: Tensor | None, gamma: float, cdt: torch.dtype,
              grads: bool) -> tuple[Tensor, ...]:
-    """The forward kernel: :func:`_sm_sums` then :func:`_sm_terms`."""
-    return _sm_terms(*_sm_sums(x, t, cdt), alpha_y, gamma, grads)
+    """The forward kernel: :func:`_sm_sums` then :func:`_sm_terms` (with ``grads``: then ``E``)."""
+    *sums, E = _sm_sums(x, t, cdt)
+    out = _sm_terms(*sums, alpha_y, gamma, grads)
+    return (*out, E) if grads else out
 
 
-def _sm_grad(x: Tensor, t: Tensor, valid: Tensor, m: Tensor, F: Tensor, FS: Tensor, cot: Tensor) -> Tensor:
-    """The backward kernel: ``cot·∂ℓ/∂x`` of each row (``cot`` per row; 0 on rows not ``valid``) in x's dtype."""
-    e = torch.exp(x.to(m.dtype) - m[:, None])
-    g = e * (FS * cot)[:, None]
-    cols = torch.arange(x.shape[-1], device=x.device)
-    g = torch.where(cols == t[:, None], (-F * cot)[:, None], g)
-    return torch.where(valid[:, None], g, 0.0).to(x.dtype)
-
-
-_SM_KERNELS = {fn: Kernel(fn, "softmax_focal_loss", _COMPILE_MAX_VARIANTS) for fn in (_sm_rows, _sm_grad)}
+_SM_KERNELS = {fn: Kernel(fn, "softmax_focal_loss", _COMPILE_MAX_VARIANTS) for fn in (_sm_rows,)}
 
 
 def _sm_compiled(fn: Callable, variant: tuple, x: Tensor, *args):
@@ -715,25 +719,28 @@ def _sm_forward(x: Tensor, t: Tensor, alpha_y: Tensor | None, gamma: float, cdt:
     out = _sm_compiled(_sm_rows, (alpha_y is None, gamma, grads), x, t, alpha_y, gamma, cdt, grads)
     if out is not None:
         return out
-    parts = [_sm_sums_eager(x[sl], t[sl], cdt) for sl in _sm_blocks(x)]
+    E = torch.empty(x.shape, dtype=torch.float32, device=x.device) if grads else None
+    parts = [_sm_sums_eager(x[sl], t[sl], cdt, None if E is None else E[sl]) for sl in _sm_blocks(x)]
     sums = [torch.cat(p) if len(parts) > 1 else p[0] for p in zip(*parts)]
-    return _sm_terms(*sums, alpha_y, gamma, grads)
+    out = _sm_terms(*sums, alpha_y, gamma, grads)
+    return (*out, E) if grads else out
 
 
-def _sm_backward(x: Tensor, t: Tensor, valid: Tensor, m: Tensor, F: Tensor, FS: Tensor, cot: Tensor) -> Tensor:
-    out = _sm_compiled(_sm_grad, (), x, t, valid, m, F, FS, cot)
-    if out is not None:
-        return out
-    g = torch.empty_like(x)
-    coef, at_y, skip = FS * cot, (-F * cot)[:, None], ~valid
-    any_skip = bool(skip.any())
-    for sl in _sm_blocks(x):
-        e = x[sl].to(m.dtype).sub_(m[sl, None]).exp_().mul_(coef[sl, None])
-        e.scatter_(-1, t[sl, None], at_y[sl])
-        if any_skip:
-            e.masked_fill_(skip[sl, None], 0.0)
-        g[sl] = e
-    return g
+def _sm_backward(x: Tensor, t: Tensor, valid: Tensor, m: Tensor, F: Tensor, FS: Tensor, E: Tensor,
+                 cot: Tensor) -> Tensor:
+    """``cot·∂ℓ/∂x`` (``cot`` per row, 0 on rows not ``valid``) in x's dtype: ``fl32(c)·E`` in float32."""
+    coef, at_y = FS * cot, -F * cot
+    g = torch.mul(E, coef.to(torch.float32)[:, None])
+    if not bool(valid.all()):
+        g.masked_fill_(~valid[:, None], 0.0)
+    g.scatter_(-1, t[:, None], at_y.to(torch.float32)[:, None])
+    cand = (valid & (coef.abs() > 1)).nonzero()[:, 0]
+    if cand.numel():  # subnormal E_j that the coefficient could lift into the normal range; fl32(c) overflowing
+        redo = cand[(E[cand].amin(-1) < _F32_TINY) | (coef[cand].abs() > 2.0**127)]
+        if redo.numel():
+            e = x[redo].to(m.dtype).sub_(m[redo, None]).exp_().mul_(coef[redo, None])
+            g[redo] = e.scatter_(-1, t[redo, None], at_y[redo, None]).to(torch.float32)
+    return g.to(x.dtype)
 
 
 class _SoftmaxFocalFast(torch.autograd.Function):
@@ -759,14 +766,14 @@ class _SoftmaxFocalFast(torch.autograd.Function):
             if reduction == "mean":
                 res = res / valid.sum()
         if grads:
-            ctx.save_for_backward(input, tt, valid, *out[1:])
+            ctx.save_for_backward(input, tt, valid, *out[1:])  # m, F, F/S, E
             ctx.reduction, ctx.lead = reduction, lead
         return res.to(input.dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        input, tt, valid, m, F, FS = ctx.saved_tensors
+        input, tt, valid, m, F, FS, E = ctx.saved_tensors
         C = input.shape[1]
         x = input.detach().movedim(1, -1).reshape(-1, C)
         go = grad_output.to(m.dtype)
@@ -774,7 +781,7 @@ class _SoftmaxFocalFast(torch.autograd.Function):
         cot = torch.where(valid, cot, 0.0)
         if ctx.reduction == "mean":
             cot = cot / max(int(valid.sum()), 1)
-        g = _sm_backward(x, tt, valid, m, F, FS, cot)
+        g = _sm_backward(x, tt, valid, m, F, FS, E, cot)
         return g.reshape(*ctx.lead, C).movedim(-1, 1), None, None, None, None, None
 
 

@@ -194,13 +194,20 @@ def test_double_double_is_the_same_on_numpy_and_torch():
                                   f"lossoracle.implementations.numpy_impl.{SM}",
                                   f"lossoracle.implementations.torch_impl.{SM}"])
 def test_ours_are_correctly_rounded_on_the_tail_cases(name):
-    """Within 1 ULP (measured: ≤ 0.5) in every dtype on the tails where focal losses fail."""
+    """Within 1 ULP (measured: ≤ 0.5) in every dtype on the tails where focal losses fail — except torch's
+    softmax gradient below float64: ``fl32(c)·fl32(e_j)`` in float32 arithmetic (the exponentials kept from
+    the forward, see focal_torch), ≤ 3 ULP by the bound derived there (measured: ≤ 1.45)."""
     cases = ["tail_tiny_x20_y1", "tail_huge_xm1e4_y1", "saturated_g0.5", "ladder_hard_g5.0", "soft_f64_g5.0",
              "confident_g5.0", "confident_g0.5", "huge_1e4", "wrong_confident"]
     report = catalog.run(_impl(name), cases=cases)
     measured = [r for r in report.results if r.max_ulp is not None]
     assert measured and all(r.verdict == "conforms" for r in report.results)
-    assert max(r.max_ulp for r in measured) <= 1.0
+
+    def limit(r) -> float:
+        kept = name.endswith(f"torch_impl.{SM}") and r.quantity == "grad:input" and r.dtype != "float64"
+        return 3.0 if kept else 1.0
+
+    assert all(r.max_ulp <= limit(r) for r in measured)
 
 
 @pytest.mark.parametrize("gamma", [0.25, 0.5, 0.75])
@@ -465,9 +472,44 @@ def test_softmax_compiled_kernels_match_the_eager_blocks(monkeypatch, dtype):
         out[on] = (v.detach(), xi.grad)
     assert compiled.ENABLED["on"], "torch.compile failed"
     kernels = focal_torch._SM_KERNELS
-    assert kernels[focal_torch._sm_rows].variants and kernels[focal_torch._sm_grad].variants
+    assert kernels[focal_torch._sm_rows].variants
     for a, b in zip(out[False], out[True]):
         assert torch.equal(a.isnan(), b.isnan())
         a, b = a.double().nan_to_num(0.0), b.double().nan_to_num(0.0)
         ulp = torch.finfo(dtype).eps * a.abs().clamp_min(torch.finfo(dtype).tiny)
         assert bool(((a - b).abs() <= ulp).all())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gamma", [2.0, 0.5])
+@pytest.mark.parametrize("compile_on", [True, False])
+def test_softmax_float32_gradient_from_the_kept_exponentials_meets_its_bound(monkeypatch, gamma, compile_on):
+    """float32 ∂ℓ/∂x from the forward's ``fl32(e_j)`` (fused kernel and eager blocks): each element within the
+    3 ULP derived in focal_torch, of the oracle — the rows where a cotangent above 1 would lift an
+    exponential that float32 holds as subnormal or 0 (e^-110 ≈ 1.7e-48 times 1e10) or where ``|c| > 2^127``
+    (γ = 0.5, target the maximum, ``S`` ≈ 1e-20, cotangent 1e30) included."""
+    from lossoracle.floats import FORMATS, ulp_error
+    from lossoracle.implementations import compiled, focal_torch
+
+    monkeypatch.setattr(focal_torch, "_SM_COMPILE_MIN_NUMEL", 1 << 10)
+    monkeypatch.setitem(compiled.ENABLED, "on", compile_on)
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(48, 40, generator=g) * 6
+    t = torch.randint(0, 40, (48,), generator=g)
+    w = torch.rand(48, generator=g) * 4 - 2
+    x[0], t[0], w[0] = -90.0, 0, 1e10
+    x[0, :2] = torch.tensor([0.0, 20.0])
+    x[1], t[1], w[1] = -46.0, 0, 1e30
+    x[1, 0] = 0.0
+    x[2], t[2], w[2] = -105.0, 3, 3e38
+    x[2, 3] = 0.0
+    t[7] = -100
+    xi = x.clone().requires_grad_()
+    v = focal_torch.softmax_focal_loss(xi, t, alpha=0.25, gamma=gamma, reduction="none")
+    (v * w).sum().backward()
+    assert not compile_on or focal_torch._SM_KERNELS[focal_torch._sm_rows].variants
+    want = reference.softmax_focal_loss_grad(w.double().numpy(), x.double().numpy(), t.numpy(), alpha=0.25,
+                                             gamma=gamma, reduction="none")["input"]
+    f32 = FORMATS["float32"]
+    worst = max(ulp_error(float(a), e, f32) for a, e in zip(xi.grad.reshape(-1).tolist(), want.reshape(-1)))
+    assert worst <= 3.0
