@@ -553,7 +553,9 @@ def sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: float = 0.25, gam
 # without the target term and the backward uses ``∂ℓ/∂x_j = α_y u^γ W·e_j/S`` (``j ≠ y``),
 # ``−α_y u^γ W`` (``j = y``), ``W = γ p_y (−log p_y) + u`` — see :mod:`focal_core`. Both run in a
 # wider arithmetic (float32 → float64, float16/bfloat16 → float32, float64 → double-double) and are
-# rounded once to the input dtype. CPU and CUDA alike; the backward is not itself differentiable
+# rounded once to the input dtype (the narrower dtypes' gradient: the forward's exponentials rounded to
+# float32 times a float32 coefficient, ≤ 3 ULP, see :func:`_sm_backward`). CPU and CUDA alike; the backward
+# is not itself differentiable
 # (``once_differentiable``). Float64 logits (:class:`_SoftmaxFocal`) run :func:`focal_core.softmax_focal_terms`
 # in double-double, the per-logit derivative computed in the forward (when the input requires grad)
 # and scaled by the incoming gradient in the backward; the other dtypes run :class:`_SoftmaxFocalFast`.
