@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import specs
-from .compare import FINDINGS, Comparison, compare, reduction_allowance
+from .compare import FINDINGS, Comparison, compare
 from .conditioning import gradient_conditioning, scale_bound, value_conditioning
 from .floats import format_of
 from .frameworks import Outcome, backend, cotangent
@@ -121,8 +121,7 @@ def case_conditioning(spec: Spec, case: Case, conventions: Mapping[str, Any] | N
 
 def _budget(spec: Spec, case: Case, quantity: str, dtype: str, conventions) -> float:
     """The spec's ULP budget plus the reduction allowance log2(n)."""
-    return (spec.budget.ulp_budget("value" if quantity == "value" else "grad", dtype)
-            + reduction_allowance(_terms(spec, case, conventions)))
+    return spec.budget.faithful("value" if quantity == "value" else "grad", dtype, _terms(spec, case, conventions))
 
 
 def _terms(spec: Spec, case: Case, conventions) -> int:

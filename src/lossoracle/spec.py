@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .compare import reduction_allowance
 from .floats import FORMATS, FloatFormat, is_representable
 
 __all__ = ["Arg", "Case", "Budget", "Convention", "InDtype", "Spec", "DTYPES", "DTYPE_EPS"]
@@ -113,6 +114,10 @@ class Budget:
     def ulp_budget(self, quantity: str, dtype: str) -> float:
         table = self.value_ulp if quantity == "value" else self.grad_ulp
         return float(table[dtype])
+
+    def faithful(self, quantity: str, dtype: str, n_terms: int = 1) -> float:
+        """The *faithful* bound in ULP: the budget plus ``log2(n)`` for a reduction over ``n`` terms."""
+        return self.ulp_budget(quantity, dtype) + reduction_allowance(n_terms)
 
 
 @dataclass(frozen=True)
