@@ -258,6 +258,27 @@ def sum_last(a: DD) -> DD:
     return hi[..., 0], lo[..., 0]
 
 
+def extraction_exponent(n: int) -> int:
+    """``M`` with ``2^M ≥ n + 2``: an extraction grid ``σ = 2^k ≥ 2^M·max|t|`` holds ``n`` terms."""
+    return max(1, (n + 1).bit_length())
+
+
+def extraction_sum(t: Array, sigma: Array | float, out: Array | None = None) -> tuple[Array, Array, Array | float]:
+    """``Σ t`` over the last axis as ``(Σq, fl(Σr), bound)``: ``Σq`` exact, ``|fl(Σr) − Σr| ≤ bound``, in
+    any summation order; ``r`` may be written into ``out``.
+
+    Rump, Ogita & Oishi, "Accurate floating-point summation part I: faithful rounding", SIAM J.
+    Sci. Comput. 31 (2008), Lemma 3.3 (ExtractVector): for a power of two ``σ ≥ 2^M·max|t_i|``
+    (:func:`extraction_exponent`; broadcast against ``t``), ``q_i = fl(fl(σ + t_i) − σ)`` and
+    ``r_i = fl(t_i − q_i)`` are exact, ``Σ q_i`` is exact in any order and ``|r_i| ≤ 2^-53·σ``; so any
+    order of ``Σ r_i`` errs by at most ``(n − 1)·u·Σ|r_i| ≤ n²·2^-106·σ`` (1.01 for the higher orders)."""
+    n = t.shape[-1]
+    q = t + sigma
+    q -= sigma
+    r = t - q if out is None else xp(t).subtract(t, q, out=out)
+    return q.sum(-1), r.sum(-1), sigma * (1.01 * n * n * 2.0**-106)
+
+
 # ----------------------------------------------------------------------------------------------
 # Elementary functions
 

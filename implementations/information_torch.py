@@ -102,23 +102,14 @@ def _pow2(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def _rump_sum(t: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``Σ t`` over the last axis with an error bound independent of the summation order:
-    ``(hi, lo, bound)``, ``hi + lo`` equal to the exact sum within ``bound`` (before rounding);
-    ``a = |t|`` (overwritten).
-
-    Rump, Ogita & Oishi, "Accurate floating-point summation part I: faithful rounding", SIAM J.
-    Sci. Comput. 31 (2008), Lemma 3.3 (ExtractVector): for ``σ = 2^k ≥ 2^M·max|t_i|`` with
-    ``2^M ≥ n + 2``, ``q_i = fl(fl(σ + t_i) − σ)`` and ``r_i = fl(t_i − q_i)`` are exact, ``Σ q_i`` is
-    exact in any order and ``|r_i| ≤ 2^-53·σ``; so any-order ``Σ r_i`` errs by at most
-    ``(n − 1)·u·Σ|r_i| ≤ n²·2^-106·σ``. Here ``σ = 2^(M + 1)·2^⌊log2 max|t|⌋`` (at least 2^-1022
-    times that, so that nothing underflows); a NaN or infinite term gives a non-finite ``hi``."""
-    n = t.shape[-1]
-    m = max(1, (n + 1).bit_length())  # 2^m ≥ n + 2
+    """``Σ t`` over the last axis by :func:`.doubledouble.extraction_sum`: ``(hi, lo, bound)``, ``hi + lo``
+    within ``bound`` of the exact sum (before rounding); ``a = |t|`` (overwritten). The grid is
+    ``σ = 2^(M + 1)·2^⌊log2 max|t|⌋`` (at least 2^-1022 times that, so that nothing underflows); a NaN
+    or infinite term gives a non-finite ``hi``."""
+    m = dd.extraction_exponent(t.shape[-1])
     sigma = _pow2(a.amax(-1, keepdim=True)).clamp_min_(2.0**-1022).mul_(2.0 ** (m + 1))
-    q = t + sigma
-    q -= sigma
-    r = torch.sub(t, q, out=a)
-    return q.sum(-1), r.sum(-1), sigma[..., 0] * (1.01 * n * n * 2.0**-106)
+    hi, lo, bound = dd.extraction_sum(t, sigma, out=a)
+    return hi, lo, bound[..., 0]
 
 
 def _faithful_sum(t: torch.Tensor, a: torch.Tensor, term_err: torch.Tensor,

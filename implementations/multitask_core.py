@@ -201,23 +201,18 @@ _TINY = 2.0 ** -1021  # below this a float64 product may have lost bits to under
 
 def grid_sum(t: Array) -> tuple[Array, float] | None:
     """``Σ t`` of a finite float64 vector and a bound on its error, in any summation order (None: no
-    grid fits). Rump–Ogita–Oishi extraction: with ``σ = 2^{M+e}``, ``M = ⌈log2(n + 2)⌉``,
-    ``max|t| < 2^e``, each ``q = (σ + t) − σ`` is a multiple of ``u·σ`` and ``|Σ q| < σ``, so ``Σ q``
-    is exact; ``r = t − q`` is exact with ``|r| ≤ u·σ``, so ``fl(Σ r)`` errs by at most
-    ``n·u·Σ|r| ≤ n²u²σ ≤ 4(n + 2)n²u²·max|t|``, and the last addition by ``u·|S|``."""
+    grid fits): :func:`.doubledouble.extraction_sum` on ``σ = 2^(M + e)``, ``max|t| < 2^e``, plus
+    ``u·|S|`` for the last addition."""
     n = int(t.shape[0])
     mx = float(abs(t).max()) if n else 0.0
     if mx == 0.0 or mx != mx:
         return (t.sum(), 0.0) if mx == 0.0 else None
-    e = math.frexp(mx)[1] + math.ceil(math.log2(n + 2))
+    e = math.frexp(mx)[1] + dd.extraction_exponent(n)
     if e > 1023:
         return None
-    sigma = 2.0 ** e
-    q = t + sigma
-    q -= sigma
-    r = t - q
-    total = q.sum() + r.sum()
-    return total, _U * abs(float(total)) + 4.01 * (n + 2) * n * n * _U * _U * mx
+    hi, lo, bound = dd.extraction_sum(t, 2.0 ** e)
+    total = hi + lo
+    return total, _U * abs(float(total)) + bound
 
 
 def _fits(err: float, value: float, budget: float) -> bool:
