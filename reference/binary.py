@@ -50,7 +50,12 @@ import mpmath
 import numpy as np
 from mpmath import mpf
 
-from lossoracle.mpfuncs import exact_sub, exp, log1pexp, memo, mp_array, sigmoid, to_mp, workprec
+from mpmath import mp
+from mpmath.libmp import (finf, fnan, fninf, fone, from_float, from_int, fzero, mpf_add, mpf_div, mpf_mul, mpf_neg,
+                          mpf_pos, mpf_sub)
+
+from lossoracle.mpfuncs import (exact_sub, exp, log1pexp, log_raw, memo, mp_array, sigmoid, sum_raw, to_mp, to_raw,
+                                workprec)
 from lossoracle.spec import DTYPE_EPS, Arg, Case, Convention, InDtype, Spec
 from lossoracle.strategies import GRIDS, logits, probabilities, rng_for, to_grid
 
@@ -149,6 +154,112 @@ def _clamp(v: mpf, log_floor) -> mpf:
 
 
 # ----------------------------------------------------------------------------------------------
+# The default conventions on raw libmp tuples: the same libmp calls, precision and rounding as the
+# object-level formulas below (every value bit for bit theirs), without the mpf object layer. For
+# float arrays of one shape with finite entries and ``0 ≤ p ≤ 1`` (logits: finite); anything else
+# (NaN, ±inf, other conventions, bad input) takes the object path, which is the definition.
+
+_make = mp.make_mpf
+
+
+def _is0(t: tuple) -> bool:
+    return not t[1] and not t[2]
+
+
+def _raw_operands(arrays: list, weight, shape, unit: bool) -> list | None:
+    """Flat raw operands (weight and pos_weight broadcast; 1 for None) if the raw path applies."""
+    out = []
+    for a in arrays:
+        a = np.asarray(a)
+        if a.shape != shape or (r := to_raw(a)) is None:
+            return None
+        out.append(r)
+    for w in weight:
+        if w is None:
+            out.append([fone] * len(out[0]))
+            continue
+        try:
+            b = np.ascontiguousarray(np.broadcast_to(np.asarray(w, dtype=np.float64), shape))
+        except ValueError:
+            return None
+        out.append(to_raw(b))
+    for r in out:
+        for t in r:
+            if not t[1] and t[2]:  # ±inf, NaN
+                return None
+    if unit:
+        for t in out[0]:
+            if t[0] or mpf_sub(fone, t, 0)[0]:
+                return None
+    return out
+
+
+def _raw_reduce(vals: list, reduction: str, shape, prec: int, rnd: str):
+    if reduction == "none":
+        return mp_array([_make(v) for v in vals], shape)
+    total = mpf_pos(sum_raw(vals, prec, rnd), prec, rnd)  # mp_sum
+    if reduction == "sum":
+        return _make(total)
+    return mpmath.nan if not vals else _make(mpf_div(total, from_int(len(vals)), prec, rnd))
+
+
+def _raw_cotangents(grad_output, reduction: str, shape, n: int, prec: int, rnd: str) -> list | None:
+    if n == 0:
+        return []
+    if reduction == "none":
+        return to_raw(np.ascontiguousarray(np.broadcast_to(np.asarray(grad_output, dtype=np.float64), shape)))
+    a = from_float(float(np.asarray(grad_output, dtype=np.float64).reshape(-1)[0]))
+    return [mpf_div(a, from_int(n), prec, rnd) if reduction == "mean" else a] * n
+
+
+def _rmul0(c: tuple, v: tuple, prec: int, rnd: str) -> tuple:
+    """Raw :func:`_xmul` / :func:`_weighted`: ``c·v`` with ``0·v = 0``."""
+    return fzero if _is0(c) else mpf_mul(c, v, prec, rnd)
+
+
+def _bce_raw(input, target, weight, reduction: str, grad_output=None):
+    """:func:`binary_cross_entropy` (``grad_output`` None) or its VJP under the default conventions
+    on raw tuples, or None where the raw path does not apply."""
+    shape = np.shape(input)
+    ops = _raw_operands([input, target], [weight], shape, unit=True)
+    if ops is None or reduction not in REDUCTIONS:
+        return None
+    prec, rnd = mp._prec_rounding
+    P, Y, W = ops
+    if grad_output is None:
+        vals = []
+        for p, y, w in zip(P, Y, W):
+            lp, lq = log_raw(p, prec, rnd), log_raw(mpf_sub(fone, p, 0), prec, rnd)
+            v = mpf_neg(mpf_add(_rmul0(y, lp, prec, rnd), _rmul0(mpf_sub(fone, y, 0), lq, prec, rnd), prec, rnd),
+                        prec, rnd)
+            vals.append(_rmul0(w, v, prec, rnd))
+        return _raw_reduce(vals, reduction, shape, prec, rnd)
+    A = _raw_cotangents(grad_output, reduction, shape, len(P), prec, rnd)
+    if A is None or any(t == fnan for t in A):
+        return None
+    gp, gy = [], []
+    for p, y, w, a in zip(P, Y, W, A):
+        q = mpf_sub(fone, p, 0)
+        lp, lq = log_raw(p, prec, rnd), log_raw(q, prec, rnd)
+        if p[1] and q[1]:  # 0 < p < 1
+            dp = mpf_div(mpf_sub(p, y, 0), mpf_mul(p, q, prec, rnd), prec, rnd)
+        else:
+            dp = mpf_sub(_rdiv0(mpf_sub(fone, y, 0), q, prec, rnd), _rdiv0(y, p, prec, rnd), prec, rnd)
+        gp.append(_make(_rmul0(w, _rmul0(a, dp, prec, rnd), prec, rnd)))
+        gy.append(_make(_rmul0(w, _rmul0(a, mpf_sub(lq, lp, prec, rnd), prec, rnd), prec, rnd)))
+    return {"input": mp_array(gp, shape), "target": mp_array(gy, shape)}
+
+
+def _rdiv0(c: tuple, d: tuple, prec: int, rnd: str) -> tuple:
+    """Raw :func:`_xdiv`: ``0/d = 0``, ``c/0 = ±inf``."""
+    if _is0(c):
+        return fzero
+    if _is0(d):
+        return fninf if c[0] else finf
+    return mpf_div(c, d, prec, rnd)
+
+
+# ----------------------------------------------------------------------------------------------
 # binary_cross_entropy (probabilities)
 
 
@@ -161,6 +272,10 @@ def binary_cross_entropy(input, target, weight=None, reduction: str = "mean", lo
                          probability_clip: float = 0.0, clip_high: float | None = None, mean_over: str = "elements"):
     """Exact ``−w·[y log p + (1 − y) log(1 − p)]`` reduced (``grad_floor`` only affects the gradient)."""
     with workprec():
+        if log_floor is None and not probability_clip and mean_over == "elements":
+            out = _bce_raw(input, target, weight, reduction)
+            if out is not None:
+                return out
         e = _Elements(input, target, weight)
         vals = [mpmath.nan if _has_nan(p, y, w) else _weighted(w, _bce_element(_clip(p, probability_clip, clip_high),
                                                                                  y, log_floor))
@@ -190,6 +305,10 @@ def binary_cross_entropy_grad(grad_output, input, target, weight=None, reduction
     gradient passes to ``p`` only where ``c < p < high``, and is 0 elsewhere (at the bounds and at
     NaN too, whatever the cotangent: torch.clamp's backward)."""
     with workprec():
+        if log_floor is None and grad_floor is None and not probability_clip and mean_over == "elements":
+            out = _bce_raw(input, target, weight, reduction, grad_output)
+            if out is not None:
+                return out
         e = _Elements(input, target, weight)
         gp, gy = [], []
         for (p, y, w, _), a in zip(e.rows(), e.cotangents(grad_output, reduction, mean_over)):

@@ -58,6 +58,7 @@ roundings agree.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -65,7 +66,10 @@ import mpmath
 import numpy as np
 from mpmath import mpf
 
-from lossoracle.mpfuncs import exact_sub, memo, mp_array, mp_sum, to_mp, workprec
+from mpmath import mp
+from mpmath.libmp import finf, fnan, fninf, fone, from_float, from_int, fzero, mpf_add, mpf_div, mpf_mul, mpf_neg, mpf_pos, mpf_sub
+
+from lossoracle.mpfuncs import exact_sub, log_raw, memo, mp_array, mp_sum, sum_raw, to_mp, to_raw, workprec
 from lossoracle.spec import Arg, Case, Convention, Spec
 from lossoracle.strategies import GRIDS, logits, probabilities, rng_for, to_grid
 
@@ -122,6 +126,141 @@ def _rowwise(x, dim: int, fn) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
+# The default conventions on raw libmp tuples: the same libmp calls, precision and rounding as the
+# object-level formulas (every value bit for bit theirs), without the mpf object layer, for float
+# arrays with finite non-negative probabilities; anything else takes the object path, which is the
+# definition.
+
+_make = mp.make_mpf
+_ONE = from_int(1)
+
+
+def _raw_rows(arrays: list, dim: int) -> tuple[list, tuple, int] | None:
+    """Flat raw class-last rows of each array (same shape, finite, non-negative), their lead shape
+    and row length; None where the raw path does not apply."""
+    shape = np.shape(arrays[0])
+    nd = len(shape)
+    if not nd or not -nd <= dim < nd:
+        return None
+    d = dim % nd
+    out = []
+    for a in arrays:
+        a = np.asarray(a)
+        if a.shape != shape or a.dtype.kind != "f":
+            return None
+        r = to_raw(a if d == nd - 1 else np.ascontiguousarray(np.moveaxis(a, d, -1)))
+        for t in r:
+            if t[0] or (not t[1] and t[2]):  # negative, ±inf, NaN
+                return None
+        out.append(r)
+    return out, shape[:d] + shape[d + 1:], shape[d]
+
+
+def _raw_row_cotangents(grad_output, lead: tuple) -> list | None:
+    g = np.asarray(grad_output)
+    if g.dtype.kind != "f":
+        return None
+    return to_raw(g if g.shape == lead else np.ascontiguousarray(np.broadcast_to(g, lead)))
+
+
+def _raw_out(vals: list, shape: tuple):
+    out = mp_array([_make(v) for v in vals], shape)
+    return out[()] if out.ndim == 0 else out
+
+
+def _raw_grad(vals: list, lead: tuple, C: int, dim: int) -> np.ndarray:
+    out = mp_array([_make(v) for v in vals], (*lead, C))
+    return out if dim in (-1, len(lead)) else np.moveaxis(out, -1, dim)
+
+
+def _entropy_raw(p, dim: int, grad_output=None):
+    rr = _raw_rows([p], dim)
+    if rr is None:
+        return None
+    (P,), lead, C = rr
+    prec, rnd = mp._prec_rounding
+    if grad_output is None:
+        vals = []
+        for i in range(math.prod(lead)):  # −Σ p log p, the terms at p = 0 (exactly 0) left out
+            terms = [mpf_mul(v, log_raw(v, prec, rnd), prec, rnd) for v in P[i * C:(i + 1) * C] if v[1]]
+            vals.append(mpf_neg(mpf_pos(sum_raw(terms, prec, rnd), prec, rnd), prec, rnd))
+        return _raw_out(vals, lead)
+    G = _raw_row_cotangents(grad_output, lead)
+    if G is None:
+        return None
+    out = []
+    for r, g in enumerate(G):
+        ng = mpf_neg(g, prec, rnd)
+        out.extend(mpf_mul(ng, mpf_add(log_raw(v, prec, rnd), _ONE, prec, rnd), prec, rnd) for v in P[r * C:(r + 1) * C])
+    return {"p": _raw_grad(out, lead, C, dim)}
+
+
+def _kl_divergence_raw(p, q, dim: int, grad_output=None):
+    """:func:`kl_divergence` (not generalized, not normalized) or its VJP on raw tuples."""
+    rr = _raw_rows([p, q], dim)
+    if rr is None:
+        return None
+    (P, Q), lead, C = rr
+    prec, rnd = mp._prec_rounding
+
+    def log_ratio(a, b):  # log(p/q), q > 0 or p/0 = +inf
+        return log_raw(mpf_div(a, b, prec, rnd) if b[1] else finf, prec, rnd)
+
+    if grad_output is None:
+        vals = []
+        for i in range(math.prod(lead)):  # Σ p log(p/q), the terms at p = 0 (exactly 0) left out
+            terms = [mpf_mul(a, log_ratio(a, b), prec, rnd) for a, b in zip(P[i * C:(i + 1) * C], Q[i * C:(i + 1) * C])
+                     if a[1]]
+            vals.append(mpf_pos(sum_raw(terms, prec, rnd), prec, rnd))
+        return _raw_out(vals, lead)
+    G = _raw_row_cotangents(grad_output, lead)
+    if G is None:
+        return None
+    gp, gq = [], []
+    for r, g in enumerate(G):
+        for a, b in zip(P[r * C:(r + 1) * C], Q[r * C:(r + 1) * C]):
+            lr = log_ratio(a, b) if a[1] or b[1] else fnan  # log(0/0) = NaN
+            gp.append(mpf_mul(g, mpf_add(lr, _ONE, prec, rnd), prec, rnd))
+            d = fzero if not a[1] else (fninf if not b[1] else mpf_div(mpf_neg(a, prec, rnd), b, prec, rnd))
+            gq.append(mpf_mul(g, d, prec, rnd))  # (−p/q + 0: the object path's + 0 is exact)
+    return {"p": _raw_grad(gp, lead, C, dim), "q": _raw_grad(gq, lead, C, dim)}
+
+
+def _kl_div_raw(input, target, reduction: str, grad_output=None):
+    """:func:`kl_div` (``log_target`` False, ``zero_target_grad`` "limit") or its VJP on raw tuples."""
+    x, t = np.asarray(input), np.asarray(target)
+    if x.shape != t.shape or not x.size or reduction not in KL_REDUCTIONS:
+        return None
+    X, T = to_raw(x), to_raw(t)
+    if X is None or T is None or any(not v[1] and v[2] for v in X) or any(v[0] or (not v[1] and v[2]) for v in T):
+        return None
+    prec, rnd = mp._prec_rounding
+    shape = x.shape
+    if grad_output is None:
+        parts = [(mpf_mul(b, log_raw(b, prec, rnd), prec, rnd), mpf_neg(mpf_mul(b, a, 0), prec, rnd)) if b[1]
+                 else (fzero,) for a, b in zip(X, T)]  # p log p − p·input (the product exact)
+        if reduction == "none":
+            return _raw_out([mpf_pos(sum_raw(s, prec, rnd), prec, rnd) for s in parts], shape)
+        total = mpf_pos(sum_raw([v for s in parts for v in s], prec, rnd), prec, rnd)
+        den = _kl_denominator(reduction, shape)
+        return _make(total if den is None else mpf_div(total, from_int(den), prec, rnd))
+    if reduction == "none":
+        g = np.asarray(grad_output)
+        if g.dtype.kind != "f":
+            return None
+        A = to_raw(g if g.shape == shape else np.ascontiguousarray(np.broadcast_to(g, shape)))
+    else:
+        g = from_float(float(np.asarray(grad_output, dtype=np.float64).reshape(-1)[0]))
+        den = _kl_denominator(reduction, shape)
+        A = [g if den is None else mpf_div(g, from_int(den), prec, rnd)] * x.size
+    gx, gt = [], []
+    for a, xi, ti in zip(A, X, T):
+        gx.append(mpf_mul(mpf_neg(a, prec, rnd), ti, prec, rnd))
+        gt.append(mpf_mul(a, mpf_add(log_raw(ti, prec, rnd), mpf_sub(fone, xi, 0), prec, rnd), prec, rnd))
+    return {"input": mp_array([_make(v) for v in gx], shape), "target": mp_array([_make(v) for v in gt], shape)}
+
+
+# ----------------------------------------------------------------------------------------------
 # entropy
 
 
@@ -134,6 +273,8 @@ def _entropy_row(row: list, normalize: bool) -> mpf:
 def entropy(p, dim: int = -1, normalize: bool = False):
     """Exact ``H(p) = −Σ p log p`` along ``dim`` (object array, or mpf for 1-D ``p``)."""
     with workprec():
+        if not normalize and (out := _entropy_raw(p, dim)) is not None:
+            return out
         out = _rowwise(p, dim, lambda row: _entropy_row(row, normalize))
         return out[()] if out.ndim == 0 else out
 
@@ -145,6 +286,8 @@ def _row_cotangent(grad_output, lead: tuple[int, ...]) -> list:
 def entropy_grad(grad_output, p, dim: int = -1, normalize: bool = False) -> dict[str, np.ndarray]:
     """VJP: ``−g·(log p_j + 1)``; normalized, ``−g·(log u_j + H(u))/s`` with ``u = p/s``."""
     with workprec():
+        if not normalize and (out := _entropy_raw(p, dim, grad_output)) is not None:
+            return out
         r, lead = rows(p, dim)
         gs = _row_cotangent(grad_output, lead)
         out = []
@@ -209,6 +352,8 @@ def kl_div(input, target, reduction: str = "mean", log_target: bool = False,
            zero_target_grad: str = "limit"):
     """Exact ``kl_div`` (PyTorch semantics; ``zero_target_grad`` affects the gradient only)."""
     with workprec():
+        if not log_target and (out := _kl_div_raw(input, target, reduction)) is not None:
+            return out
         x, t = to_mp(input), to_mp(target)
         parts = [_kl_div_summands(a, b, log_target) for a, b in zip(x.reshape(-1), t.reshape(-1))]
         if reduction == "none":
@@ -232,6 +377,9 @@ def kl_div_grad(grad_output, input, target, reduction: str = "mean", log_target:
     """VJP: ``∂/∂input = −a·p`` (``−a·e^t``), ``∂/∂target = a·(log p + 1 − input)``
     (``a·e^t(t − input + 1)``), ``a`` the cotangent each element receives from the reduction."""
     with workprec():
+        if not log_target and zero_target_grad == "limit" and (
+                out := _kl_div_raw(input, target, reduction, grad_output)) is not None:
+            return out
         x, t = to_mp(input), to_mp(target)
         shape = x.shape
         if reduction == "none":
@@ -263,6 +411,8 @@ def _kl_row(p: list, q: list, generalized: bool, normalize: bool) -> mpf:
 def kl_divergence(p, q, dim: int = -1, generalized: bool = False, normalize: bool = False):
     """Exact ``D(p‖q) = Σ p log(p/q)`` along ``dim``."""
     with workprec():
+        if not generalized and not normalize and (out := _kl_divergence_raw(p, q, dim)) is not None:
+            return out
         rp, lead = rows(p, dim)
         rq, _ = rows(q, dim)
         out = mp_array([_kl_row(list(a), list(b), generalized, normalize) for a, b in zip(rp, rq)], lead)
@@ -286,6 +436,8 @@ def kl_divergence_grad(grad_output, p, q, dim: int = -1, generalized: bool = Fal
     """VJP: ``g·(log(p/q) + 1)`` and ``−g·p/q`` (generalized: ``g·log(p/q)``, ``g·(1 − p/q)``);
     normalized rows ``u = p/s``, ``v = q/r``: ``g·(log(u/v) − D)/s`` and ``g·(1 − u/v)/r``."""
     with workprec():
+        if not generalized and not normalize and (out := _kl_divergence_raw(p, q, dim, grad_output)) is not None:
+            return out
         rp, lead = rows(p, dim)
         rq, _ = rows(q, dim)
         gs = _row_cotangent(grad_output, lead)

@@ -22,7 +22,7 @@ from mpmath.libmp import (finf, fnan, fninf, fone, fzero, from_float, from_int, 
 __all__ = [
     "ORACLE_PREC", "precision", "workprec", "to_mp", "exact_sub", "exp", "log1pexp", "sigmoid", "mp_array", "mp_sum",
     "SoftmaxRow", "softmax_row", "memo", "clear_caches", "raw", "sum_raw", "sums_except", "sums_except_raw",
-    "stable",
+    "stable", "to_raw", "log_raw",
 ]
 
 ORACLE_PREC = 192
@@ -75,6 +75,20 @@ def to_mp(a: object) -> np.ndarray:
     for i, v in enumerate(arr.reshape(-1).tolist()):
         flat[i] = mpf(v)
     return out
+
+
+def to_raw(a: np.ndarray) -> list | None:
+    """The exact raw tuples of a float array's elements (flat, C order; kept like :func:`to_mp`),
+    or None for a non-float array (the callers take the object path)."""
+    if a.dtype.kind != "f":
+        return None
+    key = (a.dtype.str, a.shape, a.tobytes())
+    vals = _RAWS.get(key)
+    if vals is None:
+        if len(_RAWS) >= _MEMO_MAX:
+            _RAWS.clear()
+        vals = _RAWS[key] = [from_float(v) for v in a.reshape(-1).tolist()]
+    return vals
 
 
 def mp_array(values: list, shape: tuple[int, ...]) -> np.ndarray:
@@ -136,6 +150,19 @@ _MEMO_MAX = 1 << 15  # entries per cache; a full cache is emptied (a case's rows
 _FLOATS: dict[tuple, tuple] = {}  # to_mp of float arrays: the value and the VJP convert the same inputs
 _EXP: dict[tuple, tuple] = {}
 _LOG1P: dict[tuple, tuple] = {}
+_LOG: dict[tuple, tuple] = {}
+_RAWS: dict[tuple, list] = {}
+
+
+def log_raw(t: tuple, prec: int, rnd: str) -> tuple:
+    """``mpmath.log`` of a raw ``t ≥ 0`` (``mpf_log``: −inf at 0), kept by argument and precision."""
+    key = (t, prec, rnd)
+    out = _LOG.get(key)
+    if out is None:
+        if len(_LOG) >= _MEMO_MAX:
+            _LOG.clear()
+        out = _LOG[key] = mpf_log(t, prec, rnd)
+    return out
 
 
 def _exp_raw(t: tuple, prec: int, rnd: str) -> tuple:
@@ -305,7 +332,7 @@ class SoftmaxRow:
 
 
 _ROWS: dict[tuple, SoftmaxRow] = {}
-_CACHES: list[dict] = [_ROWS, _FLOATS, _EXP, _LOG1P]
+_CACHES: list[dict] = [_ROWS, _FLOATS, _EXP, _LOG1P, _LOG, _RAWS]
 
 
 def clear_caches() -> None:
