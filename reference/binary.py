@@ -54,7 +54,7 @@ from mpmath import mp
 from mpmath.libmp import (finf, fnan, fninf, fone, from_float, from_int, fzero, mpf_add, mpf_div, mpf_mul, mpf_neg,
                           mpf_pos, mpf_sub)
 
-from lossoracle.mpfuncs import (exact_sub, exp, log1pexp, log_raw, memo, mp_array, sigmoid, sum_raw, to_mp, to_raw,
+from lossoracle.mpfuncs import (EXACT, cancel_bound, certify, exact_sub, mag, sum_bound, exp, log1pexp, log_raw, memo, mp_array, sigmoid, sum_raw, to_mp, to_raw,
                                 workprec)
 from lossoracle.spec import DTYPE_EPS, Arg, Case, Convention, InDtype, Spec
 from lossoracle.strategies import GRIDS, logits, probabilities, rng_for, to_grid
@@ -194,13 +194,23 @@ def _raw_operands(arrays: list, weight, shape, unit: bool) -> list | None:
     return out
 
 
-def _raw_reduce(vals: list, reduction: str, shape, prec: int, rnd: str):
+def _raw_reduce(vals: list, bounds: list, reduction: str, shape, prec: int, rnd: str):
+    """Reduce raw element values; certified (:func:`~lossoracle.mpfuncs.certify`) from the
+    elements' bounds (bits, or EXACT for infinities that the inputs produce): a sum is exact then
+    rounded once (:func:`~lossoracle.mpfuncs.sum_bound`), a mean divides once more."""
     if reduction == "none":
-        return mp_array([_make(v) for v in vals], shape)
+        out = mp_array([_make(v) for v in vals], shape)
+        certify(out, bounds)
+        return out
     total = mpf_pos(sum_raw(vals, prec, rnd), prec, rnd)  # mp_sum
+    k = sum_bound([mag(v) + b for v, b in zip(vals, bounds) if v[1] and b != EXACT], total)
     if reduction == "sum":
-        return _make(total)
-    return mpmath.nan if not vals else _make(mpf_div(total, from_int(len(vals)), prec, rnd))
+        out = _make(total)
+    else:
+        out = mpmath.nan if not vals else _make(mpf_div(total, from_int(len(vals)), prec, rnd))
+        k = k + 1 if k is not None and k != EXACT else k
+    certify(out, [k])
+    return out
 
 
 def _raw_cotangents(grad_output, reduction: str, shape, n: int, prec: int, rnd: str) -> list | None:
@@ -219,25 +229,34 @@ def _rmul0(c: tuple, v: tuple, prec: int, rnd: str) -> tuple:
 
 def _bce_raw(input, target, weight, reduction: str, grad_output=None):
     """:func:`binary_cross_entropy` (``grad_output`` None) or its VJP under the default conventions
-    on raw tuples, or None where the raw path does not apply."""
+    on raw tuples, or None where the raw path does not apply. Certified error bounds (u = 2^−P;
+    for targets in [0, 1] and weights ≥ 0, else none): an element ``w·(−(y·log p + (1 − y)·log(1 − p)))``
+    adds two terms of one sign, each within 4u, then two roundings: 8u; ``∂/∂p = w·(a·(p − y)/(p(1 − p)))``
+    (or the one-sided quotients at p ∈ {0, 1}) within four roundings and the cotangent's one: 8u;
+    ``∂/∂y = w·(a·(log(1 − p) − log p))`` cancels near p = 1/2 (operands within 2u|log|), then
+    three roundings and the cotangent's. Infinities come from p ∈ {0, 1} alone; at p = 1/2 the
+    difference is exactly 0 at every precision."""
     shape = np.shape(input)
     ops = _raw_operands([input, target], [weight], shape, unit=True)
     if ops is None or reduction not in REDUCTIONS:
         return None
     prec, rnd = mp._prec_rounding
     P, Y, W = ops
+    bounded = all(not y[0] and not mpf_sub(fone, y, 0)[0] for y in Y) and all(not w[0] for w in W)
     if grad_output is None:
-        vals = []
+        vals, bounds = [], []
         for p, y, w in zip(P, Y, W):
             lp, lq = log_raw(p, prec, rnd), log_raw(mpf_sub(fone, p, 0), prec, rnd)
             v = mpf_neg(mpf_add(_rmul0(y, lp, prec, rnd), _rmul0(mpf_sub(fone, y, 0), lq, prec, rnd), prec, rnd),
                         prec, rnd)
-            vals.append(_rmul0(w, v, prec, rnd))
-        return _raw_reduce(vals, reduction, shape, prec, rnd)
+            v = _rmul0(w, v, prec, rnd)
+            vals.append(v)
+            bounds.append((EXACT if not v[1] and v[2] else 3) if bounded else None)
+        return _raw_reduce(vals, bounds, reduction, shape, prec, rnd)
     A = _raw_cotangents(grad_output, reduction, shape, len(P), prec, rnd)
     if A is None or any(t == fnan for t in A):
         return None
-    gp, gy = [], []
+    gp, gy, bp, by = [], [], [], []
     for p, y, w, a in zip(P, Y, W, A):
         q = mpf_sub(fone, p, 0)
         lp, lq = log_raw(p, prec, rnd), log_raw(q, prec, rnd)
@@ -245,9 +264,15 @@ def _bce_raw(input, target, weight, reduction: str, grad_output=None):
             dp = mpf_div(mpf_sub(p, y, 0), mpf_mul(p, q, prec, rnd), prec, rnd)
         else:
             dp = mpf_sub(_rdiv0(mpf_sub(fone, y, 0), q, prec, rnd), _rdiv0(y, p, prec, rnd), prec, rnd)
-        gp.append(_make(_rmul0(w, _rmul0(a, dp, prec, rnd), prec, rnd)))
-        gy.append(_make(_rmul0(w, _rmul0(a, mpf_sub(lq, lp, prec, rnd), prec, rnd), prec, rnd)))
-    return {"input": mp_array(gp, shape), "target": mp_array(gy, shape)}
+        v = _rmul0(w, _rmul0(a, dp, prec, rnd), prec, rnd)
+        gp.append(_make(v))
+        bp.append(EXACT if not v[1] and v[2] else 3)
+        d = mpf_sub(lq, lp, prec, rnd)
+        gy.append(_make(_rmul0(w, _rmul0(a, d, prec, rnd), prec, rnd)))
+        by.append(EXACT if not (p[1] and q[1]) else 0 if p == q else cancel_bound(max(mag(lp), mag(lq)) + 2, d, 2))
+    out = {"input": mp_array(gp, shape), "target": mp_array(gy, shape)}
+    certify(out, bp + by)
+    return out
 
 
 def _rdiv0(c: tuple, d: tuple, prec: int, rnd: str) -> tuple:

@@ -69,7 +69,7 @@ from mpmath import mpf
 from mpmath import mp
 from mpmath.libmp import finf, fnan, fninf, fone, from_float, from_int, fzero, mpf_add, mpf_div, mpf_mul, mpf_neg, mpf_pos, mpf_sub
 
-from lossoracle.mpfuncs import exact_sub, log_raw, memo, mp_array, mp_sum, sum_raw, to_mp, to_raw, workprec
+from lossoracle.mpfuncs import EXACT, cancel_bound, certify, exact_sub, log_raw, mag, sum_bound, memo, mp_array, mp_sum, sum_raw, to_mp, to_raw, workprec
 from lossoracle.spec import Arg, Case, Convention, Spec
 from lossoracle.strategies import GRIDS, logits, probabilities, rng_for, to_grid
 
@@ -174,29 +174,50 @@ def _raw_grad(vals: list, lead: tuple, C: int, dim: int) -> np.ndarray:
 
 
 def _entropy_raw(p, dim: int, grad_output=None):
+    """:func:`entropy` (not normalized) or its VJP on raw tuples, with the error bounds that
+    :func:`~lossoracle.mpfuncs.stable` may use (:func:`~lossoracle.mpfuncs.certify`; u = 2^−P):
+    each term ``p·log p`` is within (1 + 2u)(1 + u) − 1 ≤ 4u relative, summed exactly and rounded
+    once (:func:`~lossoracle.mpfuncs.sum_bound`); the gradient ``(−g)·(log p + 1)``: the sum's
+    operand ``log p`` within 2u|log p|, then two roundings
+    (:func:`~lossoracle.mpfuncs.cancel_bound`). Infinities come from ``p = 0`` alone."""
     rr = _raw_rows([p], dim)
     if rr is None:
         return None
     (P,), lead, C = rr
     prec, rnd = mp._prec_rounding
     if grad_output is None:
-        vals = []
+        vals, bounds = [], []
         for i in range(math.prod(lead)):  # −Σ p log p, the terms at p = 0 (exactly 0) left out
             terms = [mpf_mul(v, log_raw(v, prec, rnd), prec, rnd) for v in P[i * C:(i + 1) * C] if v[1]]
-            vals.append(mpf_neg(mpf_pos(sum_raw(terms, prec, rnd), prec, rnd), prec, rnd))
-        return _raw_out(vals, lead)
+            total = mpf_pos(sum_raw(terms, prec, rnd), prec, rnd)
+            vals.append(mpf_neg(total, prec, rnd))
+            bounds.append(sum_bound([mag(t) + 2 for t in terms], total))
+        out = _raw_out(vals, lead)
+        certify(out, bounds)
+        return out
     G = _raw_row_cotangents(grad_output, lead)
     if G is None:
         return None
-    out = []
+    vals, bounds = [], []
     for r, g in enumerate(G):
         ng = mpf_neg(g, prec, rnd)
-        out.extend(mpf_mul(ng, mpf_add(log_raw(v, prec, rnd), _ONE, prec, rnd), prec, rnd) for v in P[r * C:(r + 1) * C])
-    return {"p": _raw_grad(out, lead, C, dim)}
+        for v in P[r * C:(r + 1) * C]:
+            lg = log_raw(v, prec, rnd)
+            d = mpf_add(lg, _ONE, prec, rnd)
+            vals.append(mpf_mul(ng, d, prec, rnd))
+            bounds.append(EXACT if not v[1] else cancel_bound(mag(lg) + 1 if lg[1] else -9999, d, 1))
+    out = {"p": _raw_grad(vals, lead, C, dim)}
+    certify(out, bounds)
+    return out
 
 
 def _kl_divergence_raw(p, q, dim: int, grad_output=None):
-    """:func:`kl_divergence` (not generalized, not normalized) or its VJP on raw tuples."""
+    """:func:`kl_divergence` (not generalized, not normalized) or its VJP on raw tuples, with
+    certified error bounds (u = 2^−P): ``L = log(p/q)`` of the rounded ratio is within
+    ``2u|L| + 1.01u`` (the ratio's rounding moves the logarithm by log(1 + u)), the term ``p·L``
+    within ``u(3|p·L| + 1.01p)``, the sum rounded once; ``∂/∂p = g·(L + 1)`` as a cancelling sum
+    with two roundings, ``∂/∂q = g·(−p/q)`` two roundings. Infinities and NaN come from zeros of
+    the inputs alone."""
     rr = _raw_rows([p, q], dim)
     if rr is None:
         return None
@@ -207,27 +228,44 @@ def _kl_divergence_raw(p, q, dim: int, grad_output=None):
         return log_raw(mpf_div(a, b, prec, rnd) if b[1] else finf, prec, rnd)
 
     if grad_output is None:
-        vals = []
+        vals, bounds = [], []
         for i in range(math.prod(lead)):  # Σ p log(p/q), the terms at p = 0 (exactly 0) left out
-            terms = [mpf_mul(a, log_ratio(a, b), prec, rnd) for a, b in zip(P[i * C:(i + 1) * C], Q[i * C:(i + 1) * C])
-                     if a[1]]
-            vals.append(mpf_pos(sum_raw(terms, prec, rnd), prec, rnd))
-        return _raw_out(vals, lead)
+            terms, errs = [], []
+            for a, b in zip(P[i * C:(i + 1) * C], Q[i * C:(i + 1) * C]):
+                if a[1]:
+                    t = mpf_mul(a, log_ratio(a, b), prec, rnd)
+                    terms.append(t)
+                    errs.append(max(mag(t) + 2 if t[1] else -9999, mag(a) + 1))
+            total = mpf_pos(sum_raw(terms, prec, rnd), prec, rnd)
+            vals.append(total)
+            bounds.append(sum_bound(errs, total))
+        out = _raw_out(vals, lead)
+        certify(out, bounds)
+        return out
     G = _raw_row_cotangents(grad_output, lead)
     if G is None:
         return None
-    gp, gq = [], []
+    gp, gq, bp, bq = [], [], [], []
     for r, g in enumerate(G):
         for a, b in zip(P[r * C:(r + 1) * C], Q[r * C:(r + 1) * C]):
             lr = log_ratio(a, b) if a[1] or b[1] else fnan  # log(0/0) = NaN
-            gp.append(mpf_mul(g, mpf_add(lr, _ONE, prec, rnd), prec, rnd))
+            d = mpf_add(lr, _ONE, prec, rnd)
+            gp.append(mpf_mul(g, d, prec, rnd))
+            bp.append(EXACT if not (a[1] and b[1]) else cancel_bound(max(mag(lr) + 1 if lr[1] else 0, 1) + 1, d, 1))
             d = fzero if not a[1] else (fninf if not b[1] else mpf_div(mpf_neg(a, prec, rnd), b, prec, rnd))
             gq.append(mpf_mul(g, d, prec, rnd))  # (−p/q + 0: the object path's + 0 is exact)
-    return {"p": _raw_grad(gp, lead, C, dim), "q": _raw_grad(gq, lead, C, dim)}
+            bq.append(2 if a[1] and b[1] else EXACT)
+    out = {"p": _raw_grad(gp, lead, C, dim), "q": _raw_grad(gq, lead, C, dim)}
+    certify(out, bp + bq)
+    return out
 
 
 def _kl_div_raw(input, target, reduction: str, grad_output=None):
-    """:func:`kl_div` (``log_target`` False, ``zero_target_grad`` "limit") or its VJP on raw tuples."""
+    """:func:`kl_div` (``log_target`` False, ``zero_target_grad`` "limit") or its VJP on raw
+    tuples, with certified error bounds (u = 2^−P): ``p log p`` within 4u relative, ``p·input``
+    exact, sums rounded once, a mean's division one more rounding; ``∂/∂input = (−a)·p`` and
+    ``∂/∂target = a·(log p + (1 − input))`` (the logarithm within 2u|log p|), ``a`` the cotangent
+    (one rounding under a mean). Infinities come from ``p = 0`` alone."""
     x, t = np.asarray(input), np.asarray(target)
     if x.shape != t.shape or not x.size or reduction not in KL_REDUCTIONS:
         return None
@@ -239,11 +277,18 @@ def _kl_div_raw(input, target, reduction: str, grad_output=None):
     if grad_output is None:
         parts = [(mpf_mul(b, log_raw(b, prec, rnd), prec, rnd), mpf_neg(mpf_mul(b, a, 0), prec, rnd)) if b[1]
                  else (fzero,) for a, b in zip(X, T)]  # p log p − p·input (the product exact)
+        errs = [mag(s[0]) + 2 if s[0][1] else None for s in parts]
         if reduction == "none":
-            return _raw_out([mpf_pos(sum_raw(s, prec, rnd), prec, rnd) for s in parts], shape)
+            vals = [mpf_pos(sum_raw(s, prec, rnd), prec, rnd) for s in parts]
+            out = _raw_out(vals, shape)
+            certify(out, [sum_bound([] if e is None else [e], v) for e, v in zip(errs, vals)])
+            return out
         total = mpf_pos(sum_raw([v for s in parts for v in s], prec, rnd), prec, rnd)
         den = _kl_denominator(reduction, shape)
-        return _make(total if den is None else mpf_div(total, from_int(den), prec, rnd))
+        out = _make(total if den is None else mpf_div(total, from_int(den), prec, rnd))
+        k = sum_bound([e for e in errs if e is not None], total)
+        certify(out, [k + 1 if k is not None and k != EXACT else k])  # the division: one more rounding
+        return out
     if reduction == "none":
         g = np.asarray(grad_output)
         if g.dtype.kind != "f":
@@ -253,11 +298,17 @@ def _kl_div_raw(input, target, reduction: str, grad_output=None):
         g = from_float(float(np.asarray(grad_output, dtype=np.float64).reshape(-1)[0]))
         den = _kl_denominator(reduction, shape)
         A = [g if den is None else mpf_div(g, from_int(den), prec, rnd)] * x.size
-    gx, gt = [], []
+    gx, gt, bx, bt = [], [], [], []
     for a, xi, ti in zip(A, X, T):
         gx.append(mpf_mul(mpf_neg(a, prec, rnd), ti, prec, rnd))
-        gt.append(mpf_mul(a, mpf_add(log_raw(ti, prec, rnd), mpf_sub(fone, xi, 0), prec, rnd), prec, rnd))
-    return {"input": mp_array([_make(v) for v in gx], shape), "target": mp_array([_make(v) for v in gt], shape)}
+        bx.append(2)
+        lg = log_raw(ti, prec, rnd)
+        d = mpf_add(lg, mpf_sub(fone, xi, 0), prec, rnd)
+        gt.append(mpf_mul(a, d, prec, rnd))
+        bt.append(EXACT if not ti[1] else cancel_bound(mag(lg) + 1 if lg[1] else -9999, d, 2))
+    out = {"input": mp_array([_make(v) for v in gx], shape), "target": mp_array([_make(v) for v in gt], shape)}
+    certify(out, bx + bt)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

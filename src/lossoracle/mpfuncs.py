@@ -22,7 +22,7 @@ from mpmath.libmp import (finf, fnan, fninf, fone, fzero, from_float, from_int, 
 __all__ = [
     "ORACLE_PREC", "precision", "workprec", "to_mp", "exact_sub", "exp", "log1pexp", "sigmoid", "mp_array", "mp_sum",
     "SoftmaxRow", "softmax_row", "memo", "clear_caches", "raw", "sum_raw", "sums_except", "sums_except_raw",
-    "stable", "to_raw", "log_raw",
+    "stable", "to_raw", "log_raw", "certify", "sum_bound", "cancel_bound", "mag", "EXACT", "BOUND_ELEMENTARY",
 ]
 
 ORACLE_PREC = 192
@@ -421,20 +421,121 @@ def _same_float64(x, y) -> bool:
     return (u == v) or (mpmath.isnan(u) and mpmath.isnan(v))
 
 
+# Certified agreement. An oracle's raw path may state, for each output v of its result, a bound on
+# its error at every working precision P ≥ ORACLE_PREC: ``|v_P − f| ≤ 2^k·2^−P·|f|`` (f the exact
+# value), as the integer k (a few bits for a cancellation-free formula, plus the magnitudes lost to
+# cancellation otherwise), or EXACT: the same value at every precision (an exact result, or an
+# infinity/NaN that the inputs alone produce). The bounds use only the guarantees of the libmp calls:
+# additions, multiplications and divisions are correctly rounded (≤ 2^−P relative); ``mpf_log`` and
+# ``mpf_exp`` are within 2·2^−P relative (BOUND_ELEMENTARY: they round once a fixed-point value
+# carrying 20 and 14 guard bits, whose own truncation error is a few hundred units of the last
+# guard bit plus |mag| units for the ln 2 multiple — below 2^−(P+4) relative; near log's x = 1 the
+# guard bits grow with the cancellation). :func:`stable` then evaluates at 2P first and checks,
+# from that value alone, that every point within the two bounds of it has one float64 rounding:
+# the P evaluation would have agreed, so it need not run, and the result is the 2P value as before.
+
+EXACT = -1  # a certificate entry: the output is the same at every working precision
+BOUND_ELEMENTARY = 1  # log2 of the relative error factor of mpf_log / mpf_exp (≤ 2·2^−P)
+_ARMED = object()
+_CERT: list = []
+
+
+def certify(result, bounds: list) -> None:
+    """State the error bounds of ``result`` (the object the oracle returns; ``bounds`` in the order
+    of its flattened outputs: dict keys sorted, arrays in C order), for :func:`stable`; a no-op
+    outside it. An entry of None means no bound."""
+    if _CERT and _CERT[-1] is _ARMED:
+        _CERT[-1] = (result, bounds)
+    elif _CERT:
+        _CERT[-1] = None  # a second certificate during one evaluation: trust neither
+
+
+def mag(t: tuple) -> int:
+    """``|t| ∈ [2^(mag−1), 2^mag)`` for a finite non-zero raw ``t``."""
+    return t[2] + t[3]
+
+
+def sum_bound(errs: list, total: tuple):
+    """Certificate of ``total``, the once-rounded exact sum of terms where ``errs`` holds, for each
+    inexact term, E with ``|its error| ≤ 2^E·2^−P``: ``|err| ≤ 2^−P·(n·2^max E + |total|)`` with
+    ``|total| ≥ 2^(mag total − 1)``. EXACT for an infinite or NaN total (the callers' specials come
+    from the inputs alone); None where the computed sum is 0 but some term is inexact."""
+    if not total[1]:
+        if total[2]:
+            return EXACT
+        return 0 if not errs else None
+    if not errs:
+        return 0
+    return max(len(errs).bit_length() + max(errs) - total[2] - total[3] + 1, 0) + 1
+
+
+def cancel_bound(errmag: int, d: tuple, extra: int):
+    """Certificate of ``d``, a once-rounded sum whose operands carry an absolute error of at most
+    ``2^errmag·2^−P``, followed by further roundings worth ``2^extra`` relative (the sum's own
+    included): ``2^errmag/|d| + 2^extra``. EXACT for an infinite or NaN ``d`` (from the inputs
+    alone, as the callers ensure); None for a computed 0 (no relative bound)."""
+    if not d[1]:
+        return EXACT if d[2] else None
+    return max(errmag - d[2] - d[3] + 1, extra) + 1
+
+
+def _certified(values, bounds: list, bits: int) -> bool:
+    """Every output's P = ``bits`` evaluation rounds to the float64 of its 2P value (see
+    :func:`certify`): ``|v_P − v_2P| ≤ 2^(k+1)·2^−P·|v_2P|`` lies strictly between two float64
+    rounding boundaries (midpoints of the normal range: rounding is monotone, so both ends
+    rounding alike is enough; the binades ±2^−1020 … 2^1023 keep clear of subnormals and overflow)."""
+    flat = _flat(values)
+    if len(flat) != len(bounds):
+        return False
+    for y, k in zip(flat, bounds):
+        if k == EXACT:
+            continue
+        if k is None or k > bits - 64 or type(y) is not mpf:
+            return False
+        _, man, e, bc = y._mpf_
+        if not man:
+            if e:
+                return False  # an infinity or NaN without EXACT: no promise
+            continue  # 0 with a relative bound: 0 at every precision
+        if not -1020 <= e + bc <= 1023:
+            return False
+        if bc <= 53:
+            continue  # a float64 itself, and the neighbours within 2^−60 relative round to it
+        shift = bc - 53
+        tail = man & ((1 << shift) - 1)
+        if abs(tail - (1 << (shift - 1))) <= 1 << max(0, bc + k + 1 - bits):
+            return False
+    return True
+
+
 def stable(fn, max_doublings: int = 3):
     """Evaluate ``fn()`` at the working precision, then at doubled precisions until the
     float64 roundings of every output agree between two consecutive precisions.
 
     This is the precision rule's runtime check: a cancellation the formula did not remove
     shows up as a disagreement and buys more bits. Returns the higher-precision result.
+    The doubled evaluation runs first; where ``fn`` certifies its error bounds
+    (:func:`certify`) and they prove the agreement, the working-precision evaluation is skipped
+    (its float64 roundings are those of the doubled one, so the loop would return the same).
     """
     bits = _prec[-1]
+    _CERT.append(_ARMED)
+    try:
+        with precision(2 * bits), workprec():
+            first = fn()
+    finally:
+        cert = _CERT.pop()
+    if type(cert) is tuple and cert[0] is first and _certified(first, cert[1], bits):
+        return first
     with workprec():
         prev = fn()
-    for _ in range(max_doublings):
+    for i in range(max_doublings):
         bits *= 2
-        with precision(bits), workprec():
-            cur = fn()
+        if i:
+            with precision(bits), workprec():
+                cur = fn()
+        else:
+            cur = first
         if all(_same_float64(x, y) for x, y in zip(_flat(prev), _flat(cur))):
             return cur
         prev = cur
