@@ -207,8 +207,11 @@ def _raw_reduce(vals: list, bounds: list, reduction: str, shape, prec: int, rnd:
     if reduction == "sum":
         out = _make(total)
     else:
-        out = mpmath.nan if not vals else _make(mpf_div(total, from_int(len(vals)), prec, rnd))
-        k = k + 1 if k is not None and k != EXACT else k
+        if not vals:
+            out, k = mpmath.nan, EXACT  # the empty mean: 0/0, at every precision
+        else:
+            out = _make(mpf_div(total, from_int(len(vals)), prec, rnd))
+            k = k + 1 if k is not None and k != EXACT else k
     certify(out, [k])
     return out
 

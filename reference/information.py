@@ -173,6 +173,13 @@ def _raw_grad(vals: list, lead: tuple, C: int, dim: int) -> np.ndarray:
     return out if dim in (-1, len(lead)) else np.moveaxis(out, -1, dim)
 
 
+def _grad_bounds(bounds: list, lead: tuple, C: int, dim: int) -> list:
+    """Element bounds in the order of :func:`_raw_grad`'s array."""
+    if dim in (-1, len(lead)):
+        return bounds
+    return np.moveaxis(mp_array(bounds, (*lead, C)), -1, dim).reshape(-1).tolist()
+
+
 def _entropy_raw(p, dim: int, grad_output=None):
     """:func:`entropy` (not normalized) or its VJP on raw tuples, with the error bounds that
     :func:`~lossoracle.mpfuncs.stable` may use (:func:`~lossoracle.mpfuncs.certify`; u = 2^−P):
@@ -207,7 +214,7 @@ def _entropy_raw(p, dim: int, grad_output=None):
             vals.append(mpf_mul(ng, d, prec, rnd))
             bounds.append(EXACT if not v[1] else cancel_bound(mag(lg) + 1 if lg[1] else -9999, d, 1))
     out = {"p": _raw_grad(vals, lead, C, dim)}
-    certify(out, bounds)
+    certify(out, _grad_bounds(bounds, lead, C, dim))
     return out
 
 
@@ -256,7 +263,7 @@ def _kl_divergence_raw(p, q, dim: int, grad_output=None):
             gq.append(mpf_mul(g, d, prec, rnd))  # (−p/q + 0: the object path's + 0 is exact)
             bq.append(2 if a[1] and b[1] else EXACT)
     out = {"p": _raw_grad(gp, lead, C, dim), "q": _raw_grad(gq, lead, C, dim)}
-    certify(out, bp + bq)
+    certify(out, _grad_bounds(bp, lead, C, dim) + _grad_bounds(bq, lead, C, dim))
     return out
 
 

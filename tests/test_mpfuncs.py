@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from mpmath import mpf
 
-from lossoracle import mpfuncs
+from lossoracle import mpfuncs, specs
+from lossoracle.frameworks import cotangent
 from lossoracle.mpfuncs import ORACLE_PREC, precision, workprec
 
 
@@ -166,3 +167,78 @@ def test_memo_keys_arrays_by_their_contents():
     assert total(np.array([1.0, 2.0])) == total(np.array([1.0, 2.0])) == 3.0 and len(calls) == 1
     assert total(np.array([1.0, 3.0])) == 4.0 and len(calls) == 2
     assert total(np.array([1.0, 2.0], dtype=np.float32)) == 3.0 and len(calls) == 3
+
+
+# Certified agreement: the bounds an oracle states hold, and stable() trusts only what they prove.
+
+CERTIFIED = ("binary_cross_entropy", "binary_cross_entropy_with_logits", "entropy", "kl_div", "kl_divergence")
+
+
+def _evaluations(spec, case):
+    kw = {**spec.params, **case.params}
+    yield lambda: spec.oracle(**case.inputs, **kw)
+    if spec.gradient is not None:
+        with workprec():
+            shape = np.shape(spec.oracle(**case.inputs, **kw))
+        yield lambda: spec.gradient(cotangent(shape), **case.inputs, **kw)
+
+
+@pytest.mark.parametrize("loss", CERTIFIED)
+def test_certified_bounds_hold_at_the_working_precision(loss):
+    """Every certified output of every catalogue case: its ORACLE_PREC value is within the stated
+    bound of its doubled-precision value (EXACT: the same bits)."""
+    spec, checked = specs.get(loss), 0
+    for case in spec.cases():
+        if case.raises is not None or any(a is not None and a.size > 64 for a in case.inputs.values()):
+            continue
+        for fn in _evaluations(spec, case):
+            with precision(2 * ORACLE_PREC), workprec():
+                high, bounds = mpfuncs.certified(fn)
+            if bounds is None:
+                continue
+            with workprec():
+                low = fn()
+            for a, b, k in zip(mpfuncs._flat(low), mpfuncs._flat(high), bounds, strict=True):
+                if k is None:
+                    continue
+                if k == mpfuncs.EXACT:
+                    assert _same(a, b), (case.id, a, b)
+                else:
+                    assert abs(a - b) <= mpmath.ldexp(abs(b), k + 1 - ORACLE_PREC), (case.id, a, b, k)
+                checked += 1
+    assert checked > 20  # the raw paths do certify
+
+
+def test_certificate_check_rejects_values_near_a_float64_rounding_boundary():
+    with precision(2 * ORACLE_PREC), workprec():
+        mid = mpf(1) + mpf(2) ** -53  # the midpoint between 1 and its float64 successor
+        near = mid + mpf(2) ** -195
+        clear = mid + mpf(2) ** -150
+    bits = ORACLE_PREC
+    assert not mpfuncs._certified(mid, [0], bits)
+    assert not mpfuncs._certified(near, [0], bits)  # within 2^(1−192)·|y| of the midpoint
+    assert mpfuncs._certified(clear, [0], bits)
+    assert not mpfuncs._certified(clear, [45], bits)  # a bound of 2^(46−192) relative reaches the midpoint
+    assert not mpfuncs._certified(clear, [None], bits)
+    assert mpfuncs._certified(mpmath.inf, [mpfuncs.EXACT], bits)
+    assert not mpfuncs._certified(mpmath.inf, [3], bits)
+    assert not mpfuncs._certified(mpf(2) ** -1030 * 3, [0], bits)  # subnormal range: no promise
+
+
+def test_stable_skips_the_working_precision_only_on_a_certificate():
+    calls = []
+
+    def fn(bound):
+        def run():
+            calls.append(mpmath.mp.prec)
+            out = mpf(1) / 3
+            mpfuncs.certify(out, [bound])
+            return out
+        return run
+
+    with workprec():
+        want = mpfuncs.stable(lambda: mpf(1) / 3)
+    for bound, evaluations in ((2, [2 * ORACLE_PREC]), (None, [2 * ORACLE_PREC, ORACLE_PREC])):
+        calls.clear()
+        got = mpfuncs.stable(fn(bound))
+        assert calls == evaluations and got._mpf_ == want._mpf_

@@ -22,7 +22,7 @@ from mpmath.libmp import (finf, fnan, fninf, fone, fzero, from_float, from_int, 
 __all__ = [
     "ORACLE_PREC", "precision", "workprec", "to_mp", "exact_sub", "exp", "log1pexp", "sigmoid", "mp_array", "mp_sum",
     "SoftmaxRow", "softmax_row", "memo", "clear_caches", "raw", "sum_raw", "sums_except", "sums_except_raw",
-    "stable", "to_raw", "log_raw", "certify", "sum_bound", "cancel_bound", "mag", "EXACT", "BOUND_ELEMENTARY",
+    "stable", "to_raw", "log_raw", "certify", "certified", "sum_bound", "cancel_bound", "mag", "EXACT", "BOUND_ELEMENTARY",
 ]
 
 ORACLE_PREC = 192
@@ -450,6 +450,16 @@ def certify(result, bounds: list) -> None:
         _CERT[-1] = None  # a second certificate during one evaluation: trust neither
 
 
+def certified(fn) -> tuple:
+    """``fn()`` and the bounds it certified for that very result (None if it certified none)."""
+    _CERT.append(_ARMED)
+    try:
+        out = fn()
+    finally:
+        cert = _CERT.pop()
+    return out, (cert[1] if type(cert) is tuple and cert[0] is out else None)
+
+
 def mag(t: tuple) -> int:
     """``|t| ∈ [2^(mag−1), 2^mag)`` for a finite non-zero raw ``t``."""
     return t[2] + t[3]
@@ -503,7 +513,9 @@ def _certified(values, bounds: list, bits: int) -> bool:
             continue  # a float64 itself, and the neighbours within 2^−60 relative round to it
         shift = bc - 53
         tail = man & ((1 << shift) - 1)
-        if abs(tail - (1 << (shift - 1))) <= 1 << max(0, bc + k + 1 - bits):
+        e = bc + k + 1 - bits  # the bound is below 2^e units of the last bit
+        dist = abs(tail - (1 << (shift - 1)))
+        if dist <= (1 << e) if e >= 0 else not dist:
             return False
     return True
 
@@ -519,13 +531,9 @@ def stable(fn, max_doublings: int = 3):
     (its float64 roundings are those of the doubled one, so the loop would return the same).
     """
     bits = _prec[-1]
-    _CERT.append(_ARMED)
-    try:
-        with precision(2 * bits), workprec():
-            first = fn()
-    finally:
-        cert = _CERT.pop()
-    if type(cert) is tuple and cert[0] is first and _certified(first, cert[1], bits):
+    with precision(2 * bits), workprec():
+        first, bounds = certified(fn)
+    if bounds is not None and _certified(first, bounds, bits):
         return first
     with workprec():
         prev = fn()
