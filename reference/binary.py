@@ -54,7 +54,8 @@ from mpmath import mp
 from mpmath.libmp import (finf, fnan, fninf, fone, from_float, from_int, fzero, mpf_add, mpf_div, mpf_mul, mpf_neg,
                           mpf_pos, mpf_sub)
 
-from lossoracle.mpfuncs import (EXACT, cancel_bound, certify, exact_sub, mag, sum_bound, exp, log1pexp, log_raw, memo, mp_array, sigmoid, sum_raw, to_mp, to_raw,
+from lossoracle.mpfuncs import (EXACT, cancel_bound, certify, exact_sub, exp_raw, log1pexp_raw, mag, sigmoid_raw,
+                                sum_bound, exp, log1pexp, log_raw, memo, mp_array, sigmoid, sum_raw, to_mp, to_raw,
                                 workprec)
 from lossoracle.spec import DTYPE_EPS, Arg, Case, Convention, InDtype, Spec
 from lossoracle.strategies import GRIDS, logits, probabilities, rng_for, to_grid
@@ -358,6 +359,98 @@ def binary_cross_entropy_grad(grad_output, input, target, weight=None, reduction
 # binary_cross_entropy_with_logits
 
 
+def _bcel_raw(input, target, weight, pos_weight, reduction: str, grad_output=None):
+    """:func:`binary_cross_entropy_with_logits` or its VJP (``grad_output``) on raw tuples, or None
+    where the raw path does not apply (non-finite or zero logits, NaN, bad input). Certified
+    bounds (u = 2^−P; softplus within 8u, ``mpfuncs.log1pexp_raw``; σ within 4.1u,
+    ``mpfuncs.sigmoid_raw``; expm1 and exp within 2u): the element
+    ``w·(pw·y·softplus(−x) + (1 − y)·softplus(x))`` adds two terms of one sign (for y ∈ [0, 1],
+    w, pw ≥ 0; no bound otherwise) within 10u each, then two roundings: 16u; ``∂/∂x`` and ``∂/∂y``
+    are cancelling sums (their operands' errors as the formulas of :func:`_bcel_dx` and
+    :func:`_bcel_dy` accumulate them, below), then up to four roundings, the cotangent's included."""
+    shape = np.shape(input)
+    ops = _raw_operands([input, target], [weight, pos_weight], shape, unit=False)
+    if ops is None or reduction not in REDUCTIONS or any(not t[1] for t in ops[0]):
+        return None
+    prec, rnd = mp._prec_rounding
+    X, Y, W, PW = ops
+    try:
+        return _bcel_raw_eval(X, Y, W, PW, shape, reduction, grad_output, prec, rnd)
+    except _SeriesBranch:  # log1p's series branch (|x| ≳ 140): the object path
+        return None
+
+
+class _SeriesBranch(Exception):
+    pass
+
+
+def _bcel_raw_eval(X, Y, W, PW, shape, reduction, grad_output, prec, rnd):
+    def sp(t):  # softplus, only where its coefficient is not 0 (0·softplus is 0 either way)
+        out = log1pexp_raw(t, prec, rnd)
+        if out is None:
+            raise _SeriesBranch
+        return out
+
+    if grad_output is None:
+        bounded = (all(not y[0] and not mpf_sub(fone, y, 0)[0] for y in Y) and all(not w[0] for w in W)
+                   and all(not w[0] for w in PW))
+        vals = []
+        for x, y, w, pw in zip(X, Y, W, PW):
+            d, c = mpf_mul(pw, y, prec, rnd), mpf_sub(fone, y, 0)
+            v = mpf_add(mpf_mul(d, sp(mpf_neg(x, prec, rnd)), prec, rnd) if not _is0(d) else fzero,
+                        mpf_mul(c, sp(x), prec, rnd) if not _is0(c) else fzero, prec, rnd)
+            vals.append(_rmul0(w, v, prec, rnd))
+        return _raw_reduce(vals, [4 if bounded else None] * len(vals), reduction, shape, prec, rnd)
+    A = _raw_cotangents(grad_output, reduction, shape, len(X), prec, rnd)
+    if A is None or any(not t[1] and t[2] for t in A):
+        return None
+    gx, gy, bx, by = [], [], [], []
+    for x, y, w, pw, a in zip(X, Y, W, PW, A):
+        c, d = mpf_sub(fone, y, 0), mpf_mul(pw, y, prec, rnd)
+        if x[2] + x[3] > 0:  # |x| ≥ 1: c·σ(x) − d·σ(−x), each product within 6.3u
+            s1 = mpf_mul(c, sigmoid_raw(x, prec, rnd), prec, rnd) if not _is0(c) else fzero
+            s2 = mpf_mul(d, sigmoid_raw(mpf_neg(x, prec, rnd), prec, rnd), prec, rnd) if not _is0(d) else fzero
+            v = mpf_sub(s1, s2, prec, rnd)
+            bound = cancel_bound(max(_mag0(s1), _mag0(s2)) + 4, v, 3) if v[1] or s1[1] or s2[1] else 0
+        else:  # (c − d ∓ (d or c)·expm1(∓x))/(1 + e^{∓x}): the product within 4.1u, the quotient ≤ 5u more
+            cd = mpf_sub(c, d, 0)
+            nx = mpf_neg(x, prec, rnd)
+            if not x[0]:
+                t = mpf_mul(d, _expm1_raw(nx), prec, rnd)
+                num = mpf_sub(cd, t, prec, rnd)
+                v = mpf_div(num, mpf_add(exp_raw(nx, prec, rnd), fone, prec, rnd), prec, rnd)
+            else:
+                t = mpf_mul(c, _expm1_raw(x), prec, rnd)
+                num = mpf_add(cd, t, prec, rnd)
+                v = mpf_div(num, mpf_add(exp_raw(x, prec, rnd), fone, prec, rnd), prec, rnd)
+            bound = cancel_bound(_mag0(t) + 3, num, 3) if num[1] or t[1] or cd[1] else 0
+        gx.append(_make(_rmul0(w, _rmul0(a, v, prec, rnd), prec, rnd)))
+        bx.append(bound)
+        pm1 = mpf_sub(pw, fone, prec, rnd)
+        if not x[0]:  # (pw − 1)·softplus(−x) − x: the product within 10u
+            t = mpf_mul(pm1, sp(mpf_neg(x, prec, rnd)), prec, rnd) if not _is0(pm1) else fzero
+            v, err = mpf_sub(t, x, prec, rnd), _mag0(t) + 4
+        else:  # pw·(−x) + (pw − 1)·softplus(x): within u and 10u
+            t1 = _rmul0(pw, mpf_neg(x, prec, rnd), prec, rnd)
+            t2 = mpf_mul(pm1, sp(x), prec, rnd) if not _is0(pm1) else fzero
+            v, err = mpf_add(t1, t2, prec, rnd), max(_mag0(t1), _mag0(t2) + 4) + 1
+        gy.append(_make(_rmul0(w, _rmul0(a, v, prec, rnd), prec, rnd)))
+        by.append(cancel_bound(err, v, 2) if v[1] else None)
+    out = {"input": mp_array(gx, shape), "target": mp_array(gy, shape)}
+    certify(out, bx + by)
+    return out
+
+
+def _mag0(t: tuple) -> int:
+    """mag of a finite raw value, very negative for 0."""
+    return t[2] + t[3] if t[1] else -(1 << 30)
+
+
+def _expm1_raw(t: tuple) -> tuple:
+    """``mpmath.expm1`` (within 2u: it sums e^x − 1 with guard bits beyond the cancellation)."""
+    return mpmath.expm1(_make(t))._mpf_
+
+
 def _bcel_element(x: mpf, y: mpf, pw: mpf) -> mpf:
     return _xmul(pw * y, log1pexp(-x)) + _xmul(exact_sub(mpf(1), y), log1pexp(x))
 
@@ -366,6 +459,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str 
                                      mean_over: str = "elements"):
     """Exact ``w·[pw·y·softplus(−x) + (1 − y)·softplus(x)]`` reduced."""
     with workprec():
+        if mean_over == "elements" and (out := _bcel_raw(input, target, weight, pos_weight, reduction)) is not None:
+            return out
         e = _Elements(input, target, weight, pos_weight)
         vals = [mpmath.nan if _has_nan(x, y, w, pw) else _weighted(w, _bcel_element(x, y, pw))
                 for x, y, w, pw in e.rows()]
@@ -399,6 +494,9 @@ def binary_cross_entropy_with_logits_grad(grad_output, input, target, weight=Non
     """VJP w.r.t. ``input`` (``(1 − y)σ(x) − pw·y·σ(−x)``) and ``target``
     (``pw·softplus(−x) − softplus(x)``)."""
     with workprec():
+        if mean_over == "elements" and (
+                out := _bcel_raw(input, target, weight, pos_weight, reduction, grad_output)) is not None:
+            return out
         e = _Elements(input, target, weight, pos_weight)
         gx, gy = [], []
         for (x, y, w, pw), a in zip(e.rows(), e.cotangents(grad_output, reduction, mean_over)):

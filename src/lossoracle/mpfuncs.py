@@ -22,7 +22,7 @@ from mpmath.libmp import (finf, fnan, fninf, fone, fzero, from_float, from_int, 
 __all__ = [
     "ORACLE_PREC", "precision", "workprec", "to_mp", "exact_sub", "exp", "log1pexp", "sigmoid", "mp_array", "mp_sum",
     "SoftmaxRow", "softmax_row", "memo", "clear_caches", "raw", "sum_raw", "sums_except", "sums_except_raw",
-    "stable", "to_raw", "log_raw", "certify", "certified", "sum_bound", "cancel_bound", "mag", "EXACT", "BOUND_ELEMENTARY",
+    "stable", "to_raw", "log_raw", "certify", "certified", "log1pexp_raw", "sigmoid_raw", "exp_raw", "sum_bound", "cancel_bound", "mag", "EXACT", "BOUND_ELEMENTARY",
 ]
 
 ORACLE_PREC = 192
@@ -165,6 +165,9 @@ def log_raw(t: tuple, prec: int, rnd: str) -> tuple:
     return out
 
 
+_ONE = from_int(1)
+
+
 def _exp_raw(t: tuple, prec: int, rnd: str) -> tuple:
     """``mpf_exp``, kept by argument and precision: σ(x), σ(−x), softplus(±x) of one element
     need only ``e^{±x}``, and the value and the VJP ask for the same ones."""
@@ -191,6 +194,9 @@ def _log1p_raw(t: tuple, prec: int, rnd: str) -> tuple:
     return out
 
 
+exp_raw = _exp_raw
+
+
 def exp(x: mpf) -> mpf:
     """``mpmath.exp(x)``, kept by argument and precision (see :func:`_exp_raw`)."""
     if type(x) is mpf:
@@ -202,24 +208,43 @@ def exp(x: mpf) -> mpf:
 def log1pexp(x: mpf) -> mpf:
     """``log(1 + e^x)`` (softplus) without overflow for large x:
     ``x + log1p(e^{−x})`` for ``x > 0``, ``log1p(e^x)`` otherwise."""
-    t = x._mpf_ if type(x) is mpf else None
-    if t is not None and t[1]:  # finite, non-zero: the formula's own libmp steps
+    if type(x) is mpf:
         prec, rnd = mp._prec_rounding
-        e = _exp_raw(mpf_neg(t, prec, rnd) if not t[0] else t, prec, rnd)  # e^{−|x|}
-        if e[1] and e[2] + e[3] >= -(prec + 10):  # not in log1p's series branch
-            r = _log1p_raw(e, prec, rnd)
-            return _make(mpf_add(t, r, prec, rnd) if not t[0] else r)
+        out = log1pexp_raw(x._mpf_, prec, rnd)
+        if out is not None:
+            return _make(out)
     if x > 0:
         return x + mpmath.log1p(mpmath.exp(-x))
     return mpmath.log1p(mpmath.exp(x))
+
+
+def log1pexp_raw(t: tuple, prec: int, rnd: str) -> tuple | None:
+    """:func:`log1pexp` of a raw finite non-zero ``t`` by the formula's own libmp steps (None
+    elsewhere, and in log1p's series branch: the object formula). Within 5·2^−prec relative:
+    ``e^{−|x|}`` within 2u (BOUND_ELEMENTARY), which moves ``log1p`` by at most as much relatively;
+    ``1 + e`` rounded at twice the precision, ``mpf_log`` at prec + 10 and the final rounding add
+    ≤ 1.01u; ``x + log1p(e^{−x})`` adds two positive terms (one rounding)."""
+    if not t[1]:
+        return None
+    e = _exp_raw(mpf_neg(t, prec, rnd) if not t[0] else t, prec, rnd)  # e^{−|x|}
+    if not e[1] or e[2] + e[3] < -(prec + 10):  # log1p's series branch
+        return None
+    r = _log1p_raw(e, prec, rnd)
+    return mpf_add(t, r, prec, rnd) if not t[0] else r
+
+
+def sigmoid_raw(t: tuple, prec: int, rnd: str) -> tuple:
+    """:func:`sigmoid` of a raw value: ``1/(e^{−x} + 1)``, within 4.1·2^−prec relative (e^{−x}
+    within 2u, the sum and the quotient rounded once)."""
+    d = mpf_add(_exp_raw(mpf_neg(t, prec, rnd), prec, rnd), _ONE, prec, rnd)
+    return mpf_rdiv_int(1, d, prec, rnd)
 
 
 def sigmoid(x: mpf) -> mpf:
     """``σ(x) = 1/(1 + e^{−x})``."""
     if type(x) is mpf:
         prec, rnd = mp._prec_rounding
-        d = mpf_add(_exp_raw(mpf_neg(x._mpf_, prec, rnd), prec, rnd), from_int(1), prec, rnd)
-        return _make(mpf_rdiv_int(1, d, prec, rnd))
+        return _make(sigmoid_raw(x._mpf_, prec, rnd))
     return 1 / (1 + mpmath.exp(-x))
 
 
