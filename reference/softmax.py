@@ -49,24 +49,39 @@ import numpy as np
 from mpmath import mp, mpf
 from mpmath.libmp import fzero, mpf_add, mpf_mul, mpf_neg, mpf_pos, mpf_sub
 
-from lossoracle.mpfuncs import (memo, mp_array, mp_sum, softmax_row, sum_raw, sums_except_raw, to_mp,
-                                workprec)
+from lossoracle.mpfuncs import (EXACT, cancel_bound, certify, mag, memo, mp_array, mp_sum, softmax_row, sum_bound,
+                                sum_raw, sums_except_raw, to_mp, workprec)
 from lossoracle.spec import Arg, Case, Convention, Spec
 from lossoracle.strategies import GRIDS, class_indices, logits, probabilities, rng_for
 
 from .common import class_last, is_floating, reduce, rows
 
 
+def _moved(values: list, lead: tuple, C: int, dim: int) -> np.ndarray:
+    return np.moveaxis(mp_array(values, (*lead, C)), -1, dim)
+
+
+def _certified_out(out: list, bounds: list, lead: tuple, C: int, dim: int, key: str | None = None):
+    """The object array (``{key: array}``) of raw ``out`` in the input's layout, certified with
+    ``bounds`` (:func:`~lossoracle.mpfuncs.certify`) in the same layout."""
+    arr = _moved([mp.make_mpf(t) for t in out], lead, C, dim)
+    result = arr if key is None else {key: arr}
+    certify(result, _moved(bounds, lead, C, dim).reshape(-1).tolist())
+    return result
+
+
 def _per_row(x, dim, fn):
-    """Apply ``fn(SoftmaxRow, c, prec, rnd) -> raw mpf`` to every element, keeping the layout of ``x``."""
+    """Apply ``fn(SoftmaxRow, c, prec, rnd) -> raw mpf`` to every element, keeping the layout of ``x``;
+    certified with :meth:`SoftmaxRow.bound` (negation is exact)."""
     r, lead = rows(x, dim)
     C = r.shape[-1]
     prec, rnd = mp._prec_rounding
-    out = []
+    out, bounds = [], []
     for row in r:
         sr = softmax_row(row)
-        out.extend(mp.make_mpf(fn(sr, c, prec, rnd)) for c in range(C))
-    return np.moveaxis(mp_array(out, (*lead, C)), -1, dim)
+        out.extend(fn(sr, c, prec, rnd) for c in range(C))
+        bounds.extend(sr.bound(c) for c in range(C))
+    return _certified_out(out, bounds, lead, C, dim)
 
 
 def log_softmax(input, dim: int = -1) -> np.ndarray:
@@ -81,35 +96,59 @@ def softmax(input, dim: int = -1) -> np.ndarray:
         return _per_row(input, dim, lambda sr, c, prec, rnd: sr.p_raw(c))
 
 
+def _mag0(t: tuple) -> int:
+    return t[2] + t[3] if t[1] else -(1 << 30)
+
+
 def _vjp(grad_output, input, dim, kind):
     """Cancellation-free VJPs (``Σ p = 1`` used exactly, ``1 − p`` from :class:`SoftmaxRow`):
     ``g_j − p_j Σ_k g_k = g_j (1 − p_j) − p_j Σ_{k≠j} g_k`` and, with ``m`` the arg-max,
-    ``g_j − Σ_k g_k p_k = (g_j − g_m) + Σ_{k≠m} p_k (g_m − g_k)``."""
+    ``g_j − Σ_k g_k p_k = (g_j − g_m) + Σ_{k≠m} p_k (g_m − g_k)``.
+
+    Certified (u = 2^−P; p within 6.1u, 1 − p within 7.1u, :meth:`SoftmaxRow.bound`; the float
+    cotangent exact): ``g_j(1 − p_j)`` within 8.1u and ``p_j·Σ_{k≠j} g_k`` within 8.2u, their
+    difference rounded once; ``p_k(g_m − g_k)`` within 8.2u each, their sum rounded once
+    (absolute error ≤ 16u·Σ|terms| + u|sum|), added to ``g_j − g_m`` (within u), then ``p_j``'s
+    product: three roundings and p's 6.1u (below 16u). A bad row (NaN, +inf) is NaN at every precision."""
     go = np.asarray(grad_output)
     go = go if go.dtype.kind == "f" else go.astype(object)  # floats convert exactly either way
     g = class_last(to_mp(np.broadcast_to(go, np.shape(input))), dim)
     g = g.reshape(-1, g.shape[-1])
     r, lead = rows(input, dim)
     prec, rnd = mp._prec_rounding
-    out = []
+    exact_g = go.dtype.kind == "f"
+    out, bounds = [], []
     for row, gr in zip(r, g):  # the object formulas' libmp steps on raw tuples
         sr = softmax_row(row)
         C = len(gr)
         gr = [v._mpf_ for v in gr]
         if kind == "log":
-            out.extend(mpf_sub(mpf_mul(gr[j], sr.one_minus_p_raw(j), prec, rnd),
-                               mpf_mul(sr.p_raw(j), rest, prec, rnd), prec, rnd)
-                       for j, rest in enumerate(sums_except_raw(gr, prec, rnd)))
+            for j, rest in enumerate(sums_except_raw(gr, prec, rnd)):
+                a, b = mpf_mul(gr[j], sr.one_minus_p_raw(j), prec, rnd), mpf_mul(sr.p_raw(j), rest, prec, rnd)
+                v = mpf_sub(a, b, prec, rnd)
+                out.append(v)
+                bounds.append(EXACT if sr.bad else cancel_bound(max(_mag0(a), _mag0(b)) + 5, v, 0)
+                              if v[1] or a[1] or b[1] else 0)
         else:
             xs = sr.x
             m = max(range(C), key=lambda k: xs[k])
             gm = gr[m]
-            rest = mpf_pos(sum_raw([mpf_mul(sr.p_raw(k), mpf_sub(gm, gr[k], prec, rnd), prec, rnd)
-                                    for k in range(C) if k != m], prec, rnd), prec, rnd)
-            out.extend(mpf_mul(sr.p_raw(j), mpf_add(mpf_sub(gr[j], gm, prec, rnd), rest, prec, rnd), prec, rnd)
-                       for j in range(C))
-    out = [mp.make_mpf(t) for t in out]
-    return {"input": np.moveaxis(mp_array(out, (*lead, r.shape[-1])), -1, dim)}
+            terms = [mpf_mul(sr.p_raw(k), mpf_sub(gm, gr[k], prec, rnd), prec, rnd) for k in range(C) if k != m]
+            rest = mpf_pos(sum_raw(terms, prec, rnd), prec, rnd)
+            k_rest = sum_bound([mag(t) + 4 for t in terms if t[1]], rest)
+            for j in range(C):
+                d0 = mpf_sub(gr[j], gm, prec, rnd)
+                d = mpf_add(d0, rest, prec, rnd)
+                out.append(mpf_mul(sr.p_raw(j), d, prec, rnd))
+                if sr.bad:
+                    bounds.append(EXACT)
+                elif k_rest is None or k_rest == EXACT or not (d[1] or d0[1] or rest[1]):
+                    bounds.append(None if k_rest is None or d0[1] or rest[1] else 0)
+                else:
+                    bounds.append(cancel_bound(max(_mag0(d0), _mag0(rest) + k_rest) + 2, d, 4))
+    if not exact_g:
+        bounds = [None] * len(out)
+    return _certified_out(out, bounds, lead, r.shape[-1], dim, "input")
 
 
 def log_softmax_grad(grad_output, input, dim: int = -1) -> dict[str, np.ndarray]:

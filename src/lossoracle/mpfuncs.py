@@ -345,6 +345,17 @@ class SoftmaxRow:
             out = self._q[c] = mpf_div(self._sum_except_raw(c), self._s, *self._pr)
         return out
 
+    def bound(self, c: int) -> int:
+        """The certificate (:func:`certify`) of ``−log p_c``, ``p_c`` and ``1 − p_c`` alike: 3 bits
+        (≤ 8u, u = 2^−P), EXACT for a bad row or a −inf logit. Each ``e_j`` is within 2u
+        (``mpf_exp``; ``e^0 = 1`` exact), so the exact total and every sum-except are within 2u
+        and ``s`` (rounded) within 3.01u; ``p_c = e_c/s`` within 6.1u, ``1 − p_c`` within 7.1u;
+        at the arg-max ``log1p`` of the rounded sum-except (3.01u) adds its own 1.01u (or its
+        series' few u); elsewhere ``(m − x_c) + log s`` adds two non-negative terms with absolute
+        error ≤ (2·log s + 3.01)u and ``L = log(e^{m − x_c}·s) ≥ log(1 + e^{x_c − m}) + (m − x_c)
+        ≥ log 2``, log s ≤ L: ≤ (2 + 3.01/log 2 + 1)u < 7.4u."""
+        return EXACT if self.bad or self._x[c] == fninf else 3
+
     def neg_log_p(self, c: int) -> mpf:
         """``−log p_c`` (+inf for a −inf logit; NaN for a row with NaN or +inf)."""
         return _make(self.neg_log_p_raw(c))
