@@ -302,13 +302,51 @@ class _Layout:
 _layout = memo(_Layout)  # the value and the VJP of a case share it
 
 
-def _row_loss(sr, beta) -> mpf:
-    """``Σ_c β_c·(−log p_c)`` over the non-zero β (mp_sum of the products, on raw tuples)."""
-    if beta is None:
-        return mpf(0)
+def _row_losses(lay) -> tuple[list, list]:
+    """Raw ``Σ_c β_c·(−log p_c)`` of every row over the non-zero β (mp_sum of the products; 0 for
+    an ignored row), and their certificates: each β within 5u (u = 2^−P; at most five roundings of
+    terms of one sign — see :func:`_certifiable`), ``−log p`` within 8u
+    (:meth:`SoftmaxRow.bound`), the product within 14.1u, the sum rounded once."""
     prec, rnd = mp._prec_rounding
-    terms = [mpf_mul(b._mpf_, sr.neg_log_p_raw(c), prec, rnd) for c, b in enumerate(beta) if b._mpf_ != fzero]
-    return mp.make_mpf(mpf_pos(sum_raw(terms, prec, rnd), prec, rnd))
+    vals, bounds = [], []
+    for r, beta in zip(lay.x, lay.betas):
+        if beta is None:
+            vals.append(fzero)
+            bounds.append(0)
+            continue
+        sr = softmax_row(r)
+        terms = [mpf_mul(b._mpf_, sr.neg_log_p_raw(c), prec, rnd) for c, b in enumerate(beta) if b._mpf_ != fzero]
+        total = mpf_pos(sum_raw(terms, prec, rnd), prec, rnd)
+        vals.append(total)
+        bounds.append(sum_bound([mag(t) + 4 for t in terms if t[1]], total))
+    return vals, bounds
+
+
+def _certifiable(lay, weight) -> bool:
+    """The coefficients are sums of terms of one sign (0 ≤ ε ≤ 1, weights and probability targets
+    ≥ 0): within 5u, and ``Σ w_y`` (a mean's denominator) within u."""
+    if not 0 <= lay.eps <= 1 or any(w < 0 for w in lay.w):
+        return False
+    return not lay.prob or all(v >= 0 for row in lay.t for v in row)
+
+
+def _reduced(lay, vals: list, bounds: list, reduction: str):
+    """:meth:`_Layout.reduce` of the raw row losses, certified: a sum is exact then rounded once
+    (:func:`~lossoracle.mpfuncs.sum_bound`); a mean divides once more by a denominator within u
+    (2 bits more); a mean over nothing is NaN or 0 at every precision."""
+    out = lay.reduce(lay.unflatten([mp.make_mpf(v) for v in vals]), reduction)
+    if reduction == "none":
+        certify(out, bounds)
+    elif reduction in ("sum", "mean"):
+        k = None
+        if None not in bounds:
+            prec, rnd = mp._prec_rounding
+            total = mpf_pos(sum_raw(vals, prec, rnd), prec, rnd)
+            k = sum_bound([mag(v) + b for v, b in zip(vals, bounds) if v[1] and b != EXACT], total)
+        if reduction == "mean":
+            k = EXACT if lay.denominator == 0 else k + 2 if k is not None and k != EXACT else k
+        certify(out, [k])
+    return out
 
 
 def cross_entropy(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean",
@@ -317,63 +355,103 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     """Exact cross-entropy of logits ``input`` against class indices or probabilities ``target``."""
     with workprec():
         lay = _layout(input, target, weight, ignore_index, label_smoothing, smoothing_form, mean_over, empty_mean)
-        losses = lay.unflatten([_row_loss(softmax_row(r), b) for r, b in zip(lay.x, lay.betas)])
-        return lay.reduce(losses, reduction)
+        vals, bounds = _row_losses(lay)
+        if not _certifiable(lay, weight):
+            bounds = [None] * len(vals)
+        return _reduced(lay, vals, bounds, reduction)
 
 
 def cross_entropy_grad(grad_output, input, target, weight=None, ignore_index: int = -100,
                        reduction: str = "mean", label_smoothing: float = 0.0, *, smoothing_form: str = "eps_over_c",
                        mean_over: str = "weights", empty_mean: str = "nan") -> dict[str, np.ndarray]:
-    """VJP of :func:`cross_entropy` w.r.t. ``input`` (and ``target`` for probability targets)."""
+    """VJP of :func:`cross_entropy` w.r.t. ``input`` (and ``target`` for probability targets).
+
+    Certified (:func:`_certifiable` coefficients within 5u, their sums-except within 6u; the
+    cotangent within 2u under a mean, else exact): ``rest_j·p_j`` and ``β_j·(1 − p_j)`` within
+    13.1u each, their difference rounded, then ``a``'s product; ``a·(1 − ε)·w_j·(−log p_j)``
+    within 14u."""
     with workprec():
         lay = _layout(input, target, weight, ignore_index, label_smoothing, smoothing_form, mean_over, empty_mean)
         C = lay.x.shape[-1]
         one_eps = 1 - lay.eps
-        gx, gt = [], []
+        gx, gt, bx, bt = [], [], [], []
         for r, beta, a in zip(lay.x, lay.betas, lay.cotangent(grad_output, reduction)):
             if beta is None:  # an ignored row receives no cotangent
                 gx.extend([mpf(0)] * C)
                 gt.extend([mpf(0)] * C)
+                bx.extend([0] * C)
+                bt.extend([0] * C)
                 continue
             sr = softmax_row(r)
             # a·(rest_j·p_j − β_j·(1 − p_j)), rest_j = Σ_{c≠j} β_c: the object formula's libmp steps
             prec, rnd = mp._prec_rounding
             ra, rb = a._mpf_, [b._mpf_ for b in beta]
             for j, rest in enumerate(sums_except_raw(rb, prec, rnd)):
-                d = mpf_sub(mpf_mul(rest, sr.p_raw(j), prec, rnd), mpf_mul(rb[j], sr.one_minus_p_raw(j), prec, rnd),
-                            prec, rnd)
+                u, v = mpf_mul(rest, sr.p_raw(j), prec, rnd), mpf_mul(rb[j], sr.one_minus_p_raw(j), prec, rnd)
+                d = mpf_sub(u, v, prec, rnd)
                 gx.append(mp.make_mpf(mpf_mul(ra, d, prec, rnd)))
+                bx.append(EXACT if sr.bad or not _finite(ra) else
+                          cancel_bound(max(_mag0(u), _mag0(v)) + 5, d, 2) if d[1] or u[1] or v[1] else 0)
                 if lay.prob:
                     gt.append(a * one_eps * lay.w[j] * sr.neg_log_p(j))
+                    bt.append(4 if sr.bound(j) != EXACT and _finite(ra) else EXACT)
         shape = (*lay.lead, C)
         out = {"input": np.moveaxis(mp_array(gx, shape), -1, lay.dim)}
+        bounds = np.moveaxis(mp_array(bx, shape), -1, lay.dim).reshape(-1).tolist()
         if lay.prob:
             out["target"] = np.moveaxis(mp_array(gt, shape), -1, lay.dim)
+            bounds += np.moveaxis(mp_array(bt, shape), -1, lay.dim).reshape(-1).tolist()
+        certify(out, bounds if _certifiable(lay, weight) else [None] * len(bounds))
         return out
+
+
+def _finite(t: tuple) -> bool:
+    return bool(t[1]) or not t[2]
 
 
 def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean", *,
              mean_over: str = "weights", empty_mean: str = "nan"):
-    """Exact negative log-likelihood ``−w_y·input_y`` of log-probabilities ``input``."""
+    """Exact negative log-likelihood ``−w_y·input_y`` of log-probabilities ``input``. Certified:
+    the coefficients are the weights themselves (ε = 0), each row one product rounded and one
+    once-rounded sum (specials from the inputs alone)."""
     with workprec():
         lay = _layout(input, target, weight, ignore_index, 0.0, "eps_over_c", mean_over, empty_mean)
-        losses = lay.unflatten([mpf(0) if b is None else -mp_sum(bc * xc for bc, xc in zip(b, r) if bc != 0)
-                                for r, b in zip(lay.x, lay.betas)])
-        return lay.reduce(losses, reduction)
+        prec, rnd = mp._prec_rounding
+        vals, bounds = [], []
+        for r, b in zip(lay.x, lay.betas):
+            if b is None:
+                vals.append(fzero)
+                bounds.append(0)
+                continue
+            terms = [mpf_mul(bc._mpf_, xc._mpf_, prec, rnd) for bc, xc in zip(b, r) if bc._mpf_ != fzero]
+            total = mpf_pos(sum_raw(terms, prec, rnd), prec, rnd)
+            vals.append(mpf_neg(total, prec, rnd))  # −mp_sum(β_c·x_c)
+            bounds.append(sum_bound([mag(t) for t in terms if t[1]], total))
+        if not _certifiable(lay, weight):
+            bounds = [None] * len(vals)
+        return _reduced(lay, vals, bounds, reduction)
 
 
 def nll_loss_grad(grad_output, input, target, weight=None, ignore_index: int = -100,
                   reduction: str = "mean", *, mean_over: str = "weights",
                   empty_mean: str = "nan") -> dict[str, np.ndarray]:
     """VJP of :func:`nll_loss`: ``−a_i·w_{y_i}`` at the target entry; every other entry (and every
-    ignored row) does not enter the loss and gets exactly 0."""
+    ignored row) does not enter the loss and gets exactly 0. Certified: ``a`` within 2u under a
+    mean, one product."""
     with workprec():
         lay = _layout(input, target, weight, ignore_index, 0.0, "eps_over_c", mean_over, empty_mean)
         C = lay.x.shape[-1]
-        g = []
+        g, bounds = [], []
         for t, beta, a in zip(lay.t, lay.betas, lay.cotangent(grad_output, reduction)):
-            g.extend(mpf(0) if beta is None or c != int(t) else -a * beta[c] for c in range(C))
-        return {"input": np.moveaxis(mp_array(g, (*lay.lead, C)), -1, lay.dim)}
+            for c in range(C):
+                live = beta is not None and c == int(t)
+                g.append(-a * beta[c] if live else mpf(0))
+                bounds.append((2 if _finite(a._mpf_) else EXACT) if live else 0)
+        shape = (*lay.lead, C)
+        out = {"input": np.moveaxis(mp_array(g, shape), -1, lay.dim)}
+        certify(out, np.moveaxis(mp_array(bounds, shape), -1, lay.dim).reshape(-1).tolist()
+                if _certifiable(lay, weight) else [None] * len(g))
+        return out
 
 
 # ----------------------------------------------------------------------------------------------
