@@ -62,7 +62,8 @@ import mpmath
 import numpy as np
 from mpmath import mpf
 
-from lossoracle.mpfuncs import log1pexp, memo, mp_array, mp_sum, sigmoid, softmax_row, to_mp, workprec
+from lossoracle.mpfuncs import (EXACT, cancel_bound, certify, log1pexp, memo, mp_array, mp_sum, sigmoid, softmax_row,
+                                sum_bound, to_mp, workprec)
 from lossoracle.spec import DTYPE_EPS, Arg, Case, Convention, Spec
 from lossoracle.strategies import GRIDS, LADDERS, class_indices, logits, probabilities, rng_for
 
@@ -105,13 +106,14 @@ def _pow_ratio(q: mpf, dq: mpf, gamma: mpf) -> tuple[mpf, mpf]:
 
 @memo
 def _sigmoid_element(x: mpf, y: mpf, alpha, gamma: mpf, p_t: str, clip: float):
-    """``(ℓ, ∂ℓ/∂x, ∂ℓ/∂y)`` of one element under the given conventions (kept: the value and the
-    VJP share it)."""
+    """``(ℓ, ∂ℓ/∂x, ∂ℓ/∂y, certificate)`` of one element under the given conventions (kept: the
+    value and the VJP share it); the certificate (:func:`_sigmoid_bounds`) is None outside the
+    conventions it covers."""
     if mpmath.isnan(x) or mpmath.isnan(y):
-        return (mpmath.nan,) * 3
-    s, sb = sigmoid(x), sigmoid(-x)
+        return (mpmath.nan,) * 3 + ((EXACT,) * 3,)
     at, dat = _alpha_t(alpha, y)
     if p_t == "per_term":
+        s, sb = sigmoid(x), sigmoid(-x)
         a = mpf(1) if alpha is None or alpha < 0 else mpf(alpha)
         b = mpf(1) if alpha is None or alpha < 0 else 1 - mpf(alpha)
         sp_neg, sp_pos = log1pexp(-x), log1pexp(x)
@@ -120,23 +122,59 @@ def _sigmoid_element(x: mpf, y: mpf, alpha, gamma: mpf, p_t: str, clip: float):
         value = y * a * fn * sp_neg + (1 - y) * b * fp * sp_pos
         dx = y * a * (dfn * sp_neg - fn * sb) + (1 - y) * b * (dfp * sp_pos + fp * s)
         dy = a * fn * sp_neg - b * fp * sp_pos
-        return value, dx, dy
+        return value, dx, dy, None
     B, dBx, dBy = _bce(x, y, clip)
-    if p_t == "linear":
-        q, dqx, dqy = (1 - y) * s + y * sb, (1 - 2 * y) * s * sb, -mpmath.tanh(x / 2)
-    elif p_t == "sign":
-        z = x * (1 - 2 * y)
-        q, dqx, dqy = sigmoid(z), (1 - 2 * y) * sigmoid(z) * sigmoid(-z), -2 * x * sigmoid(z) * sigmoid(-z)
-    elif p_t == "exp_bce":
-        q, dqx, dqy = -mpmath.expm1(-B), mpmath.exp(-B) * dBx, mpmath.exp(-B) * dBy
+    if p_t == "linear" and gamma == 0:  # _pow_ratio's (1, 0): q and its derivatives are not needed
+        qg, gx, gy = mpf(1), mpf(0), mpf(0)
     else:
-        raise ValueError(f"p_t must be one of {P_T}, got {p_t!r}")
-    qg, gx = _pow_ratio(q, dqx, gamma)
-    _, gy = _pow_ratio(q, dqy, gamma)
+        if p_t == "linear":
+            s, sb = sigmoid(x), sigmoid(-x)
+            q, dqx, dqy = (1 - y) * s + y * sb, (1 - 2 * y) * s * sb, -mpmath.tanh(x / 2)
+        elif p_t == "sign":
+            z = x * (1 - 2 * y)
+            q, dqx, dqy = sigmoid(z), (1 - 2 * y) * sigmoid(z) * sigmoid(-z), -2 * x * sigmoid(z) * sigmoid(-z)
+        elif p_t == "exp_bce":
+            q, dqx, dqy = -mpmath.expm1(-B), mpmath.exp(-B) * dBx, mpmath.exp(-B) * dBy
+        else:
+            raise ValueError(f"p_t must be one of {P_T}, got {p_t!r}")
+        qg, gx = _pow_ratio(q, dqx, gamma)
+        _, gy = _pow_ratio(q, dqy, gamma)
     value = at * qg * B
     dx = at * (gx * B + qg * dBx)
     dy = dat * qg * B + at * (gy * B + qg * dBy)
-    return value, dx, dy
+    bounds = (_sigmoid_bounds(x, y, alpha, at, dat, B, dx, dy)
+              if p_t == "linear" and gamma == 0 and not clip else None)
+    return value, dx, dy, bounds
+
+
+def _sigmoid_bounds(x: mpf, y: mpf, alpha, at: mpf, dat: mpf, B: mpf, dx: mpf, dy: mpf):
+    """Certificates (:func:`~lossoracle.mpfuncs.certify`) of ``(ℓ, ∂ℓ/∂x, ∂ℓ/∂y)`` at γ = 0 with
+    the linear ``p_t`` and no clip, for a finite logit, ``y ∈ [0, 1]`` and α ∈ [0, 1] (or
+    disabled); None otherwise. With u = 2^−P: ``α_t = α·y + (1 − α)(1 − y)`` adds two
+    non-negative products (≤ 4.02u); σ within 4.1u and softplus within 8u
+    (:mod:`~lossoracle.mpfuncs`), so ``BCE = y·softplus(−x) + (1 − y)·softplus(x)`` within 7.2u
+    and ``ℓ = α_t·BCE`` within 12.3u (4 bits, before the reduction's weight); ``∂ℓ/∂x = α_t·((1 −
+    y)σ(x) − y·σ(−x))`` cancels (operands within 6.2u), then the difference's rounding, α_t and the
+    cotangent's three roundings (16u: 4 bits); ``∂ℓ/∂y = (2α − 1)·BCE + α_t·(−x)`` cancels
+    (operands within 9.2u and 5.02u), then a rounding and the cotangent's three (2 bits)."""
+    if not (mpmath.isfinite(x) and 0 <= y <= 1 and (alpha is None or alpha < 0 or alpha <= 1)):
+        return None
+    ms = _mag(mpf(1) - y) + _mag(sigmoid(x))  # |(1 − y)σ(x)| < 2^ms
+    mb = _mag(y) + _mag(sigmoid(-x))  # |y·σ(−x)| < 2^mb
+    if at == 0:  # α = 0 at y = 1, α = 1 at y = 0: exactly 0 at every precision
+        kx = 0
+    else:
+        kx = cancel_bound(max(ms, mb) + 4 + _mag(at), dx._mpf_, 4) if dx != 0 else None
+    t1, t2 = _mag(dat) + _mag(B), _mag(at) + _mag(x)
+    ky = cancel_bound(max(t1 + 4, t2 + 3) + 1, dy._mpf_, 2) if dy != 0 else (0 if t1 < -(1 << 29) and
+                                                                               t2 < -(1 << 29) else None)
+    return 4, kx, ky
+
+
+def _mag(v: mpf) -> int:
+    """An upper bound of log2|v| (``|v| < 2^mag``); very negative for 0."""
+    t = v._mpf_
+    return t[2] + t[3] if t[1] else -(1 << 30)
 
 
 def _sigmoid_elements(inputs, targets, alpha, gamma, p_t, clip):
@@ -144,7 +182,7 @@ def _sigmoid_elements(inputs, targets, alpha, gamma, p_t, clip):
     g = mpf(gamma)
     out = [_sigmoid_element(a, b, alpha, g, p_t, clip) for a, b in zip(x.reshape(-1), y.reshape(-1))]
     shape = np.shape(inputs)
-    return tuple(mp_array([o[i] for o in out], shape) for i in range(3))
+    return (*(mp_array([o[i] for o in out], shape) for i in range(3)), [o[3] for o in out])
 
 
 def _sigmoid_weights(targets, reduction: str, mean_over: str, sum_rule: str) -> np.ndarray | mpf:
@@ -171,13 +209,22 @@ def sigmoid_focal_loss(inputs, targets, alpha: float = 0.25, gamma: float = 2.0,
                        sum_rule: str = "plain"):
     """Exact sigmoid focal loss (element-wise, or reduced), torchvision semantics by default."""
     with workprec():
-        value = _sigmoid_elements(inputs, targets, alpha, gamma, p_t, probability_clip)[0]
+        value, _, _, bounds = _sigmoid_elements(inputs, targets, alpha, gamma, p_t, probability_clip)
         w = _sigmoid_weights(targets, reduction, mean_over, sum_rule)
+        kv = [None if b is None else b[0] for b in bounds]
         if reduction == "none":
+            certify(value, kv)
             return value
         if np.size(value) == 0:
-            return mpmath.nan if reduction == "mean" else mpf(0)
-        return mp_sum((w * value).reshape(-1).tolist())
+            out = mpmath.nan if reduction == "mean" else mpf(0)
+            certify(out, [EXACT])
+            return out
+        terms = (w * value).reshape(-1).tolist()
+        out = mp_sum(terms)
+        if None not in kv:  # each weighted term within 16u and the weight's rounding: 5 bits
+            certify(out, [sum_bound([_mag(t) + 5 for t, k in zip(terms, kv) if t != 0 and k != EXACT],
+                                    out._mpf_)])
+        return out
 
 
 def sigmoid_focal_loss_grad(grad_output, inputs, targets, alpha: float = 0.25, gamma: float = 2.0,
@@ -185,11 +232,14 @@ def sigmoid_focal_loss_grad(grad_output, inputs, targets, alpha: float = 0.25, g
                             mean_over: str = "elements", sum_rule: str = "plain") -> dict[str, np.ndarray]:
     """VJP of :func:`sigmoid_focal_loss` w.r.t. ``inputs`` and ``targets``."""
     with workprec():
-        _, dx, dy = _sigmoid_elements(inputs, targets, alpha, gamma, p_t, probability_clip)
+        _, dx, dy, bounds = _sigmoid_elements(inputs, targets, alpha, gamma, p_t, probability_clip)
         w = _sigmoid_weights(targets, reduction, mean_over, sum_rule)
         g = to_mp(np.broadcast_to(np.asarray(grad_output, dtype=np.float64), np.shape(inputs)))
         cot = g * w
-        return {"inputs": cot * dx, "targets": cot * dy}
+        out = {"inputs": cot * dx, "targets": cot * dy}
+        if all(b is not None for b in bounds) and all(mpmath.isfinite(v) for v in cot.reshape(-1)):
+            certify(out, [b[1] for b in bounds] + [b[2] for b in bounds])
+        return out
 
 
 # ----------------------------------------------------------------------------------------------
