@@ -305,11 +305,15 @@ _rows = memo(_Rows)  # the value and the VJP of a case share it
 
 @memo
 def _softmax_row(xr, y: int, a: mpf, gamma: mpf, clip: float):
-    """``(ℓ, (∂ℓ/∂x_j))`` of one row of logits ``xr`` (kept: the value and the VJP share it)."""
+    """``(ℓ, (∂ℓ/∂x_j), certificate)`` of one row of logits ``xr`` (kept: the value and the VJP
+    share it). The certificate, at γ = 0 without a clip (None otherwise; u = 2^−P): ``−log p_y``,
+    ``1 − p_y`` within 8u (:meth:`~lossoracle.mpfuncs.SoftmaxRow.bound`), α within u, so
+    ``ℓ = α·1·L`` and ``F = α·1·(0 + u)`` within 11u (4 bits); ``F·e_j/S`` adds ``e_j``'s 2u,
+    ``S``'s 3.01u and two roundings: 18u (5 bits); a bad row is NaN at every precision."""
     sr = softmax_row(xr)
     C = len(sr.x)
     if sr.bad:
-        return mpmath.nan, (mpmath.nan,) * C
+        return mpmath.nan, (mpmath.nan,) * C, (EXACT, (EXACT,) * C)
     L, u, p = sr.neg_log_p(y), sr.one_minus_p(y), sr.p(y)
     clipped = False
     if clip:
@@ -320,27 +324,37 @@ def _softmax_row(xr, y: int, a: mpf, gamma: mpf, clip: float):
             L, u = -mpmath.log(p), 1 - p
     ug = mpf(1) if gamma == 0 else u**gamma
     value = a * ug * L
+    certified = gamma == 0 and not clip
+    special = sr.bound(y) == EXACT
+    kv = (EXACT if special else 4) if certified else None
     if clipped or a == 0:
-        return value, (mpf(0),) * C
+        return value, (mpf(0),) * C, (kv, (0,) * C) if certified else None
     F = a * ug * (gamma * p * L + u)
     S, e = sr.sum_except(y), sr.e
-    return value, tuple(-F if j == y else (F * e[j] / S if S != 0 else mpf(0)) for j in range(C))
+    grads = tuple(-F if j == y else (F * e[j] / S if S != 0 else mpf(0)) for j in range(C))
+    if not certified:
+        return value, grads, None
+    return value, grads, (kv, tuple(EXACT if special else 4 if j == y else 5 for j in range(C)))
 
 
 def _softmax(input, target, alpha, gamma, ignore_index, reduction, scalar_alpha, mean_over, empty_mean, sum_rule,
              clip):
     rows = _rows(input, target, alpha, ignore_index, reduction, scalar_alpha, mean_over, empty_mean, sum_rule)
     g = mpf(gamma)
-    losses, grads = [], []
+    losses, grads, bounds = [], [], []
     for xr, y, v, a in zip(rows.x, rows.t, rows.valid, rows.alpha):
         if not v:
             losses.append(mpf(0))
             grads.append([mpf(0)] * rows.C)
+            bounds.append((0, (0,) * rows.C))
             continue
-        val, gr = _softmax_row(xr, int(y), a, g, clip)
+        val, gr, b = _softmax_row(xr, int(y), a, g, clip)
         losses.append(val)
         grads.append(gr)
-    return rows, losses, grads
+        bounds.append(b)
+    if any(b is None for b in bounds) or any(a < 0 for a in rows.alpha):
+        bounds = None  # (certified: α ≥ 0, so that a mean over Σ α is within u)
+    return rows, losses, grads, bounds
 
 
 def softmax_focal_loss(input, target, alpha=None, gamma: float = 2.0, ignore_index: int = -100,
@@ -348,31 +362,49 @@ def softmax_focal_loss(input, target, alpha=None, gamma: float = 2.0, ignore_ind
                        empty_mean: str = "nan", sum_rule: str = "plain", probability_clip: float = 0.0):
     """Exact multi-class focal loss of logits ``input`` against class indices ``target``."""
     with workprec():
-        rows, losses, _ = _softmax(input, target, alpha, gamma, ignore_index, reduction, scalar_alpha, mean_over,
-                                   empty_mean, sum_rule, probability_clip)
+        rows, losses, _, bounds = _softmax(input, target, alpha, gamma, ignore_index, reduction, scalar_alpha,
+                                           mean_over, empty_mean, sum_rule, probability_clip)
         if reduction == "none":
-            return mp_array(losses, rows.lead)
+            out = mp_array(losses, rows.lead)
+            if bounds is not None:
+                certify(out, [b[0] for b in bounds])
+            return out
         if not losses and reduction == "mean":
-            return mpf(0) if empty_mean == "zero" else mpmath.nan
-        return mp_sum(w * v if w != 0 else mpf(0) for w, v in zip(rows.weights, losses))
+            out = mpf(0) if empty_mean == "zero" else mpmath.nan
+            certify(out, [EXACT])
+            return out
+        terms = [w * v if w != 0 else mpf(0) for w, v in zip(rows.weights, losses)]
+        out = mp_sum(terms)
+        if bounds is not None:  # a term within 16u and the weight's 2u: 5 bits
+            certify(out, [sum_bound([_mag(t) + 5 for t, b in zip(terms, bounds) if t != 0 and b[0] != EXACT],
+                                    out._mpf_)])
+        return out
 
 
 def softmax_focal_loss_grad(grad_output, input, target, alpha=None, gamma: float = 2.0, ignore_index: int = -100,
                             reduction: str = "mean", *, scalar_alpha: str = "all", mean_over: str = "targets",
                             empty_mean: str = "nan", sum_rule: str = "plain",
                             probability_clip: float = 0.0) -> dict[str, np.ndarray]:
-    """VJP of :func:`softmax_focal_loss` w.r.t. ``input`` (ignored rows get 0)."""
+    """VJP of :func:`softmax_focal_loss` w.r.t. ``input`` (ignored rows get 0). Certified: the
+    row's bounds plus the cotangent's weight (2u) and two products: one bit more."""
     with workprec():
-        rows, _, grads = _softmax(input, target, alpha, gamma, ignore_index, reduction, scalar_alpha, mean_over,
-                                  empty_mean, sum_rule, probability_clip)
+        rows, _, grads, bounds = _softmax(input, target, alpha, gamma, ignore_index, reduction, scalar_alpha,
+                                          mean_over, empty_mean, sum_rule, probability_clip)
         if reduction == "none":
             g = to_mp(np.broadcast_to(np.asarray(grad_output, dtype=np.float64), rows.lead)).reshape(-1)
         else:
             g = [mpf(float(np.asarray(grad_output, dtype=np.float64).reshape(-1)[0]))] * len(rows.t)
-        out = []
-        for gi, w, v, gr in zip(g, rows.weights, rows.valid, grads):
+        out, kb = [], []
+        for i, (gi, w, v, gr) in enumerate(zip(g, rows.weights, rows.valid, grads)):
             out.extend([mpf(0)] * rows.C if not v else [gi * w * d for d in gr])
-        return {"input": np.moveaxis(mp_array(out, (*rows.lead, rows.C)), -1, 1)}
+            if bounds is not None:
+                special = not (mpmath.isfinite(gi) and mpmath.isfinite(w))
+                kb.extend(EXACT if special or k == EXACT else k + 1 for k in bounds[i][1])
+        shape = (*rows.lead, rows.C)
+        result = {"input": np.moveaxis(mp_array(out, shape), -1, 1)}
+        if bounds is not None:
+            certify(result, np.moveaxis(mp_array(kb, shape), -1, 1).reshape(-1).tolist())
+        return result
 
 
 # ----------------------------------------------------------------------------------------------
