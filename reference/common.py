@@ -20,7 +20,8 @@ def is_floating(a) -> bool:
 
 def class_last(a: np.ndarray, dim: int) -> np.ndarray:
     """Move the class axis ``dim`` to the end (no copy of values)."""
-    return np.moveaxis(np.asarray(a), dim, -1)
+    a = np.asarray(a)
+    return a if dim == -1 or dim == a.ndim - 1 else np.moveaxis(a, dim, -1)
 
 
 def rows(x: np.ndarray, dim: int) -> tuple[np.ndarray, tuple[int, ...]]:

@@ -67,9 +67,11 @@ import numpy as np
 from mpmath import mpf
 
 from mpmath import mp
-from mpmath.libmp import finf, fnan, fninf, fone, from_float, from_int, fzero, mpf_add, mpf_div, mpf_mul, mpf_neg, mpf_pos, mpf_sub
+from mpmath.libmp import (finf, fnan, fninf, fone, from_float, from_int, fzero, mpf_add, mpf_div, mpf_mul, mpf_neg,
+                          mpf_pos, mpf_sub)
 
-from lossoracle.mpfuncs import EXACT, cancel_bound, certify, exact_sub, log_raw, mag, sum_bound, memo, mp_array, mp_sum, sum_raw, to_mp, to_raw, workprec
+from lossoracle.mpfuncs import (EXACT, cancel_bound, certify, exact_sub, log_raw, mag, memo, mp_array, mp_sum,
+                                sum_bound, sum_raw, to_mp, to_raw, workprec)
 from lossoracle.spec import Arg, Case, Convention, Spec
 from lossoracle.strategies import GRIDS, logits, probabilities, rng_for, to_grid
 

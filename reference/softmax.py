@@ -58,7 +58,8 @@ from .common import class_last, is_floating, reduce, rows
 
 
 def _moved(values: list, lead: tuple, C: int, dim: int) -> np.ndarray:
-    return np.moveaxis(mp_array(values, (*lead, C)), -1, dim)
+    out = mp_array(values, (*lead, C))
+    return out if dim == -1 or dim == len(lead) else np.moveaxis(out, -1, dim)
 
 
 def _certified_out(out: list, bounds: list, lead: tuple, C: int, dim: int, key: str | None = None):
@@ -257,9 +258,14 @@ class _Layout:
             if other:
                 on = [w[c] * one_eps for c in range(C)]
                 off = [w[c] * (eps / (C - 1)) for c in range(C)] if C > 1 else on
-            else:
-                on = [one_eps * w[c] * True + eps / C * w[c] for c in range(C)]
-                off = [one_eps * w[c] * False + eps / C * w[c] for c in range(C)]
+            else:  # (once per distinct weight: the same expression gives the same number)
+                per = {}
+                for c in range(C):
+                    if w[c]._mpf_ not in per:
+                        per[w[c]._mpf_] = (one_eps * w[c] * True + eps / C * w[c],
+                                           one_eps * w[c] * False + eps / C * w[c])
+                on = [per[w[c]._mpf_][0] for c in range(C)]
+                off = [per[w[c]._mpf_][1] for c in range(C)]
         for t in self.t:
             if self.prob:
                 self.betas.append([w[c] * (one_eps * t[c] + eps / C) for c in range(C)])
@@ -395,12 +401,11 @@ def cross_entropy_grad(grad_output, input, target, weight=None, ignore_index: in
                 if lay.prob:
                     gt.append(a * one_eps * lay.w[j] * sr.neg_log_p(j))
                     bt.append(4 if sr.bound(j) != EXACT and _finite(ra) else EXACT)
-        shape = (*lay.lead, C)
-        out = {"input": np.moveaxis(mp_array(gx, shape), -1, lay.dim)}
-        bounds = np.moveaxis(mp_array(bx, shape), -1, lay.dim).reshape(-1).tolist()
+        out = {"input": _moved(gx, lay.lead, C, lay.dim)}
+        bounds = _moved(bx, lay.lead, C, lay.dim).reshape(-1).tolist()
         if lay.prob:
-            out["target"] = np.moveaxis(mp_array(gt, shape), -1, lay.dim)
-            bounds += np.moveaxis(mp_array(bt, shape), -1, lay.dim).reshape(-1).tolist()
+            out["target"] = _moved(gt, lay.lead, C, lay.dim)
+            bounds += _moved(bt, lay.lead, C, lay.dim).reshape(-1).tolist()
         certify(out, bounds if _certifiable(lay, weight) else [None] * len(bounds))
         return out
 
@@ -447,9 +452,8 @@ def nll_loss_grad(grad_output, input, target, weight=None, ignore_index: int = -
                 live = beta is not None and c == int(t)
                 g.append(-a * beta[c] if live else mpf(0))
                 bounds.append((2 if _finite(a._mpf_) else EXACT) if live else 0)
-        shape = (*lay.lead, C)
-        out = {"input": np.moveaxis(mp_array(g, shape), -1, lay.dim)}
-        certify(out, np.moveaxis(mp_array(bounds, shape), -1, lay.dim).reshape(-1).tolist()
+        out = {"input": _moved(g, lay.lead, C, lay.dim)}
+        certify(out, _moved(bounds, lay.lead, C, lay.dim).reshape(-1).tolist()
                 if _certifiable(lay, weight) else [None] * len(g))
         return out
 

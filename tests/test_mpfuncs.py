@@ -171,8 +171,8 @@ def test_memo_keys_arrays_by_their_contents():
 
 # Certified agreement: the bounds an oracle states hold, and stable() trusts only what they prove.
 
-CERTIFIED = ("binary_cross_entropy", "binary_cross_entropy_with_logits", "entropy", "kl_div", "kl_divergence", "softmax",
-             "log_softmax", "cross_entropy", "nll_loss", "sigmoid_focal_loss", "softmax_focal_loss")
+CERTIFIED = ("binary_cross_entropy", "binary_cross_entropy_with_logits", "entropy", "kl_div", "kl_divergence",
+             "softmax", "log_softmax", "cross_entropy", "nll_loss", "sigmoid_focal_loss", "softmax_focal_loss")
 
 
 def _evaluations(spec, case):

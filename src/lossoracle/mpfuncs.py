@@ -22,7 +22,8 @@ from mpmath.libmp import (finf, fnan, fninf, fone, fzero, from_float, from_int, 
 __all__ = [
     "ORACLE_PREC", "precision", "workprec", "to_mp", "exact_sub", "exp", "log1pexp", "sigmoid", "mp_array", "mp_sum",
     "SoftmaxRow", "softmax_row", "memo", "clear_caches", "raw", "sum_raw", "sums_except", "sums_except_raw",
-    "stable", "to_raw", "log_raw", "certify", "certified", "log1pexp_raw", "sigmoid_raw", "exp_raw", "sum_bound", "cancel_bound", "mag", "EXACT", "BOUND_ELEMENTARY",
+    "stable", "to_raw", "log_raw", "certify", "certified", "log1pexp_raw", "sigmoid_raw", "exp_raw", "sum_bound",
+    "cancel_bound", "mag", "EXACT",
 ]
 
 ORACLE_PREC = 192
@@ -221,7 +222,7 @@ def log1pexp(x: mpf) -> mpf:
 def log1pexp_raw(t: tuple, prec: int, rnd: str) -> tuple | None:
     """:func:`log1pexp` of a raw finite non-zero ``t`` by the formula's own libmp steps (None
     elsewhere, and in log1p's series branch: the object formula). Within 5·2^−prec relative:
-    ``e^{−|x|}`` within 2u (BOUND_ELEMENTARY), which moves ``log1p`` by at most as much relatively;
+    ``e^{−|x|}`` within 2u (see :func:`stable`), which moves ``log1p`` by at most as much relatively;
     ``1 + e`` rounded at twice the precision, ``mpf_log`` at prec + 10 and the final rounding add
     ≤ 1.01u; ``x + log1p(e^{−x})`` adds two positive terms (one rounding)."""
     if not t[1]:
@@ -463,7 +464,7 @@ def _same_float64(x, y) -> bool:
 # cancellation otherwise), or EXACT: the same value at every precision (an exact result, or an
 # infinity/NaN that the inputs alone produce). The bounds use only the guarantees of the libmp calls:
 # additions, multiplications and divisions are correctly rounded (≤ 2^−P relative); ``mpf_log`` and
-# ``mpf_exp`` are within 2·2^−P relative (BOUND_ELEMENTARY: they round once a fixed-point value
+# ``mpf_exp`` are within 2·2^−P relative (they round once a fixed-point value
 # carrying 20 and 14 guard bits, whose own truncation error is a few hundred units of the last
 # guard bit plus |mag| units for the ln 2 multiple — below 2^−(P+4) relative; near log's x = 1 the
 # guard bits grow with the cancellation). :func:`stable` then evaluates at 2P first and checks,
@@ -471,7 +472,6 @@ def _same_float64(x, y) -> bool:
 # the P evaluation would have agreed, so it need not run, and the result is the 2P value as before.
 
 EXACT = -1  # a certificate entry: the output is the same at every working precision
-BOUND_ELEMENTARY = 1  # log2 of the relative error factor of mpf_log / mpf_exp (≤ 2·2^−P)
 _ARMED = object()
 _CERT: list = []
 
