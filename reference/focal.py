@@ -60,7 +60,8 @@ from __future__ import annotations
 
 import mpmath
 import numpy as np
-from mpmath import mpf
+from mpmath import mp, mpf
+from mpmath.libmp import mpf_div, mpf_mul, mpf_neg
 
 from lossoracle.mpfuncs import (EXACT, cancel_bound, certify, log1pexp, memo, mp_array, mp_sum, sigmoid, softmax_row,
                                 sum_bound, to_mp, workprec)
@@ -330,8 +331,13 @@ def _softmax_row(xr, y: int, a: mpf, gamma: mpf, clip: float):
     if clipped or a == 0:
         return value, (mpf(0),) * C, (kv, (0,) * C) if certified else None
     F = a * ug * (gamma * p * L + u)
-    S, e = sr.sum_except(y), sr.e
-    grads = tuple(-F if j == y else (F * e[j] / S if S != 0 else mpf(0)) for j in range(C))
+    # −F at the target, F·e_j/S elsewhere (0 for S = 0): the object formula's libmp steps
+    prec, rnd = mp._prec_rounding
+    f, S = F._mpf_, sr._sum_except_raw(y)
+    make = mp.make_mpf
+    grads = tuple(make(mpf_neg(f, prec, rnd)) if j == y else
+                  (make(mpf_div(mpf_mul(f, ej, prec, rnd), S, prec, rnd)) if S[1] or S[2] else mpf(0))
+                  for j, ej in enumerate(sr._e))
     if not certified:
         return value, grads, None
     return value, grads, (kv, tuple(EXACT if special else 4 if j == y else 5 for j in range(C)))
@@ -395,8 +401,13 @@ def softmax_focal_loss_grad(grad_output, input, target, alpha=None, gamma: float
         else:
             g = [mpf(float(np.asarray(grad_output, dtype=np.float64).reshape(-1)[0]))] * len(rows.t)
         out, kb = [], []
+        prec, rnd = mp._prec_rounding
         for i, (gi, w, v, gr) in enumerate(zip(g, rows.weights, rows.valid, grads)):
-            out.extend([mpf(0)] * rows.C if not v else [gi * w * d for d in gr])
+            if not v:
+                out.extend([mpf(0)] * rows.C)
+            else:  # gi·w·d (the object products' libmp steps)
+                gw = mpf_mul(gi._mpf_, w._mpf_, prec, rnd)
+                out.extend(mp.make_mpf(mpf_mul(gw, d._mpf_, prec, rnd)) for d in gr)
             if bounds is not None:
                 special = not (mpmath.isfinite(gi) and mpmath.isfinite(w))
                 kb.extend(EXACT if special or k == EXACT else k + 1 for k in bounds[i][1])
