@@ -333,11 +333,11 @@ def _softmax_row(xr, y: int, a: mpf, gamma: mpf, clip: float):
     F = a * ug * (gamma * p * L + u)
     # −F at the target, F·e_j/S elsewhere (0 for S = 0): the object formula's libmp steps
     prec, rnd = mp._prec_rounding
-    f, S = F._mpf_, sr._sum_except_raw(y)
+    f, S = F._mpf_, sr.sum_except_raw(y)
     make = mp.make_mpf
     grads = tuple(make(mpf_neg(f, prec, rnd)) if j == y else
                   (make(mpf_div(mpf_mul(f, ej, prec, rnd), S, prec, rnd)) if S[1] or S[2] else mpf(0))
-                  for j, ej in enumerate(sr._e))
+                  for j, ej in enumerate(sr.e_raw))
     if not certified:
         return value, grads, None
     return value, grads, (kv, tuple(EXACT if special else 4 if j == y else 5 for j in range(C)))

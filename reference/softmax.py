@@ -131,8 +131,11 @@ def _vjp(grad_output, input, dim, kind):
                 bounds.append(EXACT if sr.bad else cancel_bound(max(_mag0(a), _mag0(b)) + 5, v, 0)
                               if v[1] or a[1] or b[1] else 0)
         else:
-            xs = sr.x
-            m = max(range(C), key=lambda k: xs[k])
+            if sr.bad:
+                xs = sr.x
+                m = max(range(C), key=lambda k: xs[k])
+            else:  # the first arg-max, as max() finds it
+                m = sr.argmax()
             gm = gr[m]
             terms = [mpf_mul(sr.p_raw(k), mpf_sub(gm, gr[k], prec, rnd), prec, rnd) for k in range(C) if k != m]
             rest = mpf_pos(sum_raw(terms, prec, rnd), prec, rnd)

@@ -304,6 +304,19 @@ class SoftmaxRow:
     def _sum_except_raw(self, c: int) -> tuple:
         return mpf_pos(mpf_sub(self._total, self._e[c], 0), *self._pr)
 
+    def sum_except_raw(self, c: int) -> tuple:
+        """Raw ``Σ_{j≠c} e_j`` (rounded once)."""
+        return self._sum_except_raw(c)
+
+    @property
+    def e_raw(self) -> list:
+        """Raw ``e^{x_j − m}`` (read only)."""
+        return self._e
+
+    def argmax(self) -> int:
+        """The first index of the largest logit (a row that is not bad)."""
+        return self._x.index(self._m)
+
     def sum_except(self, c: int) -> mpf:
         """``Σ_{j≠c} e_j`` (rounded once)."""
         return _make(self._sum_except_raw(c))
