@@ -11,7 +11,6 @@ Tests re-run oracles at :func:`precision` ``2·ORACLE_PREC`` and require identic
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 import mpmath
 import numpy as np
@@ -30,19 +29,30 @@ ORACLE_PREC = 192
 _prec = [ORACLE_PREC]
 
 
-@contextlib.contextmanager
-def precision(bits: int) -> Iterator[None]:
+class precision:
     """Temporarily change the oracle working precision (used by the stability tests)."""
-    _prec.append(bits)
-    try:
-        yield
-    finally:
+
+    __slots__ = ("bits",)
+
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
+
+    def __enter__(self) -> None:
+        _prec.append(self.bits)
+
+    def __exit__(self, *exc) -> bool:
         _prec.pop()
+        return False
+
+
+_SAME = contextlib.nullcontext()
 
 
 def workprec() -> contextlib.AbstractContextManager:
-    """The mpmath context every oracle computes in (never mutates the global ``mp.prec``)."""
-    return mp.workprec(_prec[-1])
+    """The mpmath context every oracle computes in (never mutates the global ``mp.prec``; inside
+    a context already at that precision, as under :func:`stable`, nothing to change)."""
+    bits = _prec[-1]
+    return _SAME if mp.prec == bits else mp.workprec(bits)
 
 
 # Speed without a second arithmetic: the hot helpers below call the very mpmath.libmp functions
