@@ -198,7 +198,7 @@ def _raw_operands(arrays: list, weight, shape, unit: bool) -> list | None:
 def _raw_reduce(vals: list, bounds: list, reduction: str, shape, prec: int, rnd: str):
     """Reduce raw element values; certified (:func:`~lossoracle.mpfuncs.certify`) from the
     elements' bounds (bits, or EXACT for infinities that the inputs produce): a sum is exact then
-    rounded once (:func:`~lossoracle.mpfuncs.sum_bound`), a mean divides once more."""
+    rounded once (:func:`~lossoracle.mpfuncs.sum_bound`), a mean divides once more (2 bits more)."""
     if reduction == "none":
         out = mp_array([_make(v) for v in vals], shape)
         certify(out, bounds)
@@ -212,7 +212,7 @@ def _raw_reduce(vals: list, bounds: list, reduction: str, shape, prec: int, rnd:
             out, k = mpmath.nan, EXACT  # the empty mean: 0/0, at every precision
         else:
             out = _make(mpf_div(total, from_int(len(vals)), prec, rnd))
-            k = k + 1 if k is not None and k != EXACT else k
+            k = k + 2 if k is not None and k != EXACT else k  # (K + 1.01 ≤ 4K)
     certify(out, [k])
     return out
 

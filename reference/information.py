@@ -244,7 +244,7 @@ def _kl_divergence_raw(p, q, dim: int, grad_output=None):
                 if a[1]:
                     t = mpf_mul(a, log_ratio(a, b), prec, rnd)
                     terms.append(t)
-                    errs.append(max(mag(t) + 2 if t[1] else -9999, mag(a) + 1))
+                    errs.append(max(mag(t) + 2 if t[1] else -9999, mag(a) + 1) + 1)  # 3.01u|t| + 1.02u·p
             total = mpf_pos(sum_raw(terms, prec, rnd), prec, rnd)
             vals.append(total)
             bounds.append(sum_bound(errs, total))
@@ -296,7 +296,7 @@ def _kl_div_raw(input, target, reduction: str, grad_output=None):
         den = _kl_denominator(reduction, shape)
         out = _make(total if den is None else mpf_div(total, from_int(den), prec, rnd))
         k = sum_bound([e for e in errs if e is not None], total)
-        certify(out, [k + 1 if k is not None and k != EXACT else k])  # the division: one more rounding
+        certify(out, [k + 2 if k is not None and k != EXACT else k])  # the division: one more rounding
         return out
     if reduction == "none":
         g = np.asarray(grad_output)
