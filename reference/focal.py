@@ -61,9 +61,9 @@ from __future__ import annotations
 import mpmath
 import numpy as np
 from mpmath import mp, mpf
-from mpmath.libmp import mpf_div, mpf_mul, mpf_neg
+from mpmath.libmp import fone, mpf_add, mpf_div, mpf_mul, mpf_neg
 
-from lossoracle.mpfuncs import (EXACT, cancel_bound, certify, log1pexp, memo, mp_array, mp_sum, sigmoid, softmax_row,
+from lossoracle.mpfuncs import (EXACT, SoftmaxRow, cancel_bound, certify, log1pexp, memo, mp_array, mp_sum, sigmoid,
                                 sum_bound, to_mp, workprec)
 from lossoracle.spec import DTYPE_EPS, Arg, Case, Convention, Spec
 from lossoracle.strategies import GRIDS, LADDERS, class_indices, logits, probabilities, rng_for
@@ -311,30 +311,38 @@ def _softmax_row(xr, y: int, a: mpf, gamma: mpf, clip: float):
     ``1 − p_y`` within 8u (:meth:`~lossoracle.mpfuncs.SoftmaxRow.bound`), α within u, so
     ``ℓ = α·1·L`` and ``F = α·1·(0 + u)`` within 11u (4 bits); ``F·e_j/S`` adds ``e_j``'s 2u,
     ``S``'s 3.01u and two roundings: 18u (5 bits); a bad row is NaN at every precision."""
-    sr = softmax_row(xr)
-    C = len(sr.x)
+    sr = SoftmaxRow(xr)  # (this function is kept per row already)
+    C = len(xr)
     if sr.bad:
         return mpmath.nan, (mpmath.nan,) * C, (EXACT, (EXACT,) * C)
-    L, u, p = sr.neg_log_p(y), sr.one_minus_p(y), sr.p(y)
+    prec, rnd = mp._prec_rounding
+    make = mp.make_mpf
     clipped = False
     if clip:
+        L, u, p = sr.neg_log_p(y), sr.one_minus_p(y), sr.p(y)
         c = mpf(clip)
         if p < c or p > 1 - c:
             clipped = True
             p = c if p < c else 1 - c
             L, u = -mpmath.log(p), 1 - p
-    ug = mpf(1) if gamma == 0 else u**gamma
-    value = a * ug * L
+        ug = mpf(1) if gamma == 0 else u**gamma
+        value = a * ug * L
+        if not clipped and a != 0:
+            F = (a * ug * (gamma * p * L + u))._mpf_
+    else:  # the same products on raw tuples
+        L, u = sr.neg_log_p_raw(y), sr.one_minus_p_raw(y)
+        aug = mpf_mul(a._mpf_, fone if gamma == 0 else (make(u) ** gamma)._mpf_, prec, rnd)
+        value = make(mpf_mul(aug, L, prec, rnd))
+        if a != 0:
+            F = mpf_mul(aug, mpf_add(mpf_mul(mpf_mul(gamma._mpf_, sr.p_raw(y), prec, rnd), L, prec, rnd), u,
+                                     prec, rnd), prec, rnd)
     certified = gamma == 0 and not clip
     special = sr.bound(y) == EXACT
     kv = (EXACT if special else 4) if certified else None
     if clipped or a == 0:
         return value, (mpf(0),) * C, (kv, (0,) * C) if certified else None
-    F = a * ug * (gamma * p * L + u)
     # −F at the target, F·e_j/S elsewhere (0 for S = 0): the object formula's libmp steps
-    prec, rnd = mp._prec_rounding
-    f, S = F._mpf_, sr.sum_except_raw(y)
-    make = mp.make_mpf
+    f, S = F, sr.sum_except_raw(y)
     grads = tuple(make(mpf_neg(f, prec, rnd)) if j == y else
                   (make(mpf_div(mpf_mul(f, ej, prec, rnd), S, prec, rnd)) if S[1] or S[2] else mpf(0))
                   for j, ej in enumerate(sr.e_raw))
