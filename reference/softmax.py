@@ -44,13 +44,15 @@ the oracle evaluates ``log1p(Σ_{j≠y} e^{x_j − x_y})`` with exact difference
 
 from __future__ import annotations
 
+import math
+
 import mpmath
 import numpy as np
 from mpmath import mp, mpf
 from mpmath.libmp import fzero, mpf_add, mpf_mul, mpf_neg, mpf_pos, mpf_sub
 
-from lossoracle.mpfuncs import (EXACT, cancel_bound, certify, mag, memo, mp_array, mp_sum, softmax_row, sum_bound,
-                                sum_raw, sums_except_raw, to_mp, workprec)
+from lossoracle.mpfuncs import (EXACT, cancel_bound, certify, mag, memo, mp_array, mp_sum, softmax_row,
+                                softmax_rows_raw, sum_bound, sum_raw, sums_except_raw, to_mp, to_raw, workprec)
 from lossoracle.spec import Arg, Case, Convention, Spec
 from lossoracle.strategies import GRIDS, class_indices, logits, probabilities, rng_for
 
@@ -67,19 +69,39 @@ def _certified_out(out: list, bounds: list, lead: tuple, C: int, dim: int, key: 
     ``bounds`` (:func:`~lossoracle.mpfuncs.certify`) in the same layout."""
     arr = _moved([mp.make_mpf(t) for t in out], lead, C, dim)
     result = arr if key is None else {key: arr}
-    certify(result, _moved(bounds, lead, C, dim).reshape(-1).tolist())
+    certify(result, bounds if dim == -1 or dim == len(lead) else _moved(bounds, lead, C, dim).reshape(-1).tolist())
     return result
+
+
+def _class_last_raw(a, dim: int) -> tuple[list, tuple, int] | None:
+    """Flat raw class-last values of a float array, its lead shape and class count (None for other
+    input, which takes :func:`~.common.rows`)."""
+    a = np.asarray(a)
+    nd = a.ndim
+    if a.dtype.kind != "f" or not nd or not -nd <= dim < nd:
+        return None
+    d = dim % nd
+    al = a if d == nd - 1 else np.ascontiguousarray(np.moveaxis(a, d, -1))
+    return to_raw(al), al.shape[:-1], al.shape[-1]
+
+
+def _softmax_rows(x, dim) -> tuple[list, tuple, int]:
+    """The :class:`SoftmaxRow` of every row along ``dim``, the lead shape and the class count."""
+    cl = _class_last_raw(x, dim)
+    if cl is not None:
+        flat, lead, C = cl
+        return softmax_rows_raw(flat, math.prod(lead), C), lead, C
+    r, lead = rows(x, dim)
+    return [softmax_row(row) for row in r], lead, r.shape[-1]
 
 
 def _per_row(x, dim, fn):
     """Apply ``fn(SoftmaxRow, c, prec, rnd) -> raw mpf`` to every element, keeping the layout of ``x``;
     certified with :meth:`SoftmaxRow.bound` (negation is exact)."""
-    r, lead = rows(x, dim)
-    C = r.shape[-1]
+    srs, lead, C = _softmax_rows(x, dim)
     prec, rnd = mp._prec_rounding
     out, bounds = [], []
-    for row in r:
-        sr = softmax_row(row)
+    for sr in srs:
         out.extend(fn(sr, c, prec, rnd) for c in range(C))
         bounds.extend(sr.bound(c) for c in range(C))
     return _certified_out(out, bounds, lead, C, dim)
@@ -112,17 +134,21 @@ def _vjp(grad_output, input, dim, kind):
     (absolute error ≤ 16u·Σ|terms| + u|sum|), added to ``g_j − g_m`` (within u), then ``p_j``'s
     product: three roundings and p's 6.1u (below 16u). A bad row (NaN, +inf) is NaN at every precision."""
     go = np.asarray(grad_output)
-    go = go if go.dtype.kind == "f" else go.astype(object)  # floats convert exactly either way
-    g = class_last(to_mp(np.broadcast_to(go, np.shape(input))), dim)
-    g = g.reshape(-1, g.shape[-1])
-    r, lead = rows(input, dim)
-    prec, rnd = mp._prec_rounding
     exact_g = go.dtype.kind == "f"
+    cl = _class_last_raw(np.broadcast_to(go, np.shape(input)), dim) if exact_g else None
+    if cl is not None:
+        gflat, _, C = cl
+        g = [gflat[i * C:(i + 1) * C] for i in range(len(gflat) // C)] if C else []
+    else:
+        go = go if exact_g else go.astype(object)  # floats convert exactly either way
+        g = class_last(to_mp(np.broadcast_to(go, np.shape(input))), dim)
+        g = [[v._mpf_ for v in gr] for gr in g.reshape(-1, g.shape[-1])]
+    srs, lead, C = _softmax_rows(input, dim)
+    if not C:
+        g = [[] for _ in srs]
+    prec, rnd = mp._prec_rounding
     out, bounds = [], []
-    for row, gr in zip(r, g):  # the object formulas' libmp steps on raw tuples
-        sr = softmax_row(row)
-        C = len(gr)
-        gr = [v._mpf_ for v in gr]
+    for sr, gr in zip(srs, g):  # the object formulas' libmp steps on raw tuples
         if kind == "log":
             for j, rest in enumerate(sums_except_raw(gr, prec, rnd)):
                 a, b = mpf_mul(gr[j], sr.one_minus_p_raw(j), prec, rnd), mpf_mul(sr.p_raw(j), rest, prec, rnd)
@@ -152,7 +178,7 @@ def _vjp(grad_output, input, dim, kind):
                     bounds.append(cancel_bound(max(_mag0(d0), _mag0(rest) + k_rest) + 2, d, 4))
     if not exact_g:
         bounds = [None] * len(out)
-    return _certified_out(out, bounds, lead, r.shape[-1], dim, "input")
+    return _certified_out(out, bounds, lead, C, dim, "input")
 
 
 def log_softmax_grad(grad_output, input, dim: int = -1) -> dict[str, np.ndarray]:

@@ -20,7 +20,8 @@ from mpmath.libmp import (finf, fnan, fninf, fone, fzero, from_float, from_int, 
 
 __all__ = [
     "ORACLE_PREC", "precision", "workprec", "to_mp", "exact_sub", "exp", "log1pexp", "sigmoid", "mp_array", "mp_sum",
-    "SoftmaxRow", "softmax_row", "memo", "clear_caches", "raw", "sum_raw", "sums_except", "sums_except_raw",
+    "SoftmaxRow", "softmax_row", "softmax_rows_raw", "memo", "clear_caches", "raw", "sum_raw", "sums_except",
+    "sums_except_raw",
     "stable", "to_raw", "log_raw", "certify", "certified", "log1pexp_raw", "sigmoid_raw", "exp_raw", "sum_bound",
     "cancel_bound", "mag", "EXACT",
 ]
@@ -411,6 +412,23 @@ def softmax_row(row) -> SoftmaxRow:
         if len(_ROWS) >= _MEMO_MAX:
             _ROWS.clear()
         out = _ROWS[key] = SoftmaxRow(row)
+    return out
+
+
+def softmax_rows_raw(flat: list, M: int, C: int) -> list:
+    """:func:`softmax_row` of each of the ``M`` rows of ``C`` raw float values in ``flat`` (exact,
+    at most 53 bits: the rows :func:`softmax_row` keeps for their mpf), without mpf objects."""
+    prec, rnd = mp._prec_rounding
+    out = []
+    for i in range(M):
+        row = flat[i * C:(i + 1) * C]
+        key = (prec, rnd, *row)
+        sr = _ROWS.get(key)
+        if sr is None:
+            if len(_ROWS) >= _MEMO_MAX:
+                _ROWS.clear()
+            sr = _ROWS[key] = SoftmaxRow([_make(t) for t in row])
+        out.append(sr)
     return out
 
 
