@@ -574,10 +574,11 @@ def _certified(values, bounds: list, bits: int) -> bool:
     flat = _flat(values)
     if len(flat) != len(bounds):
         return False
+    top = bits - 64
     for y, k in zip(flat, bounds):
         if k == EXACT:
             continue
-        if k is None or k > bits - 64 or type(y) is not mpf:
+        if k is None or k > top or type(y) is not mpf:
             return False
         _, man, e, bc = y._mpf_
         if not man:
@@ -588,11 +589,10 @@ def _certified(values, bounds: list, bits: int) -> bool:
             return False
         if bc <= 53:
             continue  # a float64 itself, and the neighbours within 2^−60 relative round to it
-        shift = bc - 53
-        tail = man & ((1 << shift) - 1)
-        e = bc + k + 1 - bits  # the bound is below 2^e units of the last bit
-        dist = abs(tail - (1 << (shift - 1)))
-        if dist <= (1 << e) if e >= 0 else not dist:
+        half = bc - 54  # the rounding boundary: the bits below the 53rd equal to 2^half
+        d = bc + k + 1 - bits  # the bound is below 2^d units of the last bit
+        t = (man & ((2 << half) - 1)) - (1 << half)
+        if (t if t >= 0 else -t) <= (1 << d if d >= 0 else 0):
             return False
     return True
 
