@@ -440,7 +440,7 @@ def _key(a) -> object:
         return a._mpf_
     if t is np.ndarray:
         if a.dtype == object:
-            return a.shape, tuple(_key(v) for v in a.reshape(-1).tolist())
+            return a.shape, tuple([v._mpf_ if type(v) is mpf else _key(v) for v in a.reshape(-1).tolist()])
         return a.dtype.str, a.shape, a.tobytes()
     if t is list or t is tuple:
         return tuple(_key(v) for v in a)
