@@ -173,10 +173,6 @@ class _DTPFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, L: torch.Tensor, kap: torch.Tensor, gam: torch.Tensor, reduction: str, kpi_floor) -> torch.Tensor:
         ctx.reduction, ctx.dtype = reduction, L.dtype
-        v = _lean_dtp(ctx, L, kap, gam, reduction, kpi_floor)
-        if v is not None:
-            return v
-        ctx.w32 = None
         kap = kap.to(device=L.device, dtype=_F64, copy=True)  # our own: the weights may reuse its memory
         if kpi_floor is not None:
             kap.clamp_(min=float(kpi_floor))  # NaN stays
@@ -198,9 +194,6 @@ class _DTPFn(torch.autograd.Function):
     def backward(ctx, g: torch.Tensor):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
-        if ctx.w32 is not None:  # w·g' in float32: 4.01u + one rounding of g/K + the product ≤ 6.02 ULP
-            gp = (g.to(_F64) / ctx.w32.shape[0]).to(torch.float32) if ctx.reduction == "mean" else g
-            return ctx.w32 * gp, None, None, None, None
         g = g.to(_F64)
         if ctx.dtype != _F64:
             gL = (ctx.w * (g / ctx.w.shape[0] if ctx.reduction == "mean" else g)).to(ctx.dtype)
@@ -215,9 +208,25 @@ class _DTPFn(torch.autograd.Function):
 _LEAN_MIN_TASKS = 4  # the float32 weights' 5.02 ULP (value) fit 4 + log2 K − ½ from K = 3
 
 
-def _lean_dtp(ctx, L: torch.Tensor, kap: torch.Tensor, gam: torch.Tensor, reduction: str, kpi_floor):
-    """DTP ``sum``/``mean`` of float32 losses and KPIs with γ = 1 and no floor, in float32 (``ctx.w32``
-    kept for the backward), or None.
+class _LeanDTPFn(torch.autograd.Function):
+    """The value of :func:`_lean_dtp` (computed before, a float), and its backward ``w·g'`` in float32:
+    4.01u of ``w``, one rounding of ``g/K`` (mean) and one of the product: within 6.02 ULP."""
+
+    @staticmethod
+    def forward(ctx, L: torch.Tensor, w: torch.Tensor, value: float, mean: bool) -> torch.Tensor:
+        ctx.w, ctx.mean = w, mean
+        return torch.tensor(value, dtype=w.dtype, device=w.device)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        gp = (g.to(_F64) / ctx.w.shape[0]).to(ctx.w.dtype) if ctx.mean else g
+        return ctx.w * gp, None, None, None
+
+
+def _lean_dtp(L: torch.Tensor, kap: Any, gamma: Any, reduction: str, kpi_floor) -> tuple[torch.Tensor, float] | None:
+    """DTP ``sum``/``mean`` of float32 losses and KPIs with γ = 1 (a number) and no floor, in float32
+    with the input checks folded in; None where it does not apply or an input is not in range (NaN
+    included): the checked path then raises, or propagates the NaN.
 
     ``w = fl(fl(κ̄ − 1)·fl(log κ̄))``: ``κ̄ − 1`` exact for κ̄ ≥ ½ (Sterbenz), within ``u = 2^-24``
     relative below; ``log`` within 1 ULP ≤ 2u; the product u: ``|ŵ − w| ≤ 4.01u·w``. A nonzero
@@ -226,18 +235,25 @@ def _lean_dtp(ctx, L: torch.Tensor, kap: torch.Tensor, gam: torch.Tensor, reduct
     positive terms keeps the relative bound), the float64 sum ``K·2^-53`` more, a product that
     underflows at most ``2^-150`` (covered where the result ≥ 2^-100, checked), ``/K`` one float64
     rounding: within 5.03u·|f| ≤ 5.03 ULP of the float32 result, inside ``4 + log2 K − ½`` for
-    ``K ≥ 4``. A term that overflows float32 means the result does too (every term ≤ the sum)."""
-    k = int(L.shape[0])
-    if not (L.dtype == kap.dtype == torch.float32 and kap.device == L.device and kpi_floor is None
-            and gam.dim() == 0 and reduction != "none" and k >= _LEAN_MIN_TASKS and float(gam) == 1.0):
+    ``K ≥ 4``. A term that overflows float32 means the result does too (every term ≤ the sum).
+
+    The checks (:func:`multitask_core.check_dtp`) from two one-sided reductions and the sum: ``min L
+    ≥ 0`` and ``max κ̄ ≤ 1`` (``amin``/``amax``: NaN fails them); an infinite loss, a KPI ≤ 0 or a
+    NaN KPI makes a term ``ŵ·L`` infinite or NaN (``κ̄ = 0``: ``ŵ = +inf``; ``κ̄ < 0``: ``log`` NaN;
+    ``L = inf``: ``inf`` or ``inf·0``), and so the float64 sum, which finite float32 terms cannot
+    make infinite (``K·2^128·104 < 2^1024``)."""
+    if not (type(gamma) in (float, int) and gamma == 1 and kpi_floor is None and isinstance(kap, torch.Tensor)
+            and L.dtype == torch.float32 and kap.dtype == torch.float32 and reduction in ("sum", "mean")
+            and L.dim() == 1 and kap.shape == L.shape and L.shape[0] >= _LEAN_MIN_TASKS
+            and kap.device == L.device):
         return None
+    L, kap = L.detach(), kap.detach()
     w = kap - 1
     w *= torch.log(kap)  # ≤ 0 ... times ≤ 0: w ≥ 0 (+0 at κ̄ = 1)
     total = float((w * L).sum(dtype=_F64))
-    if not 2.0 ** -100 <= total < float("inf"):
-        return None  # NaN, overflow, a tiny or zero sum: the float64 path
-    ctx.w32 = w
-    return torch.tensor(total / k if reduction == "mean" else total, dtype=L.dtype, device=L.device)
+    if not (2.0 ** -100 <= total < float("inf") and float(torch.amin(L)) >= 0 and float(torch.amax(kap)) <= 1):
+        return None  # a bad input, NaN, a tiny or zero sum: the checked path
+    return (w, total / L.shape[0] if reduction == "mean" else total)
 
 
 def _as_tensor(x: Any, like: torch.Tensor, name: str) -> torch.Tensor:
@@ -252,6 +268,9 @@ def dynamic_task_priority(losses: torch.Tensor, kpis: Any, gamma: Any = 1.0, red
                           kpi_floor: float | None = None) -> torch.Tensor:
     """``Σ_t FL(κ̄_t; γ_t)·L_t`` with ``FL(κ̄; γ) = −(1 − κ̄)^γ·log κ̄``; the weights are constants (no
     gradient through ``kpis`` or ``gamma``)."""
+    lean = _lean_dtp(losses, kpis, gamma, reduction, kpi_floor)
+    if lean is not None:
+        return _LeanDTPFn.apply(losses, lean[0], lean[1], reduction == "mean")
     kap, gam = _as_tensor(kpis, losses, "kpis"), _as_tensor(1.0 if gamma is None else gamma, losses, "gamma")
     core.check_dtp(losses.detach(), kap, gam, reduction, kpi_floor)
     gam = gam.to(device=losses.device, dtype=_F64)

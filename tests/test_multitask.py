@@ -395,6 +395,43 @@ def test_bad_input_names_the_argument(impl, loss, override, exc, match):
         _call(impl, loss, **args)
 
 
+LEAN_BAD = [  # (index, loss, KPI, error): the float32 DTP path folds its checks into its own reductions
+    (3, -1.0, None, "losses must be ≥ 0"),
+    (3, -1.0, 1.0, "losses must be ≥ 0"),  # weight 0: the term is −0, the minimum of the losses still sees it
+    (5, math.inf, None, "losses must be finite"),
+    (5, math.inf, 1.0, "losses must be finite"),  # inf·0 = NaN
+    (2, None, 0.0, "kpis must be > 0"),
+    (2, None, -0.0, "kpis must be > 0"),
+    (2, None, -0.5, r"kpis must lie in \[0, 1\]"),
+    (2, None, 1.5, r"kpis must lie in \[0, 1\]"),
+    (2, 0.0, 1.5, r"kpis must lie in \[0, 1\]"),  # no term sees it
+    (2, None, -math.inf, r"kpis must lie in \[0, 1\]"),
+]
+
+
+@pytest.mark.parametrize(("i", "loss", "kpi", "match"), LEAN_BAD, ids=[f"{b[1]}-{b[2]}" for b in LEAN_BAD])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_torch_float32_dtp_lean_path_rejects_bad_input(i, loss, kpi, match, reduction):
+    """Many float32 tasks, γ = 1, no floor (the lean path): every bad loss or KPI is still a clear error,
+    NaN still propagates, and the valid inputs around them take the lean path."""
+    from lossoracle.implementations import multitask_torch as mt
+
+    rng = np.random.default_rng(9)
+    L = torch.tensor(rng.uniform(0, 3, 64), dtype=torch.float32)
+    kap = torch.tensor(rng.uniform(0.05, 1, 64), dtype=torch.float32)
+    assert mt._lean_dtp(L, kap, 1.0, reduction, None) is not None
+    if loss is not None:
+        L[i] = loss
+    if kpi is not None:
+        kap[i] = kpi
+    with pytest.raises(ValueError, match=match):
+        torch_impl.dynamic_task_priority(L.requires_grad_(), kap, 1.0, reduction)
+    for nan_L, nan_k in ((True, False), (False, True)):
+        Ln, kn = L.detach().abs().nan_to_num(1.0), kap.clamp(0.5, 1.0)
+        (Ln if nan_L else kn)[i] = math.nan
+        assert math.isnan(float(torch_impl.dynamic_task_priority(Ln, kn, 1.0, reduction)))
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_torch_keeps_the_input_dtype(dtype):
     L = torch.tensor([0.5, 2.0], dtype=dtype, requires_grad=True)
