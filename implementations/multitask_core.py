@@ -450,10 +450,11 @@ def uw_value(L: Array, s: Array, c: Array, form: str, reduction: str, T: dd.Tran
 
 
 def uw_grads(g: Array, L: Array, s: Array, c: Array, form: str, reduction: str,
-             T: dd.Transcendentals | None, bounded: BoundedUW | None = None) -> tuple[Array, Array]:
+             T: dd.Transcendentals | None, bounded: BoundedUW | None = None, subset=None) -> tuple[Array, Array]:
     """``(g·c·e^{−s}, g·(r'(s) − c·e^{−s}·L))`` per task, float64: bounded plain float64
     (:class:`BoundedUW`, ``bounded`` if the forward made one), double-double for the tasks whose
-    bound does not fit (or every task)."""
+    bound does not fit (or every task). ``subset(g, L, s, c, form, reduction, K)``: the ``∂/∂s`` of
+    those tasks, the same bits as :func:`_uw_grads_dd` (a compiled kernel; default that function)."""
     if T is None:
         return PlainUW(L, s, c, form).grads(g, reduction)
     fast = bounded if bounded is not None else BoundedUW.make(L, s, c, form, reduction)
@@ -464,7 +465,10 @@ def uw_grads(g: Array, L: Array, s: Array, c: Array, form: str, reduction: str,
         idx = ns.nonzero(bad)[0] if ns is np else ns.nonzero(bad)[:, 0]
         if int(idx.shape[0]):  # double-double for those tasks only
             ci = c if isinstance(c, float) or not len(tuple(c.shape)) else c[idx]
-            gs[idx] = _uw_grads_dd(g, L[idx], s[idx], ci, form, reduction, T, fast.k, need_L=False)[1]
+            if subset is None:
+                gs[idx] = _uw_grads_dd(g, L[idx], s[idx], ci, form, reduction, T, fast.k, need_L=False)[1]
+            else:
+                gs[idx] = subset(g, L[idx], s[idx], ci, form, reduction, fast.k)
         return gL, gs
     return _uw_grads_dd(g, L, s, c, form, reduction, T, int(L.shape[0]))
 

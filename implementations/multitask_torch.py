@@ -18,7 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import dd_branchfree as bf
+from . import doubledouble as dd
 from . import multitask_core as core
+from .compiled import Kernel
 
 __all__ = ["uncertainty_weighted_loss", "dynamic_task_priority", "UncertaintyWeighting", "DynamicTaskPriority"]
 
@@ -63,7 +66,8 @@ class _UWFn(torch.autograd.Function):
             gL, gs = gL.to(ctx.dtypes[0]), gs.to(ctx.dtypes[1])
         else:
             L, s = ctx.saved_tensors
-            gL, gs = core.uw_grads(g, L, s, _coeffs(ctx.c, L), ctx.form, ctx.reduction, core.FLOAT64, ctx.bounded)
+            gL, gs = core.uw_grads(g, L, s, _coeffs(ctx.c, L), ctx.form, ctx.reduction, core.FLOAT64, ctx.bounded,
+                                   _ds_subset)
         need = ctx.needs_input_grad
         return (gL if need[0] else None, gs if need[1] else None, None, None, None, None)
 
@@ -110,6 +114,51 @@ class _LeanUW:
         gL = (self.e * (g * self.c)).to(self.dtypes[0])  # c = ½ or 1: exact
         gs = torch.addcmul(g * self.slope + self.e.new_zeros(()), self.L, self.e, value=-g * self.c)
         return gL, gs.to(self.dtypes[1])
+
+
+_COMPILE_MIN_TASKS = 1 << 14  # tasks from which the double-double ∂/∂s of the tasks near the optimum is compiled
+_COMPILE_MAX_VARIANTS = 4  # (form, one coefficient or one per task): each a recompile; beyond, eager
+
+
+# log 2 as tensors: traced, the float constant would be a symbol, and Dekker's split of it ``c − (c − a)``
+# simplified to ``a``; split by its bits instead, ``two_prod`` with an integer ``e`` is exact either way
+_LN2 = tuple(torch.tensor(v, dtype=_F64) for v in dd.LN2)
+
+
+def _ds_kernel(L: torch.Tensor, s: torch.Tensor, c: Any, slope: float, gh: torch.Tensor,
+               gl: torch.Tensor) -> torch.Tensor:
+    """:func:`multitask_core._uw_grads_dd`'s ``∂/∂s = g'·(r' − c·e^{−s}·L)`` of ``kendall``/``simplified``
+    (``r' = slope``) without ``frexp`` or branches, for :class:`.compiled.Kernel`: the same operations
+    on the same values (``L = m·2^e`` from the bits, :mod:`.dd_branchfree`'s ``exp``/``ldexp``, whose
+    bits are :data:`.doubledouble.SHORT`'s), so the same result, for tasks with a positive normal
+    ``L`` and ``|s| ≤ 700`` (:meth:`multitask_core.BoundedUW.grads` marks no other: ``c·e^{−s}·L`` near
+    ``r'`` there) and a finite nonzero cotangent ``g' = gh + gl``."""
+    bits = L.view(torch.int64)
+    e = ((bits >> 52) & 0x7FF) - 1022
+    m = ((bits & ~(0x7FF << 52)) | (1022 << 52)).view(_F64)  # L = m·2^e, m ∈ [½, 1)
+    u = dd.add_d(dd.mul_d(_LN2, e.to(_F64)), -s)  # log L − s, up to the mantissa's log
+    big = u[0] > core._T_MAX
+    E, k = bf.exp((torch.where(big, core._T_MAX, u[0]), torch.where(big, 0.0, u[1])))
+    a = bf.ldexp(dd.mul_d(E, m * c), k)
+    diff = dd.sub(dd.lift(torch.full_like(s, slope)), a)
+    return dd.collapse(dd.mul((gh + torch.zeros_like(s), gl + torch.zeros_like(s)), diff))
+
+
+_DS = Kernel(_ds_kernel, "uncertainty weighting", _COMPILE_MAX_VARIANTS)
+
+
+def _ds_subset(g: torch.Tensor, L: torch.Tensor, s: torch.Tensor, c: Any, form: str, reduction: str,
+               k: int) -> torch.Tensor:
+    """``∂/∂s`` of the tasks ``L``, ``s`` (a subset of ``k``) that :meth:`multitask_core.BoundedUW.grads`
+    sends to double-double: :func:`_ds_kernel` compiled for CPU calls of at least
+    :data:`_COMPILE_MIN_TASKS` tasks (one cold compilation, then one fused pass instead of ~150 small
+    ones), else :func:`multitask_core._uw_grads_dd`. Same bits either way."""
+    if form != "liebel" and L.device.type == "cpu" and k >= _COMPILE_MIN_TASKS and L.numel():
+        gh, gl = core._cotangent(g, reduction, k, g)
+        out = _DS((form, c if isinstance(c, float) else None), L, s, c, 0.5 if form == "kendall" else 1.0, gh, gl)
+        if out is not None:
+            return out
+    return core._uw_grads_dd(g, L, s, c, form, reduction, core.FLOAT64, k, need_L=False)[1]
 
 
 def _coeffs(c, like: torch.Tensor) -> torch.Tensor:

@@ -563,6 +563,46 @@ def test_torch_float32_lean_paths_stay_within_budget(monkeypatch, reduction):
     assert len(taken) == 2 and all(t is not None for t in taken)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("form", "task_types", "reduction"), [("kendall", None, "sum"), ("kendall", "mixed", "mean")])
+def test_torch_float64_compiled_near_optimum_grads_are_the_eager_ones_bit_for_bit(monkeypatch, form, task_types,
+                                                                                  reduction):
+    """The double-double ∂/∂s of the tasks near the optimum, traced by torch.compile (many CPU float64
+    tasks), gives the eager double-double's bits (L = m·2^e from the bits instead of frexp; log 2 split by
+    its bits, since a traced float constant's Dekker split is simplified away)."""
+    from lossoracle.implementations import compiled
+    from lossoracle.implementations import multitask_torch as mt
+
+    monkeypatch.setattr(mt, "_COMPILE_MIN_TASKS", 1 << 8)
+    rng = np.random.default_rng(11)
+    k = 2000
+    s = rng.uniform(-300, 300, k)
+    types = None if task_types is None else [("regression", "classification")[i % 2] for i in range(k)]
+    c = np.array(core_coefficients(types, form, k))
+    slope = 0.5 if form == "kendall" else 1.0
+    L = np.exp(s) * slope / c * rng.uniform(0.7, 1.3, k)  # c·e^{−s}·L within 30 % of r': most tasks near it
+    L[::7] = rng.uniform(0, 3, len(L[::7]))
+    ok = (L > 2.0**-1022) & np.isfinite(L)
+    L, s = L[ok], s[ok]
+    types = None if types is None else [t for t, o in zip(types, ok) if o]
+    out = {}
+    for on in (False, True):
+        monkeypatch.setitem(compiled.ENABLED, "on", on)
+        Lt, st = torch.tensor(L, requires_grad=True), torch.tensor(s, requires_grad=True)
+        torch_impl.uncertainty_weighted_loss(Lt, st, types, form, reduction).backward(torch.tensor(0.75,
+                                                                                                   dtype=torch.float64))
+        out[on] = (Lt.grad, st.grad)
+    assert compiled.ENABLED["on"], "torch.compile failed"
+    assert mt._DS.variants
+    assert torch.equal(out[False][0], out[True][0]) and torch.equal(out[False][1], out[True][1])
+
+
+def core_coefficients(types, form, k):
+    from lossoracle.implementations import multitask_core
+
+    return multitask_core.coefficients(types, form, k)
+
+
 def _faithful(loss: str, quantity: str, dtype: str, n: int) -> float:
     """The spec's faithful bound in ULP for a reduction over ``n`` terms (what the grades use)."""
     return specs.get(loss).budget.faithful(quantity, dtype, n)
