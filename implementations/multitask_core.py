@@ -204,7 +204,8 @@ def grid_sum(t: Array) -> tuple[Array, float] | None:
     grid fits): :func:`.doubledouble.extraction_sum` on ``σ = 2^(M + e)``, ``max|t| < 2^e``, plus
     ``u·|S|`` for the last addition."""
     n = int(t.shape[0])
-    mx = float(abs(t).max()) if n else 0.0
+    lo, hi = (float(v) for v in _min_max(t)) if n else (0.0, 0.0)
+    mx = max(-lo, hi) if lo == lo and hi == hi else float("nan")  # max|t| from one min/max pass
     if mx == 0.0 or mx != mx:
         return (t.sum(), 0.0) if mx == 0.0 else None
     e = math.frexp(mx)[1] + dd.extraction_exponent(n)
@@ -378,6 +379,13 @@ class BoundedUW:
             return s
         return ns.log1p(ns.exp(-abs(s))) + ns.where(s > 0, s, 0.0)
 
+    def _regulariser_bound(self) -> float:
+        """``K·max|r|`` (``≥ Σ|r|``) from the range of ``s``: ``½|s|``, ``|s|``; liebel ``log 2 + max(s, 0)``
+        (1% added for the rounding of the bound itself)."""
+        m = max(-self.lo, self.hi)
+        r = 0.5 * m if self.form == "kendall" else m if self.form == "simplified" else math.log(2) + max(self.hi, 0.0)
+        return 1.01 * self.k * r
+
     def value(self, reduction: str) -> Array | None:
         """``Σ a + r`` (``/K``), or None where the bound exceeds 2 + log2(K) ULP."""
         r = self._regulariser()
@@ -387,11 +395,17 @@ class BoundedUW:
             return None
         total, err = got
         self.asum = float(self.a.sum())
-        err += 6.06 * _U * (self.asum + float(abs(r).sum())) + self.k * 2.0 ** -1073
-        if reduction == "mean":
-            total = total / self.k
-            err = err / self.k + _U * abs(float(total))
-        return total if _fits(err, float(total), 2 + math.log2(self.k)) else None
+
+        def accepted(rabs: float) -> Array | None:
+            v, e = total, err + 6.06 * _U * (self.asum + rabs) + self.k * 2.0 ** -1073
+            if reduction == "mean":
+                v = total / self.k
+                e = e / self.k + _U * abs(float(v))
+            return v if _fits(e, float(v), 2 + math.log2(self.k)) else None
+
+        # Σ|r| ≤ K·max|r| first (the bound grows with it): the sum itself only where that does not fit
+        v = accepted(self._regulariser_bound())
+        return accepted(float(abs(r).sum())) if v is None else v
 
     def grads(self, g: Array, reduction: str) -> tuple[Array, Array, Array] | None:
         """``(g'·c·e^{−s}, g'·(r' − a), bad)`` with ``g' = g`` or ``g/K`` (a scalar); None where a
@@ -450,10 +464,11 @@ def uw_value(L: Array, s: Array, c: Array, form: str, reduction: str, T: dd.Tran
 
 
 def uw_grads(g: Array, L: Array, s: Array, c: Array, form: str, reduction: str,
-             T: dd.Transcendentals | None, bounded: BoundedUW | None = None) -> tuple[Array, Array]:
+             T: dd.Transcendentals | None, bounded: BoundedUW | None = None, subset=None) -> tuple[Array, Array]:
     """``(g·c·e^{−s}, g·(r'(s) − c·e^{−s}·L))`` per task, float64: bounded plain float64
     (:class:`BoundedUW`, ``bounded`` if the forward made one), double-double for the tasks whose
-    bound does not fit (or every task)."""
+    bound does not fit (or every task). ``subset(g, L, s, c, form, reduction, K)``: the ``∂/∂s`` of
+    those tasks, the same bits as :func:`_uw_grads_dd` (a compiled kernel; default that function)."""
     if T is None:
         return PlainUW(L, s, c, form).grads(g, reduction)
     fast = bounded if bounded is not None else BoundedUW.make(L, s, c, form, reduction)
@@ -464,7 +479,10 @@ def uw_grads(g: Array, L: Array, s: Array, c: Array, form: str, reduction: str,
         idx = ns.nonzero(bad)[0] if ns is np else ns.nonzero(bad)[:, 0]
         if int(idx.shape[0]):  # double-double for those tasks only
             ci = c if isinstance(c, float) or not len(tuple(c.shape)) else c[idx]
-            gs[idx] = _uw_grads_dd(g, L[idx], s[idx], ci, form, reduction, T, fast.k, need_L=False)[1]
+            if subset is None:
+                gs[idx] = _uw_grads_dd(g, L[idx], s[idx], ci, form, reduction, T, fast.k, need_L=False)[1]
+            else:
+                gs[idx] = subset(g, L[idx], s[idx], ci, form, reduction, fast.k)
         return gL, gs
     return _uw_grads_dd(g, L, s, c, form, reduction, T, int(L.shape[0]))
 

@@ -18,7 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import dd_branchfree as bf
+from . import doubledouble as dd
 from . import multitask_core as core
+from .compiled import Kernel
 
 __all__ = ["uncertainty_weighted_loss", "dynamic_task_priority", "UncertaintyWeighting", "DynamicTaskPriority"]
 
@@ -63,7 +66,8 @@ class _UWFn(torch.autograd.Function):
             gL, gs = gL.to(ctx.dtypes[0]), gs.to(ctx.dtypes[1])
         else:
             L, s = ctx.saved_tensors
-            gL, gs = core.uw_grads(g, L, s, _coeffs(ctx.c, L), ctx.form, ctx.reduction, core.FLOAT64, ctx.bounded)
+            gL, gs = core.uw_grads(g, L, s, _coeffs(ctx.c, L), ctx.form, ctx.reduction, core.FLOAT64, ctx.bounded,
+                                   _ds_subset)
         need = ctx.needs_input_grad
         return (gL if need[0] else None, gs if need[1] else None, None, None, None, None)
 
@@ -110,6 +114,51 @@ class _LeanUW:
         gL = (self.e * (g * self.c)).to(self.dtypes[0])  # c = ½ or 1: exact
         gs = torch.addcmul(g * self.slope + self.e.new_zeros(()), self.L, self.e, value=-g * self.c)
         return gL, gs.to(self.dtypes[1])
+
+
+_COMPILE_MIN_TASKS = 1 << 14  # tasks from which the double-double ∂/∂s of the tasks near the optimum is compiled
+_COMPILE_MAX_VARIANTS = 4  # (form, one coefficient or one per task): each a recompile; beyond, eager
+
+
+# log 2 as tensors: traced, the float constant would be a symbol, and Dekker's split of it ``c − (c − a)``
+# simplified to ``a``; split by its bits instead, ``two_prod`` with an integer ``e`` is exact either way
+_LN2 = tuple(torch.tensor(v, dtype=_F64) for v in dd.LN2)
+
+
+def _ds_kernel(L: torch.Tensor, s: torch.Tensor, c: Any, slope: float, gh: torch.Tensor,
+               gl: torch.Tensor) -> torch.Tensor:
+    """:func:`multitask_core._uw_grads_dd`'s ``∂/∂s = g'·(r' − c·e^{−s}·L)`` of ``kendall``/``simplified``
+    (``r' = slope``) without ``frexp`` or branches, for :class:`.compiled.Kernel`: the same operations
+    on the same values (``L = m·2^e`` from the bits, :mod:`.dd_branchfree`'s ``exp``/``ldexp``, whose
+    bits are :data:`.doubledouble.SHORT`'s), so the same result, for tasks with a positive normal
+    ``L`` and ``|s| ≤ 700`` (:meth:`multitask_core.BoundedUW.grads` marks no other: ``c·e^{−s}·L`` near
+    ``r'`` there) and a finite nonzero cotangent ``g' = gh + gl``."""
+    bits = L.view(torch.int64)
+    e = ((bits >> 52) & 0x7FF) - 1022
+    m = ((bits & ~(0x7FF << 52)) | (1022 << 52)).view(_F64)  # L = m·2^e, m ∈ [½, 1)
+    u = dd.add_d(dd.mul_d(_LN2, e.to(_F64)), -s)  # log L − s, up to the mantissa's log
+    big = u[0] > core._T_MAX
+    E, k = bf.exp((torch.where(big, core._T_MAX, u[0]), torch.where(big, 0.0, u[1])))
+    a = bf.ldexp(dd.mul_d(E, m * c), k)
+    diff = dd.sub(dd.lift(torch.full_like(s, slope)), a)
+    return dd.collapse(dd.mul((gh + torch.zeros_like(s), gl + torch.zeros_like(s)), diff))
+
+
+_DS = Kernel(_ds_kernel, "uncertainty weighting", _COMPILE_MAX_VARIANTS)
+
+
+def _ds_subset(g: torch.Tensor, L: torch.Tensor, s: torch.Tensor, c: Any, form: str, reduction: str,
+               k: int) -> torch.Tensor:
+    """``∂/∂s`` of the tasks ``L``, ``s`` (a subset of ``k``) that :meth:`multitask_core.BoundedUW.grads`
+    sends to double-double: :func:`_ds_kernel` compiled for CPU calls of at least
+    :data:`_COMPILE_MIN_TASKS` tasks (one cold compilation, then one fused pass instead of ~150 small
+    ones), else :func:`multitask_core._uw_grads_dd`. Same bits either way."""
+    if form != "liebel" and L.device.type == "cpu" and k >= _COMPILE_MIN_TASKS and L.numel():
+        gh, gl = core._cotangent(g, reduction, k, g)
+        out = _DS((form, c if isinstance(c, float) else None), L, s, c, 0.5 if form == "kendall" else 1.0, gh, gl)
+        if out is not None:
+            return out
+    return core._uw_grads_dd(g, L, s, c, form, reduction, core.FLOAT64, k, need_L=False)[1]
 
 
 def _coeffs(c, like: torch.Tensor) -> torch.Tensor:
@@ -173,10 +222,6 @@ class _DTPFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, L: torch.Tensor, kap: torch.Tensor, gam: torch.Tensor, reduction: str, kpi_floor) -> torch.Tensor:
         ctx.reduction, ctx.dtype = reduction, L.dtype
-        v = _lean_dtp(ctx, L, kap, gam, reduction, kpi_floor)
-        if v is not None:
-            return v
-        ctx.w32 = None
         kap = kap.to(device=L.device, dtype=_F64, copy=True)  # our own: the weights may reuse its memory
         if kpi_floor is not None:
             kap.clamp_(min=float(kpi_floor))  # NaN stays
@@ -198,9 +243,6 @@ class _DTPFn(torch.autograd.Function):
     def backward(ctx, g: torch.Tensor):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
-        if ctx.w32 is not None:  # w·g' in float32: 4.01u + one rounding of g/K + the product ≤ 6.02 ULP
-            gp = (g.to(_F64) / ctx.w32.shape[0]).to(torch.float32) if ctx.reduction == "mean" else g
-            return ctx.w32 * gp, None, None, None, None
         g = g.to(_F64)
         if ctx.dtype != _F64:
             gL = (ctx.w * (g / ctx.w.shape[0] if ctx.reduction == "mean" else g)).to(ctx.dtype)
@@ -213,11 +255,28 @@ class _DTPFn(torch.autograd.Function):
 
 
 _LEAN_MIN_TASKS = 4  # the float32 weights' 5.02 ULP (value) fit 4 + log2 K − ½ from K = 3
+_LEAN_BLOCK, _LEAN_BLOCK_MIN_TASKS = 8, 1 << 10  # float32 sums of 8 terms first: 13.04 ULP, in budget from K = 2^10
 
 
-def _lean_dtp(ctx, L: torch.Tensor, kap: torch.Tensor, gam: torch.Tensor, reduction: str, kpi_floor):
-    """DTP ``sum``/``mean`` of float32 losses and KPIs with γ = 1 and no floor, in float32 (``ctx.w32``
-    kept for the backward), or None.
+class _LeanDTPFn(torch.autograd.Function):
+    """The value of :func:`_lean_dtp` (computed before, a float), and its backward ``w·g'`` in float32:
+    4.01u of ``w``, one rounding of ``g/K`` (mean) and one of the product: within 6.02 ULP."""
+
+    @staticmethod
+    def forward(ctx, L: torch.Tensor, w: torch.Tensor, value: float, mean: bool) -> torch.Tensor:
+        ctx.w, ctx.mean = w, mean
+        return torch.tensor(value, dtype=w.dtype, device=w.device)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        gp = (g.to(_F64) / ctx.w.shape[0]).to(ctx.w.dtype) if ctx.mean else g
+        return ctx.w * gp, None, None, None
+
+
+def _lean_dtp(L: torch.Tensor, kap: Any, gamma: Any, reduction: str, kpi_floor) -> tuple[torch.Tensor, float] | None:
+    """DTP ``sum``/``mean`` of float32 losses and KPIs with γ = 1 (a number) and no floor, in float32
+    with the input checks folded in; None where it does not apply or an input is not in range (NaN
+    included): the checked path then raises, or propagates the NaN.
 
     ``w = fl(fl(κ̄ − 1)·fl(log κ̄))``: ``κ̄ − 1`` exact for κ̄ ≥ ½ (Sterbenz), within ``u = 2^-24``
     relative below; ``log`` within 1 ULP ≤ 2u; the product u: ``|ŵ − w| ≤ 4.01u·w``. A nonzero
@@ -226,18 +285,36 @@ def _lean_dtp(ctx, L: torch.Tensor, kap: torch.Tensor, gam: torch.Tensor, reduct
     positive terms keeps the relative bound), the float64 sum ``K·2^-53`` more, a product that
     underflows at most ``2^-150`` (covered where the result ≥ 2^-100, checked), ``/K`` one float64
     rounding: within 5.03u·|f| ≤ 5.03 ULP of the float32 result, inside ``4 + log2 K − ½`` for
-    ``K ≥ 4``. A term that overflows float32 means the result does too (every term ≤ the sum)."""
-    k = int(L.shape[0])
-    if not (L.dtype == kap.dtype == torch.float32 and kap.device == L.device and kpi_floor is None
-            and gam.dim() == 0 and reduction != "none" and k >= _LEAN_MIN_TASKS and float(gam) == 1.0):
+    ``K ≥ 4``. A term that overflows float32 means the result does too (every term ≤ the sum).
+    From :data:`_LEAN_BLOCK_MIN_TASKS` tasks the terms are first summed in float32 in groups of
+    ``b = 8`` (non-negative terms, any order: ``(b − 1)·u`` of their sum), the float64 sum of the
+    groups after: within ``(5.03 + 7.01 + 1)u`` (the 1 for underflowing products, ``K·2^-150 ≤
+    u·2^-100``) ≤ 13.04 ULP, inside ``4 + log2 K − ½`` from ``K ≥ 2^10``; a group sum that overflows
+    float32 makes the total infinite (the checked path then). ``K ≤ 2^26`` (``K·2^-150 ≤ u·2^-100``).
+
+    The checks (:func:`multitask_core.check_dtp`) from two one-sided reductions and the sum: ``min L
+    ≥ 0`` and ``max κ̄ ≤ 1`` (``amin``/``amax``: NaN fails them); an infinite loss, a KPI ≤ 0 or a
+    NaN KPI makes a term ``ŵ·L`` infinite or NaN (``κ̄ = 0``: ``ŵ = +inf``; ``κ̄ < 0``: ``log`` NaN;
+    ``L = inf``: ``inf`` or ``inf·0``), and so the float64 sum, which finite float32 terms cannot
+    make infinite (``K·2^128·104 < 2^1024``)."""
+    if not (type(gamma) in (float, int) and gamma == 1 and kpi_floor is None and isinstance(kap, torch.Tensor)
+            and L.dtype == torch.float32 and kap.dtype == torch.float32 and reduction in ("sum", "mean")
+            and L.dim() == 1 and kap.shape == L.shape and _LEAN_MIN_TASKS <= L.shape[0] <= 1 << 26
+            and kap.device == L.device):
         return None
+    L, kap = L.detach(), kap.detach()
     w = kap - 1
     w *= torch.log(kap)  # ≤ 0 ... times ≤ 0: w ≥ 0 (+0 at κ̄ = 1)
-    total = float((w * L).sum(dtype=_F64))
-    if not 2.0 ** -100 <= total < float("inf"):
-        return None  # NaN, overflow, a tiny or zero sum: the float64 path
-    ctx.w32 = w
-    return torch.tensor(total / k if reduction == "mean" else total, dtype=L.dtype, device=L.device)
+    t = w * L
+    k = int(L.shape[0])
+    if k >= _LEAN_BLOCK_MIN_TASKS:  # float32 sums of _LEAN_BLOCK terms first (a float64 sum of them all is slower)
+        m = k - k % _LEAN_BLOCK
+        total = float(t[:m].view(_LEAN_BLOCK, -1).sum(0).sum(dtype=_F64)) + float(t[m:].sum(dtype=_F64))
+    else:
+        total = float(t.sum(dtype=_F64))
+    if not (2.0 ** -100 <= total < float("inf") and float(torch.amin(L)) >= 0 and float(torch.amax(kap)) <= 1):
+        return None  # a bad input, NaN, a tiny or zero sum: the checked path
+    return (w, total / L.shape[0] if reduction == "mean" else total)
 
 
 def _as_tensor(x: Any, like: torch.Tensor, name: str) -> torch.Tensor:
@@ -252,6 +329,9 @@ def dynamic_task_priority(losses: torch.Tensor, kpis: Any, gamma: Any = 1.0, red
                           kpi_floor: float | None = None) -> torch.Tensor:
     """``Σ_t FL(κ̄_t; γ_t)·L_t`` with ``FL(κ̄; γ) = −(1 − κ̄)^γ·log κ̄``; the weights are constants (no
     gradient through ``kpis`` or ``gamma``)."""
+    lean = _lean_dtp(losses, kpis, gamma, reduction, kpi_floor)
+    if lean is not None:
+        return _LeanDTPFn.apply(losses, lean[0], lean[1], reduction == "mean")
     kap, gam = _as_tensor(kpis, losses, "kpis"), _as_tensor(1.0 if gamma is None else gamma, losses, "gamma")
     core.check_dtp(losses.detach(), kap, gam, reduction, kpi_floor)
     gam = gam.to(device=losses.device, dtype=_F64)

@@ -395,6 +395,43 @@ def test_bad_input_names_the_argument(impl, loss, override, exc, match):
         _call(impl, loss, **args)
 
 
+LEAN_BAD = [  # (index, loss, KPI, error): the float32 DTP path folds its checks into its own reductions
+    (3, -1.0, None, "losses must be ≥ 0"),
+    (3, -1.0, 1.0, "losses must be ≥ 0"),  # weight 0: the term is −0, the minimum of the losses still sees it
+    (5, math.inf, None, "losses must be finite"),
+    (5, math.inf, 1.0, "losses must be finite"),  # inf·0 = NaN
+    (2, None, 0.0, "kpis must be > 0"),
+    (2, None, -0.0, "kpis must be > 0"),
+    (2, None, -0.5, r"kpis must lie in \[0, 1\]"),
+    (2, None, 1.5, r"kpis must lie in \[0, 1\]"),
+    (2, 0.0, 1.5, r"kpis must lie in \[0, 1\]"),  # no term sees it
+    (2, None, -math.inf, r"kpis must lie in \[0, 1\]"),
+]
+
+
+@pytest.mark.parametrize(("i", "loss", "kpi", "match"), LEAN_BAD, ids=[f"{b[1]}-{b[2]}" for b in LEAN_BAD])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_torch_float32_dtp_lean_path_rejects_bad_input(i, loss, kpi, match, reduction):
+    """Many float32 tasks, γ = 1, no floor (the lean path): every bad loss or KPI is still a clear error,
+    NaN still propagates, and the valid inputs around them take the lean path."""
+    from lossoracle.implementations import multitask_torch as mt
+
+    rng = np.random.default_rng(9)
+    L = torch.tensor(rng.uniform(0, 3, 64), dtype=torch.float32)
+    kap = torch.tensor(rng.uniform(0.05, 1, 64), dtype=torch.float32)
+    assert mt._lean_dtp(L, kap, 1.0, reduction, None) is not None
+    if loss is not None:
+        L[i] = loss
+    if kpi is not None:
+        kap[i] = kpi
+    with pytest.raises(ValueError, match=match):
+        torch_impl.dynamic_task_priority(L.requires_grad_(), kap, 1.0, reduction)
+    for nan_L, nan_k in ((True, False), (False, True)):
+        Ln, kn = L.detach().abs().nan_to_num(1.0), kap.clamp(0.5, 1.0)
+        (Ln if nan_L else kn)[i] = math.nan
+        assert math.isnan(float(torch_impl.dynamic_task_priority(Ln, kn, 1.0, reduction)))
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_torch_keeps_the_input_dtype(dtype):
     L = torch.tensor([0.5, 2.0], dtype=dtype, requires_grad=True)
@@ -488,11 +525,12 @@ def test_uw_float64_plain_path_stays_within_budget(impl, form, reduction):
     assert np.array_equal(np.ravel(g["log_vars"])[:8], dd_gs)  # exactly the double-double's
 
 
-@pytest.mark.parametrize("reduction", ["sum", "mean"])
-def test_torch_float32_lean_paths_stay_within_budget(monkeypatch, reduction):
+@pytest.mark.parametrize(("reduction", "k"), [("sum", 512), ("mean", 512), ("sum", 3003)])
+def test_torch_float32_lean_paths_stay_within_budget(monkeypatch, reduction, k):
     """Many float32 tasks: the lean paths (uncertainty weighting from float64 copies, DTP with float32
-    weights) are taken, and value and gradients stay within the float32 faithful budget (4 ULP value
-    plus log2 K, 8 ULP gradient) against the oracle, KPIs at 1, 1 − 2^-24, 2^-149 and ½ included."""
+    weights; from 2^10 tasks its float32 sums of 8 terms, 3003 leaving a tail of 3) are taken, and value
+    and gradients stay within the float32 faithful budget (4 ULP value plus log2 K, 8 ULP gradient)
+    against the oracle, KPIs at 1, 1 − 2^-24, 2^-149 and ½ included."""
     from lossoracle.implementations import multitask_torch as mt
 
     taken = []
@@ -500,7 +538,6 @@ def test_torch_float32_lean_paths_stay_within_budget(monkeypatch, reduction):
     monkeypatch.setattr(mt._LeanUW, "make", lambda *a: taken.append(make(*a)) or taken[-1])
     monkeypatch.setattr(mt, "_lean_dtp", lambda *a: taken.append(lean_dtp(*a)) or taken[-1])
     rng = np.random.default_rng(5)
-    k = 512
     L = rng.uniform(0, 3, k).astype(np.float32)
     s = (rng.standard_normal(k) * 3).astype(np.float32)
     kap = np.concatenate([rng.uniform(1e-3, 1, k - 4), [1.0, 1 - 2.0**-24, 2.0**-149, 0.5]]).astype(np.float32)
@@ -524,6 +561,46 @@ def test_torch_float32_lean_paths_stay_within_budget(monkeypatch, reduction):
         "dynamic_task_priority", "value", "float32", k)
     assert max(ulp_error(float(a), b, f32) for a, b in zip(Lt.grad.numpy(), exact_g)) <= 8
     assert len(taken) == 2 and all(t is not None for t in taken)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("form", "task_types", "reduction"), [("kendall", None, "sum"), ("kendall", "mixed", "mean")])
+def test_torch_float64_compiled_near_optimum_grads_are_the_eager_ones_bit_for_bit(monkeypatch, form, task_types,
+                                                                                  reduction):
+    """The double-double ∂/∂s of the tasks near the optimum, traced by torch.compile (many CPU float64
+    tasks), gives the eager double-double's bits (L = m·2^e from the bits instead of frexp; log 2 split by
+    its bits, since a traced float constant's Dekker split is simplified away)."""
+    from lossoracle.implementations import compiled
+    from lossoracle.implementations import multitask_torch as mt
+
+    monkeypatch.setattr(mt, "_COMPILE_MIN_TASKS", 1 << 8)
+    rng = np.random.default_rng(11)
+    k = 2000
+    s = rng.uniform(-300, 300, k)
+    types = None if task_types is None else [("regression", "classification")[i % 2] for i in range(k)]
+    c = np.array(core_coefficients(types, form, k))
+    slope = 0.5 if form == "kendall" else 1.0
+    L = np.exp(s) * slope / c * rng.uniform(0.7, 1.3, k)  # c·e^{−s}·L within 30 % of r': most tasks near it
+    L[::7] = rng.uniform(0, 3, len(L[::7]))
+    ok = (L > 2.0**-1022) & np.isfinite(L)
+    L, s = L[ok], s[ok]
+    types = None if types is None else [t for t, o in zip(types, ok) if o]
+    out = {}
+    for on in (False, True):
+        monkeypatch.setitem(compiled.ENABLED, "on", on)
+        Lt, st = torch.tensor(L, requires_grad=True), torch.tensor(s, requires_grad=True)
+        torch_impl.uncertainty_weighted_loss(Lt, st, types, form, reduction).backward(torch.tensor(0.75,
+                                                                                                   dtype=torch.float64))
+        out[on] = (Lt.grad, st.grad)
+    assert compiled.ENABLED["on"], "torch.compile failed"
+    assert mt._DS.variants
+    assert torch.equal(out[False][0], out[True][0]) and torch.equal(out[False][1], out[True][1])
+
+
+def core_coefficients(types, form, k):
+    from lossoracle.implementations import multitask_core
+
+    return multitask_core.coefficients(types, form, k)
 
 
 def _faithful(loss: str, quantity: str, dtype: str, n: int) -> float:
