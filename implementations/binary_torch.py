@@ -309,6 +309,75 @@ def _fused_grads32(want_y: bool, a: Tensor, x: Tensor, y: Tensor, w: Tensor | No
     return gx.to(x.dtype), (None if gy is None else gy.to(y.dtype)), check, x.abs().amax()
 
 
+# Without compilation (``LOSSORACLE_COMPILE=0``, or a compilation that failed), float32 sums and
+# means of n ≥ _EAGER32_MIN_NUMEL logits terms without weight or pos_weight on the CPU run eagerly in
+# float32 arithmetic, a few whole-tensor passes (same-dtype operations only):
+# - the value (:func:`_eager_value32`): v = (relu(x) − y·x) + log1p(e^{−|x|}) as above, checked by
+#   the bound of :func:`_value32_passes` with Σb bounded by sums the call already has: t and
+#   l = fl(log1p(e)) are ≥ 0 (y ∈ [0, 1]: fl(y·x) ≤ x for x ≥ 0, rounding being monotone), so
+#   t + 4l ≤ 4(t + l) ≤ 4v/(1 − u) and |v| = v; |p| ≤ (1 + u)·y·|x|. Hence
+#   Σb ≤ 2(1 + u)·Σy|x| + 5.01·Σv + n·2^-146, with Σv from the float64 sum (within n·2^-53
+#   relative) and Σy|x| from float32 dot products of chunks of C = 2^20 terms — non-negative
+#   products, so any order of evaluation is within γ_C = Cu/(1 − Cu) = 1/15 relative, and
+#   Σy|x| ≤ (15/14)·Σ dot (the Python sum of the chunks adds ≤ 2^-53 per chunk; _F32_SLACK covers it).
+# - the input gradient (:func:`_eager_grads32`): a·(σ(x) − y) as (1 − y) − s (x > 0), s − y
+#   (x < 0) or ½ − y (x = 0), all three as (k − y) − sign(x)·s with k = (sign(x) + 1)/2 exact
+#   (no ``torch.where``: unvectorised, ~25 passes' time); s = σ(−|x|) = 1/(1 + e^{|x|}) from
+#   torch.sigmoid (float32 exp ≤ 2u, 1 + E ≤ 2u, division u: s within 4u while every computed
+#   s ≥ _SIGMOID32_MIN — then e^{|x|} is finite and s normal —, checked on the host; else the
+#   kernels above), â = fl32(a) (u, normal or zero, checked), then d̂·â (u). With T = s/|d|
+#   (d = σ(x) − y):
+#   x ≥ 0: fl(1 − y) (u·(1 − y) ≤ u(|d| + s)), s (4u·s), the difference (u|d|): u(2 + 5T)|d|;
+#   x < 0: u(1 + 4T)|d|; so |f̂ − f| ≤ (4 + 5T)·u·|f| (first order; the second is below 2^-40 of it).
+#   Hard targets: T ≤ 1 (y = 1, x ≥ 0: 1 − y = 0 exactly, d = −s; otherwise |d| ≥ ½ ≥ s), ≤ 9 ULP.
+#   Soft targets where c ≤ 4|f| (faithful required): c ≥ |f| + |a|·y (the target's term); x < 0:
+#   y = s − d ≥ (T − 1)|d| so c ≥ T·|f|, T ≤ 4; x ≥ 0: y = 1 − s − d ≥ ½ − |d| so c ≥ |a|/2 and
+#   |d| ≥ 1/8 ≥ s/4, T ≤ 4: at most 24 ULP, within the budget 8 + log2(n) ≥ 25 (n ≥ 2^17).
+#   Everywhere the error is ≤ u(5|a|s + 4|f|) ≤ 5u(c + |f|) (|a|s ≤ c: x < 0, s = y + d; x ≥ 0,
+#   s ≤ ½ and c ≥ |a|/2), within the stable bound k·u·(c + |f|), k = 8 + log2(n); a relative error
+#   above ½ needs |f| < 10.1u·|a|s ≤ k·u·S (the tail bound; S ≥ |cotangent| ≥ |a|); a wrong sign
+#   needs |f| ≤ |f̂ − f|, i.e. |f| ≤ 5.01u·c < k·u·c. ∂/∂y = −â·x: 2u, ≤ 2 ULP.
+_EAGER32_MIN_NUMEL = 1 << 17
+_SIGMOID32_MIN = 2.0 ** -124
+_DOT_CHUNK = 1 << 20
+_DOT_SLACK = 15 / 14  # 1/(1 − γ_C), γ_C = C·u/(1 − C·u) = 1/15 for C = 2^20, u = 2^-24
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _eager32(x: Tensor, *others: Tensor | None) -> bool:
+    """The conditions of the eager float32 logits kernels (see above): CPU float32, enough terms,
+    neither weight nor pos_weight."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() >= _EAGER32_MIN_NUMEL
+            and all(a is None or a.dtype == torch.float32 for a in others))
+
+
+def _eager_value32(x: Tensor, y: Tensor) -> tuple[float, float]:
+    """float32 ``x``, ``y`` (flat, y ∈ [0, 1] checked): the float64 sum of the loss computed in float32
+    and an upper bound of the sum of its error terms Σb (see above)."""
+    a = x.abs()
+    dot = sum(float(torch.dot(y[i:i + _DOT_CHUNK], a[i:i + _DOT_CHUNK])) for i in range(0, x.numel(), _DOT_CHUNK))
+    v = torch.relu(x).addcmul_(y, x, value=-1).add_(a.neg_().exp_().log1p_())
+    total = float(v.sum(dtype=_F64))
+    bound = 2 * (1 + _F32_U) * _DOT_SLACK * dot + 5.01 * total + x.numel() * _F32_FLOOR
+    return total, bound
+
+
+def _eager_grads32(want_y: bool, a: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None] | None:
+    """float32 ``x``, ``y`` (flat), ``a`` the float64 cotangent of every element (0-dim): ``a·(σ(x) − y)``
+    and ``−a·x`` in float32 arithmetic (see above); None where the bound's premises fail (σ(−|x|)
+    below _SIGMOID32_MIN, a NaN, fl32(a) neither normal nor zero)."""
+    a32 = float(a.to(torch.float32))
+    if not (a32 == 0 or _F32_TINY <= abs(a32) <= _F32_MAX):
+        return None
+    s = x.abs().neg_().sigmoid_()
+    if not bool(s.amin() >= _SIGMOID32_MIN):  # also NaN
+        return None
+    sg = torch.sign(x)  # −1, 0, 1: σ(x) = k − sg·s with k = (sg + 1)/2 (σ(0) = ½)
+    # y − k rounded once (k·½ exact), + sg·s (exact) rounded once: −d; a NaN target gives NaN
+    gx = torch.sub(y, sg.add(1), alpha=0.5).addcmul_(s, sg).mul_(-a32)
+    return gx, (x * -a32 if want_y else None)
+
+
 def _plain_value(kind: str, x: Tensor, y: Tensor, w: Tensor | None, pw: Tensor | None) -> Tensor:
     return _LOSSES[kind].plain(x, y, w, pw)
 
@@ -424,9 +493,13 @@ def _forward(kind: str, reduction: str, dtype: torch.dtype, *operands: Tensor | 
         if out is not None:
             core.require_ranges(operands[0], operands[1], False, tuple(out[2].tolist()))
             checked = True
-            total = float(out[0])
-            if _value32_passes(total, float(out[1]), n):
-                return torch.tensor(total if reduction == "sum" else total / n, dtype=_F64).to(dtype)
+            total, bound = float(out[0]), float(out[1])
+        elif flat[2] is None and _eager32(x, flat[1]):
+            core.require_ranges(operands[0], operands[1], False)
+            checked = True
+            total, bound = _eager_value32(x, flat[1])
+        if checked and _value32_passes(total, bound, n):
+            return torch.tensor(total if reduction == "sum" else total / n, dtype=_F64).to(dtype)
     if not guard:
         out = _compiled(_fused_value, (kind, reduction == "none"), kind, reduction == "none", *flat)
         if out is not None:
@@ -476,6 +549,10 @@ def _backward(kind: str, reduction: str, g: Tensor, w: Tensor | None, x: Tensor,
         out = _compiled(_fused_grads32, (want[1],), want[1], gf, xf, yf, wf)
         if out is not None and bool(torch.isfinite(out[2])) and float(out[3]) <= _EXP32_MAX_X:
             return (out[0].view(shape) if want[0] else None), (out[1].view(y.shape) if want[1] else None)
+        if out is None and w is None and _eager32(x, y):
+            out = _eager_grads32(want[1], gf, xf, yf)
+            if out is not None:
+                return (out[0].view(shape) if want[0] else None), (out[1].view(y.shape) if want[1] else None)
     if not guard:
         out = _compiled(_fused_grads, (kind, want[1]), kind, want[1], gf, xf, yf, wf, pwf)
         if out is not None and bool(torch.isfinite(out[2])):

@@ -501,3 +501,81 @@ def test_float32_logits_reduction_falls_back_where_its_bound_fails():
     f32 = FORMATS["float32"]
     assert ulp_error(v, v_eager, f32) <= 1
     assert max(ulp_error(float(a), float(b), f32) for a, b in zip(g, g_eager)) <= 1
+
+
+def _spy_eager32(mp):
+    """Count the calls of the eager float32 logits kernels (name -> calls)."""
+    calls = {"_eager_value32": 0, "_eager_grads32": 0}
+    for name in calls:
+        fn = getattr(torch_impl_binary, name)
+
+        def counting(*args, _fn=fn, _name=name):
+            calls[_name] += 1
+            return _fn(*args)
+
+        mp.setattr(torch_impl_binary, name, counting)
+    return calls
+
+
+def test_float32_logits_reduction_without_compilation_meets_the_budget():
+    """Without compilation (``LOSSORACLE_COMPILE=0``), float32 sums and means of the logits loss run
+    the eager float32 kernels (``_eager_value32``, ``_eager_grads32``): the value within 4 + log2(n)
+    ULP of the oracle, the input gradient within 9 ULP for hard targets (their bound) and, for soft
+    targets, within 8 + log2(n) ULP or within the stable bound 5u·(|a|·y + |f|) the derivation
+    gives (c ≥ |a|·y + |f|); the target's gradient −a·x within 2 ULP."""
+    n = torch_impl_binary._EAGER32_MIN_NUMEL
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal(n) * 4).astype(np.float32)
+    x[:3] = (0.0, -0.0, 85.0)
+    y = rng.random(n).astype(np.float32)
+    y[: n // 2] = (y[: n // 2] < 0.5)  # hard targets
+    near = slice(n - 512, n)  # soft targets at σ(x)(1 + 1e-4·N(0, 1)): the cancelling region
+    y[near] = np.clip(1 / (1 + np.exp(-x[near].astype(np.float64))) * (1 + 1e-4 * rng.standard_normal(512)), 0, 1)
+    xt, yt = torch.tensor(x, requires_grad=True), torch.tensor(y, requires_grad=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(compiled.ENABLED, "on", False)
+        calls = _spy_eager32(mp)
+        out = torch_impl.binary_cross_entropy_with_logits(xt, yt)
+        gx, gy = torch.autograd.grad(out, [xt, yt])
+    assert calls == {"_eager_value32": 1, "_eager_grads32": 1}
+    f32, log_n = FORMATS["float32"], np.log2(n)
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    assert ulp_error(float(out.detach()), reference.binary_cross_entropy_with_logits(x64, y64), f32) <= 4 + log_n
+    idx = np.r_[0:800, n // 2:n // 2 + 400, n - 500:n]  # hard, soft, soft near σ(x) (the oracle is slow)
+    want = reference.binary_cross_entropy_with_logits_grad(np.array(1.0), x64[idx], y64[idx], reduction="sum")
+    u = 2.0 ** -24
+    for i, g, e, t in zip(idx, gx.numpy()[idx], want["input"], gy.numpy()[idx]):
+        e = e / n
+        err = ulp_error(float(g), e, f32)
+        if y[i] in (0, 1):
+            assert err <= 9
+        else:
+            assert err <= 8 + log_n or abs(mpf(float(g)) - e) <= 5 * u * (y64[i] / n + abs(e))
+    assert max(ulp_error(float(t), e / n, f32) for t, e in zip(gy.numpy()[idx], want["target"])) <= 2
+
+
+def test_float32_logits_reduction_without_compilation_falls_back_where_its_bound_fails():
+    """Eager float32 value whose bound fails (confident hard targets: a loss of ~1e-7 per element
+    beside y·|x| ~ 10) and an |x| of 90 (σ(−|x|) underflows float32): the float64 blocks compute
+    both, within the budget."""
+    n = torch_impl_binary._EAGER32_MIN_NUMEL
+    rng = np.random.default_rng(5)
+    y = (rng.random(n) < 0.5).astype(np.float32)
+    x = ((2 * y - 1) * (16 + rng.random(n))).astype(np.float32)
+    x[7], y[7] = -90.0, 0.0
+    value, _ = torch_impl_binary._eager_value32(torch.tensor(x), torch.tensor(y))
+    assert not torch_impl_binary._value32_passes(value, _, n)
+    assert torch_impl_binary._eager_grads32(False, torch.tensor(1.0 / n, dtype=torch.float64), torch.tensor(x),
+                                            torch.tensor(y)) is None
+    xt = torch.tensor(x, requires_grad=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(compiled.ENABLED, "on", False)
+        out = torch_impl.binary_cross_entropy_with_logits(xt, torch.tensor(y), reduction="sum")
+        (gx,) = torch.autograd.grad(out, [xt])
+    f32, log_n = FORMATS["float32"], np.log2(n)
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    exact = reference.binary_cross_entropy_with_logits(x64, y64, reduction="sum")
+    assert ulp_error(float(out.detach()), exact, f32) <= 4 + log_n
+    idx = np.r_[0:400]
+    want = reference.binary_cross_entropy_with_logits_grad(np.array(1.0), x64[idx], y64[idx], reduction="sum")["input"]
+    assert max(ulp_error(float(g), e, f32) for g, e in zip(gx.numpy()[idx], want)) <= 8 + log_n
