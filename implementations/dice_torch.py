@@ -284,6 +284,78 @@ def _fused_grads(x, t, w, stats: dict, prm: core.Params, grad: torch.Tensor, sof
     return None if out is None else (out[0].reshape(x.shape), None if out[1] is None else out[1].reshape(t.shape))
 
 
+# ----------------------------------------------------------------------------------------------
+# Eager softmax with class-index targets (CPU, narrow dtypes, not squared, no ignored position): the
+# float64 arithmetic of :mod:`.dice_core` in a few whole-block operations. The sums come from the
+# (N, C, C) confusion matrix K[n, j, c] = Σ_{s: t_s = c} p_j(s) (``scatter_add_``, no one-hot):
+# I = diag K, FP = Σ_{c ≠ j} K[j, c], FN[c] = Σ_{j ≠ c} K[j, c] — every one a sum of non-negative
+# terms (FN through the other classes' probabilities: no 1 − p, which cancels at the arg-max), p = e·(1/Σe)
+# with e = exp(x − max) as in :func:`.dice_core.prepare`. The probabilities (float64) and the arg-max
+# mask (bool) are kept for the backward, which spreads the coefficients by the targets
+# (``scatter_``) and applies the softmax VJP pivoted on the arg-max class(es), as :func:`.dice_core.backward`.
+
+
+def _indices_softmax(x: torch.Tensor, t: torch.Tensor, prm: core.Params, soft: bool) -> bool:
+    """The conditions of the eager class-index softmax kernels above."""
+    if soft or prm.activation != "softmax" or prm.squared or x.device.type != "cpu" or x.dtype == _F64:
+        return False
+    C = x.shape[1]
+    if 0 <= prm.ignore_index < C or t.numel() == 0:
+        return False
+    lo, hi = torch.aminmax(t)
+    return 0 <= int(lo) and int(hi) < C  # nothing ignored
+
+
+def _indices_stats(x: torch.Tensor, t: torch.Tensor, prm: core.Params, keep: bool):
+    """``(stats, kept)``: the finished sums and, with ``keep``, per block the float64 probabilities and the
+    pivot weights ``top/k`` (1/k at the k arg-max classes, else 0) for :func:`_indices_grads` (else None)."""
+    N, C = x.shape[:2]
+    x3, t3 = x.reshape(N, C, -1), t.reshape(N, 1, -1)
+    S = x3.shape[-1]
+    K = torch.zeros(N, C, C, dtype=_F64)
+    kept = [] if keep else None
+    for sl in _blocks(x, N, C, S):
+        e = x3[:, :, sl].to(_F64)
+        e = e.sub_(e.amax(1, keepdim=True)).exp_()  # 1 exactly at the arg-max class(es)
+        if keep:
+            top = e.floor()  # e ∈ (0, 1]: 1 exactly at the arg-max class(es), else 0
+            if float(top.sum()) != top.numel() // C:  # ties somewhere: weights 1/k
+                top = top.div_(top.sum(1, keepdim=True))
+        p = e.mul_(e.sum(1, keepdim=True).reciprocal_())
+        K.scatter_add_(2, t3[:, :, sl].expand(N, C, -1), p)
+        if keep:
+            kept.append((sl, p, top))
+    off = K.masked_fill(torch.eye(C, dtype=torch.bool), 0)
+    out = {"I": K.diagonal(0, 1, 2).clone(), "FP": off.sum(2), "FN": off.sum(1)}
+    if prm.pooled:
+        out["G"] = torch.zeros(N, C, dtype=_F64).scatter_add_(1, t3[:, 0], torch.ones(1, dtype=_F64).expand(N, S))
+    return core.finish(out, prm), kept
+
+
+def _indices_grads(t: torch.Tensor, w, stats: dict, prm: core.Params, grad: torch.Tensor, kept: list,
+                   shape, dtype) -> torch.Tensor:
+    """``∂/∂x`` from the kept blocks, as :func:`.dice_core.backward`: ``g_c = ∂I − ∂FN`` at the target class L,
+    ``∂FP`` elsewhere; ``p·(h − Σ_j p_j h_j)`` with ``h = g − g_pivot``, the pivot the mean of ``g`` over the
+    arg-max class(es): ``Σ_c w_c·∂FP_c + w_L·(g_L − ∂FP_L)`` (one batched product over the classes), exactly
+    ``g_L`` where L is the only arg-max (w_L = 1), exactly ``∂FP`` of the arg-max where L is not one of them."""
+    N, C = shape[:2]
+    r = core.ratios(stats, prm)
+    a = core.cotangent(grad.to(_F64), r, None if w is None else w.to(_F64), prm)
+    cI, cFP, cFN, _ = core.coefficients(r, a, prm)
+    hit, miss = (cI - cFN).expand(N, C), cFP.expand(N, C).contiguous()  # (G, C) → (N, C): batch pools G = 1
+    t2 = t.reshape(N, 1, -1)
+    gx = torch.empty(N, C, t2.shape[2], dtype=dtype)
+    for sl, p, top in kept:
+        ts = t2[:, :, sl]
+        gL, wL = hit.gather(1, ts[:, 0])[:, None], top.gather(1, ts)
+        piv = torch.bmm(miss[:, None], top).addcmul_(wL, gL - miss.gather(1, ts[:, 0])[:, None])
+        only = (wL == 1).to(_F64)  # exact selections: products with 0/1, one of two terms 0
+        piv = piv.mul_(1 - only).addcmul_(gL, only)
+        h = torch.sub(miss[:, :, None], piv).scatter_(1, ts, gL - piv)
+        gx[:, :, sl] = h.sub_((p * h).sum(1, keepdim=True)).mul_(p)
+    return gx.reshape(shape)
+
+
 class _DiceFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, t, w, prm, soft):
@@ -291,10 +363,13 @@ class _DiceFn(torch.autograd.Function):
         # the softmax's probabilities (float64, N·C·S) are kept when only the input's gradient can be asked for
         keep = x.requires_grad and not (t.requires_grad and soft and prm.kind != "generalized_dice")
         stats, P = (None, None) if op.ld else _fused_stats(op.x, op.t, prm, soft, keep)
+        top = None
+        if stats is None and not op.ld and _indices_softmax(op.x, op.t, prm, soft):
+            stats, top = _indices_stats(op.x, op.t, prm, x.requires_grad)
         if stats is None:
             stats = _stats(op, prm)
         ctx.save_for_backward(x, t, w)
-        ctx.prm, ctx.soft, ctx.stats, ctx.P = prm, soft, stats, P  # (G, C) sums: small
+        ctx.prm, ctx.soft, ctx.stats, ctx.P, ctx.top = prm, soft, stats, P, top  # (G, C) sums: small
         return _value(op, stats, prm).to(x.device)
 
     @staticmethod
@@ -302,9 +377,13 @@ class _DiceFn(torch.autograd.Function):
         x, t, w = ctx.saved_tensors
         need = ctx.needs_input_grad
         want_target = bool(need[1]) and ctx.soft and ctx.prm.kind != "generalized_dice"
-        out = _fused_grads(x.detach(), t.detach(), None if w is None else w.detach(), ctx.stats, ctx.prm, grad,
-                           ctx.soft, want_target, ctx.P)
-        ctx.P = None
+        if ctx.top is not None:
+            out = (_indices_grads(t.detach(), None if w is None else w.detach(), ctx.stats, ctx.prm, grad, ctx.top,
+                                  x.shape, x.dtype), None)
+        else:
+            out = _fused_grads(x.detach(), t.detach(), None if w is None else w.detach(), ctx.stats, ctx.prm, grad,
+                               ctx.soft, want_target, ctx.P)
+        ctx.P = ctx.top = None
         if out is None:
             out = _grads(_Operands(x, t, w, ctx.soft), ctx.stats, ctx.prm, grad, want_target, x.dtype)
         gx, gy = out
