@@ -408,3 +408,43 @@ def test_fused_torch_path_matches_the_eager_kernels(monkeypatch, activation, sof
             assert bool(((a - b).abs() <= ulp).all())
     npv = numpy_impl.dice_loss(x.numpy(), t.numpy(), **kw)
     assert np.array_equal(v1.numpy(), npv)
+
+
+@pytest.mark.parametrize("loss, kw", [("dice_loss", dict(include_background=False, reduction="none")),
+                                      ("jaccard_loss", dict(batch=True)),
+                                      ("tversky_loss", dict(alpha=0.3, beta=0.7, reduction="sum")),
+                                      ("generalized_dice_loss", dict(w_type="simple"))])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_class_index_softmax_path_matches_the_generic_blocks(monkeypatch, loss, kw, dtype):
+    """The eager class-index softmax kernels (sums from the confusion matrix, the probabilities kept for the
+    backward) give the generic eager blocks' values and gradients bit for bit — ties included (the pivot is
+    the mean over the tied arg-max classes) — and serve the call; a class weight rides on the coefficients."""
+    from lossoracle.implementations import compiled, dice_torch
+
+    monkeypatch.setitem(compiled.ENABLED, "on", False)
+    g = torch.Generator().manual_seed(7)
+    x = (torch.randn(3, 4, 40, 37, generator=g) * 4).to(dtype)
+    x[1, :, :9] = x[1, :, :9].round()  # tied logits
+    x[2, 1:3, 5] = 30.0  # a two-way tie far above the rest
+    t = torch.randint(0, 4, (3, 40, 37), generator=g)
+    extra = {} if loss == "generalized_dice_loss" else {"weight": torch.tensor([0.5, 1.0, 2.0, 0.0])}
+    served = []
+    fast = dice_torch._indices_stats
+
+    def spy(*args):
+        served.append(True)
+        return fast(*args)
+
+    out = {}
+    for path in ("fast", "generic"):
+        if path == "generic":
+            monkeypatch.setattr(dice_torch, "_indices_softmax", lambda *a: False)
+        else:
+            monkeypatch.setattr(dice_torch, "_indices_stats", spy)
+        xi = x.clone().requires_grad_()
+        v = getattr(dice_torch, loss)(xi, t, activation="softmax", **kw, **extra)
+        v.backward(torch.linspace(-1.0, 2.0, v.numel()).reshape(v.shape).to(v.dtype))
+        out[path] = (v.detach(), xi.grad)
+    assert served == [True]
+    assert torch.equal(out["fast"][0], out["generic"][0])
+    assert torch.equal(out["fast"][1], out["generic"][1])
