@@ -12,7 +12,8 @@ p ∈ {0, 1}) is recomputed by the guarded kernels of :mod:`.binary_core`. Large
 means of the logits loss without ``pos_weight`` go further: the value in float32 arithmetic where an
 a-priori bound, checked per call, places it within budget (:func:`_fused_value32`), the input
 gradient from the float32 exponential (:func:`_fused_grads32`, within budget or ill-conditioned
-element by element). float64 sums and means
+element by element); without compilation, by the eager float32 kernels :func:`_eager_value32` and
+:func:`_eager_grads32` (2^17 terms or more, no weight). float64 sums and means
 (and their input gradients) run the plain float64 kernels of :mod:`.binary_bounds`, which bound
 their own error: the guarded kernels (guard bits, see :func:`_kernel`) recompute only what a
 bound cannot place within budget, and serve ``reduction='none'``, other devices and the other

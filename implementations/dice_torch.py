@@ -8,7 +8,9 @@ on CUDA in float64. The forward keeps the inputs and the (N, C) sums; the backwa
 the activation (one more pass over the input instead of saved full-size maps) — except on the
 compiled softmax path below. Definitions and parameters: ``lossoracle.reference.dice``.
 
-Speed (CPU): the eager kernels run in L2-sized blocks. Large float16/bfloat16/float32 inputs
+Speed (CPU): the eager kernels run in L2-sized blocks; the softmax with class-index targets (nothing ignored,
+not ``squared``) by the few whole-block operations of :func:`_indices_stats` / :func:`_indices_grads`
+(bit-identical). Large float16/bfloat16/float32 inputs
 (at least ``_COMPILE_MIN_NUMEL`` elements, at most ``_COMPILE_MAX_CLASSES`` classes, not
 ``squared``) run the same arithmetic — float64 per element, the classes unrolled, the sums
 accumulated in float64 — through ``torch.compile`` as one fused loop for the forward sums and
