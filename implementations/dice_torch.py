@@ -321,12 +321,13 @@ def _indices_stats(x: torch.Tensor, t: torch.Tensor, prm: core.Params, keep: boo
         e = e.sub_(e.amax(1, keepdim=True)).exp_()  # 1 exactly at the arg-max class(es)
         if keep:
             top = e.floor()  # e ∈ (0, 1]: 1 exactly at the arg-max class(es), else 0
-            if float(top.sum()) != top.numel() // C:  # ties somewhere: weights 1/k
+            tied = float(top.sum()) != top.numel() // C
+            if tied:  # weights 1/k
                 top = top.div_(top.sum(1, keepdim=True))
         p = e.mul_(e.sum(1, keepdim=True).reciprocal_())
         K.scatter_add_(2, t3[:, :, sl].expand(N, C, -1), p)
         if keep:
-            kept.append((sl, p, top))
+            kept.append((sl, p, top, tied))
     off = K.masked_fill(torch.eye(C, dtype=torch.bool), 0)
     out = {"I": K.diagonal(0, 1, 2).clone(), "FP": off.sum(2), "FN": off.sum(1)}
     if prm.pooled:
@@ -347,12 +348,16 @@ def _indices_grads(t: torch.Tensor, w, stats: dict, prm: core.Params, grad: torc
     hit, miss = (cI - cFN).expand(N, C), cFP.expand(N, C).contiguous()  # (G, C) → (N, C): batch pools G = 1
     t2 = t.reshape(N, 1, -1)
     gx = torch.empty(N, C, t2.shape[2], dtype=dtype)
-    for sl, p, top in kept:
+    for sl, p, top, tied in kept:
         ts = t2[:, :, sl]
         gL, wL = hit.gather(1, ts[:, 0])[:, None], top.gather(1, ts)
-        piv = torch.bmm(miss[:, None], top).addcmul_(wL, gL - miss.gather(1, ts[:, 0])[:, None])
-        only = (wL == 1).to(_F64)  # exact selections: products with 0/1, one of two terms 0
-        piv = piv.mul_(1 - only).addcmul_(gL, only)
+        piv = torch.bmm(miss[:, None], top)  # ∂FP of the arg-max, exactly where it is the only one
+        if tied:
+            piv = piv.addcmul_(wL, gL - miss.gather(1, ts[:, 0])[:, None])
+            only = (wL == 1).to(_F64)  # exact selections: products with 0/1, one of two terms 0
+            piv = piv.mul_(1 - only).addcmul_(gL, only)
+        else:  # lerp is exact at weights 0 and 1 (start + 0·d; end − d·0)
+            piv = torch.lerp(piv, gL, wL)
         h = torch.sub(miss[:, :, None], piv).scatter_(1, ts, gL - piv)
         gx[:, :, sl] = h.sub_((p * h).sum(1, keepdim=True)).mul_(p)
     return gx.reshape(shape)
