@@ -318,8 +318,9 @@ def _fused_grads32(want_y: bool, a: Tensor, x: Tensor, y: Tensor, w: Tensor | No
 #   l = fl(log1p(e)) are ≥ 0 (y ∈ [0, 1]: fl(y·x) ≤ x for x ≥ 0, rounding being monotone), so
 #   t + 4l ≤ 4(t + l) ≤ 4v/(1 − u) and |v| = v; |p| ≤ (1 + u)·y·|x|. Hence
 #   Σb ≤ 2(1 + u)·Σy|x| + 5.01·Σv + n·2^-146, with Σv from the float64 sum (within n·2^-53
-#   relative) and Σy|x| from float32 dot products of chunks of C = 2^20 terms — non-negative
-#   products, so any order of evaluation is within γ_C = Cu/(1 − Cu) = 1/15 relative, and
+#   relative, in any order: chunks of 2^18 summed in Python) and Σy|x| from float32 dot products
+#   of chunks of C = 2^20 terms — non-negative products, so any order of evaluation is within
+#   γ_C = Cu/(1 − Cu) = 1/15 relative, and
 #   Σy|x| ≤ (15/14)·Σ dot (the Python sum of the chunks adds ≤ 2^-53 per chunk; _F32_SLACK covers it).
 # - the input gradient (:func:`_eager_grads32`): a·(σ(x) − y) as (1 − y) − s (x > 0), s − y
 #   (x < 0) or ½ − y (x = 0), all three as (k − y) − sign(x)·s with k = (sign(x) + 1)/2 exact
@@ -356,9 +357,11 @@ def _eager_value32(x: Tensor, y: Tensor) -> tuple[float, float]:
     """float32 ``x``, ``y`` (flat, y ∈ [0, 1] checked): the float64 sum of the loss computed in float32
     and an upper bound of the sum of its error terms Σb (see above)."""
     a = x.abs()
-    dot = sum(float(torch.dot(y[i:i + _DOT_CHUNK], a[i:i + _DOT_CHUNK])) for i in range(0, x.numel(), _DOT_CHUNK))
+    chunks = range(0, x.numel(), _DOT_CHUNK)
+    dot = sum(float(torch.dot(y[i:i + _DOT_CHUNK], a[i:i + _DOT_CHUNK])) for i in chunks)
     v = torch.relu(x).addcmul_(y, x, value=-1).add_(a.neg_().exp_().log1p_())
-    total = float(v.sum(dtype=_F64))
+    del a
+    total = sum(float(v[i:i + _DOT_CHUNK // 4].sum(dtype=_F64)) for i in range(0, x.numel(), _DOT_CHUNK // 4))
     bound = 2 * (1 + _F32_U) * _DOT_SLACK * dot + 5.01 * total + x.numel() * _F32_FLOOR
     return total, bound
 
@@ -374,8 +377,9 @@ def _eager_grads32(want_y: bool, a: Tensor, x: Tensor, y: Tensor) -> tuple[Tenso
     if not bool(s.amin() >= _SIGMOID32_MIN):  # also NaN
         return None
     sg = torch.sign(x)  # −1, 0, 1: σ(x) = k − sg·s with k = (sg + 1)/2 (σ(0) = ½)
-    # y − k rounded once (k·½ exact), + sg·s (exact) rounded once: −d; a NaN target gives NaN
-    gx = torch.sub(y, sg.add(1), alpha=0.5).addcmul_(s, sg).mul_(-a32)
+    s = s.mul_(sg)  # exact
+    # y − k rounded once (−k exact), + sg·s rounded once: −d (a NaN target gives NaN); two buffers in all
+    gx = sg.add_(1).mul_(-0.5).add_(y).add_(s).mul_(-a32)
     return gx, (x * -a32 if want_y else None)
 
 
