@@ -379,7 +379,7 @@ def _eager_grads32(want_y: bool, a: Tensor, x: Tensor, y: Tensor) -> tuple[Tenso
     sg = torch.sign(x)  # −1, 0, 1: σ(x) = k − sg·s with k = (sg + 1)/2 (σ(0) = ½)
     s = s.mul_(sg)  # exact
     # y − k rounded once (−k exact), + sg·s rounded once: −d (a NaN target gives NaN); two buffers in all
-    gx = sg.add_(1).mul_(-0.5).add_(y).add_(s).mul_(-a32)
+    gx = torch.sub(y, sg.add_(1), alpha=0.5, out=sg).add_(s).mul_(-a32)
     return gx, (x * -a32 if want_y else None)
 
 
