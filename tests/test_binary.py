@@ -403,6 +403,10 @@ def test_float64_plain_kernels_recompute_what_their_bound_cannot_place():
     assert gx.numpy()[7] == guarded[7]
 
 
+_COMPILING = pytest.mark.skipif(not compiled.ENABLED["on"], reason="LOSSORACLE_COMPILE=0: nothing is compiled")
+
+
+@_COMPILING
 @pytest.mark.parametrize("loss, reduction", [(BCE, "mean"), (BCE, "none"), (BCEL, "none")])
 def test_fused_kernels_agree_with_the_eager_ones(loss, reduction):
     """float32 at the compiled size: the fused kernels give the eager kernels' results (both float64
@@ -445,6 +449,7 @@ def _spy_kernels(mp, fns):
     return calls
 
 
+@_COMPILING
 def test_float32_logits_reduction_in_float32_arithmetic_meets_the_budget():
     """float32 means of the logits loss at the compiled size: the value from float32 arithmetic
     (``_fused_value32``) within 4 + log2(n) ULP of the oracle; the input gradient with the float32
