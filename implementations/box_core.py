@@ -40,13 +40,21 @@ _K = "0.40528473456935108577551785283891056"  # 4/π², parsed in the compute dt
 
 
 def _cast(b, like):
-    """A boolean mask in the arrays' dtype (NumPy or torch)."""
-    return b.astype(like.dtype) if isinstance(like, (np.ndarray, np.generic)) else b.to(like.dtype)
+    """A boolean mask in the arrays' dtype (NumPy or torch; an exact mask for a value with a running
+    error bound, :class:`.box_bounds.Tracked`)."""
+    if isinstance(like, (np.ndarray, np.generic)):
+        return b.astype(like.dtype)
+    tracked = getattr(like, "tracked_mask", None)
+    return b.to(like.dtype) if tracked is None else tracked(b)
 
 
 def _const(v, like):
-    """The constant ``v`` (a number or a decimal string) in the arrays' dtype, long double included."""
-    return like.dtype.type(v) if isinstance(like, (np.ndarray, np.generic)) else like.new_tensor(float(v))
+    """The constant ``v`` (a number or a decimal string) in the arrays' dtype, long double included
+    (with its rounding error for a value with a running error bound, :class:`.box_bounds.Tracked`)."""
+    if isinstance(like, (np.ndarray, np.generic)):
+        return like.dtype.type(v)
+    tracked = getattr(like, "tracked_const", None)
+    return like.new_tensor(float(v)) if tracked is None else tracked(v)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -308,7 +316,7 @@ def pair_kernel(xp, b1, b2, kind: str, eps: float, alpha: str = "exact", iou_eps
             d4 = [a * ((2 - a) * (k2 * d) - a * t) for d, t in zip(dtheta, dt1)]
         d4 = [xp.where(v == 0, zero, d) for d in d4]
         grads = [a + b for a, b in zip(grads, d4)]
-    grads = [cot * d for d in grads]
+    grads = [d * cot for d in grads]
     if not stacked:
         return value, grads
     return value, (xp.stack(grads[:4], -1), xp.stack(grads[4:], -1))
