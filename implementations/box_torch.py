@@ -10,7 +10,10 @@ the guard bits are missing. Reductions run in the compute dtype; the result has 
 dtype and device.
 
 Paired losses of at least ``_COMPILE_MIN_PAIRS`` pairs computed on the CPU in float64 run the
-kernel through ``torch.compile`` (one fused loop: ~10× the eager speed). Pairwise (N × M): the IoU
+kernel through ``torch.compile`` (one fused loop: ~10× the eager speed). float64 boxes on the CPU
+with a ``sum``/``mean`` of that many pairs: the value in plain float64 with running error bounds
+(:mod:`.box_bounds`, compiled), accepted within the faithful budget, else with guard bits
+(:class:`_PlainBoxFn`). Pairwise (N × M): the IoU
 runs its kernel on the pairs that overlap or touch alone (:func:`_live_pairs`: every other pair's
 value and VJP term is exactly 0), gathered, in blocks of ``_BLOCK`` pairs; the GIoU of narrow CPU
 boxes from ``_COMPILE_MIN_PAIRS`` pairs runs one fused loop for the values and one reduction for
