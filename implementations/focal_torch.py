@@ -636,7 +636,8 @@ class _SoftmaxFocal(torch.autograd.Function):
 # 1. The exponential. Inductor's float32 ``exp`` is SLEEF's ``Sleef_expf16_u10``/``Sleef_expf8_u10`` (the
 #    vector body; sleef.org reference: "1.0 ULP error bound") and glibc's ``expf`` (the scalar loop tail;
 #    0.502 ULP): ``|exp(d) − e^d| ≤ 2^-23·e^d + 2^-149``. ``benchmarks/exp32_ulp.py`` checks it on every
-#    float32 ``d ∈ [−104, 0]`` (below −104, ``e^d < 2^-150``, so 0 is within half the subnormal spacing).
+#    float32 ``d ∈ [−104, 0]`` (below −104, ``e^d < 2^-150``, so 0 is within half the subnormal spacing):
+#    torch 2.14.1, AVX512, worst 0.69·2^-23 relative (0.99 ULP), subnormal results 0.75·2^-149, ``exp(0) = 1``.
 # 2. The difference. ``d = fl32(x_j − m)`` is rounded; TwoSum gives its exact residual ``δ_j``
 #    (``x_j − m = d + δ_j``, ``|δ_j| ≤ 2^-24|d| ≤ 2^-17.3`` where ``e^d ≥ 2^-150``) and
 #    ``E_j = fl(e0 + fl(e0·δ_j))``, ``e0 = exp(d)``: ``e^δ = 1 + δ + ζ``, ``|ζ| ≤ δ² < 2^-34``; the product's
