@@ -557,7 +557,7 @@ def test_softmax_float32_exponentials_stay_within_the_faithful_budget(monkeypatc
         x[i, t[i]] = x[i].amax() + margin
         x[i + 10, (t[i + 10] + 1) % 37] = x[i + 10].amax() + margin  # ... whose target is not the maximum
     x[30, 5] = -math.inf
-    assert not focal_torch._mostly_on_target(x, t)  # 8 of 96 rows: the float32 kernel (speed only)
+    assert not focal_torch._mostly_on_target(x, t.clamp_min(0))  # a few of 96 rows: the float32 kernel (speed only)
     assert focal_torch._mostly_on_target(x[10:16], t[10:16])  # a trained model's rows: float64 throughout
     rows = []
     wide = focal_torch._sm_forward_wide
