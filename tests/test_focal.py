@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mpmath import mpf
 
-from lossoracle import catalog, reference
+from lossoracle import catalog, reference, specs
 from lossoracle.engine import check
 from lossoracle.floats import FORMATS, ulp_error
 from lossoracle.implementations import dd_arithmetic, numpy_impl, torch_impl
@@ -449,11 +449,12 @@ def test_sigmoid_float64_compiled_kernels_are_the_eager_blocks_bit_for_bit(monke
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16])
 def test_softmax_compiled_kernels_match_the_eager_blocks(monkeypatch, dtype):
-    """The fused row kernels (large CPU inputs) compute what the eager blocks compute: the same float64
-    (bfloat16: float32) arithmetic per element, the row sums in another order — at most 1 ULP of the data's
-    dtype apart after the one rounding, NaN rows and ignored targets alike."""
+    """The fused row kernels (large CPU inputs) compute what the eager blocks compute: the same float32
+    arithmetic per element, the row sums in another order — at most 1 ULP of the data's dtype apart after the
+    one rounding, NaN rows and ignored targets alike. (float32 logits take float32 exponentials when compiled,
+    float64 ones in the eager blocks: each is held to the oracle instead, below.)"""
     from lossoracle.implementations import compiled, focal_torch
 
     monkeypatch.setattr(focal_torch, "_SM_COMPILE_MIN_NUMEL", 1 << 10)
@@ -484,10 +485,12 @@ def test_softmax_compiled_kernels_match_the_eager_blocks(monkeypatch, dtype):
 @pytest.mark.parametrize("gamma", [2.0, 0.5])
 @pytest.mark.parametrize("compile_on", [True, False])
 def test_softmax_float32_gradient_from_the_kept_exponentials_meets_its_bound(monkeypatch, gamma, compile_on):
-    """float32 ∂ℓ/∂x from the forward's ``fl32(e_j)`` (fused kernel and eager blocks): each element within the
-    3 ULP derived in focal_torch, of the oracle — the rows where a cotangent above 1 would lift an
-    exponential that float32 holds as subnormal or 0 (e^-110 ≈ 1.7e-48 times 1e10) or where ``|c| > 2^127``
-    (γ = 0.5, target the maximum, ``S`` ≈ 1e-20, cotangent 1e30) included."""
+    """float32 ∂ℓ/∂x from the forward's exponentials: each element of the eager blocks (``fl32(e_j)`` of float64
+    exponentials) within the 3 ULP derived in focal_torch, of the oracle; of the fused kernel (float32
+    exponentials, each row accepted by its a-priori bound only within the faithful budget, else recomputed as
+    in the eager blocks) within that budget — the rows where a cotangent above 1 would lift an exponential
+    that float32 holds as subnormal or 0 (e^-110 ≈ 1.7e-48 times 1e10) or where ``|c| > 2^127`` (γ = 0.5,
+    target the maximum, ``S`` ≈ 1e-20, cotangent 1e30) included."""
     from lossoracle.floats import FORMATS, ulp_error
     from lossoracle.implementations import compiled, focal_torch
 
@@ -512,4 +515,58 @@ def test_softmax_float32_gradient_from_the_kept_exponentials_meets_its_bound(mon
                                              gamma=gamma, reduction="none")["input"]
     f32 = FORMATS["float32"]
     worst = max(ulp_error(float(a), e, f32) for a, e in zip(xi.grad.reshape(-1).tolist(), want.reshape(-1)))
-    assert worst <= 3.0
+    assert worst <= (specs.get(SM).budget.faithful("grad", "float32") if compile_on else 3.0)
+
+
+def _sm32_worst(x, t, w, gamma):
+    """Worst ULP errors (value, gradient) of our float32 softmax focal loss (``reduction='none'``, α = 0.25,
+    cotangent ``w``) against the oracle."""
+    from lossoracle.implementations import focal_torch
+
+    xi = x.clone().requires_grad_()
+    v = focal_torch.softmax_focal_loss(xi, t, alpha=0.25, gamma=gamma, reduction="none")
+    (v * w).sum().backward()
+    x64, tn = x.double().numpy(), t.numpy()
+    want_v = reference.softmax_focal_loss(x64, tn, alpha=0.25, gamma=gamma, reduction="none")
+    want_g = reference.softmax_focal_loss_grad(w.double().numpy(), x64, tn, alpha=0.25, gamma=gamma,
+                                               reduction="none")["input"]
+    f32 = FORMATS["float32"]
+    return tuple(max(ulp_error(a, e, f32) for a, e in zip(got.detach().reshape(-1).tolist(), want.reshape(-1)))
+                 for got, want in ((v, want_v), (xi.grad, want_g)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gamma", [2.0, 0.5])
+def test_softmax_float32_exponentials_stay_within_the_faithful_budget(monkeypatch, gamma):
+    """The fused float32 kernel (float32 exponentials, a per-row a-priori bound; focal_torch steps 1–5): every
+    value and gradient element within the faithful budget of the oracle, on wide logits (|x − m| up to ~60),
+    ties, confident rows whose target is (the bound sends them to float64) or is not the maximum, underflowing
+    exponentials, ±inf, NaN and ignored targets; rows both accepted and recomputed. Bites: without the TwoSum
+    correction of ``x − m`` (mutant below, run unfused) the gradient of the wide rows is far beyond 8 ULP."""
+    from lossoracle.implementations import compiled, focal_torch
+
+    monkeypatch.setattr(focal_torch, "_SM_COMPILE_MIN_NUMEL", 1 << 10)
+    monkeypatch.setitem(compiled.ENABLED, "on", True)
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(96, 37, generator=g) * 12
+    t = torch.randint(0, 37, (96,), generator=g)
+    w = torch.rand(96, generator=g) * 4 - 2
+    x[0], x[1], x[2, 3], x[3, 1], x[4, :2], x[5, 0] = 0.0, -math.inf, math.nan, math.inf, 30.0, 90.0
+    t[4], t[7:9] = 1, -100
+    for i, margin in zip(range(10, 16), (3.0, 12.0, 40.0, 80.0, 120.0, 1e-3)):  # confident rows
+        x[i, t[i]] = x[i].amax() + margin
+        x[i + 10, (t[i + 10] + 1) % 37] = x[i + 10].amax() + margin  # ... whose target is not the maximum
+    x[30, 5] = -math.inf
+    assert not focal_torch._mostly_on_target(x, t.clamp_min(0))  # a few of 96 rows: the float32 kernel (speed only)
+    assert focal_torch._mostly_on_target(x[10:16], t[10:16])  # a trained model's rows: float64 throughout
+    rows = []
+    wide = focal_torch._sm_forward_wide
+    monkeypatch.setattr(focal_torch, "_sm_forward_wide", lambda x, *a: rows.append(x.shape[0]) or wide(x, *a))
+    worst_v, worst_g = _sm32_worst(x, t, w, gamma)
+    assert focal_torch._SM_KERNELS[focal_torch._sm_rows32].variants, "torch.compile failed"
+    assert rows and 0 < rows[0] < 96, rows  # some rows recomputed, most accepted
+    budget = specs.get(SM).budget
+    assert worst_v <= budget.faithful("value", "float32") and worst_g <= budget.faithful("grad", "float32")
+    monkeypatch.setattr(focal_torch, "_sm_compiled", lambda fn, variant, x, *args: fn(x, *args))
+    monkeypatch.setattr(focal_torch, "_sm_exp32", lambda x, m: torch.exp(x - m[:, None]))
+    assert _sm32_worst(x, t, w, gamma)[1] > 2 * budget.faithful("grad", "float32")
