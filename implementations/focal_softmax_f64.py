@@ -45,7 +45,9 @@ an exact 0 from a zero cotangent or ``F``). Rows failing any test — and rows w
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -57,6 +59,8 @@ from .focal_core import softmax_focal_rows, softmax_focal_terms
 __all__ = ["SoftmaxFocal64", "applies"]
 
 Tensor = torch.Tensor
+DD = tuple[Tensor, Tensor]
+Array = Tensor | np.ndarray
 _F64 = torch.float64
 U = 2.0**-53
 EPS_E = 3 * U  # one corrected exponential
@@ -135,33 +139,103 @@ def _row_sums(x: Tensor) -> tuple[Tensor, ...]:
     return m, mn, Q, R, e, bound
 
 
-def _rows(x: Tensor, t: Tensor, alpha_y: Tensor | None, gamma: float, grads: bool):
-    """Forward per row: ``(rows, e, m, e_min, K_v, K_g)`` — :func:`.focal_core.softmax_focal_rows` in
-    double-double at the extracted ``r``, and the relative bounds (inf where a row cannot qualify)."""
+class _Rows(NamedTuple):
+    """Per-row results of the forward: the loss, ``F`` and ``F/S`` (double-doubles; None without
+    gradients) and where the bounds place the loss and the gradient within budget."""
+
+    value: DD
+    F: DD | None
+    FS: DD | None
+    ok_v: Tensor
+    ok_g: Tensor | None
+
+
+def _bounded(r: DD, delta: Array, d_y: DD, y_is_k: Array, ok: Array, alpha_y: Array | None, gamma: float,
+             grads: bool, kv_max: float, kg_max: float) -> _Rows:
+    """:func:`.focal_core.softmax_focal_rows` in double-double at ``r`` (within ``delta`` of the exact
+    one) and the module docstring's relative bounds tested against ``kv_max``, ``kg_max`` (NumPy arrays
+    or tensors: the per-row work is many small operations, several times faster in NumPy on the CPU).
+    A result that may have lost bits to underflow (below 2^-1000) is not accepted unless exactly 0
+    (``α_y = 0``)."""
+    xp = dd.xp(delta)
+    r = A.where(ok, r, A.const(1.0, delta))
+    d_y = A.where(ok, d_y, A.const(0.0, delta))
+    rows = softmax_focal_rows(A, r, d_y, y_is_k, ~ok, alpha_y, gamma, grads)
+    s = r[0] + 1.0
+    S, L = rows.S[0], rows.nlp[0]
+    ey = xp.where(y_is_k, 1.0, rows.e_y[0])
+    lin = ok & (delta <= LINEAR * S) & (delta <= LINEAR * s)
+    a = gamma * ey / (S * s)
+    k_v = xp.nan_to_num(xp.where(lin, delta * (a + 1.0 / (s * L)) + DD_REL, math.inf), nan=math.inf)  # 0/0: L = 0
+    zero = (alpha_y == 0) if alpha_y is not None else xp.zeros_like(ok)
+    ok_v = (k_v * SLACK <= kv_max) & ((xp.abs(rows.value[0]) >= 2.0**-1000) | zero)
+    if not grads:
+        return _Rows(rows.value, None, None, ok_v, None)
+    p = ey / s
+    rho_f = delta * (a + p * (gamma * (L + 1.0) + 1.0) / (s * rows.W[0]))
+    k_g = xp.nan_to_num(xp.where(lin, rho_f + delta / S + DD_REL + U + EPS_E, math.inf), nan=math.inf)
+    return _Rows(rows.value, rows.F, A.div(rows.F, rows.S_safe), ok_v, k_g * SLACK <= kg_max)
+
+
+def _host(v):
+    """Tensors (in tuples) as NumPy arrays where they are on the CPU; None stays None."""
+    if isinstance(v, tuple):
+        return tuple(_host(w) for w in v)
+    return v.numpy() if isinstance(v, Tensor) and v.device.type == "cpu" else v
+
+
+def _tensor(v):
+    """The inverse of :func:`_host`."""
+    if isinstance(v, tuple):
+        return tuple(_tensor(w) for w in v)
+    return torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+
+
+def _bounded_rows(*args) -> _Rows:
+    """:func:`_bounded` on the host's NumPy arrays where the tensors are on the CPU."""
+    with np.errstate(all="ignore"):  # rows outside the bounds' domain divide by 0: masked
+        return _Rows(*_tensor(tuple(_bounded(*_host(args)))))
+
+
+def _put(whole, idx: Tensor, part):
+    """``whole`` (a tensor, a double-double or None) with the rows ``idx`` replaced by ``part``."""
+    if whole is None:
+        return None
+    if isinstance(whole, tuple):
+        return tuple(_put(w, idx, p) for w, p in zip(whole, part))
+    return whole.index_put((idx,), part)
+
+
+def _rows(x: Tensor, t: Tensor, valid: Tensor, alpha_y: Tensor | None, gamma: float, grads: bool,
+          kv_max: float, kg_max: float) -> tuple[_Rows, Tensor | None, Tensor]:
+    """The forward per row: :class:`_Rows`, the exponentials ``e`` (with ``grads``) and ``e^{min_j(x_j − m)}``.
+
+    ``r`` from the plain exponentials first (``Δ = ε·r̂ + b``); rows that miss a budget then take ``r`` as
+    the double-double sum of double-double exponentials (``Δ = (2^-98 + 2^-104·⌈log2 C⌉)·T``: about
+    2^-100 per exponential, 2^-104 per pairwise addition), which serves all but the rows whose ``r`` is
+    itself below about 2^-60 or whose logits are not finite or spread beyond 700."""
     m, mn, Q, R, e, b = _row_sums(x)
-    r = dd.two_sum(Q - 1.0, R)
     x_y = x.gather(-1, t[:, None])[:, 0]
     d_y = dd.two_sum(x_y, -m)
     y_is_k = x_y == m
     d_min = mn - m
     ok = torch.isfinite(m) & (d_min >= D_MIN)  # NaN or ±inf anywhere: d_min is NaN or −inf
-    r = A.where(ok, r, A.const(1.0, m))
-    d_y = A.where(ok, d_y, A.const(0.0, m))
-    rows = softmax_focal_rows(A, r, d_y, y_is_k, ~ok, alpha_y, gamma, grads)
-    delta = (r[0].abs() * (EPS_E * SLACK) + b)  # the maxima's e_j = exp(0)·(1 + 0) = 1 carry no error
-    s = r[0] + 1.0
-    S, L = rows.S[0], rows.nlp[0]
-    ey = torch.where(y_is_k, 1.0, rows.e_y[0])
-    lin = ok & (delta <= LINEAR * S) & (delta <= LINEAR * s)
-    a = gamma * ey / (S * s)
-    k_v = torch.where(lin, delta * (a + 1.0 / (s * L)) + DD_REL, math.inf) * SLACK
-    k_g = None
-    if grads:
-        p = ey / s
-        rho_f = delta * (a + p * (gamma * (L + 1.0) + 1.0) / (s * rows.W[0]))
-        k_g = torch.where(lin, rho_f + delta / S + DD_REL + U + EPS_E, math.inf) * SLACK
-    k_v = k_v.nan_to_num(math.inf)  # L = 0 (or S = 0): 0/0
-    return rows, (e if grads else None), m, d_min.exp(), k_v, (None if k_g is None else k_g.nan_to_num(math.inf))
+    r = dd.two_sum(Q - 1.0, R)
+    delta = r[0].abs() * (EPS_E * SLACK) + b  # the maxima's e_j = exp(0)·(1 + 0) = 1 carry no error
+    out = _bounded_rows(r, delta, d_y, y_is_k, ok, alpha_y, gamma, grads, kv_max, kg_max)
+    miss = valid & ok & ~(out.ok_v if out.ok_g is None else out.ok_v & out.ok_g)
+    idx = miss.nonzero()[:, 0]
+    if idx.numel():
+        sub = _bounded_rows(*_dd_r(x[idx], m[idx]), tuple(v[idx] for v in d_y), y_is_k[idx], ok[idx],
+                       _pick(alpha_y, idx), gamma, grads, kv_max, kg_max)
+        out = _Rows(*(_put(w, idx, p) for w, p in zip(out, sub)))
+    return out, (e if grads else None), d_min.exp()
+
+
+def _dd_r(x: Tensor, m: Tensor) -> tuple[DD, Tensor]:
+    """``r = Σ_j e^{x_j − m} − 1`` from double-double exponentials, and its bound ``Δ``."""
+    T = A.sum_last(A.exp(dd.two_sum(x, -m[:, None])))
+    return dd.add_d(T, -1.0), T[0] * ((2.0**-98 + 2.0**-104 * math.ceil(math.log2(x.shape[-1]))) * SLACK)
 
 
 def _dd_rows(x: Tensor, t: Tensor, alpha_y: Tensor | None, gamma: float, grads: bool):
@@ -188,30 +262,26 @@ class SoftmaxFocal64(torch.autograd.Function):
         alpha_y = None if alpha is None else (alpha.to(_F64)[tt] if alpha.ndim else alpha.to(_F64).expand(tt.shape))
         grads = ctx.needs_input_grad[0]
         n = 1 if reduction == "none" else x.shape[0]
-        rows, e, m, e_min, k_v, k_g = _rows(x, tt, alpha_y, gamma, grads)
-        value = rows.value
-        v_hi = value[0]
-        ok_v = (k_v <= (_budget(2.0, n) - 1.5) * U) & ((v_hi.abs() >= 2.0**-1000) | (v_hi == 0))
-        redo = (valid & ~ok_v).nonzero()[:, 0]
+        out, e, e_min = _rows(x, tt, valid, alpha_y, gamma, grads, (_budget(2.0, n) - 1.5) * U,
+                              (_budget(4.0, n) - 1.5) * U)
+        value = out.value
+        redo = (valid & ~out.ok_v).nonzero()[:, 0]
         if redo.numel():
-            v = _dd_rows(x[redo], tt[redo], _pick(alpha_y, redo), gamma, False)[0]
-            value = tuple(part.index_put((redo,), w) for part, w in zip(value, v))
-        zero = A.const(0.0, m)
-        value = A.where(valid, value, zero)
+            value = _put(value, redo, _dd_rows(x[redo], tt[redo], _pick(alpha_y, redo), gamma, False)[0])
+        value = A.where(valid, value, A.const(0.0, value[0]))
         if reduction == "none":
-            out = A.round(value).reshape(lead)
+            res = A.round(value).reshape(lead)
         else:
-            total = A.sum_last(value)
-            if reduction == "mean":
-                total = A.div(total, A.const(float(valid.sum()), total[0]))
-            out = A.round(total)
+            with np.errstate(all="ignore"):  # a mean over no target: 0/0, NaN
+                total = A.sum_last(_host(value))
+                if reduction == "mean":
+                    total = A.div(total, A.const(float(valid.sum()), total[0]))
+                res = torch.as_tensor(A.round(total), device=x.device)
         if grads:
-            ok_g = k_g <= (_budget(4.0, n) - 1.5) * U
-            FS = A.div(rows.F, rows.S_safe)
             extra = [] if alpha_y is None else [alpha_y]
-            ctx.save_for_backward(input, tt, valid, ok_g, e, e_min, *FS, *rows.F, *extra)
+            ctx.save_for_backward(input, tt, valid, out.ok_g, e, e_min, *out.FS, *out.F, *extra)
             ctx.reduction, ctx.gamma = reduction, gamma
-        return out
+        return res
 
     @staticmethod
     @once_differentiable
@@ -227,7 +297,7 @@ class SoftmaxFocal64(torch.autograd.Function):
             cot = A.div(cot, A.const(float(max(int(valid.sum()), 1)), cot[0]))
         c = A.round(A.mul((fs_h, fs_l), cot))
         gy = A.round(A.neg(A.mul((f_h, f_l), cot)))
-        exact0 = (cot[0] == 0) | (f_h == 0)
+        exact0 = (cot[0] == 0) if alpha_y is None else (cot[0] == 0) | (alpha_y == 0)  # an exact 0 gradient
         ac = c.abs()
         ok = ok & (exact0 | ((ac * e_min * (1 - 2.0**-30) >= TINY * SLACK) & (ac <= 2.0**1000)
                              & (gy.abs() >= TINY)))
