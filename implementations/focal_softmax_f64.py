@@ -30,16 +30,21 @@ checks it eager and compiled). Extraction: ``Σq`` exact, the rest within ``b = 
 - value ``α u^γ L``: ``ρ_v = Δ·(a + 1/((1+r)L))``;
 - ``F = α u^γ W``: ``ρ_F = Δ·(a + p_y(γ(L+1) + 1)/((1+r)W))``; ``F/S``: ``ρ_F + Δ/S``.
 
-The double-double row arithmetic adds ``2^-90`` (generous: about 20 operations of 2^-100). A
-gradient element ``fl(fl(c)·e_j)``: ``K_g = ρ_F + Δ/S + 2^-90 + u + ε`` before its last rounding,
-the target's ``ρ_F + 2^-90``. **Budget** (README "Verdicts and grades", ``Budget.faithful``): value 2,
-gradient 4 ULP, each plus ``log2 n`` over the ``n`` positions of a ``sum``/``mean``; with the last
-rounding (≤ u of the result) a relative bound ``K ≤ (B − 1.5)·u`` gives ``K·|f| + u|f̂| ≤ B·u·(|f̂| − err)``
-and ``ulp(f) ≥ u·|f|``: within ``B`` ULP. A reduced value sums the rows' double-double values
-(non-negative) and rounds once, so the same per-row test bounds the total. The backward adds the
-range checks that need the cotangent: ``|ĉ|·e^{min_j(x_j − m)}`` normal and ``|ĉ| ≤ 2^1000`` (or
-an exact 0 from a zero cotangent or ``F``). Rows failing any test — and rows with a non-finite logit
-— run :func:`.focal_core.softmax_focal_terms` in double-double (correctly rounded up to its 2^-100).
+The double-double row arithmetic (:data:`.doubledouble.PRECISE` functions within 2^-98 relative,
+``tests/test_focal.py`` shows 2^-100; operations 2^-104) adds ``D = 2^-94 + γ·2^-98·(|log S| + log1p r)``:
+``u^γ = exp(γ(log S − log1p r))`` turns the logarithms' relative errors into an absolute error of the
+exponent, the rest is about twenty roundings. A gradient element ``fl(fl(c)·e_j)``:
+``K_g = ρ_F + Δ/S + D + u + ε`` before its last rounding, the target's ``ρ_F + D``. **Budget** (README
+"Verdicts and grades", ``Budget.faithful``): value 2, gradient 4 ULP, each plus ``log2 n`` over the
+``n`` positions of a ``sum``/``mean``; with the last rounding (≤ u of the result) a relative bound
+``K ≤ (B − 1.5)·u`` gives ``K·|f| + u|f̂| ≤ B·u·(|f̂| − err)`` and ``ulp(f) ≥ u·|f|``: within ``B`` ULP. A
+reduced value sums the rows' double-double values (non-negative) and rounds once, so the same per-row
+test bounds the total. The backward adds the range checks that need the cotangent:
+``|ĉ|·e^{min_j(x_j − m)}`` normal and ``|ĉ| ≤ 2^1000`` (or an exact 0: a zero cotangent or ``α_y = 0``); a value below
+2^-1000 (it may have lost bits to underflow) is not accepted unless ``α_y = 0``. Rows that miss a budget
+first take ``r`` from double-double exponentials (``Δ = (2^-98 + 2^-104·⌈log2 C⌉)·T``, :func:`_dd_r`)
+and are tested again; rows that still miss, and rows with a non-finite logit or a spread beyond 700, run
+:func:`.focal_core.softmax_focal_terms` in double-double (correctly rounded up to its 2^-100).
 """
 
 from __future__ import annotations
@@ -64,7 +69,6 @@ Array = Tensor | np.ndarray
 _F64 = torch.float64
 U = 2.0**-53
 EPS_E = 3 * U  # one corrected exponential
-DD_REL = 2.0**-90  # the double-double row arithmetic
 SLACK = 1 + 2.0**-20  # second-order terms
 LINEAR = 2.0**-30  # Δ/S and Δ/(1 + r) at most this: first order holds
 D_MIN = -700.0  # every x_j − m at least this: every e_j normal
@@ -166,14 +170,15 @@ def _bounded(r: DD, delta: Array, d_y: DD, y_is_k: Array, ok: Array, alpha_y: Ar
     ey = xp.where(y_is_k, 1.0, rows.e_y[0])
     lin = ok & (delta <= LINEAR * S) & (delta <= LINEAR * s)
     a = gamma * ey / (S * s)
-    k_v = xp.nan_to_num(xp.where(lin, delta * (a + 1.0 / (s * L)) + DD_REL, math.inf), nan=math.inf)  # 0/0: L = 0
+    dd_rel = 2.0**-94 + gamma * 2.0**-98 * (xp.abs(xp.log(S)) + xp.log1p(r[0]))
+    k_v = xp.nan_to_num(xp.where(lin, delta * (a + 1.0 / (s * L)) + dd_rel, math.inf), nan=math.inf)  # 0/0: L = 0
     zero = (alpha_y == 0) if alpha_y is not None else xp.zeros_like(ok)
     ok_v = (k_v * SLACK <= kv_max) & ((xp.abs(rows.value[0]) >= 2.0**-1000) | zero)
     if not grads:
         return _Rows(rows.value, None, None, ok_v, None)
     p = ey / s
     rho_f = delta * (a + p * (gamma * (L + 1.0) + 1.0) / (s * rows.W[0]))
-    k_g = xp.nan_to_num(xp.where(lin, rho_f + delta / S + DD_REL + U + EPS_E, math.inf), nan=math.inf)
+    k_g = xp.nan_to_num(xp.where(lin, rho_f + delta / S + dd_rel + U + EPS_E, math.inf), nan=math.inf)
     return _Rows(rows.value, rows.F, A.div(rows.F, rows.S_safe), ok_v, k_g * SLACK <= kg_max)
 
 

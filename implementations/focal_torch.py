@@ -821,6 +821,8 @@ def softmax_focal_loss(input: torch.Tensor, target: torch.Tensor, alpha=None, ga
     g = check_gamma(gamma)
     a = _alpha_tensor(alpha, C, input.device)
     fn = _SoftmaxFocal if input.dtype == _F64 or C == 0 else _SoftmaxFocalFast
+    # float64: plain float64 with a per-row bound, double-double where it fails (focal_softmax_f64); whole
+    # double-double (_SoftmaxFocal) where no row could meet the gradient budget (reduction 'none', n < 8)
     if input.dtype == _F64 and focal_softmax_f64.applies(input, reduction, input.requires_grad
                                                          and torch.is_grad_enabled()):
         fn = focal_softmax_f64.SoftmaxFocal64
