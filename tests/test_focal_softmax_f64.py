@@ -184,3 +184,27 @@ def test_non_finite_rows_fall_back(redone, bad):
     want_g = reference.softmax_focal_loss_grad(1.0, x.numpy(), t.numpy(), gamma=2.0, reduction="sum")["input"]
     assert _worst(v, want_v) <= BUDGET.faithful("value", "float64", 40)
     assert _worst(gx, want_g) <= BUDGET.faithful("grad", "float64", 40)
+
+
+def test_row_bounds_are_the_same_in_torch_and_numpy():
+    """The per-row work runs in NumPy for CPU tensors and in torch elsewhere (CUDA): the same bits,
+    the same decisions (run here on CPU tensors through the torch branch)."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(200, 30, generator=g, dtype=torch.float64) * 3
+    x[:3, 0] = torch.tensor([math.nan, math.inf, 900.0], dtype=torch.float64)
+    t = torch.randint(0, 30, (200,), generator=g)
+    t[::7] = x[::7].argmax(-1)
+    alpha_y = torch.rand(200, generator=g, dtype=torch.float64)
+    alpha_y[5] = 0.0
+    m, mn, Q, R, e, b = focal_softmax_f64._row_sums(x)
+    x_y = x.gather(-1, t[:, None])[:, 0]
+    ok = torch.isfinite(m) & (mn - m >= focal_softmax_f64.D_MIN)
+    r = focal_softmax_f64.dd.two_sum(Q - 1.0, R)
+    args = (r, r[0].abs() * focal_softmax_f64.EPS_E + b, focal_softmax_f64.dd.two_sum(x_y, -m), x_y == m, ok,
+            alpha_y, 2.0, True, 6 * focal_softmax_f64.U, 9 * focal_softmax_f64.U)
+    on_host = focal_softmax_f64._bounded_rows(*args)
+    in_torch = focal_softmax_f64._bounded(*args)
+    assert 0 < int(on_host.ok_g.sum()) < 200 and 0 < int(on_host.ok_v.sum()) < 200
+    for p, q in zip(focal_softmax_f64._host(tuple(on_host)), focal_softmax_f64._host(tuple(in_torch))):
+        for u, v in zip(p if isinstance(p, tuple) else (p,), q if isinstance(q, tuple) else (q,)):
+            assert np.array_equal(u, v, equal_nan=True)
