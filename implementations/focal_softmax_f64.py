@@ -21,7 +21,7 @@ checks it eager and compiled). Extraction: ``Σq`` exact, the rest within ``b = 
 ``Q − 1`` is exact (a multiple of ``ulp(σ)`` below ``2^M``). So ``|r̂ − r| ≤ Δ = ε·r̂·(1 + 2^-20) + b``
 (``r ≤ r̂/(1 − ε)``).
 
-**Propagation** (first order; rows qualify only where ``Δ/S, Δ/(1+r) ≤ 2^-30``). ``S = 1 + r − e_y``
+**Propagation** (first order; rows qualify only where ``(1 + γ)·Δ/S, (1 + γ)·Δ/(1+r) ≤ 2^-30``). ``S = 1 + r − e_y``
 (``y ≠ k``) or ``r`` (``y = k``) and ``1 + r`` move by the same ``δ``: with ``e'_y = 1 + r − S``
 (``e^{d_y}``, or 1), ``p_y = e'_y/(1+r)``, ``L = −log p_y`` and ``u = S/(1+r)``:
 ``δ log u = δ·e'_y/(S(1+r))``, ``δL = δ/(1+r)``, ``δW = δ/(1+r)·[γ p_y(1 − L) + p_y·e'_y/(1+r)]``
@@ -70,7 +70,7 @@ _F64 = torch.float64
 U = 2.0**-53
 EPS_E = 3 * U  # one corrected exponential
 SLACK = 1 + 2.0**-20  # second-order terms
-LINEAR = 2.0**-30  # Δ/S and Δ/(1 + r) at most this: first order holds
+LINEAR = 2.0**-30  # (1 + γ)·Δ/S and (1 + γ)·Δ/(1 + r) at most this: first order holds
 D_MIN = -700.0  # every x_j − m at least this: every e_j normal
 TINY = 2.0**-1022
 _BLOCK = 1 << 16  # elements per eager block (512 KiB of float64)
@@ -168,7 +168,7 @@ def _bounded(r: DD, delta: Array, d_y: DD, y_is_k: Array, ok: Array, alpha_y: Ar
     s = r[0] + 1.0
     S, L = rows.S[0], rows.nlp[0]
     ey = xp.where(y_is_k, 1.0, rows.e_y[0])
-    lin = ok & (delta <= LINEAR * S) & (delta <= LINEAR * s)
+    lin = ok & (delta * (1.0 + gamma) <= LINEAR * S) & (delta * (1.0 + gamma) <= LINEAR * s)
     a = gamma * ey / (S * s)
     dd_rel = 2.0**-94 + gamma * 2.0**-98 * (xp.abs(xp.log(S)) + xp.log1p(r[0]))
     k_v = xp.nan_to_num(xp.where(lin, delta * (a + 1.0 / (s * L)) + dd_rel, math.inf), nan=math.inf)  # 0/0: L = 0
