@@ -53,7 +53,7 @@ def _run(x, t, cot, **kw):
     return v.detach(), xi.grad
 
 
-@pytest.mark.parametrize("compile_on", [True, False])
+@pytest.mark.parametrize("compile_on", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_exp_of_zero_is_one_eager_and_compiled(monkeypatch, compile_on):
     """The bound takes the maxima's ``e_j = exp(0)·(1 + 0)`` as exactly 1 (vector loops and their tails)."""
     monkeypatch.setattr(focal_softmax_f64, "_COMPILE_MIN_NUMEL", 1)
@@ -65,7 +65,7 @@ def test_exp_of_zero_is_one_eager_and_compiled(monkeypatch, compile_on):
         assert bool((torch.exp(torch.zeros(C, dtype=torch.float64)) == 1.0).all())
 
 
-@pytest.mark.parametrize("compile_on", [True, False])
+@pytest.mark.parametrize("compile_on", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_corrected_exponentials_are_within_three_units_of_the_exact_ones(monkeypatch, compile_on):
     """``e_j = exp(h_j)(1 + l_j)`` within ``ε = 3u`` of ``e^{x_j − m}`` (mpmath), eager and compiled, on
     rows whose maximum 700.3 makes ``x_j − m`` inexact by up to 2^-44 — without the 2Sum correction (an
@@ -90,7 +90,7 @@ def test_corrected_exponentials_are_within_three_units_of_the_exact_ones(monkeyp
     assert worst <= focal_softmax_f64.EPS_E
 
 
-@pytest.mark.parametrize("compile_on", [True, False])
+@pytest.mark.parametrize("compile_on", [pytest.param(True, marks=pytest.mark.slow), False])
 @pytest.mark.parametrize("reduction,gamma", [("mean", 2.0), ("sum", 0.5), ("mean", 5.0)])
 def test_random_rows_take_the_plain_path_and_are_faithful(monkeypatch, redone, compile_on, reduction, gamma):
     """Logits 3·N(0, 1), a tenth of the targets the row maximum, some ignored, per-class α: most rows
@@ -140,7 +140,7 @@ def test_the_bound_is_what_keeps_amplified_rows_faithful(monkeypatch, redone):
     assert _worst(plain, want) > BUDGET.faithful("value", "float64")
 
 
-@pytest.mark.parametrize("compile_on", [True, False])
+@pytest.mark.parametrize("compile_on", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_rows_beyond_the_bound_fall_back_and_stay_faithful(monkeypatch, redone, compile_on):
     """A mean with gradients: a row whose plain bound fails (target the maximum, ``r`` ≈ 1e-12, γ = 5)
     takes ``r`` in double-double; a row whose ``r`` ≈ 1e-78 is too small even for that, and one whose
