@@ -40,7 +40,8 @@ exponent, the rest is about twenty roundings. A gradient element ``fl(fl(c)·e_j
 ``K ≤ (B − 1.5)·u`` gives ``K·|f| + u|f̂| ≤ B·u·(|f̂| − err)`` and ``ulp(f) ≥ u·|f|``: within ``B`` ULP. A
 reduced value sums the rows' double-double values (non-negative) and rounds once, so the same per-row
 test bounds the total. The backward adds the range checks that need the cotangent:
-``|ĉ|·e^{min_j(x_j − m)}`` normal and ``|ĉ| ≤ 2^1000`` (or an exact 0: a zero cotangent or ``α_y = 0``); a value below
+``|ĉ|·e^{min_j(x_j − m)}`` and ``|ĝ_y|`` normal, ``|ĉ|, |ĝ_y| ≤ 2^1000`` (or an exact 0: a zero
+cotangent or ``α_y = 0``); a value below
 2^-1000 (it may have lost bits to underflow) is not accepted unless ``α_y = 0``. Rows that miss a budget
 first take ``r`` from double-double exponentials (``Δ = (2^-98 + 2^-104·⌈log2 C⌉)·T``, :func:`_dd_r`)
 and are tested again; rows that still miss, and rows with a non-finite logit or a spread beyond 700, run
@@ -305,7 +306,7 @@ class SoftmaxFocal64(torch.autograd.Function):
         exact0 = (cot[0] == 0) if alpha_y is None else (cot[0] == 0) | (alpha_y == 0)  # an exact 0 gradient
         ac = c.abs()
         ok = ok & (exact0 | ((ac * e_min * (1 - 2.0**-30) >= TINY * SLACK) & (ac <= 2.0**1000)
-                             & (gy.abs() >= TINY)))
+                             & (gy.abs() >= TINY) & (gy.abs() <= 2.0**1000)))
         g = torch.mul(e, torch.where(exact0, 0.0, c)[:, None])
         g.scatter_(-1, tt[:, None], torch.where(exact0, 0.0, gy)[:, None])
         redo = (valid & ~ok).nonzero()[:, 0]
