@@ -41,11 +41,11 @@ exponent, the rest is about twenty roundings. A gradient element ``fl(fl(c)·e_j
 reduced value sums the rows' double-double values (non-negative) and rounds once, so the same per-row
 test bounds the total. The backward adds the range checks that need the cotangent:
 ``|ĉ|·e^{min_j(x_j − m)}`` and ``|ĝ_y|`` normal, ``|ĉ|, |ĝ_y| ≤ 2^1000`` (or an exact 0: a zero
-cotangent or ``α_y = 0``); a value below
-2^-1000 (it may have lost bits to underflow) is not accepted unless ``α_y = 0``. Rows that miss a budget
-first take ``r`` from double-double exponentials (``Δ = (2^-98 + 2^-104·⌈log2 C⌉)·T``, :func:`_dd_r`)
-and are tested again; rows that still miss, and rows with a non-finite logit or a spread beyond 700, run
-:func:`.focal_core.softmax_focal_terms` in double-double (correctly rounded up to its 2^-100).
+cotangent or ``α_y = 0``); a value below 2^-1000 (it may have lost bits to underflow) is not accepted
+unless ``α_y = 0``. Rows that miss a budget first take ``r`` from double-double exponentials
+(``Δ = (2^-98 + 2^-104·⌈log2 C⌉)·T``, :func:`_dd_r`) and are tested again; rows that still miss, and
+rows with a non-finite logit or a spread beyond 700, run :func:`.focal_core.softmax_focal_terms` in
+double-double (correctly rounded up to its 2^-100).
 """
 
 from __future__ import annotations
