@@ -22,7 +22,7 @@ caller, and return per-element values and derivative factors in the chosen arith
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -169,6 +169,33 @@ def softmax_focal_terms(A, x, target, alpha_y, gamma: float, grads: bool):
     r = A.sum_last(e)
     mr = m_fin[..., 0]
     d_y = dd.two_sum(x_y, -mr) if wide else x_y - mr
+    rows = softmax_focal_rows(A, r, d_y, y_is_k, bad, alpha_y, gamma, grads)
+    if not grads:
+        return rows.value, None
+    one, F, S_safe = A.const(1.0, A.hi(r)), rows.F, rows.S_safe
+    q = A.div(e, A.col(S_safe))  # e_j/S; column k still holds 0 here
+    q = _scatter(A, q, k, A.div(one, S_safe))
+    g = A.mul(q, A.col(F))
+    return rows.value, _scatter(A, g, ti, A.neg(F))
+
+
+class SoftmaxFocalRows(NamedTuple):
+    """Per-row quantities of :func:`softmax_focal_rows` (``F``, ``S_safe``, ``s``, ``W`` None
+    without gradients)."""
+
+    value: Any  # α_y u^γ (−log p_y), NaN on bad rows
+    nlp: Any  # −log p_y = log1p(r) − d_y
+    e_y: Any  # e^{d_y}
+    S: Any  # Σ_{j≠y} e_j
+    F: Any  # α_y u^γ W (NaN on bad rows)
+    S_safe: Any  # S, 1 where S = 0
+    s: Any  # 1 + r
+    W: Any  # γ p_y (−log p_y) + u
+
+
+def softmax_focal_rows(A, r, d_y, y_is_k, bad, alpha_y, gamma: float, grads: bool) -> SoftmaxFocalRows:
+    """The per-row part of :func:`softmax_focal_terms` from ``r = Σ_{j≠k} e_j`` and ``d_y = x_y − m``
+    (``y_is_k``: the target is the maximum, ``d_y = 0``; ``bad``: rows whose results are NaN)."""
     e_y = A.exp(d_y)
     row = A.hi(r)
     one, zero = A.const(1.0, row), A.const(0.0, row)
@@ -188,15 +215,11 @@ def softmax_focal_terms(A, x, target, alpha_y, gamma: float, grads: bool):
     nan = A.const(float("nan"), row)
     value = A.where(bad, nan, A.mul(ug, nlp))
     if not grads:
-        return value, None
+        return SoftmaxFocalRows(value, nlp, e_y, S, None, None, None, None)
     s = A.add(one, r)
     W = A.add(A.mul(A.const(gamma, row), A.mul(A.div(A.where(y_is_k, one, e_y), s), nlp)), A.div(S, s))
     F = A.where(bad, nan, A.mul(ug, W))
-    S_safe = A.where(S_zero, one, S)
-    q = A.div(e, A.col(S_safe))  # e_j/S; column k still holds 0 here
-    q = _scatter(A, q, k, A.div(one, S_safe))
-    g = A.mul(q, A.col(F))
-    return value, _scatter(A, g, ti, A.neg(F))
+    return SoftmaxFocalRows(value, nlp, e_y, S, F, A.where(S_zero, one, S), s, W)
 
 
 def _scatter(A, a, idx, v):

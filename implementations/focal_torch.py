@@ -44,6 +44,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from . import dd_branchfree as ddt
+from . import focal_softmax_f64
 from . import doubledouble as dd
 from .compiled import Kernel
 from .doubledouble import DD
@@ -954,4 +955,9 @@ def softmax_focal_loss(input: torch.Tensor, target: torch.Tensor, alpha=None, ga
     g = check_gamma(gamma)
     a = _alpha_tensor(alpha, C, input.device)
     fn = _SoftmaxFocal if input.dtype == _F64 or C == 0 else _SoftmaxFocalFast
+    # float64: plain float64 with a per-row bound, double-double where it fails (focal_softmax_f64); whole
+    # double-double (_SoftmaxFocal) where no row could meet the gradient budget (reduction 'none', n < 8)
+    if input.dtype == _F64 and focal_softmax_f64.applies(input, reduction, input.requires_grad
+                                                         and torch.is_grad_enabled()):
+        fn = focal_softmax_f64.SoftmaxFocal64
     return fn.apply(input, target.to(device=input.device, dtype=torch.int64), a, g, ignore_index, reduction)
