@@ -302,3 +302,31 @@ def test_resume_skips_the_cells_the_journal_holds(tmp_path, capsys):
                                         for d in ("float64", "float32")}
     assert len([r for r in rows if r.get("dtype") == "float64"]) == len([r for r in first if r.get("dtype")
                                                                            == "float64"])  # not run again
+
+
+def test_a_worker_forked_after_our_compiled_kernels_can_still_run_backward():
+    """Run in a fresh process: a compiled kernel called (no gradients), then a backward, then a forked
+    worker's backward. Without ``compiled._prime_autograd`` the autograd engine starts its threads
+    at that first backward and the child refuses every backward ("autograd's threading in
+    combination with fork-based multiprocessing"), so every implementation would fail."""
+    code = textwrap.dedent("""
+        import torch
+        from lossoracle import isolation
+        from lossoracle.implementations import compiled
+        assert compiled.ENABLED["on"]
+        k = compiled.Kernel(lambda a: (a.exp() + 1).sum(), "probe", 1)
+        with torch.no_grad():
+            assert k(0, torch.arange(4.0)) is not None, "torch.compile failed"
+        x = torch.ones(3, requires_grad=True); (x * 2).sum().backward()
+
+        def grad_in_child():
+            y = torch.ones(3, requires_grad=True)
+            (y * 3).sum().backward()
+            return y.grad.tolist()
+
+        print(isolation.Worker(grad_in_child, timeout=120).run())
+    """)
+    env = {**os.environ, "LOSSORACLE_COMPILE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[3.0, 3.0, 3.0]", out.stdout[-2000:]
