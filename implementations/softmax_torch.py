@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import softmax_core as core
+from .compiled import Kernel
 from .validation import class_target_kind, require_floating, require_reduction
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -110,10 +111,28 @@ def _softmax(x2: torch.Tensor, ct: torch.dtype) -> tuple[torch.Tensor, torch.Ten
     return core.Bulk(x2.to(ct), log=False).p(), None
 
 
+def _sm_grad_rows(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The softmax VJP of rows ``p`` ``(R, C)``, cotangents ``g``: ``p_j (g_j − Σ_i g_i p_i)``, and at the
+    arg-max ``k`` of a row where ``p_k > 1/2`` (``1 − p_k`` would cancel) ``p_k Σ_{i≠k} p_i (g_k − g_i)``
+    (the same, by ``Σ p = 1``) — one fused loop per row: its maximum, three sums, the output."""
+    pm = p.amax(-1, keepdim=True)
+    at = (p == pm) & (pm > 0.5)  # at most one column per row: every other p is below 1/2
+    gk = torch.where(at, g, 0.0).sum(-1, keepdim=True)
+    rest = (p * (gk - g)).sum(-1, keepdim=True)
+    return torch.where(at, p * rest, p * (g - (g * p).sum(-1, keepdim=True)))
+
+
+_COMPILE_MIN_NUMEL = 1 << 16  # CPU elements from which the softmax backward is compiled
+_SM_GRAD_ROWS = Kernel(_sm_grad_rows, "softmax backward", 4)  # variants: dtypes
+
+
 class _SoftmaxFn(torch.autograd.Function):
     """Log-softmax or softmax: the bulk (:func:`_log_softmax`, :func:`_softmax`) and, in the tail rows
     (a probability above 1/2), the arg-max column ``k`` cancellation-free: ``log p_k = −log1p(r)`` in
-    forward (``r = Σ_{j≠k} e^{ℓ_j − ℓ_k}``), and the VJP at ``k`` in backward."""
+    forward (``r = Σ_{j≠k} e^{ℓ_j − ℓ_k}``), and the VJP at ``k`` in backward. Softmax values need no
+    correction, so its tail rows are found in backward (from the saved ``p``: in the compiled row loop
+    :func:`_sm_grad_rows` for large CPU inputs, else by a pass for the row maxima), unless the forward
+    had each row's largest ``p`` at hand."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
@@ -121,19 +140,10 @@ class _SoftmaxFn(torch.autograd.Function):
         x2, shape = _rows(x, dim)
         out, top = (_log_softmax(x2, ct), None) if log else _softmax(x2, ct)
         tail = None
-        if out.numel():
+        if out.numel() and (log or top is not None):
             if top is None:
-                top = out.amax(-1)  # the row's largest log p (or p)
-            idx = (top > -core.LN2 if log else top > 0.5).nonzero()[:, 0]
-            if idx.numel():
-                rows = out.index_select(0, idx)
-                v, k = rows.max(-1, keepdim=True)  # (torch's argmax is three times slower)
-                if log:  # r = Σ_{j≠k} e^{ℓ_j − ℓ_k} in place of the rows (the bulk's error in log Σ cancels)
-                    r = rows.sub_(v).exp_().scatter_(-1, k, 0.0).sum(-1, keepdim=True)
-                    out.index_put_((idx, k[:, 0]), -torch.log1p(r[:, 0]))
-                    tail = (idx, k, r)
-                else:
-                    tail = (idx, k, rows)
+                top = out.amax(-1)  # the row's largest log p
+            tail = _find_tail(out, top, log)
         ctx.save_for_backward(out)
         ctx.dim, ctx.log, ctx.shape, ctx.dtype, ctx.tail = dim, log, shape, x.dtype, tail
         return _unrows(out, shape, dim, x.dtype)
@@ -143,9 +153,21 @@ class _SoftmaxFn(torch.autograd.Function):
         (out,) = ctx.saved_tensors
         g2, _ = _rows(g, ctx.dim)
         g2 = g2 if g2.dtype == out.dtype else g2.to(out.dtype)
-        gx = _log_softmax_grad(g2, out) if ctx.log else _softmax_grad(g2, out)
-        if ctx.tail is not None:
-            idx, k, q = ctx.tail  # q: r (log-softmax) or the rows' p (softmax)
+        tail = ctx.tail
+        if ctx.log:
+            gx = _log_softmax_grad(g2, out)
+        else:
+            gx = None
+            if tail is None and out.device.type == "cpu" and out.numel() >= _COMPILE_MIN_NUMEL:
+                gx = _SM_GRAD_ROWS(out.dtype, out, g2)
+            if gx is not None:
+                tail = None  # corrected in the same loop
+            else:
+                gx = _softmax_grad(g2, out)
+                if tail is None and out.numel():
+                    tail = _find_tail(out, out.amax(-1), False)
+        if tail is not None:
+            idx, k, q = tail  # q: r (log-softmax) or the rows' p (softmax)
             gs = g2.index_select(0, idx)
             gk = gs.gather(-1, k)
             if ctx.log:  # g_k (1 − p_k) − p_k Σ_{i≠k} g_i = (g_k r − Σ_{i≠k} g_i) / (1 + r)
@@ -154,6 +176,23 @@ class _SoftmaxFn(torch.autograd.Function):
                 v = -q.gather(-1, k) * torch.linalg.vecdot(gs.sub_(gk), q)[:, None]
             gx.index_put_((idx, k[:, 0]), v[:, 0])
         return _unrows(gx, ctx.shape, ctx.dim, ctx.dtype), None, None
+
+
+def _find_tail(out: torch.Tensor, top: torch.Tensor, log: bool):
+    """The rows whose largest probability exceeds 1/2 (``top``: each row's largest ``log p`` or ``p``), their
+    arg-max ``k`` and ``r`` (log-softmax: ``log p_k = −log1p(r)`` written into ``out``) or their ``p``;
+    None if there are none."""
+    idx = (top > -core.LN2 if log else top > 0.5).nonzero()[:, 0]
+    if not idx.numel():
+        return None
+    rows = out.index_select(0, idx)
+    v, k = rows.max(-1, keepdim=True)  # (torch's argmax is three times slower)
+    if not log:
+        return idx, k, rows
+    # r = Σ_{j≠k} e^{ℓ_j − ℓ_k} in place of the rows (the bulk's error in log Σ cancels)
+    r = rows.sub_(v).exp_().scatter_(-1, k, 0.0).sum(-1, keepdim=True)
+    out.index_put_((idx, k[:, 0]), -torch.log1p(r[:, 0]))
+    return idx, k, r
 
 
 def log_softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
