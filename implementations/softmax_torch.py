@@ -114,16 +114,61 @@ def _softmax(x2: torch.Tensor, ct: torch.dtype) -> tuple[torch.Tensor, torch.Ten
 def _sm_grad_rows(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """The softmax VJP of rows ``p`` ``(R, C)``, cotangents ``g``: ``p_j (g_j − Σ_i g_i p_i)``, and at the
     arg-max ``k`` of a row where ``p_k > 1/2`` (``1 − p_k`` would cancel) ``p_k Σ_{i≠k} p_i (g_k − g_i)``
-    (the same, by ``Σ p = 1``) — one fused loop per row: its maximum, three sums, the output."""
+    (the same, by ``Σ p = 1``) — one fused loop per row: its maximum, three sums, the output (in ``g``'s
+    dtype: half cotangents are read as they are, computed in ``p``'s)."""
+    dtype, g = g.dtype, g.to(p.dtype)
     pm = p.amax(-1, keepdim=True)
     at = (p == pm) & (pm > 0.5)  # at most one column per row: every other p is below 1/2
     gk = torch.where(at, g, 0.0).sum(-1, keepdim=True)
     rest = (p * (gk - g)).sum(-1, keepdim=True)
-    return torch.where(at, p * rest, p * (g - (g * p).sum(-1, keepdim=True)))
+    return torch.where(at, p * rest, p * (g - (g * p).sum(-1, keepdim=True))).to(dtype)
 
 
-_COMPILE_MIN_NUMEL = 1 << 16  # CPU elements from which the softmax backward is compiled
-_SM_GRAD_ROWS = Kernel(_sm_grad_rows, "softmax backward", 4)  # variants: dtypes
+_COMPILE_MIN_NUMEL = 1 << 16  # CPU elements from which the softmax kernels are compiled
+_SM_GRAD_ROWS = Kernel(_sm_grad_rows, "softmax backward", 6)  # variants: dtypes
+
+
+# float16/bfloat16 on the CPU (large inputs, compiled): each row in float32 from the half logits, nothing
+# float32 the size of the input kept — the forward writes the half result and keeps each row's maximum
+# ``m`` and ``r = Σ_{j: x_j<m} e^{x_j − m} + (#{x_j = m} − 1)`` (every term but one maximum's, the other
+# maxima added as exact ones: a tiny ``r`` keeps its relative accuracy); the backward recomputes
+# ``d = x − m`` and ``log p = d − log1p(r)`` (or ``p = e^d/(1 + r)``) bit for bit from the half logits.
+# ``log p_k = −log1p(r)`` is cancellation-free in every row, and the VJP at the arg-max of a row with
+# ``r < 1`` (``p_k > 1/2``) takes the forms of :class:`_SoftmaxFn`. A NaN, a +inf or a row of −inf makes
+# ``r`` NaN and the row NaN, as PyTorch's kernels.
+def _half_rows(x: torch.Tensor, log: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``log p`` (or ``p``) of half rows ``x`` in their dtype, and ``m``, ``r`` ``(R, 1)`` in float32."""
+    xc = x.float()
+    m = xc.amax(-1, keepdim=True)
+    d = xc - m
+    top = d == 0
+    r = torch.where(top, 0.0, torch.exp(d)).sum(-1, keepdim=True) + (torch.where(top, 1.0, 0.0).sum(-1, keepdim=True) - 1.0)
+    out = d - torch.log1p(r) if log else torch.exp(d) / (1.0 + r)
+    return out.to(x.dtype), m, r
+
+
+def _half_grad(x: torch.Tensor, g: torch.Tensor, m: torch.Tensor, r: torch.Tensor, log: bool) -> torch.Tensor:
+    """The VJP of :func:`_half_rows` for cotangents ``g``, in ``g``'s dtype."""
+    gc = g.float()
+    d = x.float() - m
+    at = (d == 0) & (r < 1.0)  # the arg-max of a row with p_k > 1/2 (a unique maximum there)
+    if log:  # g − p Σ g; at k: (g_k r − Σ_{i≠k} g_i) / (1 + r)
+        nk = torch.where(at, 0.0, gc).sum(-1, keepdim=True)
+        gx = torch.where(at, (gc * r - nk) / (1.0 + r), gc - torch.exp(d - torch.log1p(r)) * gc.sum(-1, keepdim=True))
+    else:  # p (g − Σ g p); at k: p_k Σ_{i≠k} p_i (g_k − g_i)
+        p = torch.exp(d) / (1.0 + r)
+        gk = torch.where(at, gc, 0.0).sum(-1, keepdim=True)
+        rest = (p * (gk - gc)).sum(-1, keepdim=True)
+        gx = torch.where(at, p * rest, p * (gc - (gc * p).sum(-1, keepdim=True)))
+    return gx.to(g.dtype)
+
+
+_HALF_FWD = Kernel(_half_rows, "softmax (half)", 4)  # variants: dtype, log
+_HALF_GRAD = Kernel(_half_grad, "softmax backward (half)", 4)
+
+
+def _compiled_half(x2: torch.Tensor) -> bool:
+    return x2.dtype in _HALF and x2.device.type == "cpu" and x2.numel() >= _COMPILE_MIN_NUMEL
 
 
 class _SoftmaxFn(torch.autograd.Function):
@@ -138,6 +183,12 @@ class _SoftmaxFn(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
         ct = _ct(x)
         x2, shape = _rows(x, dim)
+        ctx.dim, ctx.log, ctx.shape, ctx.dtype, ctx.tail, ctx.half = dim, log, shape, x.dtype, None, False
+        if log and _compiled_half(x2) and (res := _HALF_FWD((x.dtype, log), x2, log)) is not None:
+            out, m, r = res
+            ctx.save_for_backward(x2, m, r)
+            ctx.half = True
+            return _unrows(out, shape, dim, x.dtype)
         out, top = (_log_softmax(x2, ct), None) if log else _softmax(x2, ct)
         tail = None
         if out.numel() and (log or top is not None):
@@ -145,27 +196,31 @@ class _SoftmaxFn(torch.autograd.Function):
                 top = out.amax(-1)  # the row's largest log p
             tail = _find_tail(out, top, log)
         ctx.save_for_backward(out)
-        ctx.dim, ctx.log, ctx.shape, ctx.dtype, ctx.tail = dim, log, shape, x.dtype, tail
+        ctx.tail = tail
         return _unrows(out, shape, dim, x.dtype)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        (out,) = ctx.saved_tensors
         g2, _ = _rows(g, ctx.dim)
-        g2 = g2 if g2.dtype == out.dtype else g2.to(out.dtype)
+        if ctx.half:
+            x2, m, r = ctx.saved_tensors
+            g2 = g2.to(x2.dtype)
+            gx = _HALF_GRAD((x2.dtype, ctx.log), x2, g2, m, r, ctx.log)
+            gx = _half_grad(x2, g2, m, r, ctx.log) if gx is None else gx
+            return _unrows(gx, ctx.shape, ctx.dim, ctx.dtype), None, None
+        (out,) = ctx.saved_tensors
         tail = ctx.tail
+        if not ctx.log and tail is None and out.device.type == "cpu" and out.numel() >= _COMPILE_MIN_NUMEL:
+            gx = _SM_GRAD_ROWS((out.dtype, g2.dtype), out, g2)  # half cotangents read as they are
+            if gx is not None:  # the tail rows corrected in the same loop
+                return _unrows(gx, ctx.shape, ctx.dim, ctx.dtype), None, None
+        g2 = g2 if g2.dtype == out.dtype else g2.to(out.dtype)
         if ctx.log:
             gx = _log_softmax_grad(g2, out)
         else:
-            gx = None
-            if tail is None and out.device.type == "cpu" and out.numel() >= _COMPILE_MIN_NUMEL:
-                gx = _SM_GRAD_ROWS(out.dtype, out, g2)
-            if gx is not None:
-                tail = None  # corrected in the same loop
-            else:
-                gx = _softmax_grad(g2, out)
-                if tail is None and out.numel():
-                    tail = _find_tail(out, out.amax(-1), False)
+            gx = _softmax_grad(g2, out)
+            if tail is None and out.numel():
+                tail = _find_tail(out, out.amax(-1), False)
         if tail is not None:
             idx, k, q = tail  # q: r (log-softmax) or the rows' p (softmax)
             gs = g2.index_select(0, idx)
