@@ -8,12 +8,17 @@ maximum lies in [0, 600] (``e^x`` of the exact input), else shifted with the Two
 arg-max column of those rows; cross-entropy recomputes those rows (and non-finite ones) by the
 cancellation-free kernels, in forward, keeping their gradient for backward — except with few
 classes and no label smoothing, where every row takes the cancellation-free form in a few passes
-one format wider (:class:`_TargetRows`). Forward saves what backward reads (``log p`` or ``p``):
-nothing is recomputed over the whole input. float16/bfloat16 are computed in float32 and rounded
-once to the input dtype; CPU and CUDA alike. Semantics are PyTorch's.
+one format wider (:class:`_TargetRows`). Forward saves what backward reads (``log p`` or ``p``;
+the compiled log-softmax rows below: the logits and two numbers per row). float16/bfloat16 are
+computed in float32 and rounded once to the input dtype; CPU and CUDA alike. Semantics are PyTorch's.
 
-Speed (``python benchmarks/softmax_ratio.py``): the checks that find the tail rows cost one read
-pass of the output (its row maxima) and the work on those rows; the rest is PyTorch's kernels.
+Speed (``python benchmarks/softmax_ratio.py``): on the CPU, from 2^16 elements, two kinds of
+``torch.compile`` kernels (eager fallback: the paths above, ``LOSSORACLE_COMPILE=0``). float32/float16/
+bfloat16 log-softmax computes each row in float32 cancellation-free in one kernel, keeping only the row
+maximum and ``r`` for a backward that recomputes from the logits (no tail rows, no float32 copy of a half
+input); the softmax backward finds and corrects its tail rows in the same fused row loop as the VJP (the
+forward is PyTorch's kernel alone). Elsewhere the checks that find the tail rows cost one read pass of the
+output (its row maxima) and the work on those rows; the rest is PyTorch's kernels.
 """
 
 from __future__ import annotations
@@ -128,51 +133,43 @@ _COMPILE_MIN_NUMEL = 1 << 16  # CPU elements from which the softmax kernels are 
 _SM_GRAD_ROWS = Kernel(_sm_grad_rows, "softmax backward", 6)  # variants: dtypes
 
 
-# float16/bfloat16 on the CPU (large inputs, compiled): each row in float32 from the half logits, nothing
-# float32 the size of the input kept — the forward writes the half result and keeps each row's maximum
-# ``m`` and ``r = Σ_{j: x_j<m} e^{x_j − m} + (#{x_j = m} − 1)`` (every term but one maximum's, the other
-# maxima added as exact ones: a tiny ``r`` keeps its relative accuracy); the backward recomputes
-# ``d = x − m`` and ``log p = d − log1p(r)`` (or ``p = e^d/(1 + r)``) bit for bit from the half logits.
-# ``log p_k = −log1p(r)`` is cancellation-free in every row, and the VJP at the arg-max of a row with
-# ``r < 1`` (``p_k > 1/2``) takes the forms of :class:`_SoftmaxFn`. A NaN, a +inf or a row of −inf makes
-# ``r`` NaN and the row NaN, as PyTorch's kernels.
-def _half_rows(x: torch.Tensor, log: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``log p`` (or ``p``) of half rows ``x`` in their dtype, and ``m``, ``r`` ``(R, 1)`` in float32."""
+# Log-softmax of float32/float16/bfloat16 on the CPU (large inputs, compiled): each row in float32, nothing the
+# size of the input kept. The forward writes ``log p = d − log1p(r)`` in the input's dtype (``d = x − m``, ``m``
+# the row maximum, ``r = Σ_{j: x_j<m} e^{d_j} + (#{x_j = m} − 1)``: every term but one maximum's, the other
+# maxima added as exact ones, so a tiny ``r`` keeps its relative accuracy) and keeps ``m`` and ``r`` per row;
+# the backward recomputes ``d`` and ``log p`` bit for bit from the logits. ``log p_k = −log1p(r)`` is
+# cancellation-free in every row — no pass for the row maxima of the output, no tail rows — and the VJP at
+# the arg-max of a row with ``r < 1`` (``p_k > 1/2``) is ``(g_k r − Σ_{i≠k} g_i)/(1 + r)``, as in
+# :class:`_SoftmaxFn`. A NaN, a +inf or a row of −inf makes ``r`` NaN and the row NaN, as PyTorch's kernel.
+def _lsm_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``log p`` of rows ``x`` in their dtype, and ``m``, ``r`` ``(R, 1)`` in float32."""
     xc = x.float()
     m = xc.amax(-1, keepdim=True)
     d = xc - m
     top = d == 0
-    r = torch.where(top, 0.0, torch.exp(d)).sum(-1, keepdim=True) + (torch.where(top, 1.0, 0.0).sum(-1, keepdim=True) - 1.0)
-    out = d - torch.log1p(r) if log else torch.exp(d) / (1.0 + r)
-    return out.to(x.dtype), m, r
+    ties = torch.where(top, 1.0, 0.0).sum(-1, keepdim=True) - 1.0  # exact
+    r = torch.where(top, 0.0, torch.exp(d)).sum(-1, keepdim=True) + ties
+    return (d - torch.log1p(r)).to(x.dtype), m, r
 
 
-def _half_grad(x: torch.Tensor, g: torch.Tensor, m: torch.Tensor, r: torch.Tensor, log: bool) -> torch.Tensor:
-    """The VJP of :func:`_half_rows` for cotangents ``g``, in ``g``'s dtype."""
+def _lsm_rows_grad(x: torch.Tensor, g: torch.Tensor, m: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """The VJP of :func:`_lsm_rows`, ``g − p Σ g``, for cotangents ``g``, in ``g``'s dtype."""
     gc = g.float()
     d = x.float() - m
     at = (d == 0) & (r < 1.0)  # the arg-max of a row with p_k > 1/2 (a unique maximum there)
-    if log:  # g − p Σ g; at k: (g_k r − Σ_{i≠k} g_i) / (1 + r)
-        nk = torch.where(at, 0.0, gc).sum(-1, keepdim=True)
-        gx = torch.where(at, (gc * r - nk) / (1.0 + r), gc - torch.exp(d - torch.log1p(r)) * gc.sum(-1, keepdim=True))
-    else:  # p (g − Σ g p); at k: p_k Σ_{i≠k} p_i (g_k − g_i)
-        p = torch.exp(d) / (1.0 + r)
-        gk = torch.where(at, gc, 0.0).sum(-1, keepdim=True)
-        rest = (p * (gk - gc)).sum(-1, keepdim=True)
-        gx = torch.where(at, p * rest, p * (gc - (gc * p).sum(-1, keepdim=True)))
-    return gx.to(g.dtype)
+    nk = torch.where(at, 0.0, gc).sum(-1, keepdim=True)  # Σ_{i≠k} g_i
+    bulk = gc - torch.exp(d - torch.log1p(r)) * gc.sum(-1, keepdim=True)
+    return torch.where(at, (gc * r - nk) / (1.0 + r), bulk).to(g.dtype)
 
 
-_HALF_FWD = Kernel(_half_rows, "softmax (half)", 4)  # variants: dtype, log
-_HALF_GRAD = Kernel(_half_grad, "softmax backward (half)", 4)
-
-
-def _compiled_half(x2: torch.Tensor) -> bool:
-    return x2.dtype in _HALF and x2.device.type == "cpu" and x2.numel() >= _COMPILE_MIN_NUMEL
+_ROWS_DTYPES = (torch.float32, *_HALF)
+_LSM_ROWS = Kernel(_lsm_rows, "log-softmax rows", 3)  # variants: dtypes
+_LSM_ROWS_GRAD = Kernel(_lsm_rows_grad, "log-softmax rows backward", 3)
 
 
 class _SoftmaxFn(torch.autograd.Function):
-    """Log-softmax or softmax: the bulk (:func:`_log_softmax`, :func:`_softmax`) and, in the tail rows
+    """Log-softmax or softmax. Large CPU float32/float16/bfloat16 log-softmax: :func:`_lsm_rows` and its VJP.
+    Otherwise the bulk (:func:`_log_softmax`, :func:`_softmax`) and, in the tail rows
     (a probability above 1/2), the arg-max column ``k`` cancellation-free: ``log p_k = −log1p(r)`` in
     forward (``r = Σ_{j≠k} e^{ℓ_j − ℓ_k}``), and the VJP at ``k`` in backward. Softmax values need no
     correction, so its tail rows are found in backward (from the saved ``p``: in the compiled row loop
@@ -183,11 +180,12 @@ class _SoftmaxFn(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
         ct = _ct(x)
         x2, shape = _rows(x, dim)
-        ctx.dim, ctx.log, ctx.shape, ctx.dtype, ctx.tail, ctx.half = dim, log, shape, x.dtype, None, False
-        if log and _compiled_half(x2) and (res := _HALF_FWD((x.dtype, log), x2, log)) is not None:
+        ctx.dim, ctx.log, ctx.shape, ctx.dtype, ctx.tail, ctx.rows = dim, log, shape, x.dtype, None, False
+        if log and x2.dtype in _ROWS_DTYPES and x2.device.type == "cpu" and x2.numel() >= _COMPILE_MIN_NUMEL \
+                and (res := _LSM_ROWS(x.dtype, x2)) is not None:
             out, m, r = res
             ctx.save_for_backward(x2, m, r)
-            ctx.half = True
+            ctx.rows = True
             return _unrows(out, shape, dim, x.dtype)
         out, top = (_log_softmax(x2, ct), None) if log else _softmax(x2, ct)
         tail = None
@@ -202,11 +200,11 @@ class _SoftmaxFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         g2, _ = _rows(g, ctx.dim)
-        if ctx.half:
+        if ctx.rows:
             x2, m, r = ctx.saved_tensors
             g2 = g2.to(x2.dtype)
-            gx = _HALF_GRAD((x2.dtype, ctx.log), x2, g2, m, r, ctx.log)
-            gx = _half_grad(x2, g2, m, r, ctx.log) if gx is None else gx
+            gx = _LSM_ROWS_GRAD(x2.dtype, x2, g2, m, r)
+            gx = _lsm_rows_grad(x2, g2, m, r) if gx is None else gx
             return _unrows(gx, ctx.shape, ctx.dim, ctx.dtype), None, None
         (out,) = ctx.saved_tensors
         tail = ctx.tail
