@@ -12,13 +12,13 @@ one format wider (:class:`_TargetRows`). Forward saves what backward reads (``lo
 the compiled log-softmax rows below: the logits and two numbers per row). float16/bfloat16 are
 computed in float32 and rounded once to the input dtype; CPU and CUDA alike. Semantics are PyTorch's.
 
-Speed (``python benchmarks/softmax_ratio.py``): on the CPU, from 2^16 elements, two kinds of
-``torch.compile`` kernels (eager fallback: the paths above, ``LOSSORACLE_COMPILE=0``). float32/float16/
-bfloat16 log-softmax computes each row in float32 cancellation-free in one kernel, keeping only the row
-maximum and ``r`` for a backward that recomputes from the logits (no tail rows, no float32 copy of a half
-input); the softmax backward finds and corrects its tail rows in the same fused row loop as the VJP (the
-forward is PyTorch's kernel alone). Elsewhere the checks that find the tail rows cost one read pass of the
-output (its row maxima) and the work on those rows; the rest is PyTorch's kernels.
+Speed (``python benchmarks/softmax_ratio.py``): on the CPU, from 2^16 elements, ``torch.compile`` kernels
+(eager fallback: the paths above, ``LOSSORACLE_COMPILE=0``). float32/float16/bfloat16 log-softmax (and
+float16/bfloat16 softmax) computes each row in float32 cancellation-free in one kernel, keeping only the
+row maximum and ``r`` for a backward that recomputes from the logits (no tail rows, no float32 copy of a
+half input); the float32/float64 softmax backward finds and corrects its tail rows in the same fused row
+loop as the VJP (the forward is PyTorch's kernel alone). Elsewhere the checks that find the tail rows cost
+one read pass of the output (its row maxima) and the work on those rows; the rest is PyTorch's kernels.
 """
 
 from __future__ import annotations
@@ -133,7 +133,8 @@ _COMPILE_MIN_NUMEL = 1 << 16  # CPU elements from which the softmax kernels are 
 _SM_GRAD_ROWS = Kernel(_sm_grad_rows, "softmax backward", 6)  # variants: dtypes
 
 
-# Log-softmax of float32/float16/bfloat16 on the CPU (large inputs, compiled): each row in float32, nothing the
+# Log-softmax of float32/float16/bfloat16 (softmax of float16/bfloat16) on the CPU (large inputs, compiled):
+# each row in float32, nothing the
 # size of the input kept. The forward writes ``log p = d − log1p(r)`` in the input's dtype (``d = x − m``, ``m``
 # the row maximum, ``r = Σ_{j: x_j<m} e^{d_j} + (#{x_j = m} − 1)``: every term but one maximum's, the other
 # maxima added as exact ones, so a tiny ``r`` keeps its relative accuracy) and keeps ``m`` and ``r`` per row;
@@ -141,6 +142,13 @@ _SM_GRAD_ROWS = Kernel(_sm_grad_rows, "softmax backward", 6)  # variants: dtypes
 # cancellation-free in every row — no pass for the row maxima of the output, no tail rows — and the VJP at
 # the arg-max of a row with ``r < 1`` (``p_k > 1/2``) is ``(g_k r − Σ_{i≠k} g_i)/(1 + r)``, as in
 # :class:`_SoftmaxFn`. A NaN, a +inf or a row of −inf makes ``r`` NaN and the row NaN, as PyTorch's kernel.
+# Error (float32, ``u = 2^-24``): ``d`` rounds once (``u|d|``, within the conditioning, as PyTorch's own
+# ``x − m``), each ``e^d`` within 1 ULP (Sleef), ``r`` a sum of non-negative terms (relative error at most the
+# summation's ``γ_{C−1}``, as PyTorch's row sum, no cancellation); ``log1p`` has relative condition
+# ``r/((1 + r) log1p r) ≤ 1``, so ``log p_k = −log1p(r)`` carries ``r``'s relative error plus one rounding —
+# where PyTorch's ``−log(fl(1 + r))`` has an absolute error ``u``, unbounded relative to ``r`` for small ``r``.
+# Every other ``log p_j = d_j − log1p r`` is PyTorch's formula with a sum at least as accurate. The VJP:
+# ``g − e^{log p} Σ g`` is PyTorch's; at ``k``, ``(g_k r − Σ_{i≠k} g_i)/(1 + r)`` has no ``1 − p_k`` in it.
 def _lsm_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``log p`` of rows ``x`` in their dtype, and ``m``, ``r`` ``(R, 1)`` in float32."""
     xc = x.float()
@@ -162,13 +170,39 @@ def _lsm_rows_grad(x: torch.Tensor, g: torch.Tensor, m: torch.Tensor, r: torch.T
     return torch.where(at, (gc * r - nk) / (1.0 + r), bulk).to(g.dtype)
 
 
-_ROWS_DTYPES = (torch.float32, *_HALF)
-_LSM_ROWS = Kernel(_lsm_rows, "log-softmax rows", 3)  # variants: dtypes
-_LSM_ROWS_GRAD = Kernel(_lsm_rows_grad, "log-softmax rows backward", 3)
+def _sm_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Softmax of half rows ``x`` as :func:`_lsm_rows`: ``p = e^d/(1 + r)`` in their dtype, ``m``, ``r``."""
+    xc = x.float()
+    m = xc.amax(-1, keepdim=True)
+    d = xc - m
+    top = d == 0
+    ties = torch.where(top, 1.0, 0.0).sum(-1, keepdim=True) - 1.0  # exact
+    r = torch.where(top, 0.0, torch.exp(d)).sum(-1, keepdim=True) + ties
+    return (torch.exp(d) / (1.0 + r)).to(x.dtype), m, r
+
+
+def _sm_rows_grad(x: torch.Tensor, g: torch.Tensor, m: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """The VJP of :func:`_sm_rows` (``p`` recomputed in float32): :func:`_sm_grad_rows` with the arg-max of
+    a row with ``r < 1`` known from ``d = 0``."""
+    gc = g.float()
+    d = x.float() - m
+    p = torch.exp(d) / (1.0 + r)
+    at = (d == 0) & (r < 1.0)
+    gk = torch.where(at, gc, 0.0).sum(-1, keepdim=True)
+    rest = (p * (gk - gc)).sum(-1, keepdim=True)
+    return torch.where(at, p * rest, p * (gc - (gc * p).sum(-1, keepdim=True))).to(g.dtype)
+
+
+_ROWS_DTYPES = {True: (torch.float32, *_HALF), False: _HALF}  # log-softmax; softmax (float32: PyTorch's forward)
+_ROWS = {True: (Kernel(_lsm_rows, "log-softmax rows", 3), _lsm_rows_grad),  # variants: dtypes
+         False: (Kernel(_sm_rows, "softmax rows", 2), _sm_rows_grad)}
+_ROWS_GRAD = {True: Kernel(_lsm_rows_grad, "log-softmax rows backward", 3),
+              False: Kernel(_sm_rows_grad, "softmax rows backward", 2)}
 
 
 class _SoftmaxFn(torch.autograd.Function):
-    """Log-softmax or softmax. Large CPU float32/float16/bfloat16 log-softmax: :func:`_lsm_rows` and its VJP.
+    """Log-softmax or softmax. Large CPU float32/float16/bfloat16 log-softmax, float16/bfloat16 softmax:
+    :func:`_lsm_rows`, :func:`_sm_rows` and their VJPs.
     Otherwise the bulk (:func:`_log_softmax`, :func:`_softmax`) and, in the tail rows
     (a probability above 1/2), the arg-max column ``k`` cancellation-free: ``log p_k = −log1p(r)`` in
     forward (``r = Σ_{j≠k} e^{ℓ_j − ℓ_k}``), and the VJP at ``k`` in backward. Softmax values need no
@@ -181,8 +215,8 @@ class _SoftmaxFn(torch.autograd.Function):
         ct = _ct(x)
         x2, shape = _rows(x, dim)
         ctx.dim, ctx.log, ctx.shape, ctx.dtype, ctx.tail, ctx.rows = dim, log, shape, x.dtype, None, False
-        if log and x2.dtype in _ROWS_DTYPES and x2.device.type == "cpu" and x2.numel() >= _COMPILE_MIN_NUMEL \
-                and (res := _LSM_ROWS(x.dtype, x2)) is not None:
+        if x2.dtype in _ROWS_DTYPES[log] and x2.device.type == "cpu" and x2.numel() >= _COMPILE_MIN_NUMEL \
+                and (res := _ROWS[log][0](x.dtype, x2)) is not None:
             out, m, r = res
             ctx.save_for_backward(x2, m, r)
             ctx.rows = True
@@ -203,8 +237,8 @@ class _SoftmaxFn(torch.autograd.Function):
         if ctx.rows:
             x2, m, r = ctx.saved_tensors
             g2 = g2.to(x2.dtype)
-            gx = _LSM_ROWS_GRAD(x2.dtype, x2, g2, m, r)
-            gx = _lsm_rows_grad(x2, g2, m, r) if gx is None else gx
+            gx = _ROWS_GRAD[ctx.log](x2.dtype, x2, g2, m, r)
+            gx = _ROWS[ctx.log][1](x2, g2, m, r) if gx is None else gx
             return _unrows(gx, ctx.shape, ctx.dim, ctx.dtype), None, None
         (out,) = ctx.saved_tensors
         tail = ctx.tail
