@@ -8,12 +8,17 @@ maximum lies in [0, 600] (``e^x`` of the exact input), else shifted with the Two
 arg-max column of those rows; cross-entropy recomputes those rows (and non-finite ones) by the
 cancellation-free kernels, in forward, keeping their gradient for backward — except with few
 classes and no label smoothing, where every row takes the cancellation-free form in a few passes
-one format wider (:class:`_TargetRows`). Forward saves what backward reads (``log p`` or ``p``):
-nothing is recomputed over the whole input. float16/bfloat16 are computed in float32 and rounded
-once to the input dtype; CPU and CUDA alike. Semantics are PyTorch's.
+one format wider (:class:`_TargetRows`). Forward saves what backward reads (``log p`` or ``p``;
+the compiled log-softmax rows below: the logits and two numbers per row). float16/bfloat16 are
+computed in float32 and rounded once to the input dtype; CPU and CUDA alike. Semantics are PyTorch's.
 
-Speed (``python benchmarks/softmax_ratio.py``): the checks that find the tail rows cost one read
-pass of the output (its row maxima) and the work on those rows; the rest is PyTorch's kernels.
+Speed (``python benchmarks/softmax_ratio.py``): on the CPU, from 2^16 elements, ``torch.compile`` kernels
+(eager fallback: the paths above, ``LOSSORACLE_COMPILE=0``). float32/float16/bfloat16 log-softmax (and
+float16/bfloat16 softmax) computes each row in float32 cancellation-free in one kernel, keeping only the
+row maximum and ``r`` for a backward that recomputes from the logits (no tail rows, no float32 copy of a
+half input); the float32/float64 softmax backward finds and corrects its tail rows in the same fused row
+loop as the VJP (the forward is PyTorch's kernel alone). Elsewhere the checks that find the tail rows cost
+one read pass of the output (its row maxima) and the work on those rows; the rest is PyTorch's kernels.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from . import softmax_core as core
+from .compiled import Kernel
 from .validation import class_target_kind, require_floating, require_reduction
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -110,42 +116,145 @@ def _softmax(x2: torch.Tensor, ct: torch.dtype) -> tuple[torch.Tensor, torch.Ten
     return core.Bulk(x2.to(ct), log=False).p(), None
 
 
+def _sm_grad_rows(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The softmax VJP of rows ``p`` ``(R, C)``, cotangents ``g``: ``p_j (g_j − Σ_i g_i p_i)``, and at the
+    arg-max ``k`` of a row where ``p_k > 1/2`` (``1 − p_k`` would cancel) ``p_k Σ_{i≠k} p_i (g_k − g_i)``
+    (the same, by ``Σ p = 1``) — one fused loop per row: its maximum, three sums, the output (in ``g``'s
+    dtype: half cotangents are read as they are, computed in ``p``'s)."""
+    dtype, g = g.dtype, g.to(p.dtype)
+    pm = p.amax(-1, keepdim=True)
+    at = (p == pm) & (pm > 0.5)  # at most one column per row: every other p is below 1/2
+    gk = torch.where(at, g, 0.0).sum(-1, keepdim=True)
+    rest = (p * (gk - g)).sum(-1, keepdim=True)
+    return torch.where(at, p * rest, p * (g - (g * p).sum(-1, keepdim=True))).to(dtype)
+
+
+_COMPILE_MIN_NUMEL = 1 << 16  # CPU elements from which the softmax kernels are compiled
+_SM_GRAD_ROWS = Kernel(_sm_grad_rows, "softmax backward", 6)  # variants: dtypes
+
+
+# Log-softmax of float32/float16/bfloat16 (softmax of float16/bfloat16) on the CPU (large inputs, compiled):
+# each row in float32, nothing the
+# size of the input kept. The forward writes ``log p = d − log1p(r)`` in the input's dtype (``d = x − m``, ``m``
+# the row maximum, ``r = Σ_{j: x_j<m} e^{d_j} + (#{x_j = m} − 1)``: every term but one maximum's, the other
+# maxima added as exact ones, so a tiny ``r`` keeps its relative accuracy) and keeps ``m`` and ``r`` per row;
+# the backward recomputes ``d`` and ``log p`` bit for bit from the logits. ``log p_k = −log1p(r)`` is
+# cancellation-free in every row — no pass for the row maxima of the output, no tail rows — and the VJP at
+# the arg-max of a row with ``r < 1`` (``p_k > 1/2``) is ``(g_k r − Σ_{i≠k} g_i)/(1 + r)``, as in
+# :class:`_SoftmaxFn`. A NaN, a +inf or a row of −inf makes ``r`` NaN and the row NaN, as PyTorch's kernel.
+# Error (float32, ``u = 2^-24``): ``d`` rounds once (``u|d|``, within the conditioning, as PyTorch's own
+# ``x − m``), each ``e^d`` within 1 ULP (Sleef), ``r`` a sum of non-negative terms (relative error at most the
+# summation's ``γ_{C−1}``, as PyTorch's row sum, no cancellation); ``log1p`` has relative condition
+# ``r/((1 + r) log1p r) ≤ 1``, so ``log p_k = −log1p(r)`` carries ``r``'s relative error plus one rounding —
+# where PyTorch's ``−log(fl(1 + r))`` has an absolute error ``u``, unbounded relative to ``r`` for small ``r``.
+# Every other ``log p_j = d_j − log1p r`` is PyTorch's formula with a sum at least as accurate. The VJP:
+# ``g − e^{log p} Σ g`` is PyTorch's; at ``k``, ``(g_k r − Σ_{i≠k} g_i)/(1 + r)`` has no ``1 − p_k`` in it.
+def _lsm_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``log p`` of rows ``x`` in their dtype, and ``m``, ``r`` ``(R, 1)`` in float32."""
+    xc = x.float()
+    m = xc.amax(-1, keepdim=True)
+    d = xc - m
+    top = d == 0
+    ties = torch.where(top, 1.0, 0.0).sum(-1, keepdim=True) - 1.0  # exact
+    r = torch.where(top, 0.0, torch.exp(d)).sum(-1, keepdim=True) + ties
+    return (d - torch.log1p(r)).to(x.dtype), m, r
+
+
+def _lsm_rows_grad(x: torch.Tensor, g: torch.Tensor, m: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """The VJP of :func:`_lsm_rows`, ``g − p Σ g``, for cotangents ``g``, in ``g``'s dtype."""
+    gc = g.float()
+    d = x.float() - m
+    at = (d == 0) & (r < 1.0)  # the arg-max of a row with p_k > 1/2 (a unique maximum there)
+    nk = torch.where(at, 0.0, gc).sum(-1, keepdim=True)  # Σ_{i≠k} g_i
+    bulk = gc - torch.exp(d - torch.log1p(r)) * gc.sum(-1, keepdim=True)
+    return torch.where(at, (gc * r - nk) / (1.0 + r), bulk).to(g.dtype)
+
+
+def _sm_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Softmax of half rows ``x`` as :func:`_lsm_rows`: ``p = e^d/(1 + r)`` in their dtype, ``m``, ``r``."""
+    xc = x.float()
+    m = xc.amax(-1, keepdim=True)
+    d = xc - m
+    top = d == 0
+    ties = torch.where(top, 1.0, 0.0).sum(-1, keepdim=True) - 1.0  # exact
+    r = torch.where(top, 0.0, torch.exp(d)).sum(-1, keepdim=True) + ties
+    return (torch.exp(d) / (1.0 + r)).to(x.dtype), m, r
+
+
+def _sm_rows_grad(x: torch.Tensor, g: torch.Tensor, m: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """The VJP of :func:`_sm_rows` (``p`` recomputed in float32): :func:`_sm_grad_rows` with the arg-max of
+    a row with ``r < 1`` known from ``d = 0``."""
+    gc = g.float()
+    d = x.float() - m
+    p = torch.exp(d) / (1.0 + r)
+    at = (d == 0) & (r < 1.0)
+    gk = torch.where(at, gc, 0.0).sum(-1, keepdim=True)
+    rest = (p * (gk - gc)).sum(-1, keepdim=True)
+    return torch.where(at, p * rest, p * (gc - (gc * p).sum(-1, keepdim=True))).to(g.dtype)
+
+
+_ROWS_DTYPES = {True: (torch.float32, *_HALF), False: _HALF}  # log-softmax; softmax (float32: PyTorch's forward)
+_ROWS = {True: (Kernel(_lsm_rows, "log-softmax rows", 3), _lsm_rows_grad),  # variants: dtypes
+         False: (Kernel(_sm_rows, "softmax rows", 2), _sm_rows_grad)}
+_ROWS_GRAD = {True: Kernel(_lsm_rows_grad, "log-softmax rows backward", 3),
+              False: Kernel(_sm_rows_grad, "softmax rows backward", 2)}
+
+
 class _SoftmaxFn(torch.autograd.Function):
-    """Log-softmax or softmax: the bulk (:func:`_log_softmax`, :func:`_softmax`) and, in the tail rows
+    """Log-softmax or softmax. Large CPU float32/float16/bfloat16 log-softmax, float16/bfloat16 softmax:
+    :func:`_lsm_rows`, :func:`_sm_rows` and their VJPs.
+    Otherwise the bulk (:func:`_log_softmax`, :func:`_softmax`) and, in the tail rows
     (a probability above 1/2), the arg-max column ``k`` cancellation-free: ``log p_k = −log1p(r)`` in
-    forward (``r = Σ_{j≠k} e^{ℓ_j − ℓ_k}``), and the VJP at ``k`` in backward."""
+    forward (``r = Σ_{j≠k} e^{ℓ_j − ℓ_k}``), and the VJP at ``k`` in backward. Softmax values need no
+    correction, so its tail rows are found in backward (from the saved ``p``: in the compiled row loop
+    :func:`_sm_grad_rows` for large CPU inputs, else by a pass for the row maxima), unless the forward
+    had each row's largest ``p`` at hand."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
         ct = _ct(x)
         x2, shape = _rows(x, dim)
+        ctx.dim, ctx.log, ctx.shape, ctx.dtype, ctx.tail, ctx.rows = dim, log, shape, x.dtype, None, False
+        if x2.dtype in _ROWS_DTYPES[log] and x2.device.type == "cpu" and x2.numel() >= _COMPILE_MIN_NUMEL \
+                and (res := _ROWS[log][0](x.dtype, x2)) is not None:
+            out, m, r = res
+            ctx.save_for_backward(x2, m, r)
+            ctx.rows = True
+            return _unrows(out, shape, dim, x.dtype)
         out, top = (_log_softmax(x2, ct), None) if log else _softmax(x2, ct)
         tail = None
-        if out.numel():
+        if out.numel() and (log or top is not None):
             if top is None:
-                top = out.amax(-1)  # the row's largest log p (or p)
-            idx = (top > -core.LN2 if log else top > 0.5).nonzero()[:, 0]
-            if idx.numel():
-                rows = out.index_select(0, idx)
-                v, k = rows.max(-1, keepdim=True)  # (torch's argmax is three times slower)
-                if log:  # r = Σ_{j≠k} e^{ℓ_j − ℓ_k} in place of the rows (the bulk's error in log Σ cancels)
-                    r = rows.sub_(v).exp_().scatter_(-1, k, 0.0).sum(-1, keepdim=True)
-                    out.index_put_((idx, k[:, 0]), -torch.log1p(r[:, 0]))
-                    tail = (idx, k, r)
-                else:
-                    tail = (idx, k, rows)
+                top = out.amax(-1)  # the row's largest log p
+            tail = _find_tail(out, top, log)
         ctx.save_for_backward(out)
-        ctx.dim, ctx.log, ctx.shape, ctx.dtype, ctx.tail = dim, log, shape, x.dtype, tail
+        ctx.tail = tail
         return _unrows(out, shape, dim, x.dtype)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        (out,) = ctx.saved_tensors
         g2, _ = _rows(g, ctx.dim)
+        if ctx.rows:
+            x2, m, r = ctx.saved_tensors
+            g2 = g2.to(x2.dtype)
+            gx = _ROWS_GRAD[ctx.log](x2.dtype, x2, g2, m, r)
+            gx = _ROWS[ctx.log][1](x2, g2, m, r) if gx is None else gx
+            return _unrows(gx, ctx.shape, ctx.dim, ctx.dtype), None, None
+        (out,) = ctx.saved_tensors
+        tail = ctx.tail
+        if not ctx.log and tail is None and out.device.type == "cpu" and out.numel() >= _COMPILE_MIN_NUMEL:
+            gx = _SM_GRAD_ROWS((out.dtype, g2.dtype), out, g2)  # half cotangents read as they are
+            if gx is not None:  # the tail rows corrected in the same loop
+                return _unrows(gx, ctx.shape, ctx.dim, ctx.dtype), None, None
         g2 = g2 if g2.dtype == out.dtype else g2.to(out.dtype)
-        gx = _log_softmax_grad(g2, out) if ctx.log else _softmax_grad(g2, out)
-        if ctx.tail is not None:
-            idx, k, q = ctx.tail  # q: r (log-softmax) or the rows' p (softmax)
+        if ctx.log:
+            gx = _log_softmax_grad(g2, out)
+        else:
+            gx = _softmax_grad(g2, out)
+            if tail is None and out.numel():
+                tail = _find_tail(out, out.amax(-1), False)
+        if tail is not None:
+            idx, k, q = tail  # q: r (log-softmax) or the rows' p (softmax)
             gs = g2.index_select(0, idx)
             gk = gs.gather(-1, k)
             if ctx.log:  # g_k (1 − p_k) − p_k Σ_{i≠k} g_i = (g_k r − Σ_{i≠k} g_i) / (1 + r)
@@ -154,6 +263,23 @@ class _SoftmaxFn(torch.autograd.Function):
                 v = -q.gather(-1, k) * torch.linalg.vecdot(gs.sub_(gk), q)[:, None]
             gx.index_put_((idx, k[:, 0]), v[:, 0])
         return _unrows(gx, ctx.shape, ctx.dim, ctx.dtype), None, None
+
+
+def _find_tail(out: torch.Tensor, top: torch.Tensor, log: bool):
+    """The rows whose largest probability exceeds 1/2 (``top``: each row's largest ``log p`` or ``p``), their
+    arg-max ``k`` and ``r`` (log-softmax: ``log p_k = −log1p(r)`` written into ``out``) or their ``p``;
+    None if there are none."""
+    idx = (top > -core.LN2 if log else top > 0.5).nonzero()[:, 0]
+    if not idx.numel():
+        return None
+    rows = out.index_select(0, idx)
+    v, k = rows.max(-1, keepdim=True)  # (torch's argmax is three times slower)
+    if not log:
+        return idx, k, rows
+    # r = Σ_{j≠k} e^{ℓ_j − ℓ_k} in place of the rows (the bulk's error in log Σ cancels)
+    r = rows.sub_(v).exp_().scatter_(-1, k, 0.0).sum(-1, keepdim=True)
+    out.index_put_((idx, k[:, 0]), -torch.log1p(r[:, 0]))
+    return idx, k, r
 
 
 def log_softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:

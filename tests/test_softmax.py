@@ -68,3 +68,28 @@ def test_jax_backend_compares_gradients():
     impl = next(i for i in catalog.implementations("cross_entropy") if i.framework == "jax")
     report = catalog.run(impl, dtypes=["float32"], cases=["basic_mean", "huge_1e4_none"])
     assert any(r.quantity == "grad:input" and r.scored for r in report.results)
+
+
+@pytest.mark.slow  # a compilation per dtype and shape class: minutes
+@pytest.mark.parametrize("loss", ["log_softmax", "softmax"])
+def test_compiled_row_kernels_conform_on_every_case(monkeypatch, loss):
+    """The compiled kernels (large CPU inputs: the log-softmax rows, the softmax backward's row loop)
+    run here on every catalogue case and dtype: the same verdicts as ours must reach (conforms; faithful
+    where well conditioned, stable everywhere)."""
+    from lossoracle.implementations import compiled, softmax_torch
+
+    monkeypatch.setattr(softmax_torch, "_COMPILE_MIN_NUMEL", 1)
+    monkeypatch.setitem(compiled.ENABLED, "on", True)
+    impl = next(i for i in catalog.implementations(loss) if i.ours and i.framework == "torch")
+    dtypes = ["float16", "float32"] + (["float64"] if loss == "softmax" else [])  # bfloat16: float16's code
+    report = catalog.run(impl, isolate=False, devices=["cpu"], dtypes=dtypes)
+    assert compiled.ENABLED["on"], "torch.compile failed"
+    kernels = [softmax_torch._ROWS[loss == "log_softmax"][0]]
+    kernels += [softmax_torch._SM_GRAD_ROWS] if loss == "softmax" else []
+    assert all(k.variants for k in kernels), "the compiled kernels did not run"
+    bad = [r for r in report.results if r.verdict != "conforms"]
+    assert not bad, "\n".join(f"{r.case} {r.dtype} {r.quantity}: {r.verdict} {r.detail}" for r in bad[:10])
+    from test_conformance import _per_element_failures
+
+    failures = _per_element_failures(report)
+    assert not failures, "\n".join(failures[:10])
