@@ -29,7 +29,7 @@ import numpy as np
 from . import conditioning as _conditioning
 from .conditioning import Conditioning
 
-__all__ = ["key", "get", "put", "shipped_dir", "user_dir", "ship"]
+__all__ = ["key", "get", "put", "shipped_dir", "user_dir", "ship", "read_rows", "read_new_rows", "append_row"]
 
 
 def shipped_dir() -> pathlib.Path:
@@ -78,27 +78,51 @@ def _folders() -> list[pathlib.Path]:
     return [shipped_dir()] + ([d] if (d := user_dir()) is not None else [])
 
 
+_OFFSETS: dict[pathlib.Path, int] = {}  # how far each JSON-lines file has been read in this process
+
+
 def read_rows(path: pathlib.Path) -> dict[str, dict]:
     """The rows of a JSON-lines store by key (a later row wins; none if the file is missing)."""
+    _OFFSETS.pop(path, None)
+    return read_new_rows(path)
+
+
+def read_new_rows(path: pathlib.Path) -> dict[str, dict]:
+    """The rows appended to ``path`` since this process last read it (by :func:`read_rows` or
+    here): other processes of the run (``--jobs``, forked workers) append what they compute, and
+    a row is then read instead of computed again. Only complete lines are taken; a line another
+    process is still writing is read next time."""
     out: dict[str, dict] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:  # a line cut short by an interrupted run
-                continue
-            out[row["key"]] = row
+    start = _OFFSETS.get(path, 0)
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read()
+    except OSError:  # missing: nothing yet
+        return out
+    end = data.rfind(b"\n") + 1
+    _OFFSETS[path] = start + end
+    for line in data[:end].splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line cut short by an interrupted run
+            continue
+        out[row["key"]] = row
     return out
 
 
 def append_row(folder: pathlib.Path | None, spec_name: str, row: dict) -> None:
-    """Append ``row`` to ``folder/<spec_name>.jsonl`` (best effort: a cache never fails a run)."""
+    """Append ``row`` to ``folder/<spec_name>.jsonl`` in one write (best effort: a cache never
+    fails a run; one ``O_APPEND`` write keeps rows of processes writing side by side whole)."""
     if folder is None:
         return
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / f"{spec_name}.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        fd = os.open(folder / f"{spec_name}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(row) + "\n").encode())
+        finally:
+            os.close(fd)
     except OSError:
         pass
 
@@ -113,7 +137,10 @@ def _entries(spec_name: str) -> dict[str, dict]:
 
 
 def get(spec_name: str, k: str, shapes: dict[str, tuple]) -> Conditioning | None:
-    row = _entries(spec_name).get(k)
+    rows = _entries(spec_name)
+    if k not in rows and (d := user_dir()) is not None:  # computed meanwhile by another process?
+        rows.update(read_new_rows(d / f"{spec_name}.jsonl"))
+    row = rows.get(k)
     if row is None or set(row["cond"]) != set(shapes):
         return None
     return Conditioning({q: np.array(v, dtype=np.float64).reshape(shapes[q]) for q, v in row["cond"].items()},
