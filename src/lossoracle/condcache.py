@@ -157,14 +157,19 @@ def put(spec_name: str, k: str, result: Conditioning) -> None:
 
 def catalogue_keys() -> dict[str, set[str]]:
     """The keys every catalogued implementation can ask for (the cases it accepts under its
-    conventions × value and gradients), by spec."""
+    conventions × value and gradients), by spec — and under each setting the convention search
+    (:mod:`lossoracle.fingerprint`) grades its results against, in any dtype."""
     from . import catalog, specs
     from .engine import oracle_outputs
+    from .fingerprint import candidates
     from .frameworks import cotangent
+    from .spec import DTYPES
 
     out: dict[str, set[str]] = {name: set() for name in specs.names()}
     for impl in catalog.implementations():
         spec, conv = specs.get(impl.loss), dict(impl.conventions)
+        settings = {repr(sorted(c.items())): c for c in [conv] + [
+            {**conv, **s.conventions} for d in DTYPES for s in candidates(spec, conv, d)]}
         for case in spec.cases():
             if case.raises is not None or (impl.accepts and impl.accepts(case)):
                 continue
@@ -172,14 +177,17 @@ def catalogue_keys() -> dict[str, set[str]]:
                 value, _ = oracle_outputs(spec, case, conv)
             except (ValueError, TypeError, ArithmeticError):  # a case outside this convention's domain
                 continue
-            for part in ("value", "grad"):
-                out[spec.name].add(key(spec, case, conv, part, cotangent(np.shape(value))))
+            cot = cotangent(np.shape(value))  # a setting's value has this shape, or its key is never asked for
+            for setting in settings.values():
+                for part in ("value", "grad"):
+                    out[spec.name].add(key(spec, case, setting, part, cot))
     return out
 
 
 def ship() -> None:
-    """Write into the shipped store every entry of the user cache that the catalogue can ask for
-    with the current code (stale and hypothesis-drawn entries stay behind)."""
+    """Write into the shipped store every entry of the user cache that the catalogue (its checks
+    and their convention searches) can ask for with the current code (stale and hypothesis-drawn
+    entries stay behind): run after a full ``lossoracle check`` filled the user cache."""
     target = shipped_dir()
     target.mkdir(parents=True, exist_ok=True)
     for name, keys in catalogue_keys().items():
