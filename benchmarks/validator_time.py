@@ -2,7 +2,9 @@
 oracles' throughput.
 
     python benchmarks/validator_time.py                  # bf89db2's catalogue, then each newer family
-    python benchmarks/validator_time.py --cold           # also with empty user caches (a fresh LOSSORACLE_CACHE)
+    python benchmarks/validator_time.py --cold           # also with empty caches: a fresh LOSSORACLE_CACHE (oracle
+                                                         # outputs, condition numbers, XLA compilations) and a fresh
+                                                         # TORCHINDUCTOR_CACHE_DIR (torch.compile's kernels)
     python benchmarks/validator_time.py --oracle         # oracle throughput per loss (gmpy2 and pure-Python mpmath)
     python benchmarks/validator_time.py --cold --repeat 2 --base-src /work/main/src --only bf89db2   # before/after
 
@@ -64,7 +66,9 @@ def check_cost(losses: list[str], jobs: int | None = None, cache: str | None = N
     cmd = [sys.executable, "-m", "lossoracle.cli", "check", *[a for n in losses for a in ("--loss", n)], *extra]
     if jobs is not None:
         cmd += ["--jobs", str(jobs)]
-    env = dict(os.environ, **({"LOSSORACLE_CACHE": cache} if cache else {}), **({"PYTHONPATH": src} if src else {}))
+    env = dict(os.environ, **({"PYTHONPATH": src} if src else {}))
+    if cache:  # cold: every cache the run may fill starts empty, torch.compile's included
+        env.update(LOSSORACLE_CACHE=cache, TORCHINDUCTOR_CACHE_DIR=os.path.join(cache, "inductor"))
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -74,7 +78,10 @@ def check_cost(losses: list[str], jobs: int | None = None, cache: str | None = N
     proc.stderr.close()
     if proc.returncode not in (0, 1):  # 1: some cell deviates, as the ecosystem's do
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {err[-2000:]}")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024}
+    out = {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024}
+    if cache:  # did the run compile torch kernels (its cold-compile time is then in the figures)?
+        out["inductor_files"] = sum(len(f) for _, _, f in os.walk(os.path.join(cache, "inductor")))
+    return out
 
 
 def _largest_case(spec):
@@ -123,7 +130,9 @@ def oracle_throughputs(losses: list[str], pure_python: bool = False) -> list[dic
 
 
 def _line(label: str, r: dict[str, Any]) -> str:
-    return f"{label:<40} wall {r['wall_s']:7.1f} s   cpu {r['cpu_s']:7.1f} s   peak {r['peak_rss_mib']:7.0f} MiB"
+    compiled = f"   torch.compile files {r['inductor_files']}" if "inductor_files" in r else ""
+    return (f"{label:<40} wall {r['wall_s']:7.1f} s   cpu {r['cpu_s']:7.1f} s   peak {r['peak_rss_mib']:7.0f} MiB"
+            f"{compiled}   (load {os.getloadavg()[0]:.1f})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,3 +95,72 @@ def test_a_jax_callable_that_cannot_be_traced_runs_eagerly():
     rows = [r for r in report.results if r.quantity in ("value", "grad:input")]
     assert {r.quantity for r in rows} == {"value", "grad:input"}
     assert all(r.verdict in ("conforms", "tail") for r in rows), [r.detail for r in rows]
+
+
+def _raises_always(input, target, *args, **kwargs):
+    raise ValueError("never computes")
+
+
+@pytest.mark.parametrize("fn", [None, _raises_always], ids=["ours", "raises_always"])
+def test_dtypes_checked_apart_give_the_whole_check_with_the_same_bad_input_credit(fn):
+    """``lossoracle check --jobs`` checks a JAX implementation one dtype per task and gives the
+    bad-input credit (which looks at every dtype) once the parts are joined: the rows must be those
+    of one check of every dtype — and an implementation raising on everything is still not credited."""
+    from lossoracle.engine import check, credit_bad_input
+
+    impl = next(i for i in catalog.implementations("binary_cross_entropy") if i.ours and i.framework == "torch")
+    dtypes = ["float32", "float64"]
+    if fn is None:
+        whole = catalog.run(impl, dtypes=dtypes)
+        parts = [catalog.run(impl, dtypes=[d], credit_bad_input=False) for d in dtypes]
+    else:
+        whole = check(fn, "binary_cross_entropy", "torch", dtypes=dtypes, fingerprint=False)
+        parts = [check(fn, "binary_cross_entropy", "torch", dtypes=[d], fingerprint=False, credit_bad_input=False)
+                 for d in dtypes]
+    joined = [r for p in parts for r in p.results]
+    credit_bad_input(joined)
+    assert [repr(dataclasses.asdict(r)) for r in joined] == _rows(whole)
+    raises = [r for r in joined if r.quantity == "raises"]
+    assert raises
+    if fn is None:
+        assert all(r.verdict == "conforms" and not r.reproduce for r in raises)
+    else:
+        assert all(r.finding == "not_credited" and r.reproduce for r in raises if r.verdict == "error")
+        assert any(r.finding == "not_credited" for r in raises)
+
+
+def test_a_cache_row_appended_by_another_process_is_read_instead_of_recomputed(tmp_path):
+    from lossoracle import condcache
+
+    path = tmp_path / "loss.jsonl"
+    condcache.append_row(tmp_path, "loss", {"key": "a", "x": 1})
+    assert set(condcache.read_rows(path)) == {"a"}
+    assert condcache.read_new_rows(path) == {}
+    condcache.append_row(tmp_path, "loss", {"key": "b", "x": 2})
+    with open(path, "a") as f:
+        f.write('{"key": "c", "x"')  # another process still writing this line
+    assert condcache.read_new_rows(path) == {"b": {"key": "b", "x": 2}}
+    with open(path, "a") as f:
+        f.write(': 3}\n')
+    assert condcache.read_new_rows(path) == {"c": {"key": "c", "x": 3}}
+    assert set(condcache.read_rows(path)) == {"a", "b", "c"}
+
+
+def test_oracle_outputs_stored_by_another_process_are_found(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSORACLE_CACHE", str(tmp_path))
+    monkeypatch.setattr(oraclecache, "_LOADED", {})
+    monkeypatch.setattr(oraclecache, "_WRITTEN", set())
+    spec, case = _first_case("sigmoid_focal_loss")
+    conventions = {"p_t": "per_term"}
+    k = oraclecache.key(spec, case, conventions)
+    assert oraclecache.get(spec.name, k) is None  # loaded: nothing stored yet
+    exact = exact_outputs(spec, case, conventions)
+    import multiprocessing as mp
+
+    child = mp.get_context("fork").Process(target=oraclecache.put, args=(spec.name, k, *exact))
+    child.start()
+    child.join()
+    assert child.exitcode == 0
+    again = oraclecache.get(spec.name, k)
+    flat = lambda v: [encode_mp(x) for x in np.asarray(v, dtype=object).reshape(-1)]  # noqa: E731
+    assert again is not None and flat(again[0]) == flat(exact[0])

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__, catalog, parallel, specs, xfails
-from .engine import check
+from .engine import check, credit_bad_input
 from .frameworks import backend
 from .report import Report, Result, environment
 from .compare import K
@@ -222,13 +222,27 @@ def _cmd_check(args) -> int:
         jobs = 1 if args.no_isolation else args.jobs
         with Progress(sum(sizes)) as progress:
             work = [(entry, todo, n) for entry, todo, n in zip(plan, todos, itertools.accumulate(sizes)) if todo]
+            # side by side, a JAX implementation (the longest: one XLA compilation per case and dtype)
+            # is checked one dtype per task, so that no one task is the run's critical path; its
+            # bad-input credit, which looks at every dtype, is given once the parts are joined
+            split = [jobs > 1 and framework == "jax" and len(todo) > 1 for (_, _, framework, _), todo, _ in work]
 
-            def task(loss, run, todo):  # side by side, a cell's progress is shown as its report comes
-                return lambda: run(todo, {**options, **select[loss], "progress": progress if jobs <= 1 else None})
+            def task(loss, run, todo, whole):  # side by side, a cell's progress is shown as its report comes
+                return lambda: run(todo, {**options, **select[loss], "progress": progress if jobs <= 1 else None,
+                                          **({} if whole else {"credit_bad_input": False})})
 
-            parts = parallel.run_all([task(loss, run, todo) for (loss, _, _, run), todo, _ in work], jobs,
-                                     first=[framework == "jax" for (_, _, framework, _), _, _ in work])
-            for ((loss, name, _, _), _, n), part in zip(work, parts):
+            flat = []  # (index in work, task)
+            for k, ((loss, _, _, run), todo, _) in enumerate(work):
+                for some in ([[d] for d in todo] if split[k] else [todo]):
+                    flat.append((k, task(loss, run, some, not split[k])))
+            parts = parallel.run_all([t for _, t in flat], jobs, first=[work[k][0][2] == "jax" for k, _ in flat])
+            for k, group in itertools.groupby(zip((k for k, _ in flat), parts), key=lambda kp: kp[0]):
+                (loss, name, _, _), _, n = work[k]
+                part = Report()
+                for _, piece in group:
+                    part.extend(piece)
+                if split[k]:
+                    credit_bad_input(part.results)
                 runs.add(part)
                 if jobs > 1:
                     progress(f"{loss} {name}")

@@ -29,7 +29,7 @@ import numpy as np
 from . import conditioning as _conditioning
 from .conditioning import Conditioning
 
-__all__ = ["key", "get", "put", "shipped_dir", "user_dir", "ship"]
+__all__ = ["key", "get", "put", "shipped_dir", "user_dir", "ship", "read_rows", "read_new_rows", "append_row"]
 
 
 def shipped_dir() -> pathlib.Path:
@@ -78,27 +78,51 @@ def _folders() -> list[pathlib.Path]:
     return [shipped_dir()] + ([d] if (d := user_dir()) is not None else [])
 
 
+_OFFSETS: dict[pathlib.Path, int] = {}  # how far each JSON-lines file has been read in this process
+
+
 def read_rows(path: pathlib.Path) -> dict[str, dict]:
     """The rows of a JSON-lines store by key (a later row wins; none if the file is missing)."""
+    _OFFSETS.pop(path, None)
+    return read_new_rows(path)
+
+
+def read_new_rows(path: pathlib.Path) -> dict[str, dict]:
+    """The rows appended to ``path`` since this process last read it (by :func:`read_rows` or
+    here): other processes of the run (``--jobs``, forked workers) append what they compute, and
+    a row is then read instead of computed again. Only complete lines are taken; a line another
+    process is still writing is read next time."""
     out: dict[str, dict] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:  # a line cut short by an interrupted run
-                continue
-            out[row["key"]] = row
+    start = _OFFSETS.get(path, 0)
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read()
+    except OSError:  # missing: nothing yet
+        return out
+    end = data.rfind(b"\n") + 1
+    _OFFSETS[path] = start + end
+    for line in data[:end].splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line cut short by an interrupted run
+            continue
+        out[row["key"]] = row
     return out
 
 
 def append_row(folder: pathlib.Path | None, spec_name: str, row: dict) -> None:
-    """Append ``row`` to ``folder/<spec_name>.jsonl`` (best effort: a cache never fails a run)."""
+    """Append ``row`` to ``folder/<spec_name>.jsonl`` in one write (best effort: a cache never
+    fails a run; one ``O_APPEND`` write keeps rows of processes writing side by side whole)."""
     if folder is None:
         return
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / f"{spec_name}.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        fd = os.open(folder / f"{spec_name}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(row) + "\n").encode())
+        finally:
+            os.close(fd)
     except OSError:
         pass
 
@@ -113,7 +137,10 @@ def _entries(spec_name: str) -> dict[str, dict]:
 
 
 def get(spec_name: str, k: str, shapes: dict[str, tuple]) -> Conditioning | None:
-    row = _entries(spec_name).get(k)
+    rows = _entries(spec_name)
+    if k not in rows and (d := user_dir()) is not None:  # computed meanwhile by another process?
+        rows.update(read_new_rows(d / f"{spec_name}.jsonl"))
+    row = rows.get(k)
     if row is None or set(row["cond"]) != set(shapes):
         return None
     return Conditioning({q: np.array(v, dtype=np.float64).reshape(shapes[q]) for q, v in row["cond"].items()},
@@ -130,14 +157,19 @@ def put(spec_name: str, k: str, result: Conditioning) -> None:
 
 def catalogue_keys() -> dict[str, set[str]]:
     """The keys every catalogued implementation can ask for (the cases it accepts under its
-    conventions × value and gradients), by spec."""
+    conventions × value and gradients), by spec — and under each setting the convention search
+    (:mod:`lossoracle.fingerprint`) grades its results against, in any dtype."""
     from . import catalog, specs
     from .engine import oracle_outputs
+    from .fingerprint import candidates
     from .frameworks import cotangent
+    from .spec import DTYPES
 
     out: dict[str, set[str]] = {name: set() for name in specs.names()}
     for impl in catalog.implementations():
         spec, conv = specs.get(impl.loss), dict(impl.conventions)
+        settings = {repr(sorted(c.items())): c for c in [conv] + [
+            {**conv, **s.conventions} for d in DTYPES for s in candidates(spec, conv, d)]}
         for case in spec.cases():
             if case.raises is not None or (impl.accepts and impl.accepts(case)):
                 continue
@@ -145,14 +177,17 @@ def catalogue_keys() -> dict[str, set[str]]:
                 value, _ = oracle_outputs(spec, case, conv)
             except (ValueError, TypeError, ArithmeticError):  # a case outside this convention's domain
                 continue
-            for part in ("value", "grad"):
-                out[spec.name].add(key(spec, case, conv, part, cotangent(np.shape(value))))
+            cot = cotangent(np.shape(value))  # a setting's value has this shape, or its key is never asked for
+            for setting in settings.values():
+                for part in ("value", "grad"):
+                    out[spec.name].add(key(spec, case, setting, part, cot))
     return out
 
 
 def ship() -> None:
-    """Write into the shipped store every entry of the user cache that the catalogue can ask for
-    with the current code (stale and hypothesis-drawn entries stay behind)."""
+    """Write into the shipped store every entry of the user cache that the catalogue (its checks
+    and their convention searches) can ask for with the current code (stale and hypothesis-drawn
+    entries stay behind): run after a full ``lossoracle check`` filled the user cache."""
     target = shipped_dir()
     target.mkdir(parents=True, exist_ok=True)
     for name, keys in catalogue_keys().items():

@@ -38,7 +38,7 @@ from .report import Report, Result, fmt_float
 from .spec import DTYPES, Case, Spec
 from .tags import Selection, case_tags, selection
 
-__all__ = ["check", "Options", "exact_outputs", "oracle_outputs", "case_conditioning"]
+__all__ = ["check", "Options", "exact_outputs", "oracle_outputs", "case_conditioning", "credit_bad_input"]
 
 _ORACLE_CACHE: dict[tuple, tuple[Any, dict[str, np.ndarray]]] = {}
 _COND_CACHE: dict[tuple, Any] = {}
@@ -298,7 +298,10 @@ class Options:
     ``plot_points``: keep up to this many per-element errors per row for the HTML report's plots
     (:mod:`lossoracle.plots`; 0 keeps none);
     ``fingerprint``: search a non-conforming cell for the convention it follows
-    (:mod:`lossoracle.fingerprint`; the ``conventions`` passed to :func:`check` are pinned).
+    (:mod:`lossoracle.fingerprint`; the ``conventions`` passed to :func:`check` are pinned);
+    ``credit_bad_input``: apply the bad-input credit rule to this call's rows (False: the caller
+    applies :func:`credit_bad_input` to the rows of all the implementation's dtypes, as
+    ``lossoracle check --jobs`` does when it checks them in separate processes).
     """
 
     name: str | None = None
@@ -314,6 +317,7 @@ class Options:
     progress: Callable[[str], None] | None = None
     plot_points: int = 0
     fingerprint: bool = True
+    credit_bad_input: bool = True
 
 
 def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable | None = None,
@@ -362,13 +366,15 @@ def check(fn: Callable, loss: str, framework: str = "torch", *, grad: Callable |
                     opts.progress(f"{spec.name} {impl_name} {device or 'host'} {dtype}")
                 rows += _check_cell(ctx, run, selected, dtype, unsupported_dtypes.get(dtype), accepts,
                                     strict_errors, outcomes)
-        _credit_bad_input(rows)
+        if opts.credit_bad_input:
+            _credit_bad_input(rows)
         if opts.fingerprint:
             from .fingerprint import explain
 
             explain(ctx, selected, outcomes, rows, conventions, None if timeout is None else 10 * timeout, isolate)
-        for r in rows:
-            if r.verdict not in ("conforms", "unsupported"):
+        for r in rows:  # deferred credit: a bad-input row keeps its command until credit_bad_input decides
+            if r.verdict not in ("conforms", "unsupported") or (
+                    not opts.credit_bad_input and r.quantity == "raises" and r.verdict == "conforms"):
                 r.reproduce = f"{repro} --case {r.case} --dtype {r.dtype}"
         report.results.extend(rows)
     return report
@@ -405,6 +411,20 @@ def _check_cell(ctx: _Ctx, run, cases: list[Case], dtype: str, unsupported: str 
         if rows and rows[-1].verdict in ("crashed", "timeout"):
             break
     return rows
+
+
+def credit_bad_input(rows: list[Result]) -> None:
+    """The bad-input credit rule of :func:`check` applied to the rows of checks made with
+    ``credit_bad_input=False`` (one implementation, any dtypes, in any order): per device, as
+    :func:`check` applies it; a bad-input row still conforming then drops its reproducer."""
+    devices: dict[str | None, list[Result]] = {}
+    for r in rows:
+        devices.setdefault(r.device, []).append(r)
+    for part in devices.values():
+        _credit_bad_input(part)
+    for r in rows:
+        if r.quantity == "raises" and r.verdict == "conforms":
+            r.reproduce = ""
 
 
 def _credit_bad_input(rows: list[Result]) -> None:

@@ -22,11 +22,12 @@ import mpmath
 import numpy as np
 
 from . import floats, mpfuncs
-from .condcache import _digest, _source_hash, append_row, read_rows, user_dir
+from .condcache import _digest, _source_hash, append_row, read_new_rows, read_rows, user_dir
 
 __all__ = ["key", "get", "put"]
 
 _LOADED: dict[str, dict[str, dict]] = {}
+_WRITTEN: set[str] = set()  # keys this process stored (it keeps their values itself)
 
 
 def _folder() -> pathlib.Path | None:
@@ -56,7 +57,11 @@ def get(spec_name: str, k: str) -> tuple[Any, dict[str, Any]] | None:
     """The stored exact value and VJPs (as :func:`lossoracle.engine.exact_outputs` returns them), or None."""
     from .refdata import _mp_array
 
-    row = _entries(spec_name).pop(k, None)  # read once per process: the engine keeps what it reads
+    entries = _entries(spec_name)
+    if k not in entries and (folder := _folder()) is not None:  # computed meanwhile by another process?
+        entries.update((n, row) for n, row in read_new_rows(folder / f"{spec_name}.jsonl").items()
+                       if n not in _WRITTEN)
+    row = entries.pop(k, None)  # read once per process: the engine keeps what it reads
     if row is None:
         return None
     value = _mp_array(row["value"], tuple(row["shape"]))
@@ -71,4 +76,5 @@ def put(spec_name: str, k: str, value, grads: dict[str, Any]) -> None:
     row = {"key": k, "shape": list(np.shape(value)), "value": _exact(value),
            "grads": {name: _exact(v) for name, v in grads.items()},
            "grad_shapes": {name: list(np.shape(v)) for name, v in grads.items()}}
+    _WRITTEN.add(k)
     append_row(_folder(), spec_name, row)
