@@ -253,19 +253,25 @@ def _pick(v: Tensor | None, idx: Tensor) -> Tensor | None:
     return None if v is None else v[idx]
 
 
+def flat_rows(input: Tensor, target: Tensor, alpha: Tensor | None, ignore_index: int, dtype: torch.dtype):
+    """The logits as rows ``(R, C)`` (detached), which targets count, the targets with ignored ones
+    set to class 0, and ``α_y`` per row in ``dtype`` (None without ``alpha``)."""
+    x = input.detach().movedim(1, -1).reshape(-1, input.shape[1])
+    t = target.reshape(-1)
+    valid = t != ignore_index
+    tt = torch.where(valid, t, 0)
+    alpha_y = None if alpha is None else (alpha.to(dtype)[tt] if alpha.ndim else alpha.to(dtype).expand(tt.shape))
+    return x, valid, tt, alpha_y
+
+
 class SoftmaxFocal64(torch.autograd.Function):
     """float64 ``softmax_focal_loss`` (see the module docstring); the arguments as
     ``focal_torch._SoftmaxFocal``'s (``alpha``: a float64 tensor per class, a 0-dim one, or None)."""
 
     @staticmethod
     def forward(ctx, input, target, alpha, gamma, ignore_index, reduction):
-        C = input.shape[1]
         lead = (input.shape[0], *input.shape[2:])
-        x = input.detach().movedim(1, -1).reshape(-1, C)
-        t = target.reshape(-1)
-        valid = t != ignore_index
-        tt = torch.where(valid, t, 0)
-        alpha_y = None if alpha is None else (alpha.to(_F64)[tt] if alpha.ndim else alpha.to(_F64).expand(tt.shape))
+        x, valid, tt, alpha_y = flat_rows(input, target, alpha, ignore_index, _F64)
         grads = ctx.needs_input_grad[0]
         n = 1 if reduction == "none" else x.shape[0]
         out, e, e_min = _rows(x, tt, valid, alpha_y, gamma, grads, (_budget(2.0, n) - 1.5) * U,

@@ -885,14 +885,9 @@ class _SoftmaxFocalFast(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input, target, alpha, gamma, ignore_index, reduction):
-        C = input.shape[1]
         cdt = _F64 if input.dtype == torch.float32 else torch.float32
         lead = (input.shape[0], *input.shape[2:])
-        x = input.detach().movedim(1, -1).reshape(-1, C)
-        t = target.reshape(-1)
-        valid = t != ignore_index
-        tt = torch.where(valid, t, 0)
-        alpha_y = None if alpha is None else (alpha.to(cdt)[tt] if alpha.ndim else alpha.to(cdt).expand(tt.shape))
+        x, valid, tt, alpha_y = focal_softmax_f64.flat_rows(input, target, alpha, ignore_index, cdt)
         grads = ctx.needs_input_grad[0]
         out = _sm_forward(x, tt, alpha_y, gamma, cdt, grads)
         value = torch.where(valid, out[0], 0.0)

@@ -149,14 +149,21 @@ _SM_GRAD_ROWS = Kernel(_sm_grad_rows, "softmax backward", 6)  # variants: dtypes
 # where PyTorch's ``−log(fl(1 + r))`` has an absolute error ``u``, unbounded relative to ``r`` for small ``r``.
 # Every other ``log p_j = d_j − log1p r`` is PyTorch's formula with a sum at least as accurate. The VJP:
 # ``g − e^{log p} Σ g`` is PyTorch's; at ``k``, ``(g_k r − Σ_{i≠k} g_i)/(1 + r)`` has no ``1 − p_k`` in it.
-def _lsm_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``log p`` of rows ``x`` in their dtype, and ``m``, ``r`` ``(R, 1)`` in float32."""
+def _shifted_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``d = x − m`` in float32 (exact), the row maximum ``m`` and ``r = Σ_{j≠k} e^{d_j}`` with one
+    maximum ``k`` left out (other equal maxima counted as exact ones), ``(R, 1)``."""
     xc = x.float()
     m = xc.amax(-1, keepdim=True)
     d = xc - m
     top = d == 0
     ties = torch.where(top, 1.0, 0.0).sum(-1, keepdim=True) - 1.0  # exact
     r = torch.where(top, 0.0, torch.exp(d)).sum(-1, keepdim=True) + ties
+    return d, m, r
+
+
+def _lsm_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``log p`` of rows ``x`` in their dtype, and ``m``, ``r`` ``(R, 1)`` in float32."""
+    d, m, r = _shifted_rows(x)
     return (d - torch.log1p(r)).to(x.dtype), m, r
 
 
@@ -172,12 +179,7 @@ def _lsm_rows_grad(x: torch.Tensor, g: torch.Tensor, m: torch.Tensor, r: torch.T
 
 def _sm_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Softmax of half rows ``x`` as :func:`_lsm_rows`: ``p = e^d/(1 + r)`` in their dtype, ``m``, ``r``."""
-    xc = x.float()
-    m = xc.amax(-1, keepdim=True)
-    d = xc - m
-    top = d == 0
-    ties = torch.where(top, 1.0, 0.0).sum(-1, keepdim=True) - 1.0  # exact
-    r = torch.where(top, 0.0, torch.exp(d)).sum(-1, keepdim=True) + ties
+    d, m, r = _shifted_rows(x)
     return (torch.exp(d) / (1.0 + r)).to(x.dtype), m, r
 
 
