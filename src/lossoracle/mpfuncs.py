@@ -166,15 +166,20 @@ _LOG: dict[tuple, tuple] = {}
 _RAWS: dict[tuple, list] = {}
 
 
+def _kept(table: dict, fn, t: tuple, prec: int, rnd: str) -> tuple:
+    """``fn(t, prec, rnd)``, kept in ``table`` by argument and precision (a full table is emptied)."""
+    key = (t, prec, rnd)
+    out = table.get(key)
+    if out is None:
+        if len(table) >= _MEMO_MAX:
+            table.clear()
+        out = table[key] = fn(t, prec, rnd)
+    return out
+
+
 def log_raw(t: tuple, prec: int, rnd: str) -> tuple:
     """``mpmath.log`` of a raw ``t ≥ 0`` (``mpf_log``: −inf at 0), kept by argument and precision."""
-    key = (t, prec, rnd)
-    out = _LOG.get(key)
-    if out is None:
-        if len(_LOG) >= _MEMO_MAX:
-            _LOG.clear()
-        out = _LOG[key] = mpf_log(t, prec, rnd)
-    return out
+    return _kept(_LOG, mpf_log, t, prec, rnd)
 
 
 _ONE = from_int(1)
@@ -183,27 +188,19 @@ _ONE = from_int(1)
 def _exp_raw(t: tuple, prec: int, rnd: str) -> tuple:
     """``mpf_exp``, kept by argument and precision: σ(x), σ(−x), softplus(±x) of one element
     need only ``e^{±x}``, and the value and the VJP ask for the same ones."""
-    key = (t, prec, rnd)
-    out = _EXP.get(key)
-    if out is None:
-        if len(_EXP) >= _MEMO_MAX:
-            _EXP.clear()
-        out = _EXP[key] = mpf_exp(t, prec, rnd)
-    return out
+    return _kept(_EXP, mpf_exp, t, prec, rnd)
 
 
 def _log1p_raw(t: tuple, prec: int, rnd: str) -> tuple:
     """``mpmath.log1p`` of a finite raw ``t > −1`` with ``|t|`` not below 2^−(prec+10): its own
     steps (10 guard bits, ``log(1 + t)`` with ``1 + t`` at twice that precision, one final
     rounding); kept by argument and precision."""
-    key = (t, prec, rnd)
-    out = _LOG1P.get(key)
-    if out is None:
-        if len(_LOG1P) >= _MEMO_MAX:
-            _LOG1P.clear()
-        wp = prec + 10
-        out = _LOG1P[key] = mpf_pos(mpf_log(mpf_add(fone, t, 2 * wp, rnd), wp, rnd), prec, rnd)
-    return out
+    return _kept(_LOG1P, _log1p_steps, t, prec, rnd)
+
+
+def _log1p_steps(t: tuple, prec: int, rnd: str) -> tuple:
+    wp = prec + 10
+    return mpf_pos(mpf_log(mpf_add(fone, t, 2 * wp, rnd), wp, rnd), prec, rnd)
 
 
 exp_raw = _exp_raw
