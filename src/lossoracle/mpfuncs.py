@@ -185,7 +185,7 @@ def log_raw(t: tuple, prec: int, rnd: str) -> tuple:
 _ONE = from_int(1)
 
 
-def _exp_raw(t: tuple, prec: int, rnd: str) -> tuple:
+def exp_raw(t: tuple, prec: int, rnd: str) -> tuple:
     """``mpf_exp``, kept by argument and precision: σ(x), σ(−x), softplus(±x) of one element
     need only ``e^{±x}``, and the value and the VJP ask for the same ones."""
     return _kept(_EXP, mpf_exp, t, prec, rnd)
@@ -203,14 +203,12 @@ def _log1p_steps(t: tuple, prec: int, rnd: str) -> tuple:
     return mpf_pos(mpf_log(mpf_add(fone, t, 2 * wp, rnd), wp, rnd), prec, rnd)
 
 
-exp_raw = _exp_raw
-
 
 def exp(x: mpf) -> mpf:
-    """``mpmath.exp(x)``, kept by argument and precision (see :func:`_exp_raw`)."""
+    """``mpmath.exp(x)``, kept by argument and precision (see :func:`exp_raw`)."""
     if type(x) is mpf:
         prec, rnd = mp._prec_rounding
-        return _make(_exp_raw(x._mpf_, prec, rnd))
+        return _make(exp_raw(x._mpf_, prec, rnd))
     return mpmath.exp(x)
 
 
@@ -235,7 +233,7 @@ def log1pexp_raw(t: tuple, prec: int, rnd: str) -> tuple | None:
     ≤ 1.01u; ``x + log1p(e^{−x})`` adds two positive terms (one rounding)."""
     if not t[1]:
         return None
-    e = _exp_raw(mpf_neg(t, prec, rnd) if not t[0] else t, prec, rnd)  # e^{−|x|}
+    e = exp_raw(mpf_neg(t, prec, rnd) if not t[0] else t, prec, rnd)  # e^{−|x|}
     if not e[1] or e[2] + e[3] < -(prec + 10):  # log1p's series branch
         return None
     r = _log1p_raw(e, prec, rnd)
@@ -245,7 +243,7 @@ def log1pexp_raw(t: tuple, prec: int, rnd: str) -> tuple | None:
 def sigmoid_raw(t: tuple, prec: int, rnd: str) -> tuple:
     """:func:`sigmoid` of a raw value: ``1/(e^{−x} + 1)``, within 4.1·2^−prec relative (e^{−x}
     within 2u, the sum and the quotient rounded once)."""
-    d = mpf_add(_exp_raw(mpf_neg(t, prec, rnd), prec, rnd), _ONE, prec, rnd)
+    d = mpf_add(exp_raw(mpf_neg(t, prec, rnd), prec, rnd), _ONE, prec, rnd)
     return mpf_rdiv_int(1, d, prec, rnd)
 
 
@@ -281,7 +279,7 @@ class SoftmaxRow:
             if t != fninf and mpf_cmp(t, m) > 0:
                 m = t
         self._m = m
-        e = self._e = [_exp_raw(mpf_sub(t, m, 0), prec, rnd) if t != fninf else fzero for t in xs]
+        e = self._e = [exp_raw(mpf_sub(t, m, 0), prec, rnd) if t != fninf else fzero for t in xs]
         total = fzero
         for t in e:  # exact: every e_j is finite
             total = mpf_add(total, t, 0)
