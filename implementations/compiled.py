@@ -9,6 +9,7 @@ are exact too. ``LOSSORACLE_COMPILE=0`` never compiles.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Callable, Hashable
@@ -19,19 +20,17 @@ import torch
 __all__ = ["ENABLED", "Kernel"]
 
 ENABLED = {"on": os.environ.get("LOSSORACLE_COMPILE", "1") != "0"}
-_PRIMED = {"autograd": False}
 
 
+@functools.cache
 def _prime_autograd() -> None:
     """One tiny backward before the process's first compiled call. The autograd engine sets up its
     device threads once, on its first backward; when that first backward comes after a compiled call
     it starts worker threads, and a child forked from the process (the validator's isolated workers,
     :mod:`lossoracle.isolation`) then refuses every backward ("autograd's threading in combination
     with fork-based multiprocessing"). A backward first keeps the engine thread-free."""
-    if not _PRIMED["autograd"]:
-        _PRIMED["autograd"] = True
-        with torch.enable_grad():
-            torch.zeros((), requires_grad=True).mul(1.0).backward()
+    with torch.enable_grad():
+        torch.zeros((), requires_grad=True).mul(1.0).backward()
 
 
 class Kernel:
