@@ -10,10 +10,12 @@ the guard bits are missing. Reductions run in the compute dtype; the result has 
 dtype and device.
 
 Paired losses of at least ``_COMPILE_MIN_PAIRS`` pairs computed on the CPU in float64 run the
-kernel through ``torch.compile`` (one fused loop: ~10× the eager speed). float64 boxes on the CPU
-with a ``sum``/``mean`` of that many pairs: the value in plain float64 with running error bounds
-(:mod:`.box_bounds`, compiled), accepted within the faithful budget, else with guard bits
-(:class:`_PlainBoxFn`). Pairwise (N × M): the IoU
+kernel through ``torch.compile`` (one fused loop: ~10× the eager speed). float64 CPU boxes from that
+many pairs (paired, and the pairwise GIoU) run the C++ kernel ``native/box.cpp``: box_core's formulas per
+pair in long double, bit for bit the NumPy long double kernel's numbers at a fraction of its time (error
+bound in the source). Without it (``LOSSORACLE_COMPILE=0``, no compiler), a ``sum``/``mean`` of float64
+boxes takes the value in plain float64 with running error bounds (:mod:`.box_bounds`, compiled),
+accepted within the faithful budget, else with guard bits (:class:`_PlainBoxFn`). Pairwise (N × M): the IoU
 runs its kernel on the pairs that overlap or touch alone (:func:`_live_pairs`: every other pair's
 value and VJP term is exactly 0), gathered, in blocks of ``_BLOCK`` pairs; the GIoU of narrow CPU
 boxes from ``_COMPILE_MIN_PAIRS`` pairs runs one fused loop for the values and one reduction for
@@ -32,6 +34,7 @@ import torch
 from . import box_bounds as bounds
 from . import box_core as core
 from . import doubledouble as dd
+from . import native
 from .compiled import Kernel
 
 _WIDE = np.longdouble if np.finfo(np.longdouble).nmant >= 63 else None
@@ -67,9 +70,35 @@ def _compiled(p, q, kind, eps, alpha, iou_eps, cot):
     return None if g is None else (None, g)
 
 
+_KIND_CODES = {kind: code for code, kind in enumerate(core.KINDS)}  # native/box.cpp's Kind
+
+
+def _native_module(b1: torch.Tensor, pairs: int):
+    """The C++ long double kernel (``native/box.cpp``) for ``pairs`` float64 CPU pairs, or None: below
+    ``_COMPILE_MIN_PAIRS`` (the validator's cases never build it), not long double boxes, or native
+    kernels off or not built — then the NumPy long double kernel, bit for bit the same numbers."""
+    if pairs < _COMPILE_MIN_PAIRS or not _is_wide(b1):
+        return None
+    return native.module("box")
+
+
+def _run_native(mod, b1, b2, kind, eps, alpha, iou_eps, cot):
+    """:func:`_run` through the C++ kernel: per pair in long double, rounded once to float64."""
+    p, q = b1.detach().reshape(-1, 4).contiguous(), b2.detach().reshape(-1, 4).contiguous()
+    args = (_KIND_CODES[kind], float(eps), float(eps if iou_eps is None else iou_eps), alpha != "constant")
+    if cot is None:
+        return mod.paired_value(p, q, *args).reshape(b1.shape[:-1]), None
+    g1, g2 = mod.paired_grad(p, q, cot.detach().to(torch.float64).reshape(-1), *args)
+    return None, (g1.reshape(b1.shape), g2.reshape(b2.shape))
+
+
 def _run(b1: torch.Tensor, b2: torch.Tensor, kind: str, eps: float, alpha: str, iou_eps, cot):
-    """The kernel on paired boxes ``b1``/``b2``; returns float64 tensors (value, or the VJPs). Eager:
-    in blocks of ``_BLOCK`` pairs (every pair is independent: the same numbers, bounded memory)."""
+    """The kernel on paired boxes ``b1``/``b2``; returns float64 tensors (value, or the VJPs). Large
+    float64 CPU batches through the C++ kernel; eager: in blocks of ``_BLOCK`` pairs (every pair is
+    independent: the same numbers, bounded memory)."""
+    mod = _native_module(b1, b1.numel() // 4)
+    if mod is not None:
+        return _run_native(mod, b1, b2, kind, eps, alpha, iou_eps, cot)
     wide = _is_wide(b1)
     if not wide:
         out = _compiled(b1.detach(), b2.detach(), kind, eps, alpha, iou_eps, cot)
@@ -127,7 +156,9 @@ def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
 
 def _paired(kind, boxes1, boxes2, reduction, eps, alpha="exact", iou_eps=None):
     core.check_paired(boxes1.detach(), boxes2.detach(), reduction, eps)
-    if reduction != "none" and _is_wide(boxes1) and boxes1.numel() // 4 >= _COMPILE_MIN_PAIRS:
+    pairs = boxes1.numel() // 4
+    if (reduction != "none" and _is_wide(boxes1) and pairs >= _COMPILE_MIN_PAIRS
+            and _native_module(boxes1, pairs) is None):
         return _PlainBoxFn.apply(boxes1, boxes2, kind, float(eps), alpha, iou_eps, reduction)
     loss = _BoxFn.apply(boxes1, boxes2, kind, float(eps), alpha, iou_eps)
     return _reduce(loss, reduction).to(boxes1.dtype)
@@ -336,8 +367,14 @@ def _blocked_pairwise(b1, b2, kind, cot):
 
 def _run_pairwise(b1, b2, kind, cot, need=(True, True)):
     """Pairwise value (``b1``'s dtype) or VJPs (the boxes' dtypes): IoU through its live pairs;
-    GIoU of narrow CPU boxes through the compiled kernel from ``_COMPILE_MIN_PAIRS`` pairs, else
-    eager in row blocks."""
+    GIoU of narrow CPU boxes through the compiled kernel from ``_COMPILE_MIN_PAIRS`` pairs, of
+    float64 CPU boxes through the C++ long double kernel, else eager in row blocks."""
+    mod = None if kind == "iou" else _native_module(b1, b1.shape[0] * b2.shape[0])
+    if mod is not None and b2.dtype == b1.dtype and b2.device == b1.device:
+        p, q = b1.detach().contiguous(), b2.detach().contiguous()
+        if cot is None:
+            return mod.pairwise_value(p, q, _KIND_CODES[kind])
+        return tuple(mod.pairwise_grad(p, q, cot.detach().to(torch.float64), _KIND_CODES[kind]))
     if kind == "iou":
         out = _iou_pairwise(b1, b2, cot)
     else:
