@@ -30,10 +30,10 @@ using T = long double;
 
 enum Kind : int64_t { IOU = 0, GIOU = 1, GIOU_LOSS = 2, DIOU_LOSS = 3, CIOU_LOSS = 4 };
 
-// np.maximum / np.minimum on finite or NaN operands: the first operand where it compares so or is NaN
-inline T vmax(T a, T b) { return (a >= b || std::isnan(a)) ? a : b; }
-inline T vmin(T a, T b) { return (a <= b || std::isnan(a)) ? a : b; }
-inline T msk(bool b) { return b ? T(1) : T(0); }
+// np.maximum / np.minimum (the first operand where it compares so) on the operands they take here: never
+// NaN (differences of finite float64 coordinates, in long double's range)
+inline T vmax(T a, T b) { return a >= b ? a : b; }
+inline T vmin(T a, T b) { return a <= b ? a : b; }
 
 struct Axis {
   T p1, p2, q1, q2, dl, dr, w1, w2, r, i, c, e1, e2, dc;
@@ -61,22 +61,22 @@ struct Weights {
   SU p1, p2, q1, q2;
 };
 
-inline SU upper(T a, T b, T w, T pos, T nonneg) {
-  T s_plus = msk(a < b) * nonneg, s_minus = msk(a <= b) * pos;
-  T u_plus = msk(a >= b), u_minus = msk(a > b);
-  bool flat = w == 0;
-  return {flat ? s_plus : (s_plus + s_minus) * T(0.5), flat ? u_plus : (u_plus + u_minus) * T(0.5)};
+// The masks' sums and halvings in integers: the same values (0, 1/2, 1, all +0 where 0) as box_core's products.
+inline SU mean_of(bool flat, int s_plus, int s_minus, int u_plus, int u_minus, bool left) {
+  if (flat) return left ? SU{T(s_minus), T(u_minus)} : SU{T(s_plus), T(u_plus)};
+  return {T(0.5 * (s_plus + s_minus)), T(0.5 * (u_plus + u_minus))};
 }
 
-inline SU lower(T a, T b, T w, T pos, T nonneg) {
-  T s_plus = msk(a >= b) * pos, s_minus = msk(a > b) * nonneg;
-  T u_plus = msk(a < b), u_minus = msk(a <= b);
-  bool flat = w == 0;
-  return {flat ? s_minus : (s_plus + s_minus) * T(0.5), flat ? u_minus : (u_plus + u_minus) * T(0.5)};
+inline SU upper(T a, T b, T w, bool pos, bool nonneg) {
+  return mean_of(w == 0, (a < b) && nonneg, (a <= b) && pos, a >= b, a > b, false);
+}
+
+inline SU lower(T a, T b, T w, bool pos, bool nonneg) {
+  return mean_of(w == 0, (a >= b) && pos, (a > b) && nonneg, a < b, a <= b, true);
 }
 
 inline Weights weights(const Axis& a) {
-  T pos = msk(a.r > 0), nonneg = msk(a.r >= 0);
+  bool pos = a.r > 0, nonneg = a.r >= 0;
   return {lower(a.p1, a.q1, a.w1, pos, nonneg), upper(a.p2, a.q2, a.w1, pos, nonneg),
           lower(a.q1, a.p1, a.w2, pos, nonneg), upper(a.q2, a.p2, a.w2, pos, nonneg)};
 }
@@ -130,8 +130,9 @@ inline T pair(const double* b1, const double* b2, const Params& P, bool grad, T 
     bool oL = x.dl < 0, oR = x.dr > 0, oB = y.dl < 0, oT = y.dr > 0;
     T eL = std::fabs(x.dl), eR = std::fabs(x.dr), eB = std::fabs(y.dl), eT = std::fabs(y.dr);
     if (both) {
-      E = ((msk(oL != oB) * (eL * eB) + msk(oL != oT) * (eL * eT)) + msk(oR != oB) * (eR * eB)) +
-          msk(oR != oT) * (eR * eT);
+      // box_core's mask·(e·e) terms: a 0 mask gives +0 (the products are ≥ 0), as here
+      E = (((oL != oB ? eL * eB : zero) + (oL != oT ? eL * eT : zero)) + (oR != oB ? eR * eB : zero)) +
+          (oR != oT ? eR * eT : zero);
     } else if (x.r < 0) {
       E = (x.w1 * y.e2 + x.w2 * y.e1) + (-x.r) * y.c;
     } else {
