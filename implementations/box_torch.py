@@ -165,7 +165,8 @@ def _paired(kind, boxes1, boxes2, reduction, eps, alpha="exact", iou_eps=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# Reduced float64 losses on the CPU: the value in plain float64 with running error bounds, compiled
+# Reduced float64 losses on the CPU without the C++ kernel (``native.module`` None): the value in plain
+# float64 with running error bounds, compiled
 #
 # The value kernel of :mod:`.box_core` runs on :class:`.box_bounds.Tracked` values (one fused loop:
 # each pair's value with a bound on its error, ~17u relative here) and the reduced value is accepted

@@ -7,17 +7,19 @@
 // contract into, and atan2l is the libm function NumPy's longdouble arctan2 calls. Masks (0, 1/2, 1) and
 // their products are exact in any order.
 //
-// Error bound. u = 2^-64 per operation (no overflow or underflow: products of at most four float64 coordinates
-// lie within long double's range, 2^±16382), atan2l within 1 ULP. Every quantity of box_core is a sum of
+// Error bound (a-priori; per element, the conformance tests grade these very numbers, the long double
+// kernel's, against the oracle, and tests/test_box_native.py runs the catalogue through this kernel).
+// u = 2^-64 per operation (no overflow or underflow: products of at most four float64 coordinates lie
+// within long double's range, 2^±16382), atan2l within 1 ULP. Every quantity of box_core is a sum of
 // non-negative terms or a difference of two inputs rounded once (the cancellation-free formulation in its
-// docstring): the value is at most ~40 operations deep (CIoU), so it carries a relative error below
-// γ_40 = 40u/(1 − 40u) < 2^-58.6 of the sum of the magnitudes of its terms; the VJP entries (up to ~60 deep)
-// below γ_60 < 2^-58 of the same sum for theirs. Rounding to float64 adds 2^-53 of the result. Where the
-// conditioning is modest (c ≤ 4|f|, the faithful grade) the magnitudes' sum is within a small multiple of |f|
-// for these single-signed formulas, so the total stays below 0.5 + 2^-4 ULP of float64 — inside the 2 ULP
-// value / 4 ULP gradient budgets; elsewhere (a tie weight's cancellation, an ill-conditioned CIoU angle) the
-// error is γ_60 times the terms' sum, far inside the "stable" bound. Pairwise VJPs sum M (or N) per-pair terms
-// with Neumaier's compensated summation in long double: error ≤ 2u·Σ|t| + O(M u²)·Σ|t| on top of the terms'.
+// docstring): the value is at most ~40 operations deep (CIoU), so its error is below
+// γ_40 = 40u/(1 − 40u) < 2^-58.6 times the sum S of the magnitudes of its terms; a VJP entry (up to ~60
+// deep) below γ_60 < 2^-58 times its own S. With |f| < 2^53 ULP(f), that is < S/|f| · 2^-5 ULP; rounding
+// to float64 adds ≤ 0.5 ULP. Where the conditioning is modest (c ≤ 4|f|, the faithful grade) S/|f| stays
+// small for these single-signed formulas (S/|f| ≤ 48 keeps the value within 2 ULP, ≤ 112 the gradient
+// within 4); elsewhere (a tie weight's cancellation, an ill-conditioned CIoU angle) the error is γ_60·S,
+// far inside the "stable" bound k·u·c. Pairwise VJPs sum M (or N) per-pair terms t with Neumaier's
+// compensated summation in long double: ≤ 2u·Σ|t| + O(M u²)·Σ|t| more.
 #include <torch/extension.h>
 
 #include <cmath>
