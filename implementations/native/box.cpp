@@ -22,9 +22,14 @@
 // compensated summation in long double: ≤ 2u·Σ|t| + O(M u²)·Σ|t| more.
 #include <torch/extension.h>
 
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+
+// The bound above needs x87's 64-bit significand: where long double is float64 (MSVC) or another format,
+// the build fails and native.module returns None, so the long double NumPy/torch path runs instead.
+static_assert(LDBL_MANT_DIG == 64, "box.cpp needs x87 80-bit long double");
 
 namespace {
 
