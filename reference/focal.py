@@ -64,7 +64,7 @@ from mpmath import mp, mpf
 from mpmath.libmp import fone, mpf_add, mpf_div, mpf_mul, mpf_neg
 
 from lossoracle.mpfuncs import (EXACT, SoftmaxRow, cancel_bound, certify, log1pexp, memo, mp_array, mp_sum, sigmoid,
-                                sum_bound, to_mp, workprec)
+                                softmax_rows_raw, sum_bound, to_mp, to_raw, workprec)
 from lossoracle.spec import DTYPE_EPS, Arg, Case, Convention, Spec
 from lossoracle.strategies import GRIDS, LADDERS, class_indices, logits, probabilities, rng_for
 
@@ -265,7 +265,10 @@ class _Rows:
         self.shape = x.shape
         self.lead = (x.shape[0], *x.shape[2:])
         self.C = x.shape[1]
-        self.x = class_last(to_mp(x), 1).reshape(-1, self.C)
+        xl = class_last(x, 1)
+        # float logits: their exact raw values, class last (rows built by softmax_rows_raw); else mpf rows
+        self.raw = to_raw(np.ascontiguousarray(xl)) if x.dtype.kind == "f" else None
+        self.x = None if self.raw is not None else class_last(to_mp(x), 1).reshape(-1, self.C)
         self.t = np.asarray(target).reshape(-1)
         self.valid = [int(t) != ignore_index for t in self.t]
         self.alpha = [_alpha_of(alpha, int(t), scalar_alpha) if v else mpf(0) for t, v in zip(self.t, self.valid)]
@@ -306,13 +309,17 @@ _rows = memo(_Rows)  # the value and the VJP of a case share it
 
 @memo
 def _softmax_row(xr, y: int, a: mpf, gamma: mpf, clip: float):
-    """``(ℓ, (∂ℓ/∂x_j), certificate)`` of one row of logits ``xr`` (kept: the value and the VJP
-    share it). The certificate, at γ = 0 without a clip (None otherwise; u = 2^−P): ``−log p_y``,
+    """:func:`_row_terms` of one row of mpf logits ``xr`` (kept: the conditioning's differencing
+    changes one row at a time)."""
+    return _row_terms(SoftmaxRow(xr), len(xr), y, a, gamma, clip)
+
+
+def _row_terms(sr: SoftmaxRow, C: int, y: int, a: mpf, gamma: mpf, clip: float):
+    """``(ℓ, (∂ℓ/∂x_j), certificate)`` of one row of ``C`` logits (its :class:`SoftmaxRow` ``sr``).
+    The certificate, at γ = 0 without a clip (None otherwise; u = 2^−P): ``−log p_y``,
     ``1 − p_y`` within 8u (:meth:`~lossoracle.mpfuncs.SoftmaxRow.bound`), α within u, so
     ``ℓ = α·1·L`` and ``F = α·1·(0 + u)`` within 11u (4 bits); ``F·e_j/S`` adds ``e_j``'s 2u,
     ``S``'s 3.01u and two roundings: 18u (5 bits); a bad row is NaN at every precision."""
-    sr = SoftmaxRow(xr)  # (this function is kept per row already)
-    C = len(xr)
     if sr.bad:
         return mpmath.nan, (mpmath.nan,) * C, (EXACT, (EXACT,) * C)
     prec, rnd = mp._prec_rounding
@@ -351,18 +358,25 @@ def _softmax_row(xr, y: int, a: mpf, gamma: mpf, clip: float):
     return value, grads, (kv, tuple(EXACT if special else 4 if j == y else 5 for j in range(C)))
 
 
+@memo
 def _softmax(input, target, alpha, gamma, ignore_index, reduction, scalar_alpha, mean_over, empty_mean, sum_rule,
              clip):
+    """The rows, per-row losses, gradients and certificates of a case (kept: the value and the VJP
+    share them; read only)."""
     rows = _rows(input, target, alpha, ignore_index, reduction, scalar_alpha, mean_over, empty_mean, sum_rule)
     g = mpf(gamma)
     losses, grads, bounds = [], [], []
-    for xr, y, v, a in zip(rows.x, rows.t, rows.valid, rows.alpha):
+    C = rows.C
+    for i, (y, v, a) in enumerate(zip(rows.t, rows.valid, rows.alpha)):
         if not v:
             losses.append(mpf(0))
-            grads.append([mpf(0)] * rows.C)
-            bounds.append((0, (0,) * rows.C))
+            grads.append([mpf(0)] * C)
+            bounds.append((0, (0,) * C))
             continue
-        val, gr, b = _softmax_row(xr, int(y), a, g, clip)
+        if rows.raw is None:
+            val, gr, b = _softmax_row(rows.x[i], int(y), a, g, clip)
+        else:  # the row kept by its exact values (softmax_rows_raw), its terms computed here
+            val, gr, b = _row_terms(softmax_rows_raw(rows.raw[i * C:(i + 1) * C], 1, C)[0], C, int(y), a, g, clip)
         losses.append(val)
         grads.append(gr)
         bounds.append(b)

@@ -7,6 +7,7 @@ error is measured in.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,12 +21,18 @@ __all__ = ["Outcome", "BACKENDS", "cotangent", "backend"]
 # exact in every format; negative and zero entries, so a VJP that ignores the cotangent's sign or
 # lets a masked element leak (0·inf) is caught
 _PATTERN = np.array([1.0, 0.5, 2.0, -0.75, 1.25, 0.0, -1.0, 0.25])
+_LONG = np.resize(_PATTERN, 4096)
+_LONG.flags.writeable = False
 
 
 def cotangent(shape: tuple[int, ...]) -> np.ndarray:
     """The fixed cotangent used for vector-Jacobian products of non-scalar outputs (1 for scalars)."""
-    n = int(np.prod(shape)) if shape else 1
-    return np.resize(_PATTERN, n).reshape(shape) if shape else np.array(1.0)
+    if not shape:
+        return np.array(1.0)
+    n = math.prod(shape)
+    if n <= _LONG.size:
+        return _LONG[:n].copy().reshape(shape)  # (np.resize's values, a fresh writable array)
+    return np.resize(_PATTERN, n).reshape(shape)
 
 
 @dataclass

@@ -11,12 +11,13 @@ Tests re-run oracles at :func:`precision` ``2·ORACLE_PREC`` and require identic
 from __future__ import annotations
 
 import contextlib
+import math
 
 import mpmath
 import numpy as np
 from mpmath import mp, mpf
-from mpmath.libmp import (finf, fnan, fninf, fone, fzero, from_float, from_int, mpf_add, mpf_cmp, mpf_div, mpf_exp,
-                          mpf_log, mpf_neg, mpf_pos, mpf_rdiv_int, mpf_sub)
+from mpmath.libmp import (finf, fnan, fninf, fone, fzero, from_float, from_int, from_man_exp, mpf_add, mpf_cmp,
+                          mpf_div, mpf_exp, mpf_log, mpf_neg, mpf_pos, mpf_rdiv_int, mpf_sub)
 
 __all__ = [
     "ORACLE_PREC", "precision", "workprec", "to_mp", "exact_sub", "exp", "log1pexp", "sigmoid", "mp_array", "mp_sum",
@@ -63,6 +64,7 @@ def workprec() -> contextlib.AbstractContextManager:
 # without the per-operation conversions and dispatch of the object layer.
 
 _make = mp.make_mpf
+_TWO53 = float(1 << 53)
 
 
 def _finite(t: tuple) -> bool:
@@ -81,7 +83,7 @@ def to_mp(a: object) -> np.ndarray:
         if vals is None:
             if len(_FLOATS) >= _MEMO_MAX:
                 _FLOATS.clear()
-            vals = _FLOATS[key] = tuple(_make(from_float(v)) for v in arr.reshape(-1).tolist())
+            vals = _FLOATS[key] = tuple(map(_make, _from_floats(arr)))
         flat[:] = vals  # a fresh array (callers may write into it) of shared immutable mpf
         return out
     for i, v in enumerate(arr.reshape(-1).tolist()):
@@ -99,8 +101,26 @@ def to_raw(a: np.ndarray) -> list | None:
     if vals is None:
         if len(_RAWS) >= _MEMO_MAX:
             _RAWS.clear()
-        vals = _RAWS[key] = [from_float(v) for v in a.reshape(-1).tolist()]
+        vals = _RAWS[key] = _from_floats(a)
     return vals
+
+
+def _from_floats(a: np.ndarray) -> list:
+    """``[from_float(v) for v in a]`` (flat, C order); for a finite array by from_float's own steps
+    (frexp, the 53-bit integer mantissa, ``from_man_exp``), kept by value: the same tuples."""
+    flat = a.reshape(-1).tolist()
+    if not np.isfinite(a).all():
+        return [from_float(v) for v in flat]
+    if len(_FLOAT_RAW) >= _MEMO_MAX:
+        _FLOAT_RAW.clear()
+    out = []
+    for v in flat:  # (a finite float's dict key: −0.0 and 0.0 share one, as they share fzero)
+        t = _FLOAT_RAW.get(v)
+        if t is None:
+            m, e = math.frexp(v)
+            t = _FLOAT_RAW[v] = from_man_exp(int(m * _TWO53), e - 53, 53, "f")
+        out.append(t)
+    return out
 
 
 def mp_array(values: list, shape: tuple[int, ...]) -> np.ndarray:
@@ -164,6 +184,7 @@ _EXP: dict[tuple, tuple] = {}
 _LOG1P: dict[tuple, tuple] = {}
 _LOG: dict[tuple, tuple] = {}
 _RAWS: dict[tuple, list] = {}
+_FLOAT_RAW: dict[float, tuple] = {}  # from_float of finite floats, by value
 
 
 def _kept(table: dict, fn, t: tuple, prec: int, rnd: str) -> tuple:
@@ -266,12 +287,16 @@ class SoftmaxRow:
     others, in O(1). Each quantity is computed once per class and kept.
     """
 
-    def __init__(self, row) -> None:
+    def __init__(self, row, raw: list | None = None) -> None:
+        """``row``: the logits (mpf, or numbers); or ``raw``: their raw tuples instead (the same row)."""
         prec, rnd = self._pr = tuple(mp._prec_rounding)
-        xs = self._x = [(t if t[3] <= prec else mpf_pos(t, prec, rnd)) if type(v) is mpf and (t := v._mpf_)
-                        else mpf(v)._mpf_ for v in row]  # mpf(v): rounded to the working precision
+        if raw is not None:
+            xs = self._x = [t if t[3] <= prec else mpf_pos(t, prec, rnd) for t in raw]
+        else:
+            xs = self._x = [(t if t[3] <= prec else mpf_pos(t, prec, rnd)) if type(v) is mpf and (t := v._mpf_)
+                            else mpf(v)._mpf_ for v in row]  # mpf(v): rounded to the working precision
         C = len(xs)
-        self.bad = any(t == fnan or t == finf for t in xs) or all(t == fninf for t in xs)
+        self.bad = fnan in xs or finf in xs or xs.count(fninf) == C
         if self.bad:
             return
         m = next(t for t in xs if t != fninf)
@@ -388,7 +413,7 @@ class SoftmaxRow:
 
 
 _ROWS: dict[tuple, SoftmaxRow] = {}
-_CACHES: list[dict] = [_ROWS, _FLOATS, _EXP, _LOG1P, _LOG, _RAWS]
+_CACHES: list[dict] = [_ROWS, _FLOATS, _EXP, _LOG1P, _LOG, _RAWS, _FLOAT_RAW]
 
 
 def clear_caches() -> None:
@@ -422,7 +447,7 @@ def softmax_rows_raw(flat: list, M: int, C: int) -> list:
         if sr is None:
             if len(_ROWS) >= _MEMO_MAX:
                 _ROWS.clear()
-            sr = _ROWS[key] = SoftmaxRow([_make(t) for t in row])
+            sr = _ROWS[key] = SoftmaxRow(None, row)
         out.append(sr)
     return out
 
