@@ -61,10 +61,10 @@ from __future__ import annotations
 import mpmath
 import numpy as np
 from mpmath import mp, mpf
-from mpmath.libmp import fone, mpf_add, mpf_div, mpf_mul, mpf_neg
+from mpmath.libmp import fnan, fone, fzero, mpf_add, mpf_div, mpf_mul, mpf_neg, mpf_pos
 
-from lossoracle.mpfuncs import (EXACT, SoftmaxRow, cancel_bound, certify, log1pexp, memo, mp_array, mp_sum, sigmoid,
-                                softmax_rows_raw, sum_bound, to_mp, to_raw, workprec)
+from lossoracle.mpfuncs import (EXACT, SoftmaxRow, cancel_bound, certify, log1pexp, memo, mp_array, mp_sum,
+                                sigmoid, softmax_rows_raw, sum_bound, sum_raw, to_mp, to_raw, workprec)
 from lossoracle.spec import DTYPE_EPS, Arg, Case, Convention, Spec
 from lossoracle.strategies import GRIDS, LADDERS, class_indices, logits, probabilities, rng_for
 
@@ -174,7 +174,11 @@ def _sigmoid_bounds(x: mpf, y: mpf, alpha, at: mpf, dat: mpf, B: mpf, dx: mpf, d
 
 def _mag(v: mpf) -> int:
     """An upper bound of log2|v| (``|v| < 2^mag``); very negative for 0."""
-    t = v._mpf_
+    return _raw_mag(v._mpf_)
+
+
+def _raw_mag(t: tuple) -> int:
+    """:func:`_mag` of a raw value (very negative for 0 and the specials)."""
     return t[2] + t[3] if t[1] else -(1 << 30)
 
 
@@ -315,16 +319,16 @@ def _softmax_row(xr, y: int, a: mpf, gamma: mpf, clip: float):
 
 
 def _row_terms(sr: SoftmaxRow, C: int, y: int, a: mpf, gamma: mpf, clip: float):
-    """``(ℓ, (∂ℓ/∂x_j), certificate)`` of one row of ``C`` logits (its :class:`SoftmaxRow` ``sr``).
-    The certificate, at γ = 0 without a clip (None otherwise; u = 2^−P): ``−log p_y``,
+    """``(ℓ, (∂ℓ/∂x_j), certificate)`` of one row of ``C`` logits (its :class:`SoftmaxRow` ``sr``),
+    as raw tuples. The certificate, at γ = 0 without a clip (None otherwise; u = 2^−P): ``−log p_y``,
     ``1 − p_y`` within 8u (:meth:`~lossoracle.mpfuncs.SoftmaxRow.bound`), α within u, so
     ``ℓ = α·1·L`` and ``F = α·1·(0 + u)`` within 11u (4 bits); ``F·e_j/S`` adds ``e_j``'s 2u,
     ``S``'s 3.01u and two roundings: 18u (5 bits); a bad row is NaN at every precision."""
     if sr.bad:
-        return mpmath.nan, (mpmath.nan,) * C, (EXACT, (EXACT,) * C)
+        return fnan, (fnan,) * C, (EXACT, (EXACT,) * C)
     prec, rnd = mp._prec_rounding
-    make = mp.make_mpf
     clipped = False
+    a_raw, g_raw = a._mpf_, gamma._mpf_
     if clip:
         L, u, p = sr.neg_log_p(y), sr.one_minus_p(y), sr.p(y)
         c = mpf(clip)
@@ -332,27 +336,30 @@ def _row_terms(sr: SoftmaxRow, C: int, y: int, a: mpf, gamma: mpf, clip: float):
             clipped = True
             p = c if p < c else 1 - c
             L, u = -mpmath.log(p), 1 - p
-        ug = mpf(1) if gamma == 0 else u**gamma
-        value = a * ug * L
-        if not clipped and a != 0:
+        ug = mpf(1) if g_raw == fzero else u**gamma
+        value = (a * ug * L)._mpf_
+        if not clipped and a_raw != fzero:
             F = (a * ug * (gamma * p * L + u))._mpf_
     else:  # the same products on raw tuples
         L, u = sr.neg_log_p_raw(y), sr.one_minus_p_raw(y)
-        aug = mpf_mul(a._mpf_, fone if gamma == 0 else (make(u) ** gamma)._mpf_, prec, rnd)
-        value = make(mpf_mul(aug, L, prec, rnd))
-        if a != 0:
-            F = mpf_mul(aug, mpf_add(mpf_mul(mpf_mul(gamma._mpf_, sr.p_raw(y), prec, rnd), L, prec, rnd), u,
-                                     prec, rnd), prec, rnd)
-    certified = gamma == 0 and not clip
+        aug = mpf_mul(a_raw, fone if g_raw == fzero else (mp.make_mpf(u) ** gamma)._mpf_, prec, rnd)
+        value = mpf_mul(aug, L, prec, rnd)
+        if a_raw != fzero:
+            if g_raw == fzero and L[1]:  # 0·p·L = 0 exactly (L finite, non-zero), and 0 + u = u: aug·u
+                F = mpf_mul(aug, u, prec, rnd)
+            else:
+                F = mpf_mul(aug, mpf_add(mpf_mul(mpf_mul(g_raw, sr.p_raw(y), prec, rnd), L, prec, rnd), u,
+                                         prec, rnd), prec, rnd)
+    certified = g_raw == fzero and not clip
     special = sr.bound(y) == EXACT
     kv = (EXACT if special else 4) if certified else None
-    if clipped or a == 0:
-        return value, (mpf(0),) * C, (kv, (0,) * C) if certified else None
+    if clipped or a_raw == fzero:
+        return value, (fzero,) * C, (kv, (0,) * C) if certified else None
     # −F at the target, F·e_j/S elsewhere (0 for S = 0): the object formula's libmp steps
     f, S = F, sr.sum_except_raw(y)
-    grads = tuple(make(mpf_neg(f, prec, rnd)) if j == y else
-                  (make(mpf_div(mpf_mul(f, ej, prec, rnd), S, prec, rnd)) if S[1] or S[2] else mpf(0))
-                  for j, ej in enumerate(sr.e_raw))
+    neg, nonzero = mpf_neg(f, prec, rnd), S[1] or S[2]
+    grads = [neg if j == y else mpf_div(mpf_mul(f, ej, prec, rnd), S, prec, rnd) if nonzero else fzero
+             for j, ej in enumerate(sr.e_raw)]
     if not certified:
         return value, grads, None
     return value, grads, (kv, tuple(EXACT if special else 4 if j == y else 5 for j in range(C)))
@@ -361,16 +368,16 @@ def _row_terms(sr: SoftmaxRow, C: int, y: int, a: mpf, gamma: mpf, clip: float):
 @memo
 def _softmax(input, target, alpha, gamma, ignore_index, reduction, scalar_alpha, mean_over, empty_mean, sum_rule,
              clip):
-    """The rows, per-row losses, gradients and certificates of a case (kept: the value and the VJP
-    share them; read only)."""
+    """The rows, per-row losses, gradients (raw tuples) and certificates of a case (kept: the value
+    and the VJP share them; read only)."""
     rows = _rows(input, target, alpha, ignore_index, reduction, scalar_alpha, mean_over, empty_mean, sum_rule)
     g = mpf(gamma)
     losses, grads, bounds = [], [], []
     C = rows.C
     for i, (y, v, a) in enumerate(zip(rows.t, rows.valid, rows.alpha)):
         if not v:
-            losses.append(mpf(0))
-            grads.append([mpf(0)] * C)
+            losses.append(fzero)
+            grads.append([fzero] * C)
             bounds.append((0, (0,) * C))
             continue
         if rows.raw is None:
@@ -393,7 +400,7 @@ def softmax_focal_loss(input, target, alpha=None, gamma: float = 2.0, ignore_ind
         rows, losses, _, bounds = _softmax(input, target, alpha, gamma, ignore_index, reduction, scalar_alpha,
                                            mean_over, empty_mean, sum_rule, probability_clip)
         if reduction == "none":
-            out = mp_array(losses, rows.lead)
+            out = mp_array([mp.make_mpf(t) for t in losses], rows.lead)
             if bounds is not None:
                 certify(out, [b[0] for b in bounds])
             return out
@@ -401,11 +408,13 @@ def softmax_focal_loss(input, target, alpha=None, gamma: float = 2.0, ignore_ind
             out = mpf(0) if empty_mean == "zero" else mpmath.nan
             certify(out, [EXACT])
             return out
-        terms = [w * v if w != 0 else mpf(0) for w, v in zip(rows.weights, losses)]
-        out = mp_sum(terms)
+        prec, rnd = mp._prec_rounding  # w·v as the mpf product computes it (0 where w = 0)
+        terms = [mpf_mul(w._mpf_, v, prec, rnd) if w._mpf_ != fzero else fzero for w, v in zip(rows.weights, losses)]
+        total = mpf_pos(sum_raw(terms, prec, rnd), prec, rnd)  # mp_sum
+        out = mp.make_mpf(total)
         if bounds is not None:  # a term within 16u and the weight's 2u: 5 bits
-            certify(out, [sum_bound([_mag(t) + 5 for t, b in zip(terms, bounds) if t != 0 and b[0] != EXACT],
-                                    out._mpf_)])
+            certify(out, [sum_bound([_raw_mag(t) + 5 for t, b in zip(terms, bounds) if t != fzero and b[0] != EXACT],
+                                    total)])
         return out
 
 
@@ -424,20 +433,26 @@ def softmax_focal_loss_grad(grad_output, input, target, alpha=None, gamma: float
             g = [mpf(float(np.asarray(grad_output, dtype=np.float64).reshape(-1)[0]))] * len(rows.t)
         out, kb = [], []
         prec, rnd = mp._prec_rounding
+        zeros = [fzero] * rows.C
         for i, (gi, w, v, gr) in enumerate(zip(g, rows.weights, rows.valid, grads)):
             if not v:
-                out.extend([mpf(0)] * rows.C)
+                out.extend(zeros)
             else:  # gi·w·d (the object products' libmp steps)
                 gw = mpf_mul(gi._mpf_, w._mpf_, prec, rnd)
-                out.extend(mp.make_mpf(mpf_mul(gw, d._mpf_, prec, rnd)) for d in gr)
+                out.extend([mpf_mul(gw, d, prec, rnd) for d in gr])
             if bounds is not None:
-                special = not (mpmath.isfinite(gi) and mpmath.isfinite(w))
+                special = not (_finite(gi._mpf_) and _finite(w._mpf_))
                 kb.extend(EXACT if special or k == EXACT else k + 1 for k in bounds[i][1])
         shape = (*rows.lead, rows.C)
-        result = {"input": np.moveaxis(mp_array(out, shape), -1, 1)}
+        result = {"input": np.moveaxis(mp_array([mp.make_mpf(t) for t in out], shape), -1, 1)}
         if bounds is not None:
-            certify(result, np.moveaxis(mp_array(kb, shape), -1, 1).reshape(-1).tolist())
+            certify(result, kb if len(shape) <= 2 else np.moveaxis(mp_array(kb, shape), -1, 1).reshape(-1).tolist())
         return result
+
+
+def _finite(t: tuple) -> bool:
+    """A raw value is finite (zero, or a non-zero mantissa; the specials have man 0, exp ≠ 0)."""
+    return bool(t[1]) or not t[2]
 
 
 # ----------------------------------------------------------------------------------------------
