@@ -11,13 +11,12 @@ Tests re-run oracles at :func:`precision` ``2·ORACLE_PREC`` and require identic
 from __future__ import annotations
 
 import contextlib
-import math
 
 import mpmath
 import numpy as np
 from mpmath import mp, mpf
-from mpmath.libmp import (finf, fnan, fninf, fone, fzero, from_float, from_int, from_man_exp, mpf_add, mpf_cmp,
-                          mpf_div, mpf_exp, mpf_log, mpf_neg, mpf_pos, mpf_rdiv_int, mpf_sub)
+from mpmath.libmp import (MPZ as _MPZ, finf, fnan, fninf, fone, fzero, from_float, from_int, from_man_exp, mpf_add,
+                          mpf_cmp, mpf_div, mpf_exp, mpf_log, mpf_neg, mpf_pos, mpf_rdiv_int, mpf_sub)
 
 __all__ = [
     "ORACLE_PREC", "precision", "workprec", "to_mp", "exact_sub", "exp", "log1pexp", "sigmoid", "mp_array", "mp_sum",
@@ -65,6 +64,7 @@ def workprec() -> contextlib.AbstractContextManager:
 
 _make = mp.make_mpf
 _TWO53 = float(1 << 53)
+_NATIVE = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _finite(t: tuple) -> bool:
@@ -106,21 +106,14 @@ def to_raw(a: np.ndarray) -> list | None:
 
 
 def _from_floats(a: np.ndarray) -> list:
-    """``[from_float(v) for v in a]`` (flat, C order); for a finite array by from_float's own steps
-    (frexp, the 53-bit integer mantissa, ``from_man_exp``), kept by value: the same tuples."""
-    flat = a.reshape(-1).tolist()
-    if not np.isfinite(a).all():
-        return [from_float(v) for v in flat]
-    if len(_FLOAT_RAW) >= _MEMO_MAX:
-        _FLOAT_RAW.clear()
-    out = []
-    for v in flat:  # (a finite float's dict key: −0.0 and 0.0 share one, as they share fzero)
-        t = _FLOAT_RAW.get(v)
-        if t is None:
-            m, e = math.frexp(v)
-            t = _FLOAT_RAW[v] = from_man_exp(int(m * _TWO53), e - 53, 53, "f")
-        out.append(t)
-    return out
+    """``[from_float(v) for v in a]`` (flat, C order); for a larger finite float16/32/64 array by
+    from_float's own steps on the whole array (frexp, the 53-bit integer mantissa, then
+    ``from_man_exp``, exact for 53 bits): the same tuples."""
+    if a.size >= 64 and a.dtype in _NATIVE:  # (below, NumPy's fixed costs exceed the savings)
+        m, e = np.frexp(a.astype(np.float64, copy=False).reshape(-1))
+        if np.isfinite(m).all():
+            return list(map(from_man_exp, (m * _TWO53).astype(np.int64).tolist(), (e - 53).tolist()))
+    return [from_float(v) for v in a.reshape(-1).tolist()]
 
 
 def mp_array(values: list, shape: tuple[int, ...]) -> np.ndarray:
@@ -184,7 +177,6 @@ _EXP: dict[tuple, tuple] = {}
 _LOG1P: dict[tuple, tuple] = {}
 _LOG: dict[tuple, tuple] = {}
 _RAWS: dict[tuple, list] = {}
-_FLOAT_RAW: dict[float, tuple] = {}  # from_float of finite floats, by value
 
 
 def _kept(table: dict, fn, t: tuple, prec: int, rnd: str) -> tuple:
@@ -413,7 +405,7 @@ class SoftmaxRow:
 
 
 _ROWS: dict[tuple, SoftmaxRow] = {}
-_CACHES: list[dict] = [_ROWS, _FLOATS, _EXP, _LOG1P, _LOG, _RAWS, _FLOAT_RAW]
+_CACHES: list[dict] = [_ROWS, _FLOATS, _EXP, _LOG1P, _LOG, _RAWS]
 
 
 def clear_caches() -> None:
@@ -609,12 +601,29 @@ def _certified(values, bounds: list, bits: int) -> bool:
             return False
         if bc <= 53:
             continue  # a float64 itself, and the neighbours within 2^−60 relative round to it
-        half = bc - 54  # the rounding boundary: the bits below the 53rd equal to 2^half
-        d = bc + k + 1 - bits  # the bound is below 2^d units of the last bit
-        t = (man & ((2 << half) - 1)) - (1 << half)
-        if (t if t >= 0 else -t) <= (1 << d if d >= 0 else 0):
+        # the rounding boundary: the bits below the 53rd equal to 2^half (half = bc − 54); the bound
+        # is below 2^d units of the last bit (d = bc + k + 1 − bits; 0 units for d < 0): too close
+        # where |those bits − 2^half| ≤ 2^d
+        mask, lo, hi = _window(bc, max(bc + k + 1 - bits, -1))
+        if lo <= man & mask <= hi:
             return False
     return True
+
+
+_WINDOWS: dict[tuple[int, int], tuple] = {}
+
+
+def _window(bc: int, d: int) -> tuple:
+    """``(2^(half+1) − 1, 2^half − r, 2^half + r)`` as mpz, ``half = bc − 54``, ``r = 2^d`` (0 for
+    d = −1): the mask of the bits below a ``bc``-bit mantissa's 53rd and the window around the
+    float64 rounding boundary that :func:`_certified` rejects (kept: a few (bc, d) pairs recur)."""
+    out = _WINDOWS.get((bc, d))
+    if out is None:
+        if len(_WINDOWS) >= _MEMO_MAX:
+            _WINDOWS.clear()
+        half, r = bc - 54, (1 << d) if d >= 0 else 0
+        out = _WINDOWS[(bc, d)] = (_MPZ((2 << half) - 1), _MPZ((1 << half) - r), _MPZ((1 << half) + r))
+    return out
 
 
 def stable(fn, max_doublings: int = 3):
