@@ -16,7 +16,7 @@ import mpmath
 import numpy as np
 from mpmath import mp, mpf
 from mpmath.libmp import (MPZ as _MPZ, finf, fnan, fninf, fone, fzero, from_float, from_int, from_man_exp, mpf_add,
-                          mpf_cmp, mpf_div, mpf_exp, mpf_log, mpf_neg, mpf_pos, mpf_rdiv_int, mpf_sub)
+                          mpf_cmp, mpf_div, mpf_exp, mpf_log, mpf_neg, mpf_pos, mpf_rdiv_int, mpf_sub, prec_to_dps)
 
 __all__ = [
     "ORACLE_PREC", "precision", "workprec", "to_mp", "exact_sub", "exp", "log1pexp", "sigmoid", "mp_array", "mp_sum",
@@ -49,11 +49,42 @@ class precision:
 _SAME = contextlib.nullcontext()
 
 
+_DPS: dict[int, int] = {}
+
+
+def _set_prec(bits: int) -> None:
+    """``mp.prec = bits`` for an int ``bits ≥ 1``: the same three fields its setter writes
+    (``_prec``, ``_prec_rounding[0]``, ``_dps = prec_to_dps(bits)``), the decimal count kept."""
+    dps = _DPS.get(bits)
+    if dps is None:
+        dps = _DPS[bits] = prec_to_dps(bits)
+    mp._prec = mp._prec_rounding[0] = bits
+    mp._dps = dps
+
+
+class _AtPrec:
+    """``mp.workprec(bits)`` as a block: the same precision set and restored, without the
+    generic manager's other modes."""
+
+    __slots__ = ("bits", "orig")
+
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
+
+    def __enter__(self) -> None:
+        self.orig = mp._prec
+        _set_prec(self.bits)
+
+    def __exit__(self, *exc) -> bool:
+        _set_prec(self.orig)
+        return False
+
+
 def workprec() -> contextlib.AbstractContextManager:
     """The mpmath context every oracle computes in (never mutates the global ``mp.prec``; inside
     a context already at that precision, as under :func:`stable`, nothing to change)."""
     bits = _prec[-1]
-    return _SAME if mp.prec == bits else mp.workprec(bits)
+    return _SAME if mp._prec == bits else _AtPrec(bits)
 
 
 # Speed without a second arithmetic: the hot helpers below call the very mpmath.libmp functions
