@@ -275,7 +275,10 @@ class _Rows:
         self.x = None if self.raw is not None else class_last(to_mp(x), 1).reshape(-1, self.C)
         self.t = np.asarray(target).reshape(-1)
         self.valid = [int(t) != ignore_index for t in self.t]
-        self.alpha = [_alpha_of(alpha, int(t), scalar_alpha) if v else mpf(0) for t, v in zip(self.t, self.valid)]
+        per: dict[int, mpf] = {}  # α of each class once (the same expression gives the same number)
+        self.alpha = [(per[c] if (c := int(t)) in per else per.setdefault(c, _alpha_of(alpha, c, scalar_alpha)))
+                      if v else mpf(0) for t, v in zip(self.t, self.valid)]
+        self.negative_alpha = any(a._mpf_[0] for a in self.alpha)  # (a raw sign: α < 0, NaN not)
         self.weights = self._weights(reduction, mean_over, empty_mean, sum_rule)
 
     def _weights(self, reduction, mean_over, empty_mean, sum_rule) -> list:
@@ -308,7 +311,6 @@ class _Rows:
         return mpf(0) if empty_mean == "zero" else mpmath.nan
 
 
-_rows = memo(_Rows)  # the value and the VJP of a case share it
 
 
 @memo
@@ -370,7 +372,7 @@ def _softmax(input, target, alpha, gamma, ignore_index, reduction, scalar_alpha,
              clip):
     """The rows, per-row losses, gradients (raw tuples) and certificates of a case (kept: the value
     and the VJP share them; read only)."""
-    rows = _rows(input, target, alpha, ignore_index, reduction, scalar_alpha, mean_over, empty_mean, sum_rule)
+    rows = _Rows(input, target, alpha, ignore_index, reduction, scalar_alpha, mean_over, empty_mean, sum_rule)
     g = mpf(gamma)
     losses, grads, bounds = [], [], []
     C = rows.C
@@ -387,7 +389,7 @@ def _softmax(input, target, alpha, gamma, ignore_index, reduction, scalar_alpha,
         losses.append(val)
         grads.append(gr)
         bounds.append(b)
-    if any(b is None for b in bounds) or any(a < 0 for a in rows.alpha):
+    if any(b is None for b in bounds) or rows.negative_alpha:
         bounds = None  # (certified: α ≥ 0, so that a mean over Σ α is within u)
     return rows, losses, grads, bounds
 
