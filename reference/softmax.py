@@ -135,7 +135,8 @@ def _vjp(grad_output, input, dim, kind):
     product: three roundings and p's 6.1u (below 16u). A bad row (NaN, +inf) is NaN at every precision."""
     go = np.asarray(grad_output)
     exact_g = go.dtype.kind == "f"
-    cl = _class_last_raw(np.broadcast_to(go, np.shape(input)), dim) if exact_g else None
+    shape = np.shape(input)
+    cl = _class_last_raw(go if go.shape == shape else np.broadcast_to(go, shape), dim) if exact_g else None
     if cl is not None:
         gflat, _, C = cl
         g = [gflat[i * C:(i + 1) * C] for i in range(len(gflat) // C)] if C else []
