@@ -61,10 +61,11 @@ from __future__ import annotations
 import mpmath
 import numpy as np
 from mpmath import mp, mpf
-from mpmath.libmp import fnan, fone, fzero, mpf_add, mpf_div, mpf_mul, mpf_neg, mpf_pos
+from mpmath.libmp import fnan, fone, fzero, mpf_add, mpf_div, mpf_mul, mpf_neg, mpf_pos, mpf_sub
 
-from lossoracle.mpfuncs import (EXACT, SoftmaxRow, cancel_bound, certify, log1pexp, memo, mp_array, mp_sum,
-                                sigmoid, softmax_rows_raw, sum_bound, sum_raw, to_mp, to_raw, workprec)
+from lossoracle.mpfuncs import (EXACT, SoftmaxRow, cancel_bound, certify, log1pexp, log1pexp_raw, memo, mp_array,
+                                mp_sum, sigmoid, sigmoid_raw, softmax_rows_raw, sum_bound, sum_raw, to_mp, to_raw,
+                                workprec)
 from lossoracle.spec import DTYPE_EPS, Arg, Case, Convention, Spec
 from lossoracle.strategies import GRIDS, LADDERS, class_indices, logits, probabilities, rng_for
 
@@ -160,16 +161,62 @@ def _sigmoid_bounds(x: mpf, y: mpf, alpha, at: mpf, dat: mpf, B: mpf, dx: mpf, d
     (operands within 9.2u and 5.02u), then a rounding and the cotangent's three (2 bits)."""
     if not (mpmath.isfinite(x) and 0 <= y <= 1 and (alpha is None or alpha < 0 or alpha <= 1)):
         return None
-    ms = _mag(mpf(1) - y) + _mag(sigmoid(x))  # |(1 − y)σ(x)| < 2^ms
-    mb = _mag(y) + _mag(sigmoid(-x))  # |y·σ(−x)| < 2^mb
-    if at == 0:  # α = 0 at y = 1, α = 1 at y = 0: exactly 0 at every precision
+    prec, rnd = mp._prec_rounding
+    t = x._mpf_
+    return _sigmoid_bounds_raw(t, y._mpf_, at._mpf_, dat._mpf_, B._mpf_, dx._mpf_, dy._mpf_, sigmoid_raw(t, prec, rnd),
+                               sigmoid_raw(mpf_neg(t, prec, rnd), prec, rnd))
+
+
+def _sigmoid_bounds_raw(x, y, at, dat, B, dx, dy, s, sb):
+    """:func:`_sigmoid_bounds` past its domain check, on raw tuples (``s``, ``sb``: σ(x), σ(−x))."""
+    ms = _raw_mag(mpf_sub(fone, y, *mp._prec_rounding)) + _raw_mag(s)  # |(1 − y)σ(x)| < 2^ms
+    mb = _raw_mag(y) + _raw_mag(sb)  # |y·σ(−x)| < 2^mb
+    if at == fzero:  # α = 0 at y = 1, α = 1 at y = 0: exactly 0 at every precision
         kx = 0
     else:
-        kx = cancel_bound(max(ms, mb) + 4 + _mag(at), dx._mpf_, 4) if dx != 0 else None
-    t1, t2 = _mag(dat) + _mag(B), _mag(at) + _mag(x)
-    ky = cancel_bound(max(t1 + 4, t2 + 3) + 1, dy._mpf_, 2) if dy != 0 else (0 if t1 < -(1 << 29) and
-                                                                               t2 < -(1 << 29) else None)
+        kx = cancel_bound(max(ms, mb) + 4 + _raw_mag(at), dx, 4) if dx != fzero else None
+    t1, t2 = _raw_mag(dat) + _raw_mag(B), _raw_mag(at) + _raw_mag(x)
+    ky = cancel_bound(max(t1 + 4, t2 + 3) + 1, dy, 2) if dy != fzero else (0 if t1 < -(1 << 29) and
+                                                                            t2 < -(1 << 29) else None)
     return 4, kx, ky
+
+
+def _sigmoid_linear_raw(X: list, Y: list, alpha, in_domain: list) -> list:
+    """:func:`_sigmoid_element` at γ = 0 with the linear ``p_t`` and no clip, for finite logits
+    ``X`` and targets ``Y`` (raw): the object formulas' own steps, each operation of the mpf
+    operators (one rounding at the working precision) on raw tuples — ``q^γ = 1`` and its
+    derivatives 0 enter as those operators do. ``in_domain``: where :func:`_sigmoid_bounds`
+    certifies (0 ≤ y ≤ 1, α ≤ 1)."""
+    prec, rnd = mp._prec_rounding
+    if alpha is None or alpha < 0:
+        a = None
+        at, dat = fone, fzero
+    else:
+        am = mpf(alpha)
+        a, one_a, dat = am._mpf_, (1 - am)._mpf_, (2 * am - 1)._mpf_
+    out = []
+    for x, y, ok in zip(X, Y, in_domain):
+        one_y = mpf_sub(fone, y, prec, rnd)
+        if a is not None:  # α_t = α·y + (1 − α)(1 − y)
+            at = mpf_add(mpf_mul(a, y, prec, rnd), mpf_mul(one_a, one_y, prec, rnd), prec, rnd)
+        # _bce: σ(x), softplus(∓x), BCE = y·softplus(−x) + (1 − y)·softplus(x), (1 − y)σ(x) − y·σ(−x), −x
+        neg = mpf_neg(x, prec, rnd)
+        s, sb = sigmoid_raw(x, prec, rnd), sigmoid_raw(neg, prec, rnd)
+        sp_neg, sp_pos = log1pexp_raw(neg, prec, rnd), log1pexp_raw(x, prec, rnd)
+        if sp_neg is None:
+            sp_neg = log1pexp(mp.make_mpf(neg))._mpf_
+        if sp_pos is None:
+            sp_pos = log1pexp(mp.make_mpf(x))._mpf_
+        B = mpf_add(mpf_mul(y, sp_neg, prec, rnd), mpf_mul(one_y, sp_pos, prec, rnd), prec, rnd)
+        dBx = mpf_sub(mpf_mul(one_y, s, prec, rnd), mpf_mul(y, sb, prec, rnd), prec, rnd)
+        # ℓ = α_t·1·B, ∂ℓ/∂x = α_t(0·B + 1·∂B/∂x), ∂ℓ/∂y = (∂α_t/∂y)·1·B + α_t(0·B + 1·∂B/∂y)
+        value = mpf_mul(mpf_mul(at, fone, prec, rnd), B, prec, rnd)
+        dx = mpf_mul(at, mpf_add(mpf_mul(fzero, B, prec, rnd), mpf_mul(fone, dBx, prec, rnd), prec, rnd), prec, rnd)
+        dy = mpf_add(mpf_mul(mpf_mul(dat, fone, prec, rnd), B, prec, rnd),
+                     mpf_mul(at, mpf_add(mpf_mul(fzero, B, prec, rnd), mpf_mul(fone, neg, prec, rnd), prec, rnd),
+                             prec, rnd), prec, rnd)
+        out.append((value, dx, dy, _sigmoid_bounds_raw(x, y, at, dat, B, dx, dy, s, sb) if ok else None))
+    return out
 
 
 def _mag(v: mpf) -> int:
@@ -182,11 +229,22 @@ def _raw_mag(t: tuple) -> int:
     return t[2] + t[3] if t[1] else -(1 << 30)
 
 
+@memo
 def _sigmoid_elements(inputs, targets, alpha, gamma, p_t, clip):
+    """Value, ∂/∂x, ∂/∂y (object arrays; kept per case: the value and the VJP share them, read only)
+    and the certificates of every element."""
+    xa, ya = np.asarray(inputs), np.asarray(targets)
+    shape = np.shape(inputs)
+    if (p_t == "linear" and gamma == 0 and not clip and xa.dtype.kind == "f" and ya.dtype.kind == "f"
+            and xa.shape == ya.shape and np.isfinite(xa).all() and np.isfinite(ya).all()):
+        cert = alpha is None or alpha < 0 or alpha <= 1
+        in_domain = ((ya >= 0) & (ya <= 1)).reshape(-1).tolist() if cert else [False] * xa.size
+        raws = _sigmoid_linear_raw(to_raw(xa), to_raw(ya), alpha, in_domain)
+        make = mp.make_mpf
+        return (*(mp_array([make(o[i]) for o in raws], shape) for i in range(3)), [o[3] for o in raws])
     x, y = to_mp(inputs), to_mp(targets)
     g = mpf(gamma)
     out = [_sigmoid_element(a, b, alpha, g, p_t, clip) for a, b in zip(x.reshape(-1), y.reshape(-1))]
-    shape = np.shape(inputs)
     return (*(mp_array([o[i] for o in out], shape) for i in range(3)), [o[3] for o in out])
 
 
@@ -218,6 +276,7 @@ def sigmoid_focal_loss(inputs, targets, alpha: float = 0.25, gamma: float = 2.0,
         w = _sigmoid_weights(targets, reduction, mean_over, sum_rule)
         kv = [None if b is None else b[0] for b in bounds]
         if reduction == "none":
+            value = value.copy()  # (the kept array stays unexposed)
             certify(value, kv)
             return value
         if np.size(value) == 0:
