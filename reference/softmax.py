@@ -316,6 +316,7 @@ class _Layout:
         else:
             self.denominator = mp_sum(den) if mean_over == "weights" else mpf(len(den))
         self.w, self.eps = w, eps
+        self.certifiable = _certifiable(self)
 
     def unflatten(self, values: list) -> np.ndarray:
         return mp_array(values, self.lead)
@@ -358,7 +359,7 @@ def _row_losses(lay) -> tuple[list, list]:
     return vals, bounds
 
 
-def _certifiable(lay, weight) -> bool:
+def _certifiable(lay) -> bool:
     """The coefficients are sums of terms of one sign (0 ≤ ε ≤ 1, weights and probability targets
     ≥ 0): within 5u, and ``Σ w_y`` (a mean's denominator) within u."""
     if not 0 <= lay.eps <= 1 or any(w < 0 for w in lay.w):
@@ -392,7 +393,7 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     with workprec():
         lay = _layout(input, target, weight, ignore_index, label_smoothing, smoothing_form, mean_over, empty_mean)
         vals, bounds = _row_losses(lay)
-        if not _certifiable(lay, weight):
+        if not lay.certifiable:
             bounds = [None] * len(vals)
         return _reduced(lay, vals, bounds, reduction)
 
@@ -436,7 +437,7 @@ def cross_entropy_grad(grad_output, input, target, weight=None, ignore_index: in
         if lay.prob:
             out["target"] = _moved(gt, lay.lead, C, lay.dim)
             bounds += _moved(bt, lay.lead, C, lay.dim).reshape(-1).tolist()
-        certify(out, bounds if _certifiable(lay, weight) else [None] * len(bounds))
+        certify(out, bounds if lay.certifiable else [None] * len(bounds))
         return out
 
 
@@ -462,7 +463,7 @@ def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: st
             total = mpf_pos(sum_raw(terms, prec, rnd), prec, rnd)
             vals.append(mpf_neg(total, prec, rnd))  # −mp_sum(β_c·x_c)
             bounds.append(sum_bound([mag(t) for t in terms if t[1]], total))
-        if not _certifiable(lay, weight):
+        if not lay.certifiable:
             bounds = [None] * len(vals)
         return _reduced(lay, vals, bounds, reduction)
 
@@ -477,14 +478,20 @@ def nll_loss_grad(grad_output, input, target, weight=None, ignore_index: int = -
         lay = _layout(input, target, weight, ignore_index, 0.0, "eps_over_c", mean_over, empty_mean)
         C = lay.x.shape[-1]
         g, bounds = [], []
+        prec, rnd = mp._prec_rounding
+        zero = mpf(0)
         for t, beta, a in zip(lay.t, lay.betas, lay.cotangent(grad_output, reduction)):
-            for c in range(C):
-                live = beta is not None and c == int(t)
-                g.append(-a * beta[c] if live else mpf(0))
-                bounds.append((2 if _finite(a._mpf_) else EXACT) if live else 0)
+            y = int(t) if beta is not None else -1
+            at = a._mpf_
+            for c in range(C):  # −a·β_c at the target: the mpf operators' libmp steps
+                g.append(mp.make_mpf(mpf_mul(mpf_neg(at, prec, rnd), beta[c]._mpf_, prec, rnd)) if c == y else zero)
+            bounds.extend((2 if _finite(at) else EXACT) if c == y else 0 for c in range(C))
         out = {"input": _moved(g, lay.lead, C, lay.dim)}
-        certify(out, _moved(bounds, lay.lead, C, lay.dim).reshape(-1).tolist()
-                if _certifiable(lay, weight) else [None] * len(g))
+        if not lay.certifiable:
+            bounds = [None] * len(g)
+        elif lay.dim != len(lay.lead):
+            bounds = _moved(bounds, lay.lead, C, lay.dim).reshape(-1).tolist()
+        certify(out, bounds)
         return out
 
 
