@@ -617,9 +617,9 @@ def _certified(values, bounds: list, bits: int) -> bool:
     flat = _flat(values)
     if len(flat) != len(bounds):
         return False
-    top = bits - 64
+    top, exact, windows = bits - 64, EXACT, _WINDOWS
     for y, k in zip(flat, bounds):
-        if k == EXACT:
+        if k == exact:
             continue
         if k is None or k > top or type(y) is not mpf:
             return False
@@ -635,7 +635,10 @@ def _certified(values, bounds: list, bits: int) -> bool:
         # the rounding boundary: the bits below the 53rd equal to 2^half (half = bc − 54); the bound
         # is below 2^d units of the last bit (d = bc + k + 1 − bits; 0 units for d < 0): too close
         # where |those bits − 2^half| ≤ 2^d
-        mask, lo, hi = _window(bc, max(bc + k + 1 - bits, -1))
+        d = bc + k + 1 - bits
+        if d < 0:
+            d = -1
+        mask, lo, hi = windows.get((bc, d)) or _window(bc, d)
         if lo <= man & mask <= hi:
             return False
     return True
