@@ -140,7 +140,7 @@ def _from_floats(a: np.ndarray) -> list:
     """``[from_float(v) for v in a]`` (flat, C order); for a larger finite float16/32/64 array by
     from_float's own steps on the whole array (frexp, the 53-bit integer mantissa, then
     ``from_man_exp``, exact for 53 bits): the same tuples."""
-    if a.size >= 64 and a.dtype in _NATIVE:  # (below, NumPy's fixed costs exceed the savings)
+    if a.size >= 24 and a.dtype in _NATIVE:  # (below, NumPy's fixed costs exceed the savings)
         m, e = np.frexp(a.astype(np.float64, copy=False).reshape(-1))
         if np.isfinite(m).all():
             return list(map(from_man_exp, (m * _TWO53).astype(np.int64).tolist(), (e - 53).tolist()))
