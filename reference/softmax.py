@@ -96,27 +96,28 @@ def _softmax_rows(x, dim) -> tuple[list, tuple, int]:
 
 
 def _per_row(x, dim, fn):
-    """Apply ``fn(SoftmaxRow, c, prec, rnd) -> raw mpf`` to every element, keeping the layout of ``x``;
-    certified with :meth:`SoftmaxRow.bound` (negation is exact)."""
+    """Apply ``fn(SoftmaxRow, C, prec, rnd) -> [raw mpf of each class]`` to every row, keeping the
+    layout of ``x``; certified with :meth:`SoftmaxRow.bound` (negation is exact)."""
     srs, lead, C = _softmax_rows(x, dim)
     prec, rnd = mp._prec_rounding
     out, bounds = [], []
     for sr in srs:
-        out.extend(fn(sr, c, prec, rnd) for c in range(C))
-        bounds.extend(sr.bound(c) for c in range(C))
+        out.extend(fn(sr, C, prec, rnd))
+        bounds.extend(sr.bounds())
     return _certified_out(out, bounds, lead, C, dim)
 
 
 def log_softmax(input, dim: int = -1) -> np.ndarray:
     """Exact ``log_softmax(input)`` along ``dim`` (object array of mpf)."""
     with workprec():
-        return _per_row(input, dim, lambda sr, c, prec, rnd: mpf_neg(sr.neg_log_p_raw(c), prec, rnd))
+        return _per_row(input, dim, lambda sr, C, prec, rnd: [mpf_neg(sr.neg_log_p_raw(c), prec, rnd)
+                                                              for c in range(C)])
 
 
 def softmax(input, dim: int = -1) -> np.ndarray:
     """Exact ``softmax(input)`` along ``dim``."""
     with workprec():
-        return _per_row(input, dim, lambda sr, c, prec, rnd: sr.p_raw(c))
+        return _per_row(input, dim, lambda sr, C, prec, rnd: [sr.p_raw(c) for c in range(C)])
 
 
 def _mag0(t: tuple) -> int:
@@ -163,20 +164,22 @@ def _vjp(grad_output, input, dim, kind):
                 m = max(range(C), key=lambda k: xs[k])
             else:  # the first arg-max, as max() finds it
                 m = sr.argmax()
-            gm = gr[m]
-            terms = [mpf_mul(sr.p_raw(k), mpf_sub(gm, gr[k], prec, rnd), prec, rnd) for k in range(C) if k != m]
+            gm, p = gr[m], [sr.p_raw(k) for k in range(C)]
+            terms = [mpf_mul(p[k], mpf_sub(gm, gr[k], prec, rnd), prec, rnd) for k in range(C) if k != m]
             rest = mpf_pos(sum_raw(terms, prec, rnd), prec, rnd)
             k_rest = sum_bound([mag(t) + 4 for t in terms if t[1]], rest)
+            if not (sr.bad or k_rest is None or k_rest == EXACT):
+                m_rest = _mag0(rest) + k_rest
             for j in range(C):
                 d0 = mpf_sub(gr[j], gm, prec, rnd)
                 d = mpf_add(d0, rest, prec, rnd)
-                out.append(mpf_mul(sr.p_raw(j), d, prec, rnd))
+                out.append(mpf_mul(p[j], d, prec, rnd))
                 if sr.bad:
                     bounds.append(EXACT)
                 elif k_rest is None or k_rest == EXACT or not (d[1] or d0[1] or rest[1]):
                     bounds.append(None if k_rest is None or d0[1] or rest[1] else 0)
                 else:
-                    bounds.append(cancel_bound(max(_mag0(d0), _mag0(rest) + k_rest) + 2, d, 4))
+                    bounds.append(cancel_bound(max(_mag0(d0), m_rest) + 2, d, 4))
     if not exact_g:
         bounds = [None] * len(out)
     return _certified_out(out, bounds, lead, C, dim, "input")

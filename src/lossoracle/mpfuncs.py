@@ -424,6 +424,13 @@ class SoftmaxRow:
         ≥ log 2``, log s ≤ L: ≤ (2 + 3.01/log 2 + 1)u < 7.4u."""
         return EXACT if self.bad or self._x[c] == fninf else 3
 
+    def bounds(self) -> list:
+        """:meth:`bound` of every class of the row."""
+        xs = self._x
+        if self.bad:
+            return [EXACT] * len(xs)
+        return [EXACT if t == fninf else 3 for t in xs] if fninf in xs else [3] * len(xs)
+
     def neg_log_p(self, c: int) -> mpf:
         """``−log p_c`` (+inf for a −inf logit; NaN for a row with NaN or +inf)."""
         return _make(self.neg_log_p_raw(c))
