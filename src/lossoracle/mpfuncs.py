@@ -327,7 +327,8 @@ class SoftmaxRow:
             if t != fninf and mpf_cmp(t, m) > 0:
                 m = t
         self._m = m
-        e = self._e = [exp_raw(mpf_sub(t, m, 0), prec, rnd) if t != fninf else fzero for t in xs]
+        e = self._e = [(exp_raw(mpf_sub(t, m, 0), prec, rnd) if t != m else fone) if t != fninf else fzero
+                       for t in xs]  # (e^0 = 1: what mpf_exp returns for 0)
         total = fzero
         for t in e:  # exact: every e_j is finite
             total = mpf_add(total, t, 0)
