@@ -28,6 +28,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import native
 from . import softmax_core as core
 from .compiled import Kernel
 from .validation import class_target_kind, require_floating, require_reduction
@@ -195,6 +196,7 @@ def _sm_rows_grad(x: torch.Tensor, g: torch.Tensor, m: torch.Tensor, r: torch.Te
     return torch.where(at, p * rest, p * (gc - (gc * p).sum(-1, keepdim=True))).to(g.dtype)
 
 
+_NATIVE_DTYPES = (torch.float32, *_HALF)  # native/softmax.cpp: the rows below in one C++ row loop
 _ROWS_DTYPES = {True: (torch.float32, *_HALF), False: _HALF}  # log-softmax; softmax (float32: PyTorch's forward)
 _ROWS = {True: (Kernel(_lsm_rows, "log-softmax rows", 3), _lsm_rows_grad),  # variants: dtypes
          False: (Kernel(_sm_rows, "softmax rows", 2), _sm_rows_grad)}
@@ -217,6 +219,15 @@ class _SoftmaxFn(torch.autograd.Function):
         ct = _ct(x)
         x2, shape = _rows(x, dim)
         ctx.dim, ctx.log, ctx.shape, ctx.dtype, ctx.tail, ctx.rows = dim, log, shape, x.dtype, None, False
+        ctx.native = None
+        if x2.dtype in _NATIVE_DTYPES and x2.device.type == "cpu" and x2.numel() >= _COMPILE_MIN_NUMEL \
+                and (nat := native.module("softmax")) is not None:
+            x2 = x2.contiguous()
+            out, m, r = nat.forward(x2, log)
+            # the backward reads the logits, or (float32 softmax) the probabilities: exp is not redone
+            ctx.save_for_backward(out if not log and x2.dtype == torch.float32 else x2, m, r)
+            ctx.native = nat
+            return _unrows(out, shape, dim, x.dtype)
         if x2.dtype in _ROWS_DTYPES[log] and x2.device.type == "cpu" and x2.numel() >= _COMPILE_MIN_NUMEL \
                 and (res := _ROWS[log][0](x.dtype, x2)) is not None:
             out, m, r = res
@@ -236,6 +247,14 @@ class _SoftmaxFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         g2, _ = _rows(g, ctx.dim)
+        if ctx.native is not None:
+            a, m, r = ctx.saved_tensors
+            g2 = g2.to(a.dtype).contiguous()
+            if ctx.log:
+                gx = ctx.native.log_softmax_backward(a, g2, m, r)
+            else:
+                gx = ctx.native.softmax_backward(a, g2, m, r, a.dtype == torch.float32)
+            return _unrows(gx, ctx.shape, ctx.dim, ctx.dtype), None, None
         if ctx.rows:
             x2, m, r = ctx.saved_tensors
             g2 = g2.to(x2.dtype)
