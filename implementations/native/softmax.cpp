@@ -196,6 +196,10 @@ double row_r(const float* x, float m, int64_t C, float* e) {
   return row_r_masked(x, m, C, e);
 }
 
+// L = log1p r in float64, rounded once to float32 (log p_j = d_j − L; the forward and the backward's
+// recomputed log p agree bit for bit).
+inline float lse_tail(double r) { return static_cast<float>(std::log1p(r)); }
+
 int64_t index_of(const float* x, float v, int64_t C) {  // the first j with x_j = v (−1: none)
   const Vec vv(v);
   const unsigned all = (1u << W) - 1u;
@@ -261,7 +265,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> forward(const torch::Ten
           mp[i] = mi;
           rp[i] = ri;
           if (log) {
-            const Vec vm(mi), vl(static_cast<float>(std::log1p(ri)));
+            const Vec vm(mi), vl(lse_tail(ri));
             for (int64_t j = 0; j < C; j += W) {
               const int64_t n = std::min(W, C - j);
               ((Vec::loadu(xr + j, n) - vm) - vl).store(o + j, n);
@@ -309,7 +313,7 @@ torch::Tensor log_softmax_backward(const torch::Tensor& x, const torch::Tensor& 
           LaneSum s;
           for (int64_t j = 0; j < C; j += W) s.add(Vec::loadu(gr + j, std::min(W, C - j)));
           const double S = s.total(), ri = rp[i];
-          const Vec vm(mp[i]), vl(static_cast<float>(std::log1p(ri))), vs(static_cast<float>(S));
+          const Vec vm(mp[i]), vl(lse_tail(ri)), vs(static_cast<float>(S));
           for (int64_t j = 0; j < C; j += W) {
             const int64_t n = std::min(W, C - j);
             const Vec p = ((Vec::loadu(xr + j, n) - vm) - vl).exp();  // e^{log p}: the forward's log p
