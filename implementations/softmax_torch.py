@@ -12,8 +12,13 @@ one format wider (:class:`_TargetRows`). Forward saves what backward reads (``lo
 the compiled log-softmax rows below: the logits and two numbers per row). float16/bfloat16 are
 computed in float32 and rounded once to the input dtype; CPU and CUDA alike. Semantics are PyTorch's.
 
-Speed (``python benchmarks/softmax_ratio.py``): on the CPU, from 2^16 elements, ``torch.compile`` kernels
-(eager fallback: the paths above, ``LOSSORACLE_COMPILE=0``). float32/float16/bfloat16 log-softmax (and
+Speed (``python benchmarks/softmax_ratio.py``): on the CPU, from 2^16 elements, log-softmax and softmax of
+float32/float16/bfloat16 run the native row kernels of ``native/softmax.cpp`` (:mod:`.native`): one C++ loop
+per row held in L1 — its maximum, ``r`` summed in float64 from SLEEF's float32 ``exp``, the output — and a
+backward from the logits and ``m``, ``r`` (from the output ``p`` for float32 softmax), the same mathematics
+as the compiled row kernels below, with the error bound written in the source. Where no extension can be
+built, ``torch.compile`` kernels (eager fallback: the paths above, ``LOSSORACLE_COMPILE=0``, which also
+turns the native kernels off). float32/float16/bfloat16 log-softmax (and
 float16/bfloat16 softmax) computes each row in float32 cancellation-free in one kernel, keeping only the
 row maximum and ``r`` for a backward that recomputes from the logits (no tail rows, no float32 copy of a
 half input); the float32/float64 softmax backward finds and corrects its tail rows in the same fused row
@@ -205,8 +210,9 @@ _ROWS_GRAD = {True: Kernel(_lsm_rows_grad, "log-softmax rows backward", 3),
 
 
 class _SoftmaxFn(torch.autograd.Function):
-    """Log-softmax or softmax. Large CPU float32/float16/bfloat16 log-softmax, float16/bfloat16 softmax:
-    :func:`_lsm_rows`, :func:`_sm_rows` and their VJPs.
+    """Log-softmax or softmax. Large CPU float32/float16/bfloat16 inputs: the native row kernels; without
+    them, log-softmax of those dtypes and float16/bfloat16 softmax: :func:`_lsm_rows`, :func:`_sm_rows` and
+    their VJPs compiled.
     Otherwise the bulk (:func:`_log_softmax`, :func:`_softmax`) and, in the tail rows
     (a probability above 1/2), the arg-max column ``k`` cancellation-free: ``log p_k = −log1p(r)`` in
     forward (``r = Σ_{j≠k} e^{ℓ_j − ℓ_k}``), and the VJP at ``k`` in backward. Softmax values need no

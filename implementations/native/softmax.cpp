@@ -216,7 +216,14 @@ const float* widen(const T* src, float* buf, int64_t C) {  // the row as float32
   if constexpr (std::is_same_v<T, float>) {
     return src;
   } else {
-    for (int64_t j = 0; j < C; ++j) buf[j] = static_cast<float>(src[j]);
+    using VT = at::vec::Vectorized<T>;
+    static_assert(VT::size() == 2 * W, "a half vector widens to two float vectors");
+    for (int64_t j = 0; j < C; j += VT::size()) {
+      const int64_t n = std::min<int64_t>(VT::size(), C - j);
+      auto [lo, hi] = at::vec::convert_to_float<T>(VT::loadu(src + j, n));
+      lo.store(buf + j, std::min(W, n));
+      if (n > W) hi.store(buf + j + W, n - W);
+    }
     return buf;
   }
 }
@@ -231,7 +238,15 @@ float* out_row(T* dst, float* buf) {  // where a float32 result row is written b
   if constexpr (std::is_same_v<T, float>) return dst; else return buf;
 }
 
-#define LOSSORACLE_DISPATCH(x, ...) AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, (x).scalar_type(), "softmax_rows", __VA_ARGS__)
+template <typename F>
+void dispatch(const torch::Tensor& x, F&& f) {  // f(T{}) for x's dtype T: float, Half or BFloat16
+  switch (x.scalar_type()) {
+    case at::kFloat: return f(float{});
+    case at::kHalf: return f(at::Half{});
+    case at::kBFloat16: return f(at::BFloat16{});
+    default: TORCH_CHECK(false, "softmax rows: float32, float16 or bfloat16");
+  }
+}
 
 void check_rows(const torch::Tensor& x, const char* name) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.device().is_cpu(), name, ": contiguous CPU rows (R, C)");
@@ -248,11 +263,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> forward(const torch::Ten
   auto r = torch::empty({R, 1}, x.options().dtype(at::kDouble));
   float* mp = m.data_ptr<float>();
   double* rp = r.data_ptr<double>();
-  LOSSORACLE_DISPATCH(x, [&] {
-    using T = scalar_t;
-    if constexpr (std::is_same_v<T, double>) {
-      TORCH_CHECK(false, "float64 rows are not native");
-    } else {
+  dispatch(x, [&](auto tag) {
+    using T = decltype(tag);
+    {
       const T* xp = x.data_ptr<T>();
       T* op = out.data_ptr<T>();
       at::parallel_for(0, R, GRAIN, [&](int64_t begin, int64_t end) {
@@ -295,11 +308,9 @@ torch::Tensor log_softmax_backward(const torch::Tensor& x, const torch::Tensor& 
   auto gx = torch::empty_like(x);
   const float* mp = m.data_ptr<float>();
   const double* rp = r.data_ptr<double>();
-  LOSSORACLE_DISPATCH(x, [&] {
-    using T = scalar_t;
-    if constexpr (std::is_same_v<T, double>) {
-      TORCH_CHECK(false, "float64 rows are not native");
-    } else {
+  dispatch(x, [&](auto tag) {
+    using T = decltype(tag);
+    {
       const T* xp = x.data_ptr<T>();
       const T* gp = gc.data_ptr<T>();
       T* op = gx.data_ptr<T>();
@@ -344,11 +355,9 @@ torch::Tensor softmax_backward(const torch::Tensor& x, const torch::Tensor& g, c
   auto gx = torch::empty_like(x);
   const float* mp = m.data_ptr<float>();
   const double* rp = r.data_ptr<double>();
-  LOSSORACLE_DISPATCH(x, [&] {
-    using T = scalar_t;
-    if constexpr (std::is_same_v<T, double>) {
-      TORCH_CHECK(false, "float64 rows are not native");
-    } else {
+  dispatch(x, [&](auto tag) {
+    using T = decltype(tag);
+    {
       const T* xp = x.data_ptr<T>();
       const T* gp = gc.data_ptr<T>();
       T* op = gx.data_ptr<T>();
