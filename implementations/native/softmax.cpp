@@ -254,48 +254,53 @@ void check_rows(const torch::Tensor& x, const char* name) {
               name, ": float32, float16 or bfloat16");
 }
 
-// Forward: log p (``log``) or p of rows x (R, C), and each row's m (float32) and r (float64).
-std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> forward(const torch::Tensor& x, bool log) {
+// Forward: log p (``log``) or p of rows x (R, C) in x's dtype, each row's m (float32) and r (float64),
+// and for softmax the float32 p the backward reads (the output itself for float32 rows; for half rows a
+// float32 copy: the backward then needs no exponential, and a half-rounded p would not be accurate
+// enough for its grades). For log-softmax, an empty tensor (its backward reads the logits).
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> forward(const torch::Tensor& x, bool log) {
   check_rows(x, "x");
   const int64_t R = x.size(0), C = x.size(1);
   auto out = torch::empty_like(x);
   auto m = torch::empty({R, 1}, x.options().dtype(at::kFloat));
   auto r = torch::empty({R, 1}, x.options().dtype(at::kDouble));
+  const bool wide = x.scalar_type() != at::kFloat;
+  auto p = log ? torch::empty({0}, x.options().dtype(at::kFloat))
+               : (wide ? torch::empty({R, C}, x.options().dtype(at::kFloat)) : out);
   float* mp = m.data_ptr<float>();
   double* rp = r.data_ptr<double>();
+  float* pp = p.data_ptr<float>();
   dispatch(x, [&](auto tag) {
     using T = decltype(tag);
-    {
-      const T* xp = x.data_ptr<T>();
-      T* op = out.data_ptr<T>();
-      at::parallel_for(0, R, GRAIN, [&](int64_t begin, int64_t end) {
-        std::vector<float> xb(std::is_same_v<T, float> ? 0 : C), ob(std::is_same_v<T, float> ? 0 : C);
-        for (int64_t i = begin; i < end; ++i) {
-          const float* xr = widen(xp + i * C, xb.data(), C);
-          float* o = out_row(op + i * C, ob.data());
-          const float mi = row_max(xr, C);
-          const double ri = row_r(xr, mi, C, log ? nullptr : o);
-          mp[i] = mi;
-          rp[i] = ri;
-          if (log) {
-            const Vec vm(mi), vl(lse_tail(ri));
-            for (int64_t j = 0; j < C; j += W) {
-              const int64_t n = std::min(W, C - j);
-              ((Vec::loadu(xr + j, n) - vm) - vl).store(o + j, n);
-            }
-          } else {
-            const Vec inv(static_cast<float>(1.0 / (1.0 + ri)));
-            for (int64_t j = 0; j < C; j += W) {
-              const int64_t n = std::min(W, C - j);
-              (Vec::loadu(o + j, n) * inv).store(o + j, n);
-            }
+    const T* xp = x.data_ptr<T>();
+    T* op = out.data_ptr<T>();
+    at::parallel_for(0, R, GRAIN, [&](int64_t begin, int64_t end) {
+      std::vector<float> xb(wide ? C : 0), ob(wide && log ? C : 0);
+      for (int64_t i = begin; i < end; ++i) {
+        const float* xr = widen(xp + i * C, xb.data(), C);
+        float* o = log ? out_row(op + i * C, ob.data()) : pp + i * C;  // the float32 result row
+        const float mi = row_max(xr, C);
+        const double ri = row_r(xr, mi, C, log ? nullptr : o);
+        mp[i] = mi;
+        rp[i] = ri;
+        if (log) {
+          const Vec vm(mi), vl(lse_tail(ri));
+          for (int64_t j = 0; j < C; j += W) {
+            const int64_t n = std::min(W, C - j);
+            ((Vec::loadu(xr + j, n) - vm) - vl).store(o + j, n);
           }
-          narrow(o, op + i * C, C);
+        } else {
+          const Vec inv(static_cast<float>(1.0 / (1.0 + ri)));
+          for (int64_t j = 0; j < C; j += W) {
+            const int64_t n = std::min(W, C - j);
+            (Vec::loadu(o + j, n) * inv).store(o + j, n);
+          }
         }
-      });
-    }
+        narrow(o, op + i * C, C);
+      }
+    });
   });
-  return {out, m, r};
+  return {out, m, r, p};
 }
 
 // The log-softmax VJP g − p Σg from the logits x and the forward's m, r (g in x's dtype), in x's dtype.
@@ -310,100 +315,81 @@ torch::Tensor log_softmax_backward(const torch::Tensor& x, const torch::Tensor& 
   const double* rp = r.data_ptr<double>();
   dispatch(x, [&](auto tag) {
     using T = decltype(tag);
-    {
-      const T* xp = x.data_ptr<T>();
-      const T* gp = gc.data_ptr<T>();
-      T* op = gx.data_ptr<T>();
-      at::parallel_for(0, R, GRAIN, [&](int64_t begin, int64_t end) {
-        const bool wide = !std::is_same_v<T, float>;
-        std::vector<float> xb(wide ? C : 0), gb(wide ? C : 0), ob(wide ? C : 0);
-        for (int64_t i = begin; i < end; ++i) {
-          const float* xr = widen(xp + i * C, xb.data(), C);
-          const float* gr = widen(gp + i * C, gb.data(), C);
-          float* o = out_row(op + i * C, ob.data());
-          LaneSum s;
-          for (int64_t j = 0; j < C; j += W) s.add(Vec::loadu(gr + j, std::min(W, C - j)));
-          const double S = s.total(), ri = rp[i];
-          const Vec vm(mp[i]), vl(lse_tail(ri)), vs(static_cast<float>(S));
-          for (int64_t j = 0; j < C; j += W) {
-            const int64_t n = std::min(W, C - j);
-            const Vec p = ((Vec::loadu(xr + j, n) - vm) - vl).exp();  // e^{log p}: the forward's log p
-            at::vec::fmadd(p, -vs, Vec::loadu(gr + j, n)).store(o + j, n);
-          }
-          if (ri < 1.0) {  // p_k > 1/2: (g_k r − Σ_{i≠k} g_i)/(1 + r), no 1 − p_k
-            const int64_t k = index_of(xr, mp[i], C);
-            const double gk = gr[k];
-            o[k] = static_cast<float>((gk * ri - (S - gk)) / (1.0 + ri));
-          }
-          narrow(o, op + i * C, C);
+    const T* xp = x.data_ptr<T>();
+    const T* gp = gc.data_ptr<T>();
+    T* op = gx.data_ptr<T>();
+    at::parallel_for(0, R, GRAIN, [&](int64_t begin, int64_t end) {
+      const bool wide = !std::is_same_v<T, float>;
+      std::vector<float> xb(wide ? C : 0), gb(wide ? C : 0), ob(wide ? C : 0);
+      for (int64_t i = begin; i < end; ++i) {
+        const float* xr = widen(xp + i * C, xb.data(), C);
+        const float* gr = widen(gp + i * C, gb.data(), C);
+        float* o = out_row(op + i * C, ob.data());
+        LaneSum s;
+        for (int64_t j = 0; j < C; j += W) s.add(Vec::loadu(gr + j, std::min(W, C - j)));
+        const double S = s.total(), ri = rp[i];
+        const Vec vm(mp[i]), vl(lse_tail(ri)), vs(static_cast<float>(S));
+        for (int64_t j = 0; j < C; j += W) {
+          const int64_t n = std::min(W, C - j);
+          const Vec p = ((Vec::loadu(xr + j, n) - vm) - vl).exp();  // e^{log p}: the forward's log p
+          at::vec::fmadd(p, -vs, Vec::loadu(gr + j, n)).store(o + j, n);
         }
-      });
-    }
+        if (ri < 1.0) {  // p_k > 1/2: (g_k r − Σ_{i≠k} g_i)/(1 + r), no 1 − p_k
+          const int64_t k = index_of(xr, mp[i], C);
+          const double gk = gr[k];
+          o[k] = static_cast<float>((gk * ri - (S - gk)) / (1.0 + ri));
+        }
+        narrow(o, op + i * C, C);
+      }
+    });
   });
   return gx;
 }
 
-// The softmax VJP p (g − Σ g p), p_k Σ_{i≠k} p_i (g_k − g_i) at the arg-max k of rows with r < 1.
-// ``p`` given (float32: the forward's output) or recomputed from x, m, r (half rows: p in float32).
-torch::Tensor softmax_backward(const torch::Tensor& x, const torch::Tensor& g, const torch::Tensor& m,
-                               const torch::Tensor& r, bool given) {
-  check_rows(x, "x");
-  TORCH_CHECK(g.sizes() == x.sizes() && g.scalar_type() == x.scalar_type(), "g: the shape and dtype of x");
-  TORCH_CHECK(!given || x.scalar_type() == at::kFloat, "a given p is float32");
-  const auto gc = g.contiguous();
-  const int64_t R = x.size(0), C = x.size(1);
-  auto gx = torch::empty_like(x);
-  const float* mp = m.data_ptr<float>();
+// The softmax VJP p (g − Σ g p), p_k Σ_{i≠k} p_i (g_k − g_i) at the arg-max k of rows with r < 1, from
+// the forward's float32 p and r; cotangents g and the result in the input's dtype.
+torch::Tensor softmax_backward(const torch::Tensor& p, const torch::Tensor& g, const torch::Tensor& r) {
+  check_rows(g, "g");
+  TORCH_CHECK(p.sizes() == g.sizes() && p.scalar_type() == at::kFloat && p.is_contiguous(),
+              "p: contiguous float32 rows of g's shape");
+  const int64_t R = g.size(0), C = g.size(1);
+  auto gx = torch::empty_like(g);
+  const float* pp = p.data_ptr<float>();
   const double* rp = r.data_ptr<double>();
-  dispatch(x, [&](auto tag) {
+  dispatch(g, [&](auto tag) {
     using T = decltype(tag);
-    {
-      const T* xp = x.data_ptr<T>();
-      const T* gp = gc.data_ptr<T>();
-      T* op = gx.data_ptr<T>();
-      at::parallel_for(0, R, GRAIN, [&](int64_t begin, int64_t end) {
-        const bool wide = !std::is_same_v<T, float>;
-        std::vector<float> pb(given ? 0 : C), gb(wide ? C : 0), ob(wide ? C : 0);
-        for (int64_t i = begin; i < end; ++i) {
-          const double ri = rp[i];
-          const float* p;
-          if (given) {
-            p = reinterpret_cast<const float*>(xp) + i * C;
-          } else {  // p = e^{x − m}·fl32(1/(1 + r)), as the forward
-            const float* xr = widen(xp + i * C, pb.data(), C);
-            const Vec vm(mp[i]), inv(static_cast<float>(1.0 / (1.0 + ri)));
-            for (int64_t j = 0; j < C; j += W) {
-              const int64_t n = std::min(W, C - j);
-              ((Vec::loadu(xr + j, n) - vm).exp() * inv).store(pb.data() + j, n);
-            }
-            p = pb.data();
-          }
-          const float* gr = widen(gp + i * C, gb.data(), C);
-          float* o = out_row(op + i * C, ob.data());
-          LaneSum s;
-          for (int64_t j = 0; j < C; j += W) {
-            const int64_t n = std::min(W, C - j);
-            s.add_product(Vec::loadu(p + j, n), Vec::loadu(gr + j, n));
-          }
-          const Vec vd(static_cast<float>(s.total()));
-          for (int64_t j = 0; j < C; j += W) {
-            const int64_t n = std::min(W, C - j);
-            (Vec::loadu(p + j, n) * (Vec::loadu(gr + j, n) - vd)).store(o + j, n);
-          }
-          if (ri < 1.0) {  // p_k > 1/2: p_k Σ_{i≠k} p_i (g_k − g_i) (the term i = k is 0)
-            const int64_t k = index_of(p, row_max(p, C), C);  // the arg-max (any largest p: the form is exact)
-            const double gk = gr[k];
-            LaneSum rest;
-            for (int64_t j = 0; j < C; j += W) {
-              const int64_t n = std::min(W, C - j);
-              rest.add_product_diff(Vec::loadu(p + j, n), gk, Vec::loadu(gr + j, n));
-            }
-            o[k] = static_cast<float>(static_cast<double>(p[k]) * rest.total());
-          }
-          narrow(o, op + i * C, C);
+    const T* gp = g.data_ptr<T>();
+    T* op = gx.data_ptr<T>();
+    at::parallel_for(0, R, GRAIN, [&](int64_t begin, int64_t end) {
+      const bool wide = !std::is_same_v<T, float>;
+      std::vector<float> gb(wide ? C : 0), ob(wide ? C : 0);
+      for (int64_t i = begin; i < end; ++i) {
+        const float* pr = pp + i * C;
+        const float* gr = widen(gp + i * C, gb.data(), C);
+        float* o = out_row(op + i * C, ob.data());
+        LaneSum s;
+        for (int64_t j = 0; j < C; j += W) {
+          const int64_t n = std::min(W, C - j);
+          s.add_product(Vec::loadu(pr + j, n), Vec::loadu(gr + j, n));
         }
-      });
-    }
+        const Vec vd(static_cast<float>(s.total()));
+        for (int64_t j = 0; j < C; j += W) {
+          const int64_t n = std::min(W, C - j);
+          (Vec::loadu(pr + j, n) * (Vec::loadu(gr + j, n) - vd)).store(o + j, n);
+        }
+        if (rp[i] < 1.0) {  // p_k > 1/2: p_k Σ_{i≠k} p_i (g_k − g_i) (the term i = k is 0)
+          const int64_t k = index_of(pr, row_max(pr, C), C);  // the arg-max (any largest p: the form is exact)
+          const double gk = gr[k];
+          LaneSum rest;
+          for (int64_t j = 0; j < C; j += W) {
+            const int64_t n = std::min(W, C - j);
+            rest.add_product_diff(Vec::loadu(pr + j, n), gk, Vec::loadu(gr + j, n));
+          }
+          o[k] = static_cast<float>(static_cast<double>(pr[k]) * rest.total());
+        }
+        narrow(o, op + i * C, C);
+      }
+    });
   });
   return gx;
 }
@@ -411,7 +397,7 @@ torch::Tensor softmax_backward(const torch::Tensor& x, const torch::Tensor& g, c
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
-  mod.def("forward", &forward, "log p (log) or p of rows x, and each row's m (float32) and r (float64)");
+  mod.def("forward", &forward, "log p (log) or p of rows x, each row's m (float32) and r (float64), softmax's float32 p");
   mod.def("log_softmax_backward", &log_softmax_backward, "the log-softmax VJP from x, m, r");
-  mod.def("softmax_backward", &softmax_backward, "the softmax VJP from p (given) or from x, m, r");
+  mod.def("softmax_backward", &softmax_backward, "the softmax VJP from the forward's float32 p and r");
 }
