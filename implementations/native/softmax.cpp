@@ -9,28 +9,30 @@
 //     log-softmax: (g_k r − Σ_{i≠k} g_i)/(1 + r)        softmax: p_k Σ_{i≠k} p_i (g_k − g_i).
 // A NaN, a +inf or a row of −inf makes m, d or r NaN and the row NaN (as PyTorch's kernels).
 //
-// Passes per row (the row stays in L1 after the first): its maximum; e^{d_j} (SLEEF expf, u10) masked
-// at the maxima and summed in float64; the output. half/bfloat16 rows are widened to float32 once
-// into a row buffer and the output rounded once to the input's dtype.
+// Passes per row (the row stays in L1 after the first): its maximum; e^{d_j} (SLEEF expf, u10) summed in
+// float64 (row_r: the maxima counted exactly); the output. half/bfloat16 rows are widened to float32
+// once into a row buffer and the output rounded once to the input's dtype. Softmax keeps its float32 p
+// for the backward (the output itself for float32 rows).
 //
-// Error (u = 2^-24, float32; U = 2^-53):
+// Error (u = 2^-24, float32; U = 2^-53; W lanes):
 //  * d_j rounds once, u|d_j|: within the conditioning (PyTorch's own x − m).
-//  * each e^{d_j} is within 1 ULP ≤ 2u relative (SLEEF's documented u10 bound); r sums C − 1
-//    non-negative float32 terms and an exact integer in float64, 16 lane sums then one sum of 16:
-//    relative error ≤ 2u + (C/16 + 16)·U·(1 + …) — for C < 2^20 below 2u(1 + 2^-13): the sum adds
-//    nothing at float32's scale (a float32 sum of 1,000 terms could add up to ~63u in the worst case,
-//    beyond the 4-ULP faithful budget of log p_k = −log1p r ≈ −r).
+//  * each e^{d_j} is within 1 ULP ≤ 2u relative (SLEEF's documented u10 bound); the float64 sum of the
+//    non-negative terms adds at most 2^-30 relative to r (row_r's test, else the masked sum, whose
+//    (⌈C/W⌉ + W)·U is as small for C < 2^20): r errs by ≤ 2u(1 + 2^-6) relative — the sum adds nothing
+//    at float32's scale (a float32 sum of 1,000 terms could add up to ~63u in the worst case, beyond the
+//    4-ULP faithful budget of log p_k = −log1p r ≈ −r).
 //  * L = log1p r in float64 (glibc, < 1 ULP double), relative condition r/((1 + r) log1p r) ≤ 1, so L
-//    carries r's relative error ≤ 2u(1 + 2^-13) plus 2U; Lf = fl32(L) adds u. log p_k = −Lf (arg-max):
+//    carries r's relative error ≤ 2u(1 + 2^-6) plus 2U; Lf = fl32(L) adds u. log p_k = −Lf (arg-max):
 //    ≤ 3u + … relative ≤ 3 ULP. Other j: d_j ≤ 0 ≤ L, so |log p_j| = |d_j| + L ≥ max(|d_j|, L) and
 //    fl(d_j − Lf) errs by ≤ u|log p_j| (rounding) + u|d_j| + (3u)L ≤ 5u|log p_j| — the same formula
 //    and bound as the compiled kernel's float32 form with a sum at least as accurate.
 //  * p_j = e^{d_j}·fl32(1/(1 + r)) (1/(1 + r) in float64): 1 ULP (exp) + r's 2u·r/(1 + r) + 2 roundings
 //    ≤ 4u relative plus the u|d_j| of d_j — as PyTorch's e^{d}·(1/s).
 //  * VJPs: Σ g (and Σ g_i p_i) in float64 lanes (products of two float32 exact in float64), so the sums
-//    err by ≤ (C/16 + 16)·U·Σ|…| — far below the float32 sums of the compiled kernels; the bulk
-//    g_j − p_j·fl32(Σg) (one FMA) and p_j (g_j − fl32(Σ g p)) are the compiled kernels' formulas; the
-//    arg-max forms above are evaluated in float64 and rounded once.
+//    err by ≤ (⌈C/W⌉ + W)·U·Σ|…| — far below the float32 sums of the compiled kernels; the bulk
+//    g_j − p_j·fl32(Σg) (one FMA; p_j = e^{log p_j}, the forward's log p recomputed bit for bit) and
+//    p_j (g_j − fl32(Σ g p)) (p the forward's float32 p, as the compiled kernel's saved output) are the
+//    compiled kernels' formulas; the arg-max forms above are evaluated in float64 and rounded once.
 // Never compiled with -ffast-math: the exact counts, the float64 sums and the FMA need IEEE arithmetic.
 
 #include <torch/extension.h>
