@@ -15,8 +15,7 @@ computed in float32 and rounded once to the input dtype; CPU and CUDA alike. Sem
 Speed (``python benchmarks/softmax_ratio.py``): on the CPU, from 2^16 elements, log-softmax and softmax of
 float32/float16/bfloat16 run the native row kernels of ``native/softmax.cpp`` (:mod:`.native`): one C++ loop
 per row held in L1 — its maximum, ``r`` summed in float64 from SLEEF's float32 ``exp``, the output — and a
-backward from the logits and ``m``, ``r`` (softmax: from the float32 ``p``, the output itself for float32
-input, a kept float32 copy for half input: within the memory target, and no exponential redone), the same mathematics
+backward from the logits and ``m``, ``r`` (from the output ``p`` for float32 softmax), the same mathematics
 as the compiled row kernels below, with the error bound written in the source. Where no extension can be
 built, ``torch.compile`` kernels (eager fallback: the paths above, ``LOSSORACLE_COMPILE=0``, which also
 turns the native kernels off). float32/float16/bfloat16 log-softmax (and
@@ -230,9 +229,9 @@ class _SoftmaxFn(torch.autograd.Function):
         if x2.dtype in _NATIVE_DTYPES and x2.device.type == "cpu" and x2.numel() >= _COMPILE_MIN_NUMEL \
                 and (nat := native.module("softmax")) is not None:
             x2 = x2.contiguous()
-            out, m, r, p = nat.forward(x2, log)
-            # log-softmax's backward reads the logits, softmax's the float32 p (no exponential redone)
-            ctx.save_for_backward(x2 if log else p, m, r)
+            out, m, r = nat.forward(x2, log)
+            # the backward reads the logits, or (float32 softmax) the output p: no exponential redone
+            ctx.save_for_backward(out if not log and x2.dtype == torch.float32 else x2, m, r)
             ctx.native = nat
             return _unrows(out, shape, dim, x.dtype)
         if x2.dtype in _ROWS_DTYPES[log] and x2.device.type == "cpu" and x2.numel() >= _COMPILE_MIN_NUMEL \
@@ -260,7 +259,7 @@ class _SoftmaxFn(torch.autograd.Function):
             if ctx.log:
                 gx = ctx.native.log_softmax_backward(a, g2, m, r)
             else:
-                gx = ctx.native.softmax_backward(a, g2, r)
+                gx = ctx.native.softmax_backward(a, g2, m, r)
             return _unrows(gx, ctx.shape, ctx.dim, ctx.dtype), None, None
         if ctx.rows:
             x2, m, r = ctx.saved_tensors

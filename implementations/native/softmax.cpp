@@ -11,8 +11,8 @@
 //
 // Passes per row (the row stays in L1 after the first): its maximum; e^{d_j} (SLEEF expf, u10) summed in
 // float64 (row_r: the maxima counted exactly); the output. half/bfloat16 rows are widened to float32
-// once into a row buffer and the output rounded once to the input's dtype. Softmax keeps its float32 p
-// for the backward (the output itself for float32 rows).
+// once into a row buffer and the output rounded once to the input's dtype. The softmax backward reads
+// the output p of float32 rows and recomputes p of half rows from the logits.
 //
 // Error (u = 2^-24, float32; U = 2^-53; W lanes):
 //  * d_j rounds once, u|d_j|: within the conditioning (PyTorch's own x − m).
@@ -31,7 +31,7 @@
 //  * VJPs: Σ g (and Σ g_i p_i) in float64 lanes (products of two float32 exact in float64), so the sums
 //    err by ≤ (⌈C/W⌉ + W)·U·Σ|…| — far below the float32 sums of the compiled kernels; the bulk
 //    g_j − p_j·fl32(Σg) (one FMA; p_j = e^{log p_j}, the forward's log p recomputed bit for bit) and
-//    p_j (g_j − fl32(Σ g p)) (p the forward's float32 p, as the compiled kernel's saved output) are the
+//    p_j (g_j − fl32(Σ g p)) (p the forward's float32 p, as the compiled kernels' saved or recomputed p) are the
 //    compiled kernels' formulas; the arg-max forms above are evaluated in float64 and rounded once.
 // Never compiled with -ffast-math: the exact counts, the float64 sums and the FMA need IEEE arithmetic.
 
@@ -256,31 +256,25 @@ void check_rows(const torch::Tensor& x, const char* name) {
               name, ": float32, float16 or bfloat16");
 }
 
-// Forward: log p (``log``) or p of rows x (R, C) in x's dtype, each row's m (float32) and r (float64),
-// and for softmax the float32 p the backward reads (the output itself for float32 rows; for half rows a
-// float32 copy: the backward then needs no exponential, and a half-rounded p would not be accurate
-// enough for its grades). For log-softmax, an empty tensor (its backward reads the logits).
-std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> forward(const torch::Tensor& x, bool log) {
+// Forward: log p (``log``) or p of rows x (R, C) in x's dtype, and each row's m (float32) and r (float64).
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> forward(const torch::Tensor& x, bool log) {
   check_rows(x, "x");
   const int64_t R = x.size(0), C = x.size(1);
   auto out = torch::empty_like(x);
   auto m = torch::empty({R, 1}, x.options().dtype(at::kFloat));
   auto r = torch::empty({R, 1}, x.options().dtype(at::kDouble));
   const bool wide = x.scalar_type() != at::kFloat;
-  auto p = log ? torch::empty({0}, x.options().dtype(at::kFloat))
-               : (wide ? torch::empty({R, C}, x.options().dtype(at::kFloat)) : out);
   float* mp = m.data_ptr<float>();
   double* rp = r.data_ptr<double>();
-  float* pp = p.data_ptr<float>();
   dispatch(x, [&](auto tag) {
     using T = decltype(tag);
     const T* xp = x.data_ptr<T>();
     T* op = out.data_ptr<T>();
     at::parallel_for(0, R, GRAIN, [&](int64_t begin, int64_t end) {
-      std::vector<float> xb(wide ? C : 0), ob(wide && log ? C : 0);
+      std::vector<float> xb(wide ? C : 0), ob(wide ? C : 0);
       for (int64_t i = begin; i < end; ++i) {
         const float* xr = widen(xp + i * C, xb.data(), C);
-        float* o = log ? out_row(op + i * C, ob.data()) : pp + i * C;  // the float32 result row
+        float* o = out_row(op + i * C, ob.data());  // the float32 result row
         const float mi = row_max(xr, C);
         const double ri = row_r(xr, mi, C, log ? nullptr : o);
         mp[i] = mi;
@@ -302,7 +296,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> forward(c
       }
     });
   });
-  return {out, m, r, p};
+  return {out, m, r};
 }
 
 // The log-softmax VJP g − p Σg from the logits x and the forward's m, r (g in x's dtype), in x's dtype.
@@ -348,25 +342,41 @@ torch::Tensor log_softmax_backward(const torch::Tensor& x, const torch::Tensor& 
   return gx;
 }
 
-// The softmax VJP p (g − Σ g p), p_k Σ_{i≠k} p_i (g_k − g_i) at the arg-max k of rows with r < 1, from
-// the forward's float32 p and r; cotangents g and the result in the input's dtype.
-torch::Tensor softmax_backward(const torch::Tensor& p, const torch::Tensor& g, const torch::Tensor& r) {
-  check_rows(g, "g");
-  TORCH_CHECK(p.sizes() == g.sizes() && p.scalar_type() == at::kFloat && p.is_contiguous(),
-              "p: contiguous float32 rows of g's shape");
-  const int64_t R = g.size(0), C = g.size(1);
-  auto gx = torch::empty_like(g);
-  const float* pp = p.data_ptr<float>();
+// The softmax VJP p (g − Σ g p), p_k Σ_{i≠k} p_i (g_k − g_i) at the arg-max k of rows with r < 1. ``a``: the
+// forward's output p of float32 rows (read, no exponential redone), or the logits x of half rows (p
+// recomputed in float32 from x, m, r as the forward, bit for bit: a half-rounded p is not accurate enough
+// for the grades, and a kept float32 p would double the peak memory); g and the result in the input's dtype.
+torch::Tensor softmax_backward(const torch::Tensor& a, const torch::Tensor& g, const torch::Tensor& m,
+                               const torch::Tensor& r) {
+  check_rows(a, "a");
+  TORCH_CHECK(g.sizes() == a.sizes() && g.scalar_type() == a.scalar_type(), "g: the shape and dtype of a");
+  const auto gc = g.contiguous();
+  const int64_t R = a.size(0), C = a.size(1);
+  auto gx = torch::empty_like(a);
+  const float* mp = m.data_ptr<float>();
   const double* rp = r.data_ptr<double>();
-  dispatch(g, [&](auto tag) {
+  dispatch(a, [&](auto tag) {
     using T = decltype(tag);
-    const T* gp = g.data_ptr<T>();
+    constexpr bool wide = !std::is_same_v<T, float>;
+    const T* ap = a.data_ptr<T>();
+    const T* gp = gc.data_ptr<T>();
     T* op = gx.data_ptr<T>();
     at::parallel_for(0, R, GRAIN, [&](int64_t begin, int64_t end) {
-      const bool wide = !std::is_same_v<T, float>;
-      std::vector<float> gb(wide ? C : 0), ob(wide ? C : 0);
+      std::vector<float> pb(wide ? C : 0), gb(wide ? C : 0), ob(wide ? C : 0);
       for (int64_t i = begin; i < end; ++i) {
-        const float* pr = pp + i * C;
+        const float* pr;
+        if constexpr (wide) {  // p = e^{x − m}·fl32(1/(1 + r)), as the forward (in place of the widened x)
+          float* xr = pb.data();
+          widen(ap + i * C, xr, C);
+          const Vec vm(mp[i]), inv(static_cast<float>(1.0 / (1.0 + rp[i])));
+          for (int64_t j = 0; j < C; j += W) {
+            const int64_t n = std::min(W, C - j);
+            ((Vec::loadu(xr + j, n) - vm).exp() * inv).store(xr + j, n);
+          }
+          pr = xr;
+        } else {
+          pr = ap + i * C;
+        }
         const float* gr = widen(gp + i * C, gb.data(), C);
         float* o = out_row(op + i * C, ob.data());
         LaneSum s;
@@ -399,7 +409,7 @@ torch::Tensor softmax_backward(const torch::Tensor& p, const torch::Tensor& g, c
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
-  mod.def("forward", &forward, "log p (log) or p of rows x, each row's m (float32) and r (float64), softmax's float32 p");
+  mod.def("forward", &forward, "log p (log) or p of rows x, and each row's m (float32) and r (float64)");
   mod.def("log_softmax_backward", &log_softmax_backward, "the log-softmax VJP from x, m, r");
-  mod.def("softmax_backward", &softmax_backward, "the softmax VJP from the forward's float32 p and r");
+  mod.def("softmax_backward", &softmax_backward, "the softmax VJP from p (float32 rows) or x (half rows), m, r");
 }
