@@ -74,8 +74,8 @@ def test_jax_backend_compares_gradients():
 @pytest.mark.parametrize("loss", ["log_softmax", "softmax"])
 def test_compiled_row_kernels_conform_on_every_case(monkeypatch, loss):
     """The compiled kernels (large CPU inputs where the native kernels cannot be built: the log-softmax
-    rows, the softmax backward's row loop) run here on every catalogue case and dtype: the same verdicts as ours must reach (conforms; faithful
-    where well conditioned, stable everywhere)."""
+    rows, the softmax backward's row loop) run here on every catalogue case and dtype: the same verdicts
+    as ours must reach (conforms; faithful where well conditioned, stable everywhere)."""
     from lossoracle.implementations import compiled, softmax_torch
 
     monkeypatch.setattr(softmax_torch, "_COMPILE_MIN_NUMEL", 1)
