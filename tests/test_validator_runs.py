@@ -139,11 +139,27 @@ def test_a_cache_row_appended_by_another_process_is_read_instead_of_recomputed(t
     condcache.append_row(tmp_path, "loss", {"key": "b", "x": 2})
     with open(path, "a") as f:
         f.write('{"key": "c", "x"')  # another process still writing this line
-    assert condcache.read_new_rows(path) == {"b": {"key": "b", "x": 2}}
+    assert {k: condcache.parse_row(v) for k, v in condcache.read_new_rows(path).items()} == {"b": {"key": "b", "x": 2}}
     with open(path, "a") as f:
         f.write(': 3}\n')
-    assert condcache.read_new_rows(path) == {"c": {"key": "c", "x": 3}}
+    assert {k: condcache.parse_row(v) for k, v in condcache.read_new_rows(path).items()} == {"c": {"key": "c", "x": 3}}
     assert set(condcache.read_rows(path)) == {"a", "b", "c"}
+
+
+def test_a_cache_row_is_parsed_only_when_asked_for_and_a_broken_one_is_recomputed(tmp_path):
+    from lossoracle import condcache
+
+    path = tmp_path / "loss.jsonl"
+    condcache.append_row(tmp_path, "loss", {"key": "a", "x": 1})
+    with open(path, "a") as f:  # an interrupted run's cut line, then a later run's row on the same line
+        f.write('{"key": "b", "x": [1, ' + '{"key": "c", "x": 3}\n')
+        f.write('{"x": 4, "key": "d"}\n')  # not written by append_row: its key is found by parsing it
+    rows = condcache.read_rows(path)
+    assert set(rows) == {"a", "b", "d"}
+    assert all(isinstance(v, bytes) for v in rows.values())
+    assert condcache.parse_row(rows["a"]) == {"key": "a", "x": 1}
+    assert condcache.parse_row(rows["b"]) is None  # not guessed: the caller computes it afresh
+    assert condcache.parse_row(rows["d"]) == {"x": 4, "key": "d"}
 
 
 def test_oracle_outputs_stored_by_another_process_are_found(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ import inspect
 import json
 import os
 import pathlib
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -29,7 +30,8 @@ import numpy as np
 from . import conditioning as _conditioning
 from .conditioning import Conditioning
 
-__all__ = ["key", "get", "put", "shipped_dir", "user_dir", "ship", "read_rows", "read_new_rows", "append_row"]
+__all__ = ["key", "get", "put", "shipped_dir", "user_dir", "ship", "read_rows", "read_new_rows", "parse_row",
+           "append_row"]
 
 
 def shipped_dir() -> pathlib.Path:
@@ -71,7 +73,7 @@ def key(spec, case, conventions: dict, part: str, cotangent: np.ndarray) -> str:
     return h.hexdigest()[:32]
 
 
-_LOADED: dict[str, dict[str, dict]] = {}
+_LOADED: dict[str, dict[str, bytes]] = {}
 
 
 def _folders() -> list[pathlib.Path]:
@@ -81,18 +83,24 @@ def _folders() -> list[pathlib.Path]:
 _OFFSETS: dict[pathlib.Path, int] = {}  # how far each JSON-lines file has been read in this process
 
 
-def read_rows(path: pathlib.Path) -> dict[str, dict]:
-    """The rows of a JSON-lines store by key (a later row wins; none if the file is missing)."""
+def read_rows(path: pathlib.Path) -> dict[str, bytes]:
+    """The rows of a JSON-lines store by key, unparsed (a later row wins; none if the file is missing)."""
     _OFFSETS.pop(path, None)
     return read_new_rows(path)
 
 
-def read_new_rows(path: pathlib.Path) -> dict[str, dict]:
+# every row is written as ``json.dumps({"key": ..., ...})``: its key is read without parsing the row
+_KEY = re.compile(rb'\{"key": "([0-9A-Za-z_]*)"[,}]')
+
+
+def read_new_rows(path: pathlib.Path) -> dict[str, bytes]:
     """The rows appended to ``path`` since this process last read it (by :func:`read_rows` or
-    here): other processes of the run (``--jobs``, forked workers) append what they compute, and
-    a row is then read instead of computed again. Only complete lines are taken; a line another
-    process is still writing is read next time."""
-    out: dict[str, dict] = {}
+    here), by key, each its JSON line unparsed: a store holds many more rows (other versions of
+    the code, other cases) than a run asks for, so only a row asked for is parsed
+    (:func:`parse_row`). Other processes of the run (``--jobs``, forked workers) append what they
+    compute, and a row is then read instead of computed again. Only complete lines are taken; a
+    line another process is still writing is read next time."""
+    out: dict[str, bytes] = {}
     start = _OFFSETS.get(path, 0)
     try:
         with open(path, "rb") as f:
@@ -103,12 +111,24 @@ def read_new_rows(path: pathlib.Path) -> dict[str, dict]:
     end = data.rfind(b"\n") + 1
     _OFFSETS[path] = start + end
     for line in data[:end].splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:  # a line cut short by an interrupted run
+        found = _KEY.match(line)
+        if found:
+            out[found.group(1).decode()] = line
             continue
-        out[row["key"]] = row
+        row = parse_row(line)  # written otherwise (by hand?): parsed for its key
+        if isinstance(row, dict) and isinstance(row.get("key"), str):
+            out[row["key"]] = line
     return out
+
+
+def parse_row(line: bytes) -> dict | None:
+    """A row read by :func:`read_rows`, parsed; None for a line cut short by an interrupted run
+    (the entry is then computed again, never guessed)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) else None
 
 
 def append_row(folder: pathlib.Path | None, spec_name: str, row: dict) -> None:
@@ -127,9 +147,9 @@ def append_row(folder: pathlib.Path | None, spec_name: str, row: dict) -> None:
         pass
 
 
-def _entries(spec_name: str) -> dict[str, dict]:
+def _entries(spec_name: str) -> dict[str, bytes]:
     if spec_name not in _LOADED:
-        rows: dict[str, dict] = {}
+        rows: dict[str, bytes] = {}
         for folder in _folders():  # the user cache after the shipped store: its rows win
             rows.update(read_rows(folder / f"{spec_name}.jsonl"))
         _LOADED[spec_name] = rows
@@ -140,8 +160,8 @@ def get(spec_name: str, k: str, shapes: dict[str, tuple]) -> Conditioning | None
     rows = _entries(spec_name)
     if k not in rows and (d := user_dir()) is not None:  # computed meanwhile by another process?
         rows.update(read_new_rows(d / f"{spec_name}.jsonl"))
-    row = rows.get(k)
-    if row is None or set(row["cond"]) != set(shapes):
+    row = parse_row(rows[k]) if k in rows else None
+    if row is None or set(row.get("cond", ())) != set(shapes):
         return None
     return Conditioning({q: np.array(v, dtype=np.float64).reshape(shapes[q]) for q, v in row["cond"].items()},
                         {q: np.array(v, dtype=np.float64).reshape(shapes[q]) for q, v in row["scale"].items()})
@@ -151,7 +171,7 @@ def put(spec_name: str, k: str, result: Conditioning) -> None:
     """Remember ``result`` in this process and append it to the user cache (best effort)."""
     row = {"key": k, "cond": {q: np.asarray(v).reshape(-1).tolist() for q, v in result.cond.items()},
            "scale": {q: np.asarray(v).reshape(-1).tolist() for q, v in result.scale.items()}}
-    _entries(spec_name)[k] = row
+    _entries(spec_name)[k] = json.dumps(row).encode()
     append_row(user_dir(), spec_name, row)
 
 
@@ -193,7 +213,7 @@ def ship() -> None:
     for name, keys in catalogue_keys().items():
         rows = {k: row for k, row in _entries(name).items() if k in keys}
         if rows:
-            (target / f"{name}.jsonl").write_text("".join(json.dumps(rows[k]) + "\n" for k in sorted(rows)))
+            (target / f"{name}.jsonl").write_bytes(b"".join(rows[k] + b"\n" for k in sorted(rows)))
             print(target / f"{name}.jsonl", len(rows), "entries")
 
 

@@ -22,11 +22,11 @@ import mpmath
 import numpy as np
 
 from . import floats, mpfuncs
-from .condcache import _digest, _source_hash, append_row, read_new_rows, read_rows, user_dir
+from .condcache import _digest, _source_hash, append_row, parse_row, read_new_rows, read_rows, user_dir
 
 __all__ = ["key", "get", "put"]
 
-_LOADED: dict[str, dict[str, dict]] = {}
+_LOADED: dict[str, dict[str, bytes]] = {}
 _WRITTEN: set[str] = set()  # keys this process stored (it keeps their values itself)
 
 
@@ -46,7 +46,7 @@ def key(spec, case, conventions: dict) -> str:
     return h.hexdigest()[:32]
 
 
-def _entries(spec_name: str) -> dict[str, dict]:
+def _entries(spec_name: str) -> dict[str, bytes]:
     if spec_name not in _LOADED:
         folder = _folder()
         _LOADED[spec_name] = {} if folder is None else read_rows(folder / f"{spec_name}.jsonl")
@@ -61,7 +61,8 @@ def get(spec_name: str, k: str) -> tuple[Any, dict[str, Any]] | None:
     if k not in entries and (folder := _folder()) is not None:  # computed meanwhile by another process?
         entries.update((n, row) for n, row in read_new_rows(folder / f"{spec_name}.jsonl").items()
                        if n not in _WRITTEN)
-    row = entries.pop(k, None)  # read once per process: the engine keeps what it reads
+    line = entries.pop(k, None)  # read once per process: the engine keeps what it reads
+    row = None if line is None else parse_row(line)
     if row is None:
         return None
     value = _mp_array(row["value"], tuple(row["shape"]))
