@@ -330,3 +330,70 @@ def test_a_worker_forked_after_our_compiled_kernels_can_still_run_backward():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[3.0, 3.0, 3.0]", out.stdout[-2000:]
+
+
+_USER_TRAINS_COMPILED = """
+import torch
+
+def train_compiled():  # a user's training step: a compiled model, then a backward
+    model = torch.compile(lambda a: (a.exp() + 1).sum(), backend="eager")
+    model(torch.arange(4.0, requires_grad=True)).backward()
+"""
+
+
+def test_the_pytest_plugin_primes_autograd_before_a_suite_that_trains_with_torch_compile(tmp_path):
+    """A downstream suite (fresh process, the plugin auto-loaded) trains with ``torch.compile`` in one
+    test and checks a loss in the next: the checks' forked workers run backward because the plugin's
+    ``pytest_configure`` primed autograd first. Without the plugin (``-p no:lossoracle``) the same
+    suite's worker refuses backward, so the test bites."""
+    pytest.importorskip("torch")
+    (tmp_path / "user_model.py").write_text(_USER_TRAINS_COMPILED)
+    (tmp_path / "test_user.py").write_text(textwrap.dedent("""
+        import torch
+        import lossoracle
+        from user_model import train_compiled
+
+        def test_train():
+            train_compiled()
+
+        def test_check_after_training():
+            report = lossoracle.check(torch.nn.functional.nll_loss, "nll_loss", "torch", dtypes=["float64"],
+                                      fingerprint=False)
+            refused = [r.detail for r in report.results if "autograd's threading" in (r.detail or "")]
+            assert not refused, refused[0]
+            assert any(r.verdict == "conforms" for r in report.results)
+    """))
+
+    def suite(*flags: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *flags, "test_user.py"]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+
+    primed = suite()
+    assert primed.returncode == 0, primed.stdout[-3000:] + primed.stderr[-2000:]
+    unprimed = suite("-p", "no:lossoracle")
+    assert unprimed.returncode == 1 and "autograd's threading" in unprimed.stdout, unprimed.stdout[-3000:]
+
+
+@pytest.mark.parametrize("primed", [True, False])
+def test_the_cli_primes_autograd_before_importing_the_users_module(tmp_path, primed):
+    """``lossoracle check --impl`` of a module that trains with ``torch.compile`` on import (fresh
+    process): primed at the CLI's start, its workers run backward; with the priming replaced by a
+    no-op, they refuse it (the test bites)."""
+    pytest.importorskip("torch")
+    (tmp_path / "user_loss.py").write_text(_USER_TRAINS_COMPILED + "\ntrain_compiled()\n"
+                                           "from torch.nn.functional import nll_loss\n")
+    code = textwrap.dedent(f"""
+        import sys
+        from lossoracle import isolation
+        if not {primed}:
+            isolation.prime_torch_autograd = lambda: None
+        from lossoracle.cli import main
+        sys.exit(main(["check", "--impl", "user_loss:nll_loss", "--loss", "nll_loss", "--dtype", "float64",
+                       "--no-fingerprint", "-v"]))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    refused = "autograd's threading" in out.stdout
+    assert refused != primed, out.stdout[-3000:] + out.stderr[-2000:]
+    if primed:
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]

@@ -172,6 +172,10 @@ def _selection(args, losses: list[str]) -> dict[str, dict]:
 
 
 def _cmd_check(args) -> int:
+    if args.framework == "torch" or not args.impl:  # torch is imported for these anyway (not for list, describe)
+        from .isolation import prime_torch_autograd
+
+        prime_torch_autograd()  # before the --impl module, which may train with torch.compile on import
     options = {"timeout": args.timeout, "isolate": not args.no_isolation, "fingerprint": not args.no_fingerprint}
     if args.html:  # the plots need matplotlib and the per-element errors, kept only for them
         from .plots import PLOT_POINTS, require_matplotlib

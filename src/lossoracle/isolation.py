@@ -21,6 +21,7 @@ Fork caveats, handled here or refused:
 from __future__ import annotations
 
 import ctypes
+import gc
 import multiprocessing as mp
 import os
 import signal
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-__all__ = ["Failure", "Worker", "InProcess", "worker", "unforkable"]
+__all__ = ["Failure", "Worker", "InProcess", "worker", "unforkable", "freeze_inherited", "prime_torch_autograd"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -95,6 +96,7 @@ class InProcess:
 def _serve(call: Callable[..., Any], conn: Connection, parent_end: Connection) -> None:
     """The child's loop: receive an argument tuple, reply ("ok", result) or ("fail", kind, message, exc_type)."""
     parent_end.close()  # so that the parent's death reads as EOF here
+    freeze_inherited()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it kills us
     if sys.platform == "linux":  # die with the parent even when it is SIGKILLed while we hang
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -119,6 +121,30 @@ def _serve(call: Callable[..., Any], conn: Connection, parent_end: Connection) -
         except Exception as e:  # pickling fails before anything is written
             _, message, name = _describe(e)
             conn.send(("fail", "error", f"result of type {type(reply[1]).__name__} cannot be sent: {message}", name))
+
+
+def freeze_inherited() -> None:
+    """In a forked child: the objects inherited from the parent are left out of garbage collection.
+    A collection traverses every tracked object, and in a child that inherited every imported
+    library (~650k objects) each full collection wrote to all of them — copy-on-write faults,
+    ~0.5 s each, in every worker that traces JAX code; the inherited objects outlive the child
+    anyway."""
+    gc.freeze()
+
+
+def prime_torch_autograd() -> None:
+    """When torch is installed: one tiny backward now, before any user code runs
+    (:func:`lossoracle.implementations.compiled._prime_autograd`). A process whose first backward
+    comes after a ``torch.compile`` call (a test suite training a compiled model, then checking
+    with lossoracle) has autograd worker threads, and every worker forked from it refuses
+    backward; a backward first keeps the engine thread-free. Imports torch (once per process)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return
+    from .implementations.compiled import _prime_autograd
+
+    _prime_autograd()
 
 
 def unforkable() -> str | None:

@@ -15,6 +15,8 @@ import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+
+from .isolation import freeze_inherited
 from .report import Report
 
 __all__ = ["default_jobs", "run_all"]
@@ -49,7 +51,8 @@ def run_all(tasks: Sequence[Callable[[], Report]], jobs: int, first: Sequence[bo
     order = sorted(range(len(tasks)), key=lambda i: not marked[i])
     _TASKS = tasks
     try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork"),
+                                 initializer=freeze_inherited) as pool:
             futures: dict[int, Future] = {i: pool.submit(_run, i) for i in order}
             for i in range(len(tasks)):
                 yield futures[i].result()

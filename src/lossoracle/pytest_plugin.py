@@ -25,6 +25,15 @@ import pytest
 from .spec import DTYPES
 
 
+def pytest_configure(config) -> None:
+    """Autograd primed before the suite's own code runs (:func:`lossoracle.isolation.prime_torch_autograd`):
+    a test that trains with ``torch.compile`` would otherwise leave every later check's forked
+    worker unable to run backward."""
+    from .isolation import prime_torch_autograd
+
+    prime_torch_autograd()
+
+
 def pytest_report_header(config) -> list[str]:
     import mpmath
     import numpy
