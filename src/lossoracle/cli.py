@@ -171,6 +171,15 @@ def _selection(args, losses: list[str]) -> dict[str, dict]:
     return out
 
 
+# the relative time of one call by framework (JAX traces and lowers every case: ~10× a torch call)
+_CALL_COST = {"jax": 10.0, "torch": 1.0, "numpy": 0.6}
+
+
+def _cost(loss: str, framework: str, n_dtypes: int) -> float:
+    """A task's estimated time, to start the long ones first (``--jobs``): calls × their cost."""
+    return len(specs.get(loss).cases()) * n_dtypes * _CALL_COST.get(framework, 1.0)
+
+
 def _cmd_check(args) -> int:
     if args.framework == "torch" or not args.impl:  # torch is imported for these anyway (not for list, describe)
         from .isolation import prime_torch_autograd
@@ -205,16 +214,16 @@ def _cmd_check(args) -> int:
         plan = [(spec.name, args.impl, args.framework,
                  lambda todo, o: check(fn, spec.name, args.framework, name=args.impl, conventions=conventions,
                                        dtypes=todo, **o))]
+        needs = [(args.framework,)]
     else:
         if args.param:
             raise UsageError("--param applies to --impl")
         losses = [_spec(n).name for n in args.loss] if args.loss else specs.names()
         select = _selection(args, losses)
         impls = [impl for loss in select for impl in catalog.implementations(loss)]
-        for impl in impls:  # every library imported here, once, before --jobs forks
-            impl.installed()
         plan = [(impl.loss, impl.name, impl.framework,
                  lambda todo, o, impl=impl: catalog.run(impl, dtypes=todo, **o)) for impl in impls]
+        needs = [(*impl.requires, impl.framework) for impl in impls]  # imported by the task (catalog.run)
     if args.quantity or args.only_tag or args.exclude_tag:
         report.meta["selection"] = {"quantities": args.quantity or None, "only_tags": args.only_tag,
                                     "exclude_tags": args.exclude_tag}
@@ -225,23 +234,25 @@ def _cmd_check(args) -> int:
     try:
         jobs = 1 if args.no_isolation else args.jobs
         with Progress(sum(sizes)) as progress:
-            work = [(entry, todo, n) for entry, todo, n in zip(plan, todos, itertools.accumulate(sizes)) if todo]
+            work = [(entry, todo, n, need)
+                    for entry, todo, n, need in zip(plan, todos, itertools.accumulate(sizes), needs) if todo]
             # side by side, a JAX implementation (the longest: one XLA compilation per case and dtype)
             # is checked one dtype per task, so that no one task is the run's critical path; its
             # bad-input credit, which looks at every dtype, is given once the parts are joined
-            split = [jobs > 1 and framework == "jax" and len(todo) > 1 for (_, _, framework, _), todo, _ in work]
+            split = [jobs > 1 and framework == "jax" and len(todo) > 1 for (_, _, framework, _), todo, _, _ in work]
 
             def task(loss, run, todo, whole):  # side by side, a cell's progress is shown as its report comes
                 return lambda: run(todo, {**options, **select[loss], "progress": progress if jobs <= 1 else None,
                                           **({} if whole else {"credit_bad_input": False})})
 
-            flat = []  # (index in work, task)
-            for k, ((loss, _, _, run), todo, _) in enumerate(work):
+            flat = []  # (index in work, task, its estimated cost)
+            for k, ((loss, _, framework, run), todo, _, _) in enumerate(work):
                 for some in ([[d] for d in todo] if split[k] else [todo]):
-                    flat.append((k, task(loss, run, some, not split[k])))
-            parts = parallel.run_all([t for _, t in flat], jobs, first=[work[k][0][2] == "jax" for k, _ in flat])
-            for k, group in itertools.groupby(zip((k for k, _ in flat), parts), key=lambda kp: kp[0]):
-                (loss, name, _, _), _, n = work[k]
+                    flat.append((k, task(loss, run, some, not split[k]), _cost(loss, framework, len(some))))
+            parts = parallel.run_all([t for _, t, _ in flat], jobs, cost=[c for _, _, c in flat],
+                                     needs=[[m for m in work[k][3] if m not in sys.modules] for k, _, _ in flat])
+            for k, group in itertools.groupby(zip((k for k, _, _ in flat), parts), key=lambda kp: kp[0]):
+                (loss, name, _, _), _, n, _ = work[k]
                 part = Report()
                 for _, piece in group:
                     part.extend(piece)

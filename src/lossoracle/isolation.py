@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-__all__ = ["Failure", "Worker", "InProcess", "worker", "unforkable", "freeze_inherited", "prime_torch_autograd"]
+__all__ = ["Failure", "Worker", "InProcess", "worker", "unforkable", "forked_child", "freeze_inherited",
+           "prime_torch_autograd"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -96,12 +97,8 @@ class InProcess:
 def _serve(call: Callable[..., Any], conn: Connection, parent_end: Connection) -> None:
     """The child's loop: receive an argument tuple, reply ("ok", result) or ("fail", kind, message, exc_type)."""
     parent_end.close()  # so that the parent's death reads as EOF here
-    freeze_inherited()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it kills us
-    if sys.platform == "linux":  # die with the parent even when it is SIGKILLed while we hang
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != mp.parent_process().pid:  # it died before prctl
-            return
+    if not forked_child():
+        return
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(1)
@@ -121,6 +118,20 @@ def _serve(call: Callable[..., Any], conn: Connection, parent_end: Connection) -
         except Exception as e:  # pickling fails before anything is written
             _, message, name = _describe(e)
             conn.send(("fail", "error", f"result of type {type(reply[1]).__name__} cannot be sent: {message}", name))
+
+
+def forked_child() -> bool:
+    """Set up a process forked by :class:`Worker` or :func:`lossoracle.parallel.run_all`: it ignores
+    Ctrl-C (the parent's to handle; it kills us), dies with the parent even when that is SIGKILLed,
+    and leaves the inherited objects out of garbage collection (:func:`freeze_inherited`). False
+    when the parent is already gone."""
+    freeze_inherited()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != mp.parent_process().pid:  # it died before prctl
+            return False
+    return True
 
 
 def freeze_inherited() -> None:
