@@ -151,7 +151,7 @@ class JaxBackend:
     parameters (eager JAX lowers and compiles every primitive on its own, op by op: ~90 % of a
     run). Every array is an argument of the computation — none is folded as a constant at
     compile time — and a callable that cannot be traced (Python control flow on values) runs
-    eagerly, as before."""
+    eagerly, as before. The compiled computation is kept across runs (:mod:`lossoracle.jaxcache`)."""
 
     name = "jax"
 
@@ -165,6 +165,8 @@ class JaxBackend:
     def run(fn: Callable, grad_fn, spec: Spec, case: Case, dtype: str, device: str) -> Outcome:
         import jax
         import jax.numpy as jnp
+
+        from . import jaxcache
 
         _jax_setup(jax)
         arrays: dict[str, Any] = {}
@@ -192,15 +194,26 @@ class JaxBackend:
             return out, vjp(jnp.asarray(cotangent(tuple(out.shape)), dtype=out.dtype))
 
         leaves, others = [arrays[n] for n in diff], [arrays[n] for n in fixed]
+        def outcome(out, grads) -> Outcome:
+            result = Outcome(np.asarray(out, dtype=np.float64), str(out.dtype))
+            for name, gr in zip(diff, grads):
+                result.grads[name] = (np.asarray(gr, dtype=np.float64), str(gr.dtype))
+            return result
+
+        stored = jaxcache.key(fn, spec.name, dtype, arrays, case.params, (pos, sorted(kw.items()), diff, fixed))
+        kept = jaxcache.load(stored)  # compiled by an earlier run: no tracing (lossoracle.jaxcache)
+        if kept is not None:
+            try:
+                return outcome(*kept(leaves, others))
+            except Exception:  # an entry that does not run: traced and compiled afresh below
+                pass
         try:
-            out, grads = jax.jit(value_and_vjp)(leaves, others)
+            compiled = jaxcache.compile_fresh(jax.jit(value_and_vjp).lower(leaves, others))
         except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
                 jax.errors.TracerIntegerConversionError, jax.errors.TracerBoolConversionError):
-            out, grads = value_and_vjp(leaves, others)
-        result = Outcome(np.asarray(out, dtype=np.float64), str(out.dtype))
-        for name, gr in zip(diff, grads):
-            result.grads[name] = (np.asarray(gr, dtype=np.float64), str(gr.dtype))
-        return result
+            return outcome(*value_and_vjp(leaves, others))
+        jaxcache.store(stored, compiled)
+        return outcome(*compiled(leaves, others))
 
 
 BACKENDS: Mapping[str, Any] = {"torch": TorchBackend, "numpy": NumpyBackend, "jax": JaxBackend}
