@@ -180,3 +180,74 @@ def test_oracle_outputs_stored_by_another_process_are_found(tmp_path, monkeypatc
     again = oraclecache.get(spec.name, k)
     flat = lambda v: [encode_mp(x) for x in np.asarray(v, dtype=object).reshape(-1)]  # noqa: E731
     assert again is not None and flat(again[0]) == flat(exact[0])
+
+
+def _jax_kept_vs_traced() -> dict:
+    """(In a forked worker: the test process must not initialise a JAX backend.) optax's sigmoid
+    focal loss on catalogue cases, three ways: traced with this cache off (XLA compiles as before),
+    traced and stored, loaded from the store; then with every stored entry corrupted."""
+    import os
+
+    import jax.numpy as jnp
+
+    from lossoracle import jaxcache
+    from lossoracle.frameworks import JaxBackend
+
+    impl = next(i for i in catalog.implementations("sigmoid_focal_loss") if i.framework == "jax")
+    fn, spec = catalog.resolve(impl.target), specs.get("sigmoid_focal_loss")
+    loaded = []
+    real_load = jaxcache.load
+    jaxcache.load = lambda k: loaded.append(real_load(k) is not None) or real_load(k)
+
+    def outcomes(tag: str) -> list:
+        if tag == "off":
+            os.environ["LOSSORACLE_JAX_CACHE"] = "0"
+        try:
+            return [JaxBackend.run(fn, None, spec, c, d, "cpu") for d in ("float16", "float64")
+                    for c in spec.cases()[:12] if c.raises is None and d in c.dtypes()]
+        finally:
+            os.environ.pop("LOSSORACLE_JAX_CACHE", None)
+
+    runs = {"off": outcomes("off"), "stored": outcomes("stored")}
+    n_stored = len(list(jaxcache.folder().glob("*.pkl")))
+    loaded.clear()
+    runs["loaded"] = outcomes("loaded")
+    n_loaded = sum(loaded)
+    for f in jaxcache.folder().glob("*.pkl"):
+        f.write_bytes(b"not an executable")
+    runs["corrupted"] = outcomes("corrupted")
+    arrays = {tag: [[o.value, *(g for g, _ in o.grads.values())] for o in outs] for tag, outs in runs.items()}
+    dtypes = {tag: [[o.value_dtype, *(d for _, d in o.grads.values())] for o in outs] for tag, outs in runs.items()}
+    case = next(c for c in spec.cases() if c.raises is None and "float64" in c.dtypes())
+    arrays_in = {k: jnp.asarray(v) for k, v in case.inputs.items() if v is not None}
+    keys = [jaxcache.key(fn, spec.name, "float64", arrays_in, p, "layout") for p in
+            ({"alpha": 0.25}, {"alpha": 0.5}, {"alpha": 1}, {"alpha": 1.0}, {"alpha": True})]
+    keys += [jaxcache.key(fn, spec.name, "float32", arrays_in, {"alpha": 0.25}, "layout"),
+             jaxcache.key(fn, spec.name, "float64", {k: v[..., :1] for k, v in arrays_in.items()}, {"alpha": 0.25},
+                          "layout"),
+             jaxcache.key(fn, spec.name, "float64", arrays_in, {"alpha": 0.25}, "layout")]
+    lam = jaxcache.key(lambda x: x, spec.name, "float64", arrays_in, {}, "layout")
+    return {"arrays": arrays, "dtypes": dtypes, "stored": n_stored, "loaded": n_loaded, "keys": keys, "lambda": lam}
+
+
+def test_a_kept_jax_executable_gives_the_traced_results_bit_for_bit(tmp_path, monkeypatch):
+    """lossoracle.jaxcache: loaded executables give exactly what tracing and compiling give (values,
+    gradients, dtypes; NaN where NaN, the sign of zero), a corrupted entry is ignored, and the key
+    separates parameters (0.25, 0.5, 1, 1.0, True), dtypes and shapes, and leaves lambdas out."""
+    pytest.importorskip("optax")
+    from lossoracle import isolation
+
+    monkeypatch.setenv("LOSSORACLE_CACHE", str(tmp_path))
+    got = isolation.Worker(_jax_kept_vs_traced, timeout=600).run()
+    assert isinstance(got, dict), got
+    n = len(got["arrays"]["off"])
+    assert n >= 10 and got["stored"] == n and got["loaded"] == n
+    for tag in ("stored", "loaded", "corrupted"):
+        assert got["dtypes"][tag] == got["dtypes"]["off"]
+        for want, have in zip(got["arrays"]["off"], got["arrays"][tag]):
+            for a, b in zip(want, have):
+                assert a.shape == b.shape and np.array_equal(a, b, equal_nan=True), tag
+                assert np.array_equal(np.signbit(a), np.signbit(b)), tag
+    keys = got["keys"]
+    assert None not in keys and len(set(keys[:-1])) == len(keys) - 1 and keys[-1] == keys[0]
+    assert got["lambda"] is None
