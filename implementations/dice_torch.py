@@ -10,8 +10,8 @@ compiled softmax path below. Definitions and parameters: ``lossoracle.reference.
 
 Speed (CPU): the eager kernels run in L2-sized blocks; the softmax with class-index targets (nothing ignored,
 not ``squared``) by the few whole-block operations of :func:`_indices_stats` / :func:`_indices_grads`
-(bit-identical). Large float16/bfloat16/float32 inputs
-(at least ``_COMPILE_MIN_NUMEL`` elements, at most ``_COMPILE_MAX_CLASSES`` classes, not
+(values bit-identical; gradients the same formula with another pivot and summation order). Large
+float16/bfloat16/float32 inputs (at least ``_COMPILE_MIN_NUMEL`` elements, at most ``_COMPILE_MAX_CLASSES`` classes, not
 ``squared``) run the same arithmetic — float64 per element, the classes unrolled, the sums
 accumulated in float64 — through ``torch.compile`` as one fused loop for the forward sums and
 one for the gradient, falling back to the eager blocks if compilation fails;
@@ -292,9 +292,9 @@ def _fused_grads(x, t, w, stats: dict, prm: core.Params, grad: torch.Tensor, sof
 # (N, C, C) confusion matrix K[n, j, c] = Σ_{s: t_s = c} p_j(s) (``scatter_add_``, no one-hot):
 # I = diag K, FP = Σ_{c ≠ j} K[j, c], FN[c] = Σ_{j ≠ c} K[j, c] — every one a sum of non-negative
 # terms (FN through the other classes' probabilities: no 1 − p, which cancels at the arg-max), p = e·(1/Σe)
-# with e = exp(x − max) as in :func:`.dice_core.prepare`. The probabilities (float64) and the arg-max
-# mask (bool) are kept for the backward, which spreads the coefficients by the targets
-# (``scatter_``) and applies the softmax VJP pivoted on the arg-max class(es), as :func:`.dice_core.backward`.
+# with e = exp(x − max) as in :func:`.dice_core.prepare`. The probabilities and 1/Σe (float64) are kept for the
+# backward, which spreads the coefficients by the targets (``scatter_``) and applies the softmax VJP pivoted on
+# the target class, or on the arg-max class(es) as :func:`.dice_core.backward` (see :func:`_indices_grads`).
 
 
 def _indices_softmax(x: torch.Tensor, t: torch.Tensor, prm: core.Params, soft: bool) -> bool:
