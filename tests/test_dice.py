@@ -498,3 +498,24 @@ def test_class_index_softmax_target_pivot_against_the_oracle(monkeypatch, loss, 
     else:
         assert not served
         assert err.max() > 1e3  # the mutant: class 0 gradient at the planted position
+
+
+def test_class_index_counts_from_the_confusion_matrix_round_to_the_exact_counts():
+    """Generalized Dice's class counts G come from the confusion matrix's column sums rounded to integers
+    (:func:`dice_torch._counts`, its bound in the docstring): exactly the counts of the targets, although the
+    column sums themselves are not integers (the rounding is what makes them exact); for non-finite sums, the
+    scatter of ones."""
+    from lossoracle.implementations import dice_core, dice_torch
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 5, 70, 90, generator=g) * 3
+    t = torch.randint(0, 5, (3, 70, 90), generator=g)
+    want = torch.stack([torch.bincount(r, minlength=5) for r in t.reshape(3, -1)]).double()
+    stats, _ = dice_torch._indices_stats(x, t, dice_core.Params("generalized_dice", activation="softmax"), False)
+    assert torch.equal(stats["G"], want)
+    K = torch.zeros(3, 5, 5, dtype=torch.float64)
+    p = torch.softmax(x.double(), 1).reshape(3, 5, -1)
+    K.scatter_add_(2, t.reshape(3, 1, -1).expand(3, 5, -1), p)
+    assert not torch.equal(K.sum(1), want)  # the sums alone are off in their last bits
+    assert torch.equal(dice_torch._counts(K, t.reshape(3, 1, -1), 6300), want)
+    assert torch.equal(dice_torch._counts(K * float("nan"), t.reshape(3, 1, -1), 6300), want)
