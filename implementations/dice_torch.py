@@ -10,8 +10,8 @@ compiled softmax path below. Definitions and parameters: ``lossoracle.reference.
 
 Speed (CPU): the eager kernels run in L2-sized blocks; the softmax with class-index targets (nothing ignored,
 not ``squared``) by the few whole-block operations of :func:`_indices_stats` / :func:`_indices_grads`
-(bit-identical). Large float16/bfloat16/float32 inputs
-(at least ``_COMPILE_MIN_NUMEL`` elements, at most ``_COMPILE_MAX_CLASSES`` classes, not
+(values bit-identical; gradients the same formula with another pivot and summation order). Large
+float16/bfloat16/float32 inputs (at least ``_COMPILE_MIN_NUMEL`` elements, at most ``_COMPILE_MAX_CLASSES`` classes, not
 ``squared``) run the same arithmetic — float64 per element, the classes unrolled, the sums
 accumulated in float64 — through ``torch.compile`` as one fused loop for the forward sums and
 one for the gradient, falling back to the eager blocks if compilation fails;
@@ -292,9 +292,9 @@ def _fused_grads(x, t, w, stats: dict, prm: core.Params, grad: torch.Tensor, sof
 # (N, C, C) confusion matrix K[n, j, c] = Σ_{s: t_s = c} p_j(s) (``scatter_add_``, no one-hot):
 # I = diag K, FP = Σ_{c ≠ j} K[j, c], FN[c] = Σ_{j ≠ c} K[j, c] — every one a sum of non-negative
 # terms (FN through the other classes' probabilities: no 1 − p, which cancels at the arg-max), p = e·(1/Σe)
-# with e = exp(x − max) as in :func:`.dice_core.prepare`. The probabilities (float64) and the arg-max
-# mask (bool) are kept for the backward, which spreads the coefficients by the targets
-# (``scatter_``) and applies the softmax VJP pivoted on the arg-max class(es), as :func:`.dice_core.backward`.
+# with e = exp(x − max) as in :func:`.dice_core.prepare`. The probabilities and 1/Σe (float64) are kept for the
+# backward, which spreads the coefficients by the targets (``scatter_``) and applies the softmax VJP pivoted on
+# the target class, or on the arg-max class(es) as :func:`.dice_core.backward` (see :func:`_indices_grads`).
 
 
 def _indices_softmax(x: torch.Tensor, t: torch.Tensor, prm: core.Params, soft: bool) -> bool:
@@ -309,8 +309,9 @@ def _indices_softmax(x: torch.Tensor, t: torch.Tensor, prm: core.Params, soft: b
 
 
 def _indices_stats(x: torch.Tensor, t: torch.Tensor, prm: core.Params, keep: bool):
-    """``(stats, kept)``: the finished sums and, with ``keep``, per block the float64 probabilities and the
-    pivot weights ``top/k`` (1/k at the k arg-max classes, else 0) for :func:`_indices_grads` (else None)."""
+    """``(stats, kept)``: the finished sums and, with ``keep``, per block the float64 probabilities ``p = e·r``,
+    ``r = 1/Σe`` (N, 1, s) and whether every probability of the block is at least ``_TARGET_PIVOT_MIN`` (then
+    every target's is: no gather needed to choose the pivot) for :func:`_indices_grads` (else None)."""
     N, C = x.shape[:2]
     x3, t3 = x.reshape(N, C, -1), t.reshape(N, 1, -1)
     S = x3.shape[-1]
@@ -319,28 +320,66 @@ def _indices_stats(x: torch.Tensor, t: torch.Tensor, prm: core.Params, keep: boo
     for sl in _blocks(x, N, C, S):
         e = x3[:, :, sl].to(_F64)
         e = e.sub_(e.amax(1, keepdim=True)).exp_()  # 1 exactly at the arg-max class(es)
-        if keep:
-            top = e.floor()  # e ∈ (0, 1]: 1 exactly at the arg-max class(es), else 0
-            tied = float(top.sum()) != top.numel() // C
-            if tied:  # weights 1/k
-                top = top.div_(top.sum(1, keepdim=True))
-        p = e.mul_(e.sum(1, keepdim=True).reciprocal_())
+        r = e.sum(1, keepdim=True).reciprocal_()
+        p = e.mul_(r)
         K.scatter_add_(2, t3[:, :, sl].expand(N, C, -1), p)
         if keep:
-            kept.append((sl, p, top, tied))
+            kept.append((sl, p, r, bool(p.amin() >= _TARGET_PIVOT_MIN)))  # a NaN: False
     off = K.masked_fill(torch.eye(C, dtype=torch.bool), 0)
     out = {"I": K.diagonal(0, 1, 2).clone(), "FP": off.sum(2), "FN": off.sum(1)}
     if prm.pooled:
-        out["G"] = torch.zeros(N, C, dtype=_F64).scatter_add_(1, t3[:, 0], torch.ones(1, dtype=_F64).expand(N, S))
+        out["G"] = _counts(K, t3, S)
     return core.finish(out, prm), kept
+
+
+def _counts(K: torch.Tensor, t3: torch.Tensor, S: int) -> torch.Tensor:
+    """``G[n, c]``, the positions of sample n whose target is c (float64), from the confusion matrix: ``Σ_j K[n, j, c]``
+    sums ``Σ_j p_j(s) = 1 + δ_s`` over those positions, |δ_s| ≤ (C + 5)·u (exp 2u, the C-term sum (C − 1)u, the
+    reciprocal and the product u each; u = 2^-53), accumulated with ≤ (S + C)·u relative error: within
+    G·(S + 2C + 5)·u ≤ S·(S + 2C + 5)·u of the integer G, which rounds back to it while that is below ¼.
+    Otherwise (or non-finite probabilities) one ``scatter_add_`` of ones."""
+    N, C = K.shape[:2]
+    if S * (S + 2 * C + 5) * 2.0**-53 < 0.25:
+        G = K.sum(1)
+        if bool(torch.isfinite(G).all()):
+            return G.round_()
+    return torch.zeros(N, C, dtype=_F64).scatter_add_(1, t3[:, 0], torch.ones(1, dtype=_F64).expand(N, S))
+
+
+# The backward pivots on the target class L (h_L = 0, no arg-max mask needed) unless some position's target
+# probability is below _TARGET_PIVOT_MIN; then the block pivots on the arg-max class(es) as
+# :func:`.dice_core.backward` does. Why that suffices: for any pivot, ``p_c·(h_c − Σ_j p_j h_j)`` is the same exact
+# value (Σ p_j = 1); in float64, ``t = Σ_j p_j h_j`` is within ~(C + 4)·2^-53·Σ_j p_j|h_j| and ``h_c − t`` cancels
+# beyond the conditioning only where one class carries almost all the probability and its own h is not 0: then
+# ``h_a − t = h_a(1 − p_a) − Σ_{j≠a} p_j h_j``, whose size is ~(1 − p_a)·|h|, is computed from terms of size |h|.
+# The arg-max pivot (h_a = 0) avoids that for every p_a; the target pivot avoids it where a = L, and where a ≠ L
+# we have 1 − p_a ≥ p_L ≥ 2^-10: at most 2^10 of float64's 2^29 bits of headroom over a float32 gradient are lost
+# (the arg-max pivot's own classes c ≠ a, with p_c ≤ ½, are in the same situation).
+_TARGET_PIVOT_MIN = 2.0**-10
+
+
+def _argmax_pivot(p, rs, ts, gL, miss, mk):
+    """``g`` of the arg-max class(es) per position (N, 1, s): the mean over tied classes — with w = top/k,
+    ``Σ_c w_c·∂FP_c + w_L·(g_L − ∂FP_L)`` (one batched product over the classes), exactly ``g_L`` where L is the
+    only arg-max (w_L = 1), exactly ``∂FP`` of the arg-max where L is not one of them."""
+    # the arg-max mask, 1 exactly where e = 1: there p = r; elsewhere e ≤ 1 − 2^-53, so p = fl(e·r) ≤ pred(r)
+    # and p/r ≤ 1 − 2^-53 (correctly rounded: < 1)
+    top = torch.div(p, rs).floor_()
+    piv, k = torch.bmm(mk, top).split(1, 1)  # exact while k = 1: one non-zero term
+    if not bool(k.amax() > 1):  # lerp is exact at weights 0 and 1 (start + 0·d; end − d·0)
+        return torch.lerp(piv, gL, top.gather(1, ts))
+    top = top.div_(k)  # weights 1/k
+    wL = top.gather(1, ts)
+    piv = torch.bmm(miss[:, None], top).addcmul_(wL, gL - miss.gather(1, ts[:, 0])[:, None])
+    only = (wL == 1).to(_F64)  # exact selections: products with 0/1, one of two terms 0
+    return piv.mul_(1 - only).addcmul_(gL, only)
 
 
 def _indices_grads(t: torch.Tensor, w, stats: dict, prm: core.Params, grad: torch.Tensor, kept: list,
                    shape, dtype) -> torch.Tensor:
     """``∂/∂x`` from the kept blocks, as :func:`.dice_core.backward`: ``g_c = ∂I − ∂FN`` at the target class L,
-    ``∂FP`` elsewhere; ``p·(h − Σ_j p_j h_j)`` with ``h = g − g_pivot``, the pivot the mean of ``g`` over the
-    arg-max class(es): ``Σ_c w_c·∂FP_c + w_L·(g_L − ∂FP_L)`` (one batched product over the classes), exactly
-    ``g_L`` where L is the only arg-max (w_L = 1), exactly ``∂FP`` of the arg-max where L is not one of them."""
+    ``∂FP`` elsewhere; ``p·(h − Σ_j p_j h_j)`` (``torch._softmax_backward_data``: one fused pass whose sum order is
+    its own, within the same bound) with ``h = g − g_pivot``, the pivot L or the arg-max (see above)."""
     N, C = shape[:2]
     r = core.ratios(stats, prm)
     a = core.cotangent(grad.to(_F64), r, None if w is None else w.to(_F64), prm)
@@ -348,18 +387,16 @@ def _indices_grads(t: torch.Tensor, w, stats: dict, prm: core.Params, grad: torc
     hit, miss = (cI - cFN).expand(N, C), cFP.expand(N, C).contiguous()  # (G, C) → (N, C): batch pools G = 1
     t2 = t.reshape(N, 1, -1)
     gx = torch.empty(N, C, t2.shape[2], dtype=dtype)
-    for sl, p, top, tied in kept:
+    mk = torch.stack([miss, torch.ones_like(miss)], 1)  # (N, 2, C): one product gives Σ_top ∂FP and k
+    for sl, p, rs, every in kept:
         ts = t2[:, :, sl]
-        gL, wL = hit.gather(1, ts[:, 0])[:, None], top.gather(1, ts)
-        piv = torch.bmm(miss[:, None], top)  # ∂FP of the arg-max, exactly where it is the only one
-        if tied:
-            piv = piv.addcmul_(wL, gL - miss.gather(1, ts[:, 0])[:, None])
-            only = (wL == 1).to(_F64)  # exact selections: products with 0/1, one of two terms 0
-            piv = piv.mul_(1 - only).addcmul_(gL, only)
-        else:  # lerp is exact at weights 0 and 1 (start + 0·d; end − d·0)
-            piv = torch.lerp(piv, gL, wL)
-        h = torch.sub(miss[:, :, None], piv).scatter_(1, ts, gL - piv)
-        gx[:, :, sl] = h.sub_((p * h).sum(1, keepdim=True)).mul_(p)
+        gL = hit.gather(1, ts[:, 0])[:, None]
+        if not every and bool((p.gather(1, ts) < _TARGET_PIVOT_MIN).any()):
+            piv = _argmax_pivot(p, rs, ts, gL, miss, mk)
+            h = torch.sub(miss[:, :, None], piv).scatter_(1, ts, gL - piv)
+        else:
+            h = torch.sub(miss[:, :, None], gL).scatter_(1, ts, 0.0)  # g_L − g_L = 0
+        gx[:, :, sl] = torch._softmax_backward_data(h, p, 1, _F64)  # p·(h − Σ_j p_j h_j), fused
     return gx.reshape(shape)
 
 

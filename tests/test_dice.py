@@ -448,3 +448,74 @@ def test_class_index_softmax_path_matches_the_generic_blocks(monkeypatch, loss, 
     assert served == [True]
     assert torch.equal(out["fast"][0], out["generic"][0])
     assert torch.equal(out["fast"][1], out["generic"][1])
+
+
+@pytest.mark.parametrize("loss, kw", [("dice_loss", dict(reduction="none")), ("generalized_dice_loss", {})])
+@pytest.mark.parametrize("pivot_min", [None, 0.0])
+def test_class_index_softmax_target_pivot_against_the_oracle(monkeypatch, loss, kw, pivot_min):
+    """The eager class-index softmax backward pivots on the target class, except in blocks where some target
+    probability is below ``_TARGET_PIVOT_MIN`` (there on the arg-max): values and gradients within the faithful
+    budget of the oracle, both kinds of block in one call. The mutant ``_TARGET_PIVOT_MIN = 0`` (the target pivot
+    everywhere) is caught: at a confidently wrong position (p_a = 1 − ~e^-40, a ≠ L) ``h_a − Σ p_j h_j`` cancels
+    to nothing in float64 and class a's gradient loses every digit."""
+    from lossoracle.implementations import compiled, dice_torch
+
+    monkeypatch.setitem(compiled.ENABLED, "on", False)
+    monkeypatch.setattr(dice_torch, "_BLOCK", 64)  # 64 // (N·C) = 8 positions a block: several blocks
+    if pivot_min is not None:
+        monkeypatch.setattr(dice_torch, "_TARGET_PIVOT_MIN", pivot_min)
+    served = []
+    pivot = dice_torch._argmax_pivot
+    monkeypatch.setattr(dice_torch, "_argmax_pivot", lambda *a: served.append(1) or pivot(*a))
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 4, 5, 6, generator=g) * 1.5
+    t = torch.randint(0, 4, (2, 5, 6), generator=g)
+    t[0, 0, 0], t[1, 4, 5] = 1, 3
+    x[0, :, 0, 0] = torch.tensor([40.0, 0.5, -1.0, 2.0])  # arg-max 0, target 1: p_L ≈ e^-39.5
+    x[1, :, 4, 5] = torch.tensor([-3.0, 2.0, 1.0, 3.5])  # p_L largest: the target pivot is the arg-max pivot
+    xi = x.clone().requires_grad_()
+    v = getattr(dice_torch, loss)(xi, t, activation="softmax", **kw)
+    cot = torch.linspace(-1.0, 2.0, v.numel()).reshape(v.shape)
+    v.backward(cot)
+    x64, t64 = x.double().numpy(), t.numpy()
+    want_v = np.asarray(getattr(reference, loss)(x64, t64, activation="softmax", **kw), dtype=object)
+    want_g = getattr(reference, f"{loss}_grad")(cot.double().numpy(), x64, t64, activation="softmax", **kw)["input"]
+    spec = specs.get(loss)
+    n = D._reduced_terms({"input": x64}, dict(kw, activation="softmax") | ({"w_type": "square"}
+                                                                           if loss == "generalized_dice_loss" else {}))
+
+    def ulps(got, want):
+        got, want = np.asarray(got, dtype=np.float64).reshape(-1), np.asarray(want, dtype=object).reshape(-1)
+        exact = np.array([float(w) for w in want])
+        err = np.array([abs(mpf(float(a)) - w) for a, w in zip(got, want)], dtype=float)
+        return err / np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+
+    assert ulps(v.detach(), want_v).max() <= spec.budget.faithful("value", "float32", n)
+    err = ulps(xi.grad, want_g)
+    if pivot_min is None:
+        assert 0 < len(served) < 4  # of 4 blocks (8 positions each): the target pivot serves the others
+        assert err.max() <= spec.budget.faithful("grad", "float32", n), err.max()
+    else:
+        assert not served
+        assert err.max() > 1e3  # the mutant: class 0 gradient at the planted position
+
+
+def test_class_index_counts_from_the_confusion_matrix_round_to_the_exact_counts():
+    """Generalized Dice's class counts G come from the confusion matrix's column sums rounded to integers
+    (:func:`dice_torch._counts`, its bound in the docstring): exactly the counts of the targets, although the
+    column sums themselves are not integers (the rounding is what makes them exact); for non-finite sums, the
+    scatter of ones."""
+    from lossoracle.implementations import dice_core, dice_torch
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 5, 70, 90, generator=g) * 3
+    t = torch.randint(0, 5, (3, 70, 90), generator=g)
+    want = torch.stack([torch.bincount(r, minlength=5) for r in t.reshape(3, -1)]).double()
+    stats, _ = dice_torch._indices_stats(x, t, dice_core.Params("generalized_dice", activation="softmax"), False)
+    assert torch.equal(stats["G"], want)
+    K = torch.zeros(3, 5, 5, dtype=torch.float64)
+    p = torch.softmax(x.double(), 1).reshape(3, 5, -1)
+    K.scatter_add_(2, t.reshape(3, 1, -1).expand(3, 5, -1), p)
+    assert not torch.equal(K.sum(1), want)  # the sums alone are off in their last bits
+    assert torch.equal(dice_torch._counts(K, t.reshape(3, 1, -1), 6300), want)
+    assert torch.equal(dice_torch._counts(K * float("nan"), t.reshape(3, 1, -1), 6300), want)
