@@ -143,6 +143,7 @@ class Prepared:
     top: Array | None  # softmax: 1 at the class(es) attaining the maximum, else 0
     k: Array | None  # softmax: how many classes attain the maximum (N, 1, S)
     live: Array | None = None  # class indices with ignored positions: 1 at the live ones (N, 1, S)
+    soft: bool = False  # labels given as probabilities (N, C, S)
 
 
 def _mask(b: Array, like: Array) -> Array:
@@ -181,7 +182,7 @@ def prepare(x: Array, target: Array, soft: bool, prm: Params) -> Prepared:
         p = e / s
         q = top * ((rest + (k - 1)) / s) + (1 - top) * (1 - p)  # elsewhere p ≤ ½: 1 − p is accurate
     if soft:
-        return Prepared(p, q, target, 1 - target, top, k)
+        return Prepared(p, q, target, 1 - target, top, k, soft=True)
     C = x.shape[1]
     y = _mask(target[:, None, :] == _arange(C, x)[None, :, None], x)
     ny = 1 - y
@@ -205,8 +206,10 @@ def _diff(pr: Prepared) -> Array:
 def stats(pr: Prepared, prm: Params) -> dict[str, Array]:
     """Sums over the positions of every (sample, class): shape (N, C) (see :func:`finish`)."""
     out = {"I": (pr.p * pr.y).sum(-1), "FP": (pr.p * pr.ny).sum(-1), "FN": (pr.q * pr.y).sum(-1)}
-    if prm.pooled:
+    if prm.pooled or pr.soft:
         out["G"] = pr.y.sum(-1)
+    if pr.soft:
+        out["P"] = pr.p.sum(-1)  # with G: the soft labels' gradients (:func:`soft_coefficients`)
     if prm.squared:
         d = _diff(pr)
         out["M"] = (d * d).sum(-1)
@@ -252,6 +255,7 @@ class Ratios:
     D: Array
     num: Array
     w: Array | None  # generalized Dice class weights (G, C′)
+    sums: dict[str, Array]  # the finished sums of :func:`finish`
 
 
 def _scalar(v: float, like: Array) -> Array:
@@ -276,7 +280,7 @@ def ratios(s: dict[str, Array], prm: Params) -> Ratios:
         two = 1 if prm.kind == "jaccard" else 2
         tI = two * I
         N, D, num = tI + snr, tI + M + sdr, M + ds
-    return Ratios(num / D, N, D, num, w)
+    return Ratios(num / D, N, D, num, w, s)
 
 
 def output_shape(prm: Params, N: int, C1: int) -> tuple[int, ...]:
@@ -331,11 +335,62 @@ def coefficients(r: Ratios, a: Array, prm: Params) -> tuple[Array, Array, Array,
     if prm.pooled:  # the group's coefficients, times each class's weight
         cI, g = cI[:, None] * r.w, g[:, None] * r.w
     cFP, cFN = (prm.alpha * g, prm.beta * g) if prm.kind == "tversky" else (g, g)
-    if not prm.include_background:
-        zero = cI[:, :1] * 0
-        cat = np.concatenate if isinstance(zero, np.ndarray) else namespace(zero).cat
-        cI, cFP, cFN, g = (cat([zero, c], 1) for c in (cI, cFP, cFN, g))
-    return cI, cFP, cFN, g
+    return _with_background((cI, cFP, cFN, g), prm)
+
+
+def _with_background(cols: tuple[Array, ...], prm: Params) -> tuple[Array, ...]:
+    """Per-class columns with a zero column for a dropped background class."""
+    if prm.include_background:
+        return cols
+    zero = cols[0][:, :1] * 0
+    cat = np.concatenate if isinstance(zero, np.ndarray) else namespace(zero).cat
+    return tuple(cat([zero, c], 1) for c in cols)
+
+
+def soft_coefficients(r: Ratios, a: Array, prm: Params) -> tuple[tuple[Array, ...], tuple[Array, ...]]:
+    """``(A, B, Cq, I, S)`` per (group, class), shape (G, C), of the soft labels' gradients in the form
+    ``A·(I₋ₖ − v_k·S₋ₖ) − v_k·B + nv_k·Cq`` (input: ``v = y``, ``S = P = Σ p``; target: ``v = p``,
+    ``S = G = Σ y``; ``₋ₖ``: the sum without position k; not squared, not pooled).
+
+    ``∂/∂y_k = p_k·(∂I − ∂FP) + q_k·∂FN`` holds two terms of opposite sign that cancel where one position
+    dominates ``I`` and ``FN`` (a single positive with a tiny ``p``: both ≈ ``2p``, the gradient ≈ ``p²``).
+    With ``N = t·I + snr``, ``num = α·FP + β·FN + ds`` (``t`` = 2 for dice, else 1; α, β the Tversky
+    weights, else 1) and ``q_j = 1 − p_j``, the cancelling part has a closed form:
+    ``q_k·I − p_k·FN = Σ_j y_j (q_k p_j − p_k q_j) = Σ_{j≠k} y_j (p_j − p_k) = I₋ₖ − p_k·G₋ₖ``, so
+    ``∂/∂y_k·D²/a = t·β·(I₋ₖ − p_k·G₋ₖ) − p_k·(t·(α·FP + ds) + α·N) + β·q_k·snr``: every remaining
+    difference is between distinct monomials of the inputs (inherent: within the conditioning). By the
+    symmetry p ↔ y (FP ↔ FN, α ↔ β), ``∂/∂p_k·D²/a = t·α·(I₋ₖ − y_k·P₋ₖ) − y_k·(t·(β·FN + ds) + β·N) +
+    α·(1 − y_k)·snr`` (before the activation)."""
+    s = r.sums
+    t = 1 if prm.kind in ("jaccard", "tversky") else 2
+    alpha, beta = (prm.alpha, prm.beta) if prm.kind == "tversky" else (1, 1)
+    snr = _scalar(prm.smooth_nr, r.D)
+    ds = _scalar(prm.smooth_dr, r.D) - snr  # as :func:`ratios` forms it
+    scale = a / (r.D * r.D)
+    gx = (t * alpha * scale, scale * (t * (beta * s["FN"] + ds) + beta * r.N), alpha * snr * scale, s["I"], s["P"])
+    gy = (t * beta * scale, scale * (t * (alpha * s["FP"] + ds) + alpha * r.N), beta * snr * scale, s["I"], s["G"])
+    cols = _with_background(gx + gy, prm)
+    return cols[:5], cols[5:]
+
+
+def _excluding(w: Array, total: Array) -> Array:
+    """``Σ_{j≠k} w_j`` at every position k of the last axis, ``w ≥ 0``, without subtracting ``w_k``: the sums
+    before and after k (cumulative sums shifted by one), plus ``total`` less the row's own sum — the other
+    blocks of positions or samples of the group (``total`` is :func:`stats`' sum: exactly 0 for one block
+    of one sample; else within a few ulp of ``total``, as accurate as the plain form)."""
+    xp = namespace(w)
+    zero = w[..., :1] * 0
+    cat = np.concatenate if isinstance(w, np.ndarray) else xp.cat
+    before = cat([zero, xp.cumsum(w, -1)[..., :-1]], -1)
+    after = cat([xp.flip(xp.cumsum(xp.flip(w, (-1,)), -1), (-1,))[..., 1:], zero], -1)
+    return before + after + (total - w.sum(-1)[..., None])
+
+
+def _soft_gradient(v: Array, nv: Array, other: Array, c: tuple[Array, ...]) -> Array:
+    """``A·(I₋ₖ − v_k·S₋ₖ) − v_k·B + nv_k·Cq`` (:func:`soft_coefficients`; ``other`` the labels when ``v``
+    is ``p`` and the reverse, so that ``I = Σ v·other``)."""
+    A, B, Cq, I, S = c
+    return A * (_excluding(v * other, I) - v * _excluding(other, S)) - v * B + nv * Cq
 
 
 def backward(pr: Prepared, r: Ratios, a: Array, prm: Params, want_target: bool):
@@ -347,8 +402,12 @@ def backward(pr: Prepared, r: Ratios, a: Array, prm: Params, want_target: bool):
         gp = cI * pr.y + g * d2
         gy = cI * pr.p - g * d2 if want_target else None
     else:
-        gp = pr.y * (cI - cFN) + pr.ny * cFP
-        gy = pr.p * (cI - cFP) + pr.q * cFN if want_target else None
+        if pr.soft and not prm.pooled:
+            cx, cy = (tuple(c[..., None] for c in cols) for cols in soft_coefficients(r, a, prm))
+            gp = _soft_gradient(pr.y, pr.ny, pr.p, cx)
+            gy = _soft_gradient(pr.p, pr.q, pr.y, cy) if want_target else None
+        else:
+            gp = pr.y * (cI - cFN) + pr.ny * cFP
     if prm.activation == "sigmoid":
         gp = gp * pr.p * pr.q
     elif prm.activation == "softmax":  # pivot on the arg-max class(es): the large term never cancels
@@ -360,4 +419,5 @@ def backward(pr: Prepared, r: Ratios, a: Array, prm: Params, want_target: bool):
 
 
 __all__ = ["Params", "ACTIVATIONS", "W_TYPES", "LONG_DOUBLE", "REDUCTIONS", "check", "prepare", "stats", "finish",
-           "add_stats", "ratios", "reduce", "elementwise", "cotangent", "coefficients", "backward", "output_shape"]
+           "add_stats", "ratios", "reduce", "elementwise", "cotangent", "coefficients", "soft_coefficients",
+           "backward", "output_shape"]
