@@ -601,9 +601,11 @@ def test_torch_float32_lean_paths_stay_within_budget(monkeypatch, native, reduct
 @given(k=st.integers(4, 4000), seed=st.integers(0, 2**32 - 1), reduction=st.sampled_from(["sum", "mean"]))
 def test_torch_float32_native_paths_within_budget_on_random_draws(k, seed, reduction):
     """Hypothesis draws of task counts and inputs through the native kernels (the default path here):
-    within the faithful budget against the oracle, and the native value is the eager fallback's to
-    within the two paths' bounds (both within 5.03 ULP of the exact, DTP; far below one, UW)."""
+    within the faithful budget against the oracle, the native value is the eager fallback's to within
+    the two paths' bounds (within 4.14 and 5.03 ULP of the exact, DTP; far below one, UW), and the
+    DTP weights are the eager ones bit for bit."""
     from lossoracle.implementations import compiled, native
+    from lossoracle.implementations import multitask_torch as mt
 
     assert native.module("multitask") is not None
     L, s, kap = _lean_f32_inputs(k, seed)
@@ -621,6 +623,14 @@ def test_torch_float32_native_paths_within_budget_on_random_draws(k, seed, reduc
     f32 = FORMATS["float32"]
     assert ulp_error(got[True][0], mpf(got[False][0]), f32) <= 1
     assert ulp_error(got[True][1], mpf(got[False][1]), f32) <= 11
+    w = {}
+    for on in (True, False):
+        compiled.ENABLED["on"] = on
+        try:
+            w[on] = mt._lean_dtp(Lt, kt, 1.0, reduction, None)[0]
+        finally:
+            compiled.ENABLED["on"] = True
+    assert torch.equal(w[True], w[False])  # the DTP weights (hence the gradient) bit for bit
 
 
 def test_the_lean_budget_test_catches_a_float32_backward(monkeypatch):

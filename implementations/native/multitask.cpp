@@ -1,5 +1,5 @@
 // Multi-task weighting of float32 tasks in one pass per direction (multitask_torch.py: the paths, their
-// error bounds and their fallbacks). Blocks of kBlock tasks stay in L1: the transcendental runs on ATen's
+// error bounds and their fallbacks). Blocks of kBlock tasks stay in L1: the exponential runs on ATen's
 // Vectorized (SLEEF u10: within 1 ULP), conversions and range checks in plain loops the compiler
 // vectorises, sums in float64 vector lanes (any order: the bounds assumed are order-free).
 // A range check that fails returns NaN: the caller then takes its checked path (a named error, or NaN
@@ -17,7 +17,6 @@
 
 namespace {
 
-using Vf = at::vec::Vectorized<float>;
 using Vd = at::vec::Vectorized<double>;
 constexpr int64_t kBlock = 1024;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
@@ -35,9 +34,10 @@ double lanes(const Vd& v) {
   return s;
 }
 
-// Dynamic Task Prioritization, γ = 1: writes w_i = fl(fl(κ_i − 1)·fl(log κ_i)) (float32, as the eager
-// kernels round it) and returns Σ w_i·L_i in float64 (each product exact: two float32 significands),
-// or NaN unless every 0 ≤ L_i < ∞ and 0 < κ_i ≤ 1.
+// Dynamic Task Prioritization, γ = 1: ``w`` holds log κ_i on entry (torch.log: PyTorch's float32 log,
+// MKL's where built with it, twice as fast as SLEEF's here; within 1 ULP either way) and the weights
+// w_i = fl(fl(κ_i − 1)·w_i) on return (the eager kernels' roundings); returns Σ w_i·L_i in float64
+// (each product exact: two float32 significands), or NaN unless every 0 ≤ L_i < ∞ and 0 < κ_i ≤ 1.
 double dtp_forward(const at::Tensor& L, const at::Tensor& kap, at::Tensor& w) {
   const int64_t k = L.size(0);
   require(L, k, "losses");
@@ -51,15 +51,12 @@ double dtp_forward(const at::Tensor& L, const at::Tensor& kap, at::Tensor& w) {
   unsigned ok = 1;  // an unsigned AND without branches: the loop vectorises (a bool does not)
   for (int64_t i = 0; i < k; i += kBlock) {
     const int64_t n = std::min(kBlock, k - i);
-    for (int64_t j = 0; j < n; j += Vf::size()) {
-      const int m = static_cast<int>(std::min<int64_t>(Vf::size(), n - j));
-      const Vf x = Vf::loadu(q + i + j, m);
-      ((x - Vf(1.0f)) * x.log()).store(wp + i + j, m);
-    }
     for (int64_t j = 0; j < n; ++j) {
       const float lj = l[i + j], qj = q[i + j];
       ok &= unsigned(lj >= 0.0f) & unsigned(lj <= FLT_MAX) & unsigned(qj > 0.0f) & unsigned(qj <= 1.0f);  // NaN fails
-      t[j] = static_cast<double>(wp[i + j]) * static_cast<double>(lj);
+      const float wj = (qj - 1.0f) * wp[i + j];
+      wp[i + j] = wj;
+      t[j] = static_cast<double>(wj) * static_cast<double>(lj);
     }
     int64_t j = 0;
     for (; j + 2 * Vd::size() <= n; j += 2 * Vd::size()) {
