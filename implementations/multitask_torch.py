@@ -8,6 +8,10 @@ inputs' device (CPU or CUDA alike) and rounded once to the result
 dtype (``torch.promote_types`` of the losses and the log-variances; the losses' dtype for DTP).
 Autograd through ``0.5·exp(−s)·L + 0.5·s`` would overflow ``exp(−s)`` and give ``inf·0 = NaN`` at
 ``L = 0``; here ``e^{−s}·L = e^{log L − s}`` (``lossoracle.reference.multitask``).
+
+Float32 ``sum``/``mean`` on CPU of the common cases (:class:`_NativeUW`, :func:`_lean_dtp`) run as one
+native pass each way (``native/multitask.cpp``) with the value checks folded in, before any other
+check; without the native kernels, their eager lean paths.
 """
 
 from __future__ import annotations
@@ -132,9 +136,10 @@ class _NativeUW:
     The formulas and bounds of :class:`_LeanUW`, in float64 throughout (``u = 2^-53``): ``e = e^{−s}``
     (SLEEF ``exp`` u10, 1 ULP ≤ 2u), ``Σ L·e`` by fused multiply-adds and ``Σ s`` each within ``K·u``
     of ``Σ L·e``, ``Σ|s|`` (any order; ``K ≤ 2^26``); the backward ``∂/∂L = fl(g'c·e)`` within 4u
-    (``g' = g/K`` one rounding, ``c = ½`` or 1 exact) and ``∂/∂s = fl(fma(−g'c·L, e, g'·r'))`` within
-    ``4u·|g'|·(r' + c·L·e)`` (``g'c·L`` exact for ``g' = g``, one rounding for ``g/K``), each rounded
-    once to float32: far below its half-ULP, as for :class:`_LeanUW`. Where ``e`` underflows float64
+    (``e`` 2u, ``g' = g/K`` one rounding, ``c = ½`` or 1 exact, the product) and ``∂/∂s =
+    fl(fma(−g'c·L, e, g'·r'))`` within ``5u·|g'|·(r' + c·L·e)`` (``e`` 2u, ``g/K`` u, ``g'c·L`` exact
+    for ``g' = g`` and one rounding for ``g/K``, the fused multiply-add one), each rounded once to
+    float32: far below its half-ULP, as for :class:`_LeanUW`. Where ``e`` underflows float64
     (``s > 708``) the exact partials are below ``2^128·e^-708``, zero in float32 as computed."""
 
     def __init__(self, mod, e: torch.Tensor, L: torch.Tensor, c: float, slope: float, k: int, mean: bool) -> None:
