@@ -539,25 +539,29 @@ def _native_on(monkeypatch, on: bool) -> None:
         assert native.module("multitask") is not None, "the native multitask kernels failed to build"
 
 
-def _lean_f32_errors(L: np.ndarray, s: np.ndarray, kap: np.ndarray, reduction: str) -> dict[str, float]:
-    """Worst ULP errors against the oracle of our float32 uncertainty weighting (``kendall``) and DTP
-    (γ = 1): value, and the worst gradient entry of each input."""
-    f32 = FORMATS["float32"]
-    L64, s64, kap64 = (x.astype(np.float64) for x in (L, s, kap))
-    Lt, sv = torch.tensor(L, requires_grad=True), torch.tensor(s, requires_grad=True)
+def _lean_f32_errors(L: np.ndarray, s: np.ndarray, kap: np.ndarray, reduction: str,
+                     dtype: str = "float32") -> dict[str, float]:
+    """Worst ULP errors against the oracle of our uncertainty weighting (``kendall``) and DTP (γ = 1)
+    on the inputs rounded to ``dtype``: value, and the worst gradient entry of each input (of its dtype)."""
+    fmt, tdtype = FORMATS[dtype], getattr(torch, dtype)
+    Lt, sv, kt = (torch.tensor(x).to(tdtype) for x in (L, s, kap))
+    L64, s64, kap64 = (t.double().numpy() for t in (Lt, sv, kt))
+    Lt, sv = Lt.requires_grad_(), sv.requires_grad_()
     v = torch_impl.uncertainty_weighted_loss(Lt, sv, None, "kendall", reduction)
     v.backward()
+    assert v.dtype == Lt.grad.dtype == sv.grad.dtype == tdtype
     exact_g = ref.uncertainty_weighted_loss_grad(np.array(1.0), L64, s64, None, "kendall", reduction)
     out = {"uw": ulp_error(float(v.detach()), ref.uncertainty_weighted_loss(L64, s64, None, "kendall", reduction),
-                           f32)}
+                           fmt)}
     for name, t in (("losses", Lt), ("log_vars", sv)):
-        out[f"uw_{name}"] = max(ulp_error(float(a), b, f32) for a, b in zip(t.grad.numpy(), exact_g[name]))
-    Lt = torch.tensor(L, requires_grad=True)
-    v = torch_impl.dynamic_task_priority(Lt, torch.tensor(kap), 1.0, reduction)
+        out[f"uw_{name}"] = max(ulp_error(float(a), b, fmt) for a, b in zip(t.grad.double().numpy(), exact_g[name]))
+    Lt = Lt.detach().requires_grad_()
+    v = torch_impl.dynamic_task_priority(Lt, kt, 1.0, reduction)
     v.backward()
+    assert v.dtype == Lt.grad.dtype == tdtype
     exact_g = ref.dynamic_task_priority_grad(np.array(1.0), L64, kap64, 1.0, reduction)["losses"]
-    out["dtp"] = ulp_error(float(v.detach()), ref.dynamic_task_priority(L64, kap64, 1.0, reduction), f32)
-    out["dtp_losses"] = max(ulp_error(float(a), b, f32) for a, b in zip(Lt.grad.numpy(), exact_g))
+    out["dtp"] = ulp_error(float(v.detach()), ref.dynamic_task_priority(L64, kap64, 1.0, reduction), fmt)
+    out["dtp_losses"] = max(ulp_error(float(a), b, fmt) for a, b in zip(Lt.grad.double().numpy(), exact_g))
     return out
 
 
@@ -571,10 +575,30 @@ def _lean_f32_inputs(k: int, seed: int = 5) -> tuple[np.ndarray, np.ndarray, np.
     return L, s, kap
 
 
-def _within_budget(err: dict[str, float], k: int) -> bool:
+def _within_budget(err: dict[str, float], k: int, dtype: str = "float32") -> bool:
     """Values within the faithful budget of a sum of ``k`` terms, every gradient entry within 8 ULP."""
-    return (err["uw"] <= _faithful(UW, "value", "float32", k) and err["dtp"] <= _faithful(DTP, "value", "float32", k)
+    return (err["uw"] <= _faithful(UW, "value", dtype, k) and err["dtp"] <= _faithful(DTP, "value", dtype, k)
             and max(err["uw_losses"], err["uw_log_vars"], err["dtp_losses"]) <= 8)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_torch_half_native_paths_stay_within_budget(monkeypatch, dtype):
+    """float16/bfloat16 tasks take the native float32 kernels (converted exactly; results rounded to
+    their dtype) — value and gradients within the faithful budget against the oracle, the gradients
+    in the inputs' dtypes."""
+    from lossoracle.implementations import multitask_torch as mt
+
+    _native_on(monkeypatch, True)
+    L, s, kap = _lean_f32_inputs(512, seed=8)
+    s = s / 3  # N(0, 1): the float16 terms stay in range
+    kap = np.maximum(kap, np.float32(2.0**-14))  # 2^-149 would round to a KPI of 0 (an error without a floor)
+    tdtype = getattr(torch, dtype)
+    Lt, sv, kt = (torch.tensor(x).to(tdtype) for x in (L, s, kap))
+    assert mt._NativeUW.make(Lt, sv, None, "kendall", "mean") is not None
+    assert mt._lean_dtp(Lt, kt, 1.0, "mean", None) is not None
+    for reduction in ("mean", "sum"):
+        err = _lean_f32_errors(L, s, kap, reduction, dtype)
+        assert _within_budget(err, 512, dtype), (reduction, err)
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["native", "eager"])
