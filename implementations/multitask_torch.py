@@ -126,25 +126,25 @@ _NARROW = (torch.float32, torch.float16, torch.bfloat16)  # the native kernels' 
 
 
 class _NativeUW:
-    """Narrow ``sum``/``mean`` of the ``kendall``/``simplified`` forms without ``task_types`` on CPU, in
-    one native pass each way (``native/multitask.cpp``), with the input checks of
-    :func:`multitask_core.check_uw` folded in: ``uw_forward`` gives NaN unless every loss is finite
-    and ≥ 0 and every log-variance finite (NaN fails too), and an infinite ``Σ L·e`` (an ``e^{−s}``
-    that overflows float64) is sent back too: :func:`uncertainty_weighted_loss` then runs the checked
-    path (its named error, NaN propagated, :class:`multitask_core.PlainUW`'s clamp). The rest holds
-    by the types (float32, float16 or bfloat16 1-D of one shape, a known form and reduction; half
-    inputs are converted to float32 exactly).
+    """Narrow ``sum``/``mean`` of the ``kendall``/``simplified`` forms without ``task_types`` on CPU:
+    two native passes around ``torch.exp`` forward, one backward (``native/multitask.cpp``), with the
+    input checks of :func:`multitask_core.check_uw` folded in: ``uw_prepare`` gives NaN unless every
+    loss is finite and ≥ 0 and every log-variance finite (NaN fails too), and an infinite ``Σ L·e``
+    (an ``e^{−s}`` that overflows float64) is sent back too: :func:`uncertainty_weighted_loss` then
+    runs the checked path (its named error, NaN propagated, :class:`multitask_core.PlainUW`'s clamp).
+    The rest holds by the types (float32, float16 or bfloat16 1-D of one shape, a known form and
+    reduction; half inputs are converted to float32 exactly).
 
     The formulas and bounds of :class:`_LeanUW`, in float64 throughout (``u = 2^-53``): ``e = e^{−s}``
-    (SLEEF ``exp`` u10, 1 ULP ≤ 2u), ``Σ L·e`` by fused multiply-adds and ``Σ s`` each within ``K·u``
-    of ``Σ L·e``, ``Σ|s|`` (any order; ``K ≤ 2^26``); the backward ``∂/∂L = fl(g'c·e)`` within 4u
-    (``e`` 2u, ``g' = g/K`` one rounding, ``c = ½`` or 1 exact, the product) and ``∂/∂s =
-    fl(fma(−g'c·L, e, g'·r'))`` within ``5u·|g'|·(r' + c·L·e)`` (``e`` 2u, ``g/K`` u, ``g'c·L`` exact
-    for ``g' = g`` and one rounding for ``g/K``, the fused multiply-add one), each rounded once to
-    float32 (then to a half dtype, as ATen casts float64 to it): far below its half-ULP, as for
-    :class:`_LeanUW`; the value is rounded from float64 to the result dtype (through float32, as ATen
-    casts, for a half one). Where ``e`` underflows float64
-    (``s > 708``) the exact partials are below ``2^128·e^-708``, zero in float32 as computed."""
+    (``torch.exp``: MKL's VML or SLEEF u10, 1 ULP ≤ 2u), ``Σ L·e`` by fused multiply-adds and ``Σ s``
+    each within ``K·u`` of ``Σ L·e``, ``Σ|s|`` (any order; ``K ≤ 2^26``); the backward ``∂/∂L =
+    fl(g'c·e)`` within 4u (``e`` 2u, ``g' = g/K`` one rounding, ``c = ½`` or 1 exact, the product) and
+    ``∂/∂s = fl(fma(−g'c·L, e, g'·r'))`` within ``5u·|g'|·(r' + c·L·e)`` (``e`` 2u, ``g/K`` u, ``g'c·L``
+    exact for ``g' = g`` and one rounding for ``g/K``, the fused multiply-add one), each rounded once
+    to float32 (then to a half dtype, as ATen casts float64 to it): far below its half-ULP, as for
+    :class:`_LeanUW`; the value is rounded from float64 to the result dtype (through float32 for a
+    half one, as ATen casts). Where ``e`` underflows float64 (``s > 708``) the exact partials are below
+    ``2^128·e^-708``, zero in float32 as computed."""
 
     def __init__(self, mod, e: torch.Tensor, L: torch.Tensor, c: float, slope: float, k: int, mean: bool,
                  dtypes: tuple[torch.dtype, torch.dtype]) -> None:
@@ -167,8 +167,12 @@ class _NativeUW:
         L, s = L.detach().float(), s.detach().float()
         k = int(L.shape[0])
         e = torch.empty(k, dtype=_F64)
-        total_a, total_s = mod.uw_forward(L, s, e)
-        if not math.isfinite(total_a):  # a bad input (NaN), or an e^{−s} beyond float64: the checked path
+        total_s = mod.uw_prepare(L, s, e)  # e = −s, the checks
+        if total_s != total_s:
+            return None  # a bad input (NaN included): the checked path
+        torch.exp(e, out=e)  # PyTorch's (MKL's) float64 exp is twice as fast as SLEEF's in the kernel
+        total_a = mod.uw_dot(L, e)
+        if not math.isfinite(total_a):  # an e^{−s} beyond float64: the checked path (PlainUW's clamp)
             return None
         rho = c = 0.5 if form == "kendall" else 1.0
         v = c * total_a + rho * total_s
