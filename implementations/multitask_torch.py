@@ -8,6 +8,10 @@ inputs' device (CPU or CUDA alike) and rounded once to the result
 dtype (``torch.promote_types`` of the losses and the log-variances; the losses' dtype for DTP).
 Autograd through ``0.5·exp(−s)·L + 0.5·s`` would overflow ``exp(−s)`` and give ``inf·0 = NaN`` at
 ``L = 0``; here ``e^{−s}·L = e^{log L − s}`` (``lossoracle.reference.multitask``).
+
+Float32 ``sum``/``mean`` on CPU of the common cases (:class:`_NativeUW`, :func:`_lean_dtp`) run as one
+native pass each way (``native/multitask.cpp``) with the value checks folded in, before any other
+check; without the native kernels, their eager lean paths.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torch import nn
 from . import dd_branchfree as bf
 from . import doubledouble as dd
 from . import multitask_core as core
+from . import native
 from .compiled import Kernel
 
 __all__ = ["uncertainty_weighted_loss", "dynamic_task_priority", "UncertaintyWeighting", "DynamicTaskPriority"]
@@ -116,6 +121,84 @@ class _LeanUW:
         return gL, gs.to(self.dtypes[1])
 
 
+_NATIVE_MAX_TASKS = 1 << 26  # float64 sums of K terms within K·2^-53 ≤ 2^-27 relative: an eighth of a float32 ULP
+_NARROW = (torch.float32, torch.float16, torch.bfloat16)  # the native kernels' inputs: float32, or exactly converted
+
+
+class _NativeUW:
+    """Narrow ``sum``/``mean`` of the ``kendall``/``simplified`` forms without ``task_types`` on CPU:
+    two native passes around ``torch.exp`` forward, one backward (``native/multitask.cpp``), with the
+    input checks of :func:`multitask_core.check_uw` folded in: ``uw_prepare`` gives NaN unless every
+    loss is finite and ≥ 0 and every log-variance finite (NaN fails too), and an infinite ``Σ L·e``
+    (an ``e^{−s}`` that overflows float64) is sent back too: :func:`uncertainty_weighted_loss` then
+    runs the checked path (its named error, NaN propagated, :class:`multitask_core.PlainUW`'s clamp).
+    The rest holds by the types (float32, float16 or bfloat16 1-D of one shape, a known form and
+    reduction; half inputs are converted to float32 exactly).
+
+    The formulas and bounds of :class:`_LeanUW`, in float64 throughout (``u = 2^-53``): ``e = e^{−s}``
+    (``torch.exp``: MKL's VML or SLEEF u10, 1 ULP ≤ 2u), ``Σ L·e`` by fused multiply-adds and ``Σ s``
+    each within ``K·u`` of ``Σ L·e``, ``Σ|s|`` (any order; ``K ≤ 2^26``); the backward ``∂/∂L =
+    fl(g'c·e)`` within 4u (``e`` 2u, ``g' = g/K`` one rounding, ``c = ½`` or 1 exact, the product) and
+    ``∂/∂s = fl(fma(−g'c·L, e, g'·r'))`` within ``5u·|g'|·(r' + c·L·e)`` (``e`` 2u, ``g/K`` u, ``g'c·L``
+    exact for ``g' = g`` and one rounding for ``g/K``, the fused multiply-add one), each rounded once
+    to float32 (then to a half dtype, as ATen casts float64 to it): far below its half-ULP, as for
+    :class:`_LeanUW`; the value is rounded from float64 to the result dtype (through float32 for a
+    half one, as ATen casts). Where ``e`` underflows float64 (``s > 708``) the exact partials are below
+    ``2^128·e^-708``, zero in float32 as computed."""
+
+    def __init__(self, mod, e: torch.Tensor, L: torch.Tensor, c: float, slope: float, k: int, mean: bool,
+                 dtypes: tuple[torch.dtype, torch.dtype]) -> None:
+        self.mod, self.e, self.L, self.c, self.slope, self.k, self.mean = mod, e, L, c, slope, k, mean
+        self.dtypes, self.dtype = dtypes, torch.promote_types(*dtypes)
+
+    @classmethod
+    def make(cls, L: Any, s: Any, task_types, form: str, reduction: str) -> tuple[_NativeUW, float] | None:
+        """``(the state for the backward, the value)``, or None where this path does not apply."""
+        if not (task_types is None and form in ("kendall", "simplified") and reduction in ("sum", "mean")
+                and isinstance(L, torch.Tensor) and isinstance(s, torch.Tensor)
+                and L.dtype in _NARROW and s.dtype in _NARROW and L.dim() == 1 and s.shape == L.shape
+                and 1 <= L.shape[0] <= _NATIVE_MAX_TASKS and L.device.type == "cpu" and s.device.type == "cpu"
+                and L.is_contiguous() and s.is_contiguous()):
+            return None
+        mod = native.module("multitask")
+        if mod is None:
+            return None
+        dtypes = (L.dtype, s.dtype)
+        L, s = L.detach().float(), s.detach().float()
+        k = int(L.shape[0])
+        e = torch.empty(k, dtype=_F64)
+        total_s = mod.uw_prepare(L, s, e)  # e = −s, the checks
+        if total_s != total_s:
+            return None  # a bad input (NaN included): the checked path
+        torch.exp(e, out=e)  # PyTorch's (MKL's) float64 exp is twice as fast as SLEEF's in the kernel
+        total_a = mod.uw_dot(L, e)
+        if not math.isfinite(total_a):  # an e^{−s} beyond float64: the checked path (PlainUW's clamp)
+            return None
+        rho = c = 0.5 if form == "kendall" else 1.0
+        v = c * total_a + rho * total_s
+        return cls(mod, e, L, c, rho, k, reduction == "mean", dtypes), (v / k if reduction == "mean" else v)
+
+    def grads(self, g: torch.Tensor, need: tuple[bool, ...]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        g = float(g) / self.k if self.mean else float(g)
+        gL = torch.empty_like(self.L) if need[0] else None
+        gs = torch.empty_like(self.L) if need[1] else None
+        self.mod.uw_backward(self.e, self.L, g * self.c, g * self.slope, gL, gs)
+        return (None if gL is None else gL.to(self.dtypes[0]), None if gs is None else gs.to(self.dtypes[1]))
+
+
+class _NativeUWFn(torch.autograd.Function):
+    """The value of :meth:`_NativeUW.make` (computed before, a float) and its native backward."""
+
+    @staticmethod
+    def forward(ctx, L: torch.Tensor, s: torch.Tensor, state: _NativeUW, value: float) -> torch.Tensor:
+        ctx.state = state
+        return torch.tensor(value, dtype=state.dtype)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        return (*ctx.state.grads(g, ctx.needs_input_grad), None, None)
+
+
 _COMPILE_MIN_TASKS = 1 << 14  # tasks from which the double-double ∂/∂s of the tasks near the optimum is compiled
 _COMPILE_MAX_VARIANTS = 4  # (form, one coefficient or one per task): each a recompile; beyond, eager
 
@@ -174,6 +257,9 @@ def uncertainty_weighted_loss(losses: torch.Tensor, log_vars: torch.Tensor, task
                               reduction: str = "sum") -> torch.Tensor:
     """``Σ_i c_i·e^{−s_i}·L_i + r(s_i)`` over the tasks (``form``: ``kendall``, ``simplified``,
     ``liebel``; ``task_types`` for ``kendall`` only; ``reduction``: ``sum``, ``mean`` or ``none``)."""
+    lean = _NativeUW.make(losses, log_vars, task_types, form, reduction)
+    if lean is not None:
+        return _NativeUWFn.apply(losses, log_vars, *lean)
     coeffs = core.check_uw(*_detached(losses, log_vars), task_types, form, reduction)
     dtype = torch.promote_types(losses.dtype, log_vars.dtype)
     c = coeffs if isinstance(coeffs, float) else _coeffs(coeffs, losses)
@@ -259,18 +345,19 @@ _LEAN_BLOCK, _LEAN_BLOCK_MIN_TASKS = 8, 1 << 10  # float32 sums of 8 terms first
 
 
 class _LeanDTPFn(torch.autograd.Function):
-    """The value of :func:`_lean_dtp` (computed before, a float), and its backward ``w·g'`` in float32:
-    4.01u of ``w``, one rounding of ``g/K`` (mean) and one of the product: within 6.02 ULP."""
+    """The value of :func:`_lean_dtp` (computed before, a float) in the losses' dtype, and its backward
+    ``w·g'`` in float32: 4.01u of ``w``, one rounding of ``g/K`` (mean) and one of the product: within
+    6.02 ULP (a half dtype: rounded once more, within ½ + 2^-10 of its ULP)."""
 
     @staticmethod
     def forward(ctx, L: torch.Tensor, w: torch.Tensor, value: float, mean: bool) -> torch.Tensor:
-        ctx.w, ctx.mean = w, mean
-        return torch.tensor(value, dtype=w.dtype, device=w.device)
+        ctx.w, ctx.mean, ctx.dtype = w, mean, L.dtype
+        return torch.tensor(value, dtype=L.dtype, device=w.device)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        gp = (g.to(_F64) / ctx.w.shape[0]).to(ctx.w.dtype) if ctx.mean else g
-        return ctx.w * gp, None, None, None
+        gp = (g.to(_F64) / ctx.w.shape[0]).to(ctx.w.dtype) if ctx.mean else g.to(ctx.w.dtype)
+        return (ctx.w * gp).to(ctx.dtype), None, None, None
 
 
 def _lean_dtp(L: torch.Tensor, kap: Any, gamma: Any, reduction: str, kpi_floor) -> tuple[torch.Tensor, float] | None:
@@ -292,21 +379,38 @@ def _lean_dtp(L: torch.Tensor, kap: Any, gamma: Any, reduction: str, kpi_floor) 
     u·2^-100``) ≤ 13.04 ULP, inside ``4 + log2 K − ½`` from ``K ≥ 2^10``; a group sum that overflows
     float32 makes the total infinite (the checked path then). ``K ≤ 2^26`` (``K·2^-150 ≤ u·2^-100``).
 
+    On CPU with the native kernels (``native/multitask.cpp``, :func:`.native.module`) one pass after
+    ``torch.log`` computes the same ``ŵ`` (bit for bit), each ``ŵ·L`` exactly in float64 (two
+    float32 significands: no rounding, no underflow) and their float64 sum (``(K − 1)·2^-53 ≤ u/8``
+    relative for ``K ≤ 2^26``), ``/K`` one float64 rounding: within 4.14u·|f| ≤ 4.14 ULP, inside
+    ``4 + log2 K − ½`` for ``K ≥ 4``; it returns NaN unless every ``0 ≤ L < ∞`` and ``0 < κ̄ ≤ 1``
+    (the checked path then). Natively, float16/bfloat16 losses or KPIs are converted to float32
+    (exactly) and the value rounded to the losses' dtype (through float32, as ATen casts): within
+    ½ + 2^-10 of its ULP.
+
     The checks (:func:`multitask_core.check_dtp`) from two one-sided reductions and the sum: ``min L
     ≥ 0`` and ``max κ̄ ≤ 1`` (``amin``/``amax``: NaN fails them); an infinite loss, a KPI ≤ 0 or a
     NaN KPI makes a term ``ŵ·L`` infinite or NaN (``κ̄ = 0``: ``ŵ = +inf``; ``κ̄ < 0``: ``log`` NaN;
     ``L = inf``: ``inf`` or ``inf·0``), and so the float64 sum, which finite float32 terms cannot
     make infinite (``K·2^128·104 < 2^1024``)."""
     if not (type(gamma) in (float, int) and gamma == 1 and kpi_floor is None and isinstance(kap, torch.Tensor)
-            and L.dtype == torch.float32 and kap.dtype == torch.float32 and reduction in ("sum", "mean")
+            and L.dtype in _NARROW and kap.dtype in _NARROW and reduction in ("sum", "mean")
             and L.dim() == 1 and kap.shape == L.shape and _LEAN_MIN_TASKS <= L.shape[0] <= 1 << 26
             and kap.device == L.device):
         return None
     L, kap = L.detach(), kap.detach()
+    k = int(L.shape[0])
+    mod = native.module("multitask") if L.device.type == "cpu" and L.is_contiguous() and kap.is_contiguous() else None
+    if mod is not None:  # the same ŵ, each ŵ·L exact in float64, one float64 sum, the checks in the same pass
+        L, kap = L.float(), kap.float()  # half inputs: exactly
+        w = torch.log(kap)  # PyTorch's (MKL's) float32 log is twice as fast as SLEEF's in the kernel
+        total = mod.dtp_forward(L, kap, w)
+        return None if total != total else (w, total / k if reduction == "mean" else total)
+    if L.dtype != torch.float32 or kap.dtype != torch.float32:
+        return None  # half dtypes take the lean path natively only
     w = kap - 1
     w *= torch.log(kap)  # ≤ 0 ... times ≤ 0: w ≥ 0 (+0 at κ̄ = 1)
     t = w * L
-    k = int(L.shape[0])
     if k >= _LEAN_BLOCK_MIN_TASKS:  # float32 sums of _LEAN_BLOCK terms first (a float64 sum of them all is slower)
         m = k - k % _LEAN_BLOCK
         total = float(t[:m].view(_LEAN_BLOCK, -1).sum(0).sum(dtype=_F64)) + float(t[m:].sum(dtype=_F64))

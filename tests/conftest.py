@@ -42,3 +42,16 @@ def pytest_report_header(config):
     seed = getattr(config.option, "hypothesis_seed", None)
     source = getattr(config, "_lossoracle_seed_source", "?")
     return [f"hypothesis seed: {seed} (from {source}; rerun with HYPOTHESIS_SEED={seed} or --hypothesis-seed={seed})"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _native_kernels_built():
+    """Build every native kernel (``implementations/native/*.cpp``) once, in this process, before any test
+    forks a validator worker: a cold build (30–60 s here) inside a worker's first call could exceed its
+    60 s call timeout, and a build killed halfway leaves torch's lock file, on which every later load waits."""
+    from pathlib import Path
+
+    from lossoracle.implementations import native
+
+    for source in sorted(Path(native.__file__).with_name("native").glob("*.cpp")):
+        native.module(source.stem)

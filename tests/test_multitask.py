@@ -9,6 +9,8 @@ import mpmath
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mpmath import mpf
 
 from lossoracle import specs
@@ -411,10 +413,13 @@ LEAN_BAD = [  # (index, loss, KPI, error): the float32 DTP path folds its checks
 
 @pytest.mark.parametrize(("i", "loss", "kpi", "match"), LEAN_BAD, ids=[f"{b[1]}-{b[2]}" for b in LEAN_BAD])
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
-def test_torch_float32_dtp_lean_path_rejects_bad_input(i, loss, kpi, match, reduction):
-    """Many float32 tasks, γ = 1, no floor (the lean path): every bad loss or KPI is still a clear error,
-    NaN still propagates, and the valid inputs around them take the lean path."""
+@pytest.mark.parametrize("native", [True, False], ids=["native", "eager"])
+def test_torch_float32_dtp_lean_path_rejects_bad_input(monkeypatch, native, i, loss, kpi, match, reduction):
+    """Many float32 tasks, γ = 1, no floor (the lean path, native or eager): every bad loss or KPI is
+    still a clear error, NaN still propagates, and the valid inputs around them take the lean path."""
     from lossoracle.implementations import multitask_torch as mt
+
+    _native_on(monkeypatch, native)
 
     rng = np.random.default_rng(9)
     L = torch.tensor(rng.uniform(0, 3, 64), dtype=torch.float32)
@@ -525,42 +530,195 @@ def test_uw_float64_plain_path_stays_within_budget(impl, form, reduction):
     assert np.array_equal(np.ravel(g["log_vars"])[:8], dd_gs)  # exactly the double-double's
 
 
-@pytest.mark.parametrize(("reduction", "k"), [("sum", 512), ("mean", 512), ("sum", 3003)])
-def test_torch_float32_lean_paths_stay_within_budget(monkeypatch, reduction, k):
-    """Many float32 tasks: the lean paths (uncertainty weighting from float64 copies, DTP with float32
-    weights; from 2^10 tasks its float32 sums of 8 terms, 3003 leaving a tail of 3) are taken, and value
-    and gradients stay within the float32 faithful budget (4 ULP value plus log2 K, 8 ULP gradient)
-    against the oracle, KPIs at 1, 1 − 2^-24, 2^-149 and ½ included."""
-    from lossoracle.implementations import multitask_torch as mt
+def _native_on(monkeypatch, on: bool) -> None:
+    """Native kernels on (they must build here) or off (the eager fallbacks)."""
+    from lossoracle.implementations import compiled, native
 
-    taken = []
-    make, lean_dtp = mt._LeanUW.make, mt._lean_dtp
-    monkeypatch.setattr(mt._LeanUW, "make", lambda *a: taken.append(make(*a)) or taken[-1])
-    monkeypatch.setattr(mt, "_lean_dtp", lambda *a: taken.append(lean_dtp(*a)) or taken[-1])
-    rng = np.random.default_rng(5)
+    monkeypatch.setitem(compiled.ENABLED, "on", on)
+    if on:
+        assert native.module("multitask") is not None, "the native multitask kernels failed to build"
+
+
+def _lean_f32_errors(L: np.ndarray, s: np.ndarray, kap: np.ndarray, reduction: str,
+                     dtype: str = "float32") -> dict[str, float]:
+    """Worst ULP errors against the oracle of our uncertainty weighting (``kendall``) and DTP (γ = 1)
+    on the inputs rounded to ``dtype``: value, and the worst gradient entry of each input (of its dtype)."""
+    fmt, tdtype = FORMATS[dtype], getattr(torch, dtype)
+    Lt, sv, kt = (torch.tensor(x).to(tdtype) for x in (L, s, kap))
+    L64, s64, kap64 = (t.double().numpy() for t in (Lt, sv, kt))
+    Lt, sv = Lt.requires_grad_(), sv.requires_grad_()
+    v = torch_impl.uncertainty_weighted_loss(Lt, sv, None, "kendall", reduction)
+    v.backward()
+    assert v.dtype == Lt.grad.dtype == sv.grad.dtype == tdtype
+    exact_g = ref.uncertainty_weighted_loss_grad(np.array(1.0), L64, s64, None, "kendall", reduction)
+    out = {"uw": ulp_error(float(v.detach()), ref.uncertainty_weighted_loss(L64, s64, None, "kendall", reduction),
+                           fmt)}
+    for name, t in (("losses", Lt), ("log_vars", sv)):
+        out[f"uw_{name}"] = max(ulp_error(float(a), b, fmt) for a, b in zip(t.grad.double().numpy(), exact_g[name]))
+    Lt = Lt.detach().requires_grad_()
+    v = torch_impl.dynamic_task_priority(Lt, kt, 1.0, reduction)
+    v.backward()
+    assert v.dtype == Lt.grad.dtype == tdtype
+    exact_g = ref.dynamic_task_priority_grad(np.array(1.0), L64, kap64, 1.0, reduction)["losses"]
+    out["dtp"] = ulp_error(float(v.detach()), ref.dynamic_task_priority(L64, kap64, 1.0, reduction), fmt)
+    out["dtp_losses"] = max(ulp_error(float(a), b, fmt) for a, b in zip(Lt.grad.double().numpy(), exact_g))
+    return out
+
+
+def _lean_f32_inputs(k: int, seed: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Losses in [0, 3), log-variances N(0, 9) (tasks near the optimum of ∂/∂s among them), KPIs with
+    1, 1 − 2^-24, 2^-149 and ½ included."""
+    rng = np.random.default_rng(seed)
     L = rng.uniform(0, 3, k).astype(np.float32)
     s = (rng.standard_normal(k) * 3).astype(np.float32)
     kap = np.concatenate([rng.uniform(1e-3, 1, k - 4), [1.0, 1 - 2.0**-24, 2.0**-149, 0.5]]).astype(np.float32)
-    f32 = FORMATS["float32"]
-    L64, s64, kap64 = (x.astype(np.float64) for x in (L, s, kap))
+    return L, s, kap
 
-    Lt, st = torch.tensor(L, requires_grad=True), torch.tensor(s, requires_grad=True)
-    v = torch_impl.uncertainty_weighted_loss(Lt, st, None, "kendall", reduction)
-    v.backward()
-    exact = ref.uncertainty_weighted_loss(L64, s64, None, "kendall", reduction)
-    exact_g = ref.uncertainty_weighted_loss_grad(np.array(1.0), L64, s64, None, "kendall", reduction)
-    assert ulp_error(float(v.detach()), exact, f32) <= _faithful("uncertainty_weighted_loss", "value", "float32", k)
-    for name, t in (("losses", Lt), ("log_vars", st)):
-        assert max(ulp_error(float(a), b, f32) for a, b in zip(t.grad.numpy(), exact_g[name])) <= 8
 
-    Lt = torch.tensor(L, requires_grad=True)
-    v = torch_impl.dynamic_task_priority(Lt, torch.tensor(kap), 1.0, reduction)
-    v.backward()
-    exact_g = ref.dynamic_task_priority_grad(np.array(1.0), L64, kap64, 1.0, reduction)["losses"]
-    assert ulp_error(float(v.detach()), ref.dynamic_task_priority(L64, kap64, 1.0, reduction), f32) <= _faithful(
-        "dynamic_task_priority", "value", "float32", k)
-    assert max(ulp_error(float(a), b, f32) for a, b in zip(Lt.grad.numpy(), exact_g)) <= 8
+def _within_budget(err: dict[str, float], k: int, dtype: str = "float32") -> bool:
+    """Values within the faithful budget of a sum of ``k`` terms, every gradient entry within 8 ULP."""
+    return (err["uw"] <= _faithful(UW, "value", dtype, k) and err["dtp"] <= _faithful(DTP, "value", dtype, k)
+            and max(err["uw_losses"], err["uw_log_vars"], err["dtp_losses"]) <= 8)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_torch_half_native_paths_stay_within_budget(monkeypatch, dtype):
+    """float16/bfloat16 tasks take the native float32 kernels (converted exactly; results rounded to
+    their dtype) — value and gradients within the faithful budget against the oracle, the gradients
+    in the inputs' dtypes."""
+    from lossoracle.implementations import multitask_torch as mt
+
+    _native_on(monkeypatch, True)
+    L, s, kap = _lean_f32_inputs(512, seed=8)
+    s = s / 3  # N(0, 1): the float16 terms stay in range
+    kap = np.maximum(kap, np.float32(2.0**-14))  # 2^-149 would round to a KPI of 0 (an error without a floor)
+    tdtype = getattr(torch, dtype)
+    Lt, sv, kt = (torch.tensor(x).to(tdtype) for x in (L, s, kap))
+    assert mt._NativeUW.make(Lt, sv, None, "kendall", "mean") is not None
+    assert mt._lean_dtp(Lt, kt, 1.0, "mean", None) is not None
+    for reduction in ("mean", "sum"):
+        err = _lean_f32_errors(L, s, kap, reduction, dtype)
+        assert _within_budget(err, 512, dtype), (reduction, err)
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "eager"])
+@pytest.mark.parametrize(("reduction", "k"), [("sum", 512), ("mean", 512), ("sum", 3003)])
+def test_torch_float32_lean_paths_stay_within_budget(monkeypatch, native, reduction, k):
+    """Many float32 tasks: the lean paths — natively (uncertainty weighting and DTP each one pass per
+    direction), or eagerly (uncertainty weighting from float64 copies, DTP with float32 weights; from
+    2^10 tasks its float32 sums of 8 terms, 3003 leaving a tail of 3) — are taken, and value and
+    gradients stay within the float32 faithful budget against the oracle."""
+    from lossoracle.implementations import multitask_torch as mt
+
+    _native_on(monkeypatch, native)
+    taken = []
+    uw_name = "_NativeUW" if native else "_LeanUW"
+    make, lean_dtp = getattr(mt, uw_name).make, mt._lean_dtp
+    monkeypatch.setattr(getattr(mt, uw_name), "make", lambda *a: taken.append(make(*a)) or taken[-1])
+    monkeypatch.setattr(mt, "_lean_dtp", lambda *a: taken.append(lean_dtp(*a)) or taken[-1])
+    err = _lean_f32_errors(*_lean_f32_inputs(k), reduction)
+    assert _within_budget(err, k), err
     assert len(taken) == 2 and all(t is not None for t in taken)
+
+
+@settings(max_examples=25, deadline=None)
+@given(k=st.integers(4, 4000), seed=st.integers(0, 2**32 - 1), reduction=st.sampled_from(["sum", "mean"]))
+def test_torch_float32_native_paths_within_budget_on_random_draws(k, seed, reduction):
+    """Hypothesis draws of task counts and inputs through the native kernels (the default path here):
+    within the faithful budget against the oracle, the native value is the eager fallback's to within
+    the two paths' bounds (within 4.14 and 5.03 ULP of the exact, DTP; far below one, UW), and the
+    DTP weights are the eager ones bit for bit."""
+    from lossoracle.implementations import compiled, native
+    from lossoracle.implementations import multitask_torch as mt
+
+    assert native.module("multitask") is not None
+    L, s, kap = _lean_f32_inputs(k, seed)
+    err = _lean_f32_errors(L, s, kap, reduction)
+    assert _within_budget(err, k), err
+    Lt, st_, kt = torch.tensor(L), torch.tensor(s), torch.tensor(kap)
+    got = {}
+    for on in (True, False):
+        compiled.ENABLED["on"] = on
+        try:
+            got[on] = (float(torch_impl.uncertainty_weighted_loss(Lt, st_, None, "kendall", reduction)),
+                       float(torch_impl.dynamic_task_priority(Lt, kt, 1.0, reduction)))
+        finally:
+            compiled.ENABLED["on"] = True
+    f32 = FORMATS["float32"]
+    assert ulp_error(got[True][0], mpf(got[False][0]), f32) <= 1
+    assert ulp_error(got[True][1], mpf(got[False][1]), f32) <= 11
+    w = {}
+    for on in (True, False):
+        compiled.ENABLED["on"] = on
+        try:
+            w[on] = mt._lean_dtp(Lt, kt, 1.0, reduction, None)[0]
+        finally:
+            compiled.ENABLED["on"] = True
+    assert torch.equal(w[True], w[False])  # the DTP weights (hence the gradient) bit for bit
+
+
+def test_the_lean_budget_test_catches_a_float32_backward(monkeypatch):
+    """Mutant: ∂/∂s of uncertainty weighting formed in float32 (``e^{−s}`` rounded to float32, no fused
+    multiply-add) loses the tasks near the optimum, where ``½ − ½·L·e^{−s}`` cancels: the budget test
+    above fails on it (while the honest native kernels pass it, there)."""
+    from lossoracle.implementations import multitask_torch as mt
+
+    _native_on(monkeypatch, True)
+
+    def float32_grads(self, g, need):
+        g = float(g) / self.k if self.mean else float(g)
+        e = self.e.float()
+        return (e * (g * self.c), (g * self.slope - (g * self.c) * self.L * e))
+
+    L, s, kap = _lean_f32_inputs(512)
+    assert _within_budget(_lean_f32_errors(L, s, kap, "sum"), 512)
+    monkeypatch.setattr(mt._NativeUW, "grads", float32_grads)
+    err = _lean_f32_errors(L, s, kap, "sum")
+    assert err["uw_log_vars"] > 8, err
+
+
+UW_LEAN_BAD = [  # (index, loss, log-variance, error): the native float32 path folds its checks into its pass
+    (3, -1.0, None, "losses must be ≥ 0"),
+    (3, -0.0, None, None),  # −0 is ≥ 0: valid
+    (5, math.inf, None, "losses must be finite"),
+    (63, None, math.inf, "log_vars must be finite"),
+    (0, None, -math.inf, "log_vars must be finite"),
+    (7, 2.0**-149, 103.0, None),  # valid extremes: a subnormal loss, e^{−s} far below float32
+    (7, 3e38, -80.0, None),  # e^{−s}·L beyond float32 but finite in float64: the result is +inf
+]
+
+
+@pytest.mark.parametrize(("i", "loss", "s", "match"), UW_LEAN_BAD, ids=[f"{b[1]}-{b[2]}" for b in UW_LEAN_BAD])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_torch_float32_uw_native_path_rejects_bad_input(i, loss, s, match, reduction):
+    """Many float32 tasks on the native path: every bad loss or log-variance is still a clear error,
+    NaN still propagates, −0 and the valid extremes give the checked path's result."""
+    from lossoracle.implementations import compiled
+    from lossoracle.implementations import multitask_torch as mt
+
+    rng = np.random.default_rng(9)
+    L = torch.tensor(rng.uniform(0, 3, 64), dtype=torch.float32)
+    lv = torch.tensor(rng.standard_normal(64), dtype=torch.float32)
+    assert mt._NativeUW.make(L, lv, None, "kendall", reduction) is not None
+    if loss is not None:
+        L[i] = loss
+    if s is not None:
+        lv[i] = s
+    if match is not None:
+        with pytest.raises(ValueError, match=match):
+            torch_impl.uncertainty_weighted_loss(L.requires_grad_(), lv, None, "kendall", reduction)
+        for nan_L in (True, False):
+            Ln, sn = L.detach().abs().nan_to_num(1.0, 1.0), lv.nan_to_num(0.0, 1.0, -1.0)
+            (Ln if nan_L else sn)[i] = math.nan
+            assert math.isnan(float(torch_impl.uncertainty_weighted_loss(Ln, sn, None, "kendall", reduction)))
+        return
+    got = torch_impl.uncertainty_weighted_loss(L, lv, None, "kendall", reduction)
+    compiled.ENABLED["on"] = False
+    try:
+        want = torch_impl.uncertainty_weighted_loss(L, lv, None, "kendall", reduction)
+    finally:
+        compiled.ENABLED["on"] = True
+    assert ulp_error(float(got), mpf(float(want)), FORMATS["float32"]) <= 1 or float(got) == float(want)
 
 
 @pytest.mark.slow
