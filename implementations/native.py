@@ -5,13 +5,16 @@ exponentials and its output in one pass over a row held in L1), a small C++ sour
 ``torch.utils.cpp_extension.load`` (cached per source hash under ``TORCH_EXTENSIONS_DIR``) and
 vectorised with ATen's ``at::vec::Vectorized`` for the CPU capability PyTorch itself dispatches to.
 ``module(name)`` returns the built module, or None: ``LOSSORACLE_COMPILE=0``, no C++ compiler or a
-failed build (a warning once; the process stops trying) — callers then run their eager kernels,
-which are exact too.
+failed build (a warning once; the process stops trying), or ``LOSSORACLE_NATIVE_BUILD=0`` (set in the
+validator's forked workers: only a module this process already had is used) — callers then run
+their eager kernels, which are exact too. A build lock older than :data:`STALE_LOCK_S` (a build
+killed halfway; torch would wait on it forever) is removed with a warning.
 """
 
 from __future__ import annotations
 
-import functools
+import os
+import time
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -20,7 +23,9 @@ import torch
 
 from .compiled import ENABLED
 
-__all__ = ["module"]
+__all__ = ["module", "STALE_LOCK_S"]
+
+STALE_LOCK_S = 600.0  # a build takes 25–95 s here, even on a loaded machine
 
 _SOURCES = Path(__file__).with_name("native")
 # The flags for the capability ATen dispatches to on this CPU (``at::vec`` picks its
@@ -32,14 +37,32 @@ _CAPABILITY_FLAGS = {
 }
 
 
-@functools.cache
+_MODULES: dict[str, ModuleType | None] = {}
+
+
+def _clear_stale_lock(extension: str) -> None:
+    from torch.utils import cpp_extension
+
+    try:
+        lock = Path(cpp_extension._get_build_directory(extension, False)) / "lock"
+        age = time.time() - lock.stat().st_mtime
+    except (AttributeError, OSError):  # no lock (the usual case), or torch's private helper moved
+        return
+    if age > STALE_LOCK_S:
+        warnings.warn(f"lossoracle native kernels: removing a stale build lock ({lock}, {age:.0f} s old)",
+                      RuntimeWarning)
+        lock.unlink(missing_ok=True)
+
+
 def _build(name: str) -> ModuleType | None:
     from torch.utils.cpp_extension import load
 
     capability = torch.backends.cpu.get_cpu_capability()
     flags = _CAPABILITY_FLAGS.get(capability, ["-DCPU_CAPABILITY=DEFAULT"])
+    extension = f"lossoracle_{name}_{capability.lower()}"
+    _clear_stale_lock(extension)
     try:
-        return load(f"lossoracle_{name}_{capability.lower()}", [str(_SOURCES / f"{name}.cpp")],
+        return load(extension, [str(_SOURCES / f"{name}.cpp")],
                     # never -ffast-math: the error-free transformations (TwoSum, FMA products) need IEEE rounding
                     extra_cflags=["-O3", "-fno-math-errno", *flags], verbose=False)
     except Exception as err:  # no compiler, no headers, a failed build: the eager kernels are exact too
@@ -52,4 +75,8 @@ def module(name: str) -> ModuleType | None:
     """The built extension ``native/<name>.cpp``, or None where native kernels are off or cannot be built."""
     if not ENABLED["on"]:
         return None
-    return _build(name)
+    if name not in _MODULES:
+        if os.environ.get("LOSSORACLE_NATIVE_BUILD", "1") == "0":
+            return None
+        _MODULES[name] = _build(name)
+    return _MODULES[name]

@@ -123,9 +123,13 @@ def _serve(call: Callable[..., Any], conn: Connection, parent_end: Connection) -
 def forked_child() -> bool:
     """Set up a process forked by :class:`Worker` or :func:`lossoracle.parallel.run_all`: it ignores
     Ctrl-C (the parent's to handle; it kills us), dies with the parent even when that is SIGKILLed,
-    and leaves the inherited objects out of garbage collection (:func:`freeze_inherited`). False
+    and leaves the inherited objects out of garbage collection (:func:`freeze_inherited`), and never
+    builds a native kernel (:mod:`lossoracle.implementations.native`: a cold C++ build, 30–90 s, would run
+    under the worker's call timeout, and one killed halfway leaves torch's build lock behind; the
+    implementations take their eager kernels, or a module the parent built before forking). False
     when the parent is already gone."""
     freeze_inherited()
+    os.environ["LOSSORACLE_NATIVE_BUILD"] = "0"
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
