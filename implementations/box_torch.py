@@ -73,11 +73,12 @@ def _compiled(p, q, kind, eps, alpha, iou_eps, cot):
 _KIND_CODES = {kind: code for code, kind in enumerate(core.KINDS)}  # native/box.cpp's Kind
 
 
-def _native_module(b1: torch.Tensor, pairs: int):
+def _native_module(b1: torch.Tensor, b2: torch.Tensor, pairs: int):
     """The C++ long double kernel (``native/box.cpp``) for ``pairs`` float64 CPU pairs, or None: below
-    ``_COMPILE_MIN_PAIRS`` (the validator's cases never build it), not long double boxes, or native
-    kernels off or not built — then the NumPy long double kernel, bit for bit the same numbers."""
-    if pairs < _COMPILE_MIN_PAIRS or not _is_wide(b1):
+    ``_COMPILE_MIN_PAIRS`` (the validator's cases never build it), not both long double boxes (the
+    kernel reads two float64 CPU tensors), or native kernels off or not built — then the NumPy long
+    double kernel, bit for bit the same numbers."""
+    if pairs < _COMPILE_MIN_PAIRS or not (_is_wide(b1) and _is_wide(b2)):
         return None
     return native.module("box")
 
@@ -96,7 +97,7 @@ def _run(b1: torch.Tensor, b2: torch.Tensor, kind: str, eps: float, alpha: str, 
     """The kernel on paired boxes ``b1``/``b2``; returns float64 tensors (value, or the VJPs). Large
     float64 CPU batches through the C++ kernel; eager: in blocks of ``_BLOCK`` pairs (every pair is
     independent: the same numbers, bounded memory)."""
-    mod = _native_module(b1, b1.numel() // 4)
+    mod = _native_module(b1, b2, b1.numel() // 4)
     if mod is not None:
         return _run_native(mod, b1, b2, kind, eps, alpha, iou_eps, cot)
     wide = _is_wide(b1)
@@ -158,7 +159,7 @@ def _paired(kind, boxes1, boxes2, reduction, eps, alpha="exact", iou_eps=None):
     core.check_paired(boxes1.detach(), boxes2.detach(), reduction, eps)
     pairs = boxes1.numel() // 4
     if (reduction != "none" and _is_wide(boxes1) and pairs >= _COMPILE_MIN_PAIRS
-            and _native_module(boxes1, pairs) is None):
+            and _native_module(boxes1, boxes2, pairs) is None):
         return _PlainBoxFn.apply(boxes1, boxes2, kind, float(eps), alpha, iou_eps, reduction)
     loss = _BoxFn.apply(boxes1, boxes2, kind, float(eps), alpha, iou_eps)
     return _reduce(loss, reduction).to(boxes1.dtype)
@@ -370,8 +371,8 @@ def _run_pairwise(b1, b2, kind, cot, need=(True, True)):
     """Pairwise value (``b1``'s dtype) or VJPs (the boxes' dtypes): IoU through its live pairs;
     GIoU of narrow CPU boxes through the compiled kernel from ``_COMPILE_MIN_PAIRS`` pairs, of
     float64 CPU boxes through the C++ long double kernel, else eager in row blocks."""
-    mod = None if kind == "iou" else _native_module(b1, b1.shape[0] * b2.shape[0])
-    if mod is not None and b2.dtype == b1.dtype and b2.device == b1.device:
+    mod = None if kind == "iou" else _native_module(b1, b2, b1.shape[0] * b2.shape[0])
+    if mod is not None:
         p, q = b1.detach().contiguous(), b2.detach().contiguous()
         if cot is None:
             return mod.pairwise_value(p, q, _KIND_CODES[kind])

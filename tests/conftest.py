@@ -47,8 +47,8 @@ def pytest_report_header(config):
 @pytest.fixture(scope="session", autouse=True)
 def _native_kernels_built():
     """Build every native kernel (``implementations/native/*.cpp``) once, in this process, before any test
-    forks a validator worker: a cold build (30–60 s here) inside a worker's first call could exceed its
-    60 s call timeout, and a build killed halfway leaves torch's lock file, on which every later load waits."""
+    forks a validator worker: the workers never build one (a cold build, 30–90 s here, would run under their
+    60 s call timeout), so without this the tests' workers would take the eager kernels."""
     from pathlib import Path
 
     from lossoracle.implementations import native

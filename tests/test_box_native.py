@@ -145,7 +145,8 @@ _BOX_IMPLS = [pytest.param(i, id=i.loss) for i in catalog.implementations() if i
 def native_always(monkeypatch):
     """Every float64 CPU call through the C++ kernel, whatever its size (forked workers inherit it)."""
     monkeypatch.setattr(box_torch, "_COMPILE_MIN_PAIRS", 1)
-    assert box_torch._native_module(torch.zeros((1, 4), dtype=torch.float64), 1) is not None
+    one = torch.zeros((1, 4), dtype=torch.float64)
+    assert box_torch._native_module(one, one, 1) is not None
 
 
 @pytest.mark.parametrize("impl", _BOX_IMPLS)
@@ -193,6 +194,21 @@ def test_losses_take_the_native_kernel_with_the_fallbacks_numbers(loss):
     for reduction in ("mean", "none"):
         for a, b in zip(out[True, reduction], out[False, reduction]):
             assert torch.equal(a, b)
+
+
+def test_mixed_dtype_pairs_keep_the_fallback():
+    """float64 boxes1 with float32 boxes2 (2^16 pairs): the C++ kernel reads two float64 tensors, so this
+    takes the long double fallback — a value, not the kernel's dtype error — the same as with native off."""
+    r = rng_for("test_box_native", "mixed", 0)
+    n = box_torch._COMPILE_MIN_PAIRS
+    p, q = _random_pairs(r, n, 0.0)
+    b1, b2 = torch.tensor(p), torch.tensor(q).to(torch.float32)
+    v = torch_impl.generalized_box_iou_loss(b1, b2, reduction="none")
+    try:
+        compiled.ENABLED["on"] = False
+        assert torch.equal(v, torch_impl.generalized_box_iou_loss(b1, b2, reduction="none"))
+    finally:
+        compiled.ENABLED["on"] = True
 
 
 def test_pairwise_giou_takes_the_native_kernel():

@@ -1,9 +1,6 @@
-"""The native-kernel loader (``implementations/native.py``): what it refuses to build, and the stale lock."""
+"""The native-kernel loader (``implementations/native.py``): what it refuses to build, and its build names."""
 
 from __future__ import annotations
-
-import os
-import time
 
 import pytest
 
@@ -26,17 +23,15 @@ def test_a_worker_never_builds_but_uses_what_it_inherited(monkeypatch):
     assert native.module("softmax") == "module softmax" and built == ["softmax"]
 
 
-def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(monkeypatch, tmp_path):
-    """torch waits forever on the lock of a build killed halfway: one older than STALE_LOCK_S goes."""
+def test_the_build_name_carries_the_source_digest(monkeypatch, tmp_path):
+    """Two checkouts sharing ``TORCH_EXTENSIONS_DIR`` must not load each other's build: the name changes
+    with the source."""
     from torch.utils import cpp_extension
 
-    monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda name, verbose: str(tmp_path))
-    lock = tmp_path / "lock"
-    lock.write_text("")
-    native._clear_stale_lock("lossoracle_x")
-    assert lock.exists()
-    old = time.time() - native.STALE_LOCK_S - 5
-    os.utime(lock, (old, old))
-    with pytest.warns(RuntimeWarning, match="stale build lock"):
-        native._clear_stale_lock("lossoracle_x")
-    assert not lock.exists()
+    names = []
+    monkeypatch.setattr(native, "_SOURCES", tmp_path)
+    monkeypatch.setattr(cpp_extension, "load", lambda name, *a, **k: names.append(name) or name)
+    for text in ("int a;", "int b;", "int a;"):
+        (tmp_path / "x.cpp").write_text(text)
+        native._build("x")
+    assert names[0] != names[1] and names[0] == names[2] and all(n.startswith("lossoracle_x_") for n in names)

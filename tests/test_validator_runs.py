@@ -227,13 +227,21 @@ def _jax_kept_vs_traced() -> dict:
                           "layout"),
              jaxcache.key(fn, spec.name, "float64", arrays_in, {"alpha": 0.25}, "layout")]
     lam = jaxcache.key(lambda x: x, spec.name, "float64", arrays_in, {}, "layout")
+    import jax  # a setting changed within the process changes the key (the compiler's part is read at every call)
+
+    precision = jax.config.jax_default_matmul_precision
+    jax.config.update("jax_default_matmul_precision", "highest")
+    changed = jaxcache.key(fn, spec.name, "float64", arrays_in, {"alpha": 0.25}, "layout")
+    jax.config.update("jax_default_matmul_precision", precision)
+    keys.insert(-1, changed)
     return {"arrays": arrays, "dtypes": dtypes, "stored": n_stored, "loaded": n_loaded, "keys": keys, "lambda": lam}
 
 
 def test_a_kept_jax_executable_gives_the_traced_results_bit_for_bit(tmp_path, monkeypatch):
     """lossoracle.jaxcache: loaded executables give exactly what tracing and compiling give (values,
     gradients, dtypes; NaN where NaN, the sign of zero), a corrupted entry is ignored, and the key
-    separates parameters (0.25, 0.5, 1, 1.0, True), dtypes and shapes, and leaves lambdas out."""
+    separates parameters (0.25, 0.5, 1, 1.0, True), dtypes, shapes and a ``jax.config`` setting changed
+    in the process, and leaves lambdas out."""
     pytest.importorskip("optax")
     from lossoracle import isolation
 

@@ -125,8 +125,8 @@ def forked_child() -> bool:
     Ctrl-C (the parent's to handle; it kills us), dies with the parent even when that is SIGKILLed,
     and leaves the inherited objects out of garbage collection (:func:`freeze_inherited`), and never
     builds a native kernel (:mod:`lossoracle.implementations.native`: a cold C++ build, 30–90 s, would run
-    under the worker's call timeout, and one killed halfway leaves torch's build lock behind; the
-    implementations take their eager kernels, or a module the parent built before forking). False
+    under the worker's call timeout; the implementations take their eager kernels, or a module the
+    parent built before forking). False
     when the parent is already gone."""
     freeze_inherited()
     os.environ["LOSSORACLE_NATIVE_BUILD"] = "0"

@@ -89,9 +89,19 @@ def _package_dir(module_name: str) -> str | None:
     return os.path.dirname(file) if file else None
 
 
-@functools.lru_cache(maxsize=None)
 def _environment(module_name: str) -> str:
-    """The code and compiler part of the key, for an implementation defined in ``module_name``."""
+    """The code and compiler part of the key, for an implementation defined in ``module_name``: the
+    code's digests once per process, the compiler's settings (``jax.config``, ``XLA_FLAGS``) at every
+    call — a process may change them between two calls."""
+    import jax
+
+    config = repr(sorted((k, repr(v)) for k, v in jax.config.values.items()))
+    return repr((_code(module_name), config, os.environ.get("XLA_FLAGS", "")))
+
+
+@functools.lru_cache(maxsize=None)
+def _code(module_name: str) -> str:
+    """The code part of the key, and the platform, for an implementation defined in ``module_name``."""
     import jax
     import jaxlib
 
@@ -101,10 +111,9 @@ def _environment(module_name: str) -> str:
     sources = [hashlib.sha256(pathlib.Path(f).read_bytes()).hexdigest() for f in files if f]
     trees = [_tree_stats(d) for d in {os.path.dirname(jax.__file__), os.path.dirname(jaxlib.__file__),
                                       _package_dir(module_name)} if d]
-    config = repr(sorted((k, repr(v)) for k, v in jax.config.values.items()))
-    platform = jax.devices("cpu")[0].client.platform_version
-    return repr((sys.version, sources, sorted(trees), _distributions(), config, os.environ.get("XLA_FLAGS", ""),
-                 platform))
+    device = jax.devices("cpu")[0]
+    return repr((sys.version, sources, sorted(trees), _distributions(), device.client.platform_version,
+                 device.device_kind))
 
 
 def key(fn: Callable, spec_name: str, dtype: str, arrays: dict[str, Any], params: dict[str, Any],
