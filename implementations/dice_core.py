@@ -406,8 +406,9 @@ def backward(pr: Prepared, r: Ratios, a: Array, prm: Params, want_target: bool):
             cx, cy = (tuple(c[..., None] for c in cols) for cols in soft_coefficients(r, a, prm))
             gp = _soft_gradient(pr.y, pr.ny, pr.p, cx)
             gy = _soft_gradient(pr.p, pr.q, pr.y, cy) if want_target else None
-        else:
+        else:  # hard labels (no cancellation: one term per position), or the pooled form
             gp = pr.y * (cI - cFN) + pr.ny * cFP
+            gy = pr.p * (cI - cFP) + pr.q * cFN if want_target else None
     if prm.activation == "sigmoid":
         gp = gp * pr.p * pr.q
     elif prm.activation == "softmax":  # pivot on the arg-max class(es): the large term never cancels
