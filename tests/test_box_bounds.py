@@ -76,7 +76,7 @@ def _eager_kernel(monkeypatch, min_pairs):
     """The tracked value kernel run eagerly (no compilation in a test) from ``min_pairs`` pairs, as it
     runs where the C++ kernel is not available (tests/test_box_native.py tests that one)."""
     monkeypatch.setattr(box_torch, "_COMPILE_MIN_PAIRS", min_pairs)
-    monkeypatch.setattr(box_torch, "_native_module", lambda b, pairs: None)
+    monkeypatch.setattr(box_torch, "_native_module", lambda b1, b2, pairs: None)
     monkeypatch.setattr(box_torch, "_TRACKED_VALUE", lambda variant, *a: box_torch._tracked_value_kernel(*a))
 
 
