@@ -110,12 +110,8 @@ def to_mp(a: object) -> np.ndarray:
     flat = out.reshape(-1)
     if arr.dtype.kind == "f" and mp._prec_rounding[0] >= 53:  # mpf(float) at ≥ 53 bits: the float's exact value
         key = (arr.dtype.str, arr.shape, arr.tobytes())
-        vals = _FLOATS.get(key)
-        if vals is None:
-            if len(_FLOATS) >= _MEMO_MAX:
-                _FLOATS.clear()
-            vals = _FLOATS[key] = tuple(map(_make, _from_floats(arr)))
-        flat[:] = vals  # a fresh array (callers may write into it) of shared immutable mpf
+        # a fresh array (callers may write into it) of shared immutable mpf
+        flat[:] = _memo(_FLOATS, key, lambda: tuple(map(_make, _from_floats(arr))))
         return out
     for i, v in enumerate(arr.reshape(-1).tolist()):
         flat[i] = mpf(v)
@@ -127,13 +123,7 @@ def to_raw(a: np.ndarray) -> list | None:
     or None for a non-float array (the callers take the object path)."""
     if a.dtype.kind != "f":
         return None
-    key = (a.dtype.str, a.shape, a.tobytes())
-    vals = _RAWS.get(key)
-    if vals is None:
-        if len(_RAWS) >= _MEMO_MAX:
-            _RAWS.clear()
-        vals = _RAWS[key] = _from_floats(a)
-    return vals
+    return _memo(_RAWS, (a.dtype.str, a.shape, a.tobytes()), _from_floats, a)
 
 
 def _from_floats(a: np.ndarray) -> list:
@@ -210,15 +200,19 @@ _LOG: dict[tuple, tuple] = {}
 _RAWS: dict[tuple, list] = {}
 
 
-def _kept(table: dict, fn, t: tuple, prec: int, rnd: str) -> tuple:
-    """``fn(t, prec, rnd)``, kept in ``table`` by argument and precision (a full table is emptied)."""
-    key = (t, prec, rnd)
+def _memo(table: dict, key, fn, *args):
+    """``table[key]``, else ``fn(*args)`` kept there (a full table is emptied first)."""
     out = table.get(key)
     if out is None:
         if len(table) >= _MEMO_MAX:
             table.clear()
-        out = table[key] = fn(t, prec, rnd)
+        out = table[key] = fn(*args)
     return out
+
+
+def _kept(table: dict, fn, t: tuple, prec: int, rnd: str) -> tuple:
+    """``fn(t, prec, rnd)``, kept in ``table`` by argument and precision."""
+    return _memo(table, (t, prec, rnd), fn, t, prec, rnd)
 
 
 def log_raw(t: tuple, prec: int, rnd: str) -> tuple:
@@ -458,12 +452,7 @@ def softmax_row(row) -> SoftmaxRow:
     precision: the value and the VJP of a case (and the differencing of the conditioning, which
     moves one entry at a time) use the same rows."""
     key = (*mp._prec_rounding, *[v._mpf_ if type(v) is mpf else v for v in row])
-    out = _ROWS.get(key)
-    if out is None:
-        if len(_ROWS) >= _MEMO_MAX:
-            _ROWS.clear()
-        out = _ROWS[key] = SoftmaxRow(row)
-    return out
+    return _memo(_ROWS, key, SoftmaxRow, row)
 
 
 def softmax_rows_raw(flat: list, M: int, C: int) -> list:
@@ -473,13 +462,7 @@ def softmax_rows_raw(flat: list, M: int, C: int) -> list:
     out = []
     for i in range(M):
         row = flat[i * C:(i + 1) * C]
-        key = (prec, rnd, *row)
-        sr = _ROWS.get(key)
-        if sr is None:
-            if len(_ROWS) >= _MEMO_MAX:
-                _ROWS.clear()
-            sr = _ROWS[key] = SoftmaxRow(None, row)
-        out.append(sr)
+        out.append(_memo(_ROWS, (prec, rnd, *row), SoftmaxRow, None, row))
     return out
 
 
@@ -659,13 +642,12 @@ def _window(bc: int, d: int) -> tuple:
     """``(2^(half+1) − 1, 2^half − r, 2^half + r)`` as mpz, ``half = bc − 54``, ``r = 2^d`` (0 for
     d = −1): the mask of the bits below a ``bc``-bit mantissa's 53rd and the window around the
     float64 rounding boundary that :func:`_certified` rejects (kept: a few (bc, d) pairs recur)."""
-    out = _WINDOWS.get((bc, d))
-    if out is None:
-        if len(_WINDOWS) >= _MEMO_MAX:
-            _WINDOWS.clear()
-        half, r = bc - 54, (1 << d) if d >= 0 else 0
-        out = _WINDOWS[(bc, d)] = (_MPZ((2 << half) - 1), _MPZ((1 << half) - r), _MPZ((1 << half) + r))
-    return out
+    return _memo(_WINDOWS, (bc, d), _window_masks, bc, d)
+
+
+def _window_masks(bc: int, d: int) -> tuple:
+    half, r = bc - 54, (1 << d) if d >= 0 else 0
+    return _MPZ((2 << half) - 1), _MPZ((1 << half) - r), _MPZ((1 << half) + r)
 
 
 def stable(fn, max_doublings: int = 3):
