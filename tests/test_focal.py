@@ -515,6 +515,8 @@ def test_softmax_float32_gradient_from_the_kept_exponentials_meets_its_bound(mon
                                              gamma=gamma, reduction="none")["input"]
     f32 = FORMATS["float32"]
     worst = max(ulp_error(float(a), e, f32) for a, e in zip(xi.grad.reshape(-1).tolist(), want.reshape(-1)))
+    # the fused kernel accepts a row only where its bound is within the spec's budget (else recomputes it);
+    # the eager blocks have their own derived 3 ULP
     assert worst <= (specs.get(SM).budget.faithful("grad", "float32") if compile_on else 3.0)
 
 
